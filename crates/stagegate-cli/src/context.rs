@@ -1,0 +1,128 @@
+//! What every command starts from: the plan, the state store, where things live.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use stagegate_engine::exit;
+use stagegate_plan::{Plan, Scope, ScopeOptions};
+use stagegate_store::Store;
+
+use crate::cli::{Cli, ReleaseArgs};
+
+/// An error that ends the command with a message and an exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(exit::INVALID, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(exit::INTERNAL, message)
+    }
+}
+
+impl From<stagegate_store::StoreError> for Failure {
+    fn from(e: stagegate_store::StoreError) -> Self {
+        Failure::internal(e.to_string())
+    }
+}
+
+pub type CmdResult = Result<i32, Failure>;
+
+pub fn plan_path(cli: &Cli) -> PathBuf {
+    cli.file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("stagegate.yml"))
+}
+
+/// Loads and validates the plan; prints warnings; fails with every error.
+pub fn load_plan(cli: &Cli) -> Result<Plan, Failure> {
+    let path = plan_path(cli);
+    match stagegate_plan::load_file(&path) {
+        Ok((plan, warnings)) => {
+            for w in warnings.warnings() {
+                eprint!("{w}");
+            }
+            Ok(plan)
+        }
+        Err(diags) => {
+            let n = diags.error_count();
+            Err(Failure::invalid(format!(
+                "{diags}error: the plan {} has {n} error{}; nothing ran",
+                path.display(),
+                if n == 1 { "" } else { "s" }
+            )))
+        }
+    }
+}
+
+/// `.stagegate` beside the plan: releases, logs and (by default) the state store.
+pub fn state_dir(plan: &Plan) -> PathBuf {
+    plan.dir.join(".stagegate")
+}
+
+pub fn store_path(cli: &Cli, plan: &Plan) -> PathBuf {
+    if let Some(p) = &cli.state {
+        return p.clone();
+    }
+    match &plan.state.path {
+        Some(p) if p.is_absolute() => p.clone(),
+        Some(p) => plan.dir.join(p),
+        None => state_dir(plan).join("state.db"),
+    }
+}
+
+pub async fn open_store(cli: &Cli, plan: &Plan) -> Result<Store, Failure> {
+    Ok(Store::open(&store_path(cli, plan)).await?)
+}
+
+pub fn prepare_scope(plan: &Plan, env: &str, release: &ReleaseArgs) -> Result<Scope, Failure> {
+    let opts = ScopeOptions {
+        release_version: release.version.clone(),
+        release_sha: release.sha.clone(),
+        vars: release.vars.clone(),
+        process_env: std::env::vars().collect::<HashMap<_, _>>(),
+    };
+    Scope::prepare(plan, env, opts).map_err(|errors| {
+        Failure::invalid(
+            errors
+                .iter()
+                .map(|e| format!("error: {e}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+pub fn actor(given: Option<&str>) -> String {
+    given
+        .map(str::to_string)
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| "unknown".into())
+}

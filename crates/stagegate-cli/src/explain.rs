@@ -1,0 +1,240 @@
+//! `stagegate explain KEY`: what a plan field means, its default and an example.
+
+use stagegate_engine::exit;
+
+use crate::context::{CmdResult, Failure};
+
+/// (key, meaning, default, example)
+const FIELDS: &[(&str, &str, &str, &str)] = &[
+    (
+        "project",
+        "The project's name, recorded with every deployment.",
+        "required",
+        "project: erp-hub",
+    ),
+    (
+        "release.version",
+        "The release version. `--release-version` overrides it.",
+        "`git describe --tags --always --dirty`, else 0.0.0-dev",
+        "release: { version: \"${{ env.VERSION }}\" }",
+    ),
+    (
+        "release.sha",
+        "The release's git commit. `--release-sha` overrides it.",
+        "`git rev-parse HEAD`, else unknown",
+        "release: { sha: \"${{ env.GITHUB_SHA }}\" }",
+    ),
+    (
+        "vars",
+        "Named values for templates (`${{ vars.NAME }}`), for every environment; an environment's `vars` override them, `--var NAME=VALUE` overrides both.",
+        "none",
+        "vars: { base: \"http://127.0.0.1:8000\" }",
+    ),
+    (
+        "secrets",
+        "Secret names: `require` must have a value, `optional` may. Values come from the process environment, then the dotenv file. They print as ***.",
+        "dotenv: .env.ENVIRONMENT when it exists",
+        "secrets: { require: [ADMIN_TOKEN], dotenv: .env.staging }",
+    ),
+    (
+        "environments",
+        "The environments a plan deploys to, each with `vars`, `secrets`, `services` overrides and `on_failure`.",
+        "required, at least one",
+        "environments:\n  staging:\n    vars: { base: \"http://127.0.0.1:8000\" }",
+    ),
+    (
+        "environments.services",
+        "Per-environment changes to a service: `env`, `port`, `start`.",
+        "none",
+        "environments:\n  staging:\n    services:\n      web: { port: 8080 }",
+    ),
+    (
+        "services",
+        "What gets deployed. Each service has a driver (`local`), a start command and a health check.",
+        "none",
+        "services:\n  web:\n    start: ./web --port $PORT",
+    ),
+    (
+        "services.driver",
+        "How the service runs. `local`: a supervised process in its own release directory under .stagegate/releases.",
+        "local",
+        "driver: local",
+    ),
+    (
+        "services.build",
+        "A command run in the plan directory before the release is made (output in the step log).",
+        "none",
+        "build: cargo build --release -p web",
+    ),
+    (
+        "services.artifacts",
+        "Files or directories, relative to the plan, copied into the release directory (and digested with sha256).",
+        "none",
+        "artifacts: [target/release/web]",
+    ),
+    (
+        "services.start",
+        "The command that starts the service, run with `sh -c` in the release directory. It gets PORT, STAGEGATE_RELEASE and the service's `env`.",
+        "required",
+        "start: ./target/release/web",
+    ),
+    (
+        "services.env",
+        "Environment variables of the service process; templates allowed.",
+        "none",
+        "env: { APP_VERSION: \"${{ release.version }}\" }",
+    ),
+    (
+        "services.port",
+        "`auto`: a free loopback port per release; the new release starts beside the old, which runs until the deployment passes. A number: the old release stops, the new one starts on that port.",
+        "auto",
+        "port: 8080",
+    ),
+    (
+        "services.stop_timeout",
+        "How long a stopping service gets between SIGTERM and SIGKILL.",
+        "10s",
+        "stop_timeout: 30s",
+    ),
+    (
+        "services.keep",
+        "How many releases stay on disk for rollback (at least 2).",
+        "3",
+        "keep: 5",
+    ),
+    (
+        "services.depends_on",
+        "Services that must come first; cycles are errors.",
+        "none",
+        "depends_on: [db]",
+    ),
+    (
+        "services.health",
+        "Poll until the service answers as expected: `path` (on the release's URL) or `url`, `expect.status`, `expect.json` (JSONPath: value), `interval`, `timeout`.",
+        "status 200, interval 250ms, timeout 60s",
+        "health:\n  path: /health\n  expect: { status: 200, json: { \"$.version\": \"${{ release.version }}\" } }\n  timeout: 30s",
+    ),
+    (
+        "stages",
+        "Ordered stages, each a list of steps. A step has one action: `run` (a shell command) or `deploy` (a service).",
+        "required",
+        "stages:\n  deploy:\n    - deploy: web\n  verify:\n    - run: curl -fsS ${{ services.web.url }}/health",
+    ),
+    (
+        "steps.id",
+        "A name for the step, used in `${{ steps.ID.outputs.NAME }}` and records.",
+        "STAGE-N",
+        "id: migrate",
+    ),
+    (
+        "steps.name",
+        "A readable name for progress and reports.",
+        "the command's first line",
+        "name: Run database migrations",
+    ),
+    (
+        "steps.run",
+        "A shell command (`sh -c`) run in the plan directory. It may write `NAME=value` lines to the file named by $STAGEGATE_OUTPUT; they become `steps.ID.outputs.NAME`.",
+        "-",
+        "run: echo \"digest=$(sha256sum app | cut -c1-64)\" >> \"$STAGEGATE_OUTPUT\"",
+    ),
+    (
+        "steps.deploy",
+        "Deploys a service with its driver: build, release directory, start, health wait. Rolled back to the previous release on failure.",
+        "-",
+        "deploy: web",
+    ),
+    (
+        "steps.timeout",
+        "Kill the step's process group after this long; the step fails.",
+        "none",
+        "timeout: 5m",
+    ),
+    (
+        "steps.retries",
+        "Run a failed step again up to N more times, `retry_delay` apart.",
+        "0 (retry_delay 1s)",
+        "retries: 3",
+    ),
+    (
+        "steps.env",
+        "Extra environment variables for the step's command.",
+        "none",
+        "env: { DATABASE_URL: \"${{ secrets.DATABASE_URL }}\" }",
+    ),
+    (
+        "steps.cwd",
+        "The working directory, relative to the plan.",
+        "the plan directory",
+        "cwd: frontend",
+    ),
+    (
+        "steps.when",
+        "Run the step only when the expression is true (`==`, `!=`, `!`, `&&`, `||`).",
+        "always",
+        "when: env.RUN_MIGRATIONS == 'true'",
+    ),
+    (
+        "steps.continue_on_error",
+        "A failure of this step does not stop the run.",
+        "false",
+        "continue_on_error: true",
+    ),
+    (
+        "steps.rollback",
+        "A command that undoes the step; runs, newest first, when a later step fails.",
+        "none",
+        "rollback: ./migrate down 1",
+    ),
+    (
+        "on_failure",
+        "What a failed step does: `rollback` undoes what ran, newest first; `stop` leaves it.",
+        "rollback",
+        "on_failure: stop",
+    ),
+    (
+        "state.path",
+        "The SQLite state store. `--state` overrides it.",
+        ".stagegate/state.db beside the plan",
+        "state: { path: /var/lib/stagegate/state.db }",
+    ),
+];
+
+pub fn explain(key: Option<&str>) -> CmdResult {
+    let Some(key) = key else {
+        println!("plan fields (stagegate explain KEY for one):");
+        for (k, meaning, _, _) in FIELDS {
+            println!(
+                "  {k:<24} {}",
+                meaning.split(". ").next().unwrap_or(meaning)
+            );
+        }
+        return Ok(exit::SUCCESS);
+    };
+    let norm = key
+        .trim()
+        .trim_start_matches("stages.")
+        .replace("step.", "steps.");
+    match FIELDS.iter().find(|(k, ..)| {
+        *k == norm
+            || k.rsplit('.').next() == Some(norm.as_str())
+                && !FIELDS.iter().any(|(x, ..)| *x == norm)
+    }) {
+        Some((k, meaning, default, example)) => {
+            println!("{k}\n\n{meaning}\n\ndefault: {default}\n\nexample:\n");
+            for l in example.lines() {
+                println!("    {l}");
+            }
+            Ok(exit::SUCCESS)
+        }
+        None => {
+            let hint =
+                stagegate_plan::diagnostic::did_you_mean(&norm, FIELDS.iter().map(|(k, ..)| *k))
+                    .map(|s| format!("did you mean `{s}`?"))
+                    .unwrap_or_else(|| "`stagegate explain` lists every field".into());
+            Err(Failure::invalid(format!(
+                "error: unknown plan field `{key}`: {hint}"
+            )))
+        }
+    }
+}

@@ -1,0 +1,642 @@
+//! The read-mostly commands: validate, plan, status, stop, history, show, unlock.
+
+use stagegate_engine::{LocalDriver, exit, health};
+use stagegate_plan::{Driver, HealthTarget, Plan, PortMode, Scope, StepKind};
+use stagegate_report::{format_duration_ms, format_time_ms};
+
+use crate::cli::Cli;
+use crate::context::{CmdResult, Failure, load_plan, open_store, plan_path, state_dir};
+
+pub fn validate(cli: &Cli, json: bool) -> CmdResult {
+    let path = plan_path(cli);
+    let result = stagegate_plan::load_file(&path);
+    let diags = match &result {
+        Ok((_, w)) => w.clone(),
+        Err(d) => d.clone(),
+    };
+    if json {
+        let items: Vec<serde_json::Value> = diags
+            .items
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "severity": match d.severity { stagegate_plan::Severity::Error => "error", stagegate_plan::Severity::Warning => "warning" },
+                    "message": d.message,
+                    "file": d.span.as_ref().map(|s| s.path().display().to_string()),
+                    "line": d.span.as_ref().map(|s| s.pos.line),
+                    "column": d.span.as_ref().map(|s| s.pos.col),
+                    "help": d.help,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "valid": result.is_ok(), "diagnostics": items })
+            )
+            .unwrap_or_default()
+        );
+    } else {
+        eprint!("{diags}");
+    }
+    match result {
+        Ok((plan, _)) => {
+            if !json {
+                println!(
+                    "{} is valid: {} environment(s), {} service(s), {} stage(s), {} step(s)",
+                    path.display(),
+                    plan.environments.len(),
+                    plan.services.len(),
+                    plan.stages.len(),
+                    plan.steps().count()
+                );
+            }
+            Ok(exit::SUCCESS)
+        }
+        Err(d) => {
+            if !json {
+                let n = d.error_count();
+                eprintln!(
+                    "error: {} has {n} error{}",
+                    path.display(),
+                    if n == 1 { "" } else { "s" }
+                );
+            }
+            Ok(exit::INVALID)
+        }
+    }
+}
+
+pub fn print_plan(plan: &Plan, scope: &Scope) {
+    let mut out = String::new();
+    let push = |out: &mut String, s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    push(
+        &mut out,
+        format!(
+            "plan: {} -> {} (release {}, sha {})",
+            plan.project,
+            scope.environment,
+            scope.release.version,
+            short_sha(&scope.release.sha)
+        ),
+    );
+    push(&mut out, format!("plan hash: {}", plan.hash));
+    if !scope.vars.is_empty() {
+        push(&mut out, "vars:".into());
+        for (k, v) in &scope.vars {
+            push(&mut out, format!("  {k} = {}", scope.scrubber().scrub(v)));
+        }
+    }
+    if !scope.secrets.is_empty() {
+        push(&mut out, "secrets:".into());
+        for (k, v) in &scope.secrets {
+            push(
+                &mut out,
+                format!(
+                    "  {k} = {v} (from {})",
+                    scope
+                        .secret_sources
+                        .get(k)
+                        .map(String::as_str)
+                        .unwrap_or("?")
+                ),
+            );
+        }
+    }
+    let on_failure = plan
+        .environment(&scope.environment)
+        .and_then(|e| e.on_failure)
+        .unwrap_or(plan.on_failure);
+    push(
+        &mut out,
+        format!(
+            "on failure: {}",
+            match on_failure {
+                stagegate_plan::OnFailure::Rollback => "roll back what ran, newest first",
+                stagegate_plan::OnFailure::Stop => "stop and leave everything as it is",
+            }
+        ),
+    );
+    let mut n = 0;
+    for stage in &plan.stages {
+        push(&mut out, format!("stage {}", stage.name));
+        for step in &stage.steps {
+            n += 1;
+            let mut line = format!("  {n:>3}. {}", step.name);
+            if step.explicit_id {
+                line.push_str(&format!(" [{}]", step.id));
+            }
+            push(&mut out, line);
+            match &step.kind {
+                StepKind::Run { command } => {
+                    for l in scope.render_for_display(&command.value).lines() {
+                        push(&mut out, format!("         $ {l}"));
+                    }
+                }
+                StepKind::Deploy { service } => {
+                    if let Some(svc) = plan.service(&service.value) {
+                        let Driver::Local(l) = &svc.driver;
+                        let o = plan
+                            .environment(&scope.environment)
+                            .and_then(|e| e.services.get(&svc.name));
+                        if let Some(b) = &l.build {
+                            push(
+                                &mut out,
+                                format!("         build: {}", scope.render_for_display(&b.value)),
+                            );
+                        }
+                        if !l.artifacts.is_empty() {
+                            push(
+                                &mut out,
+                                format!(
+                                    "         artifacts: {}",
+                                    l.artifacts
+                                        .iter()
+                                        .map(|a| a.value.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ),
+                            );
+                        }
+                        let start = o.and_then(|o| o.start.as_ref()).unwrap_or(&l.start);
+                        push(
+                            &mut out,
+                            format!("         start: {}", scope.render_for_display(&start.value)),
+                        );
+                        let port = o.and_then(|o| o.port).unwrap_or(l.port);
+                        push(&mut out, format!("         port: {}", match port { PortMode::Auto => "auto (a free port per release; the old release runs until the deploy passes)".to_string(), PortMode::Fixed(p) => format!("{p} (the old release stops before the new one starts)") }));
+                        if let Some(h) = &svc.health {
+                            let target = match &h.target {
+                                HealthTarget::Path(p) => {
+                                    format!("<release url>{}", scope.render_for_display(&p.value))
+                                }
+                                HealthTarget::Url(u) => scope.render_for_display(&u.value),
+                            };
+                            let json: Vec<String> = h
+                                .json
+                                .iter()
+                                .map(|j| {
+                                    format!(
+                                        ", {} == {}",
+                                        j.path.value,
+                                        scope.render_for_display(&j.equals.value)
+                                    )
+                                })
+                                .collect();
+                            push(
+                                &mut out,
+                                format!(
+                                    "         health: GET {target} expect status {:?}{} every {:?} for up to {:?}",
+                                    h.status,
+                                    json.join(""),
+                                    h.interval,
+                                    h.timeout
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            let mut extras = Vec::new();
+            if let Some(t) = step.timeout {
+                extras.push(format!("timeout {t:?}"));
+            }
+            if step.retries > 0 {
+                extras.push(format!(
+                    "retries {} (every {:?})",
+                    step.retries, step.retry_delay
+                ));
+            }
+            if step.continue_on_error {
+                extras.push("continue on error".into());
+            }
+            if let Some(w) = &step.when {
+                extras.push(format!(
+                    "when {}",
+                    step.span
+                        .source
+                        .text
+                        .lines()
+                        .nth(w.span.pos.line - 1)
+                        .map(|l| l.trim().trim_start_matches("when:").trim().to_string())
+                        .unwrap_or_default()
+                ));
+            }
+            if !extras.is_empty() {
+                push(&mut out, format!("         ({})", extras.join(", ")));
+            }
+            if let Some(r) = &step.rollback {
+                push(
+                    &mut out,
+                    format!("         rollback: {}", scope.render_for_display(&r.value)),
+                );
+            }
+        }
+    }
+    push(&mut out, "nothing was run: this is a preview".into());
+    print!("{}", scope.scrubber().scrub(&out));
+}
+
+fn short_sha(s: &str) -> &str {
+    &s[..s.len().min(12)]
+}
+
+fn driver_for(plan: &Plan, env: &str) -> LocalDriver {
+    LocalDriver {
+        root: state_dir(plan).join("releases").join(env),
+        plan_dir: plan.dir.clone(),
+        supervisor_exe: std::env::current_exe().unwrap_or_default(),
+    }
+}
+
+fn check_env(plan: &Plan, env: &str) -> Result<(), Failure> {
+    if plan.environment(env).is_none() {
+        let names = plan.environment_names();
+        let hint = stagegate_plan::diagnostic::did_you_mean(env, names.iter().copied())
+            .map(|s| format!("did you mean `{s}`?"))
+            .unwrap_or_else(|| format!("the plan defines: {}", names.join(", ")));
+        return Err(Failure::invalid(format!(
+            "error: unknown environment `{env}`: {hint}"
+        )));
+    }
+    Ok(())
+}
+
+pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
+    let plan = load_plan(cli)?;
+    check_env(&plan, env)?;
+    let store = open_store(cli, &plan).await?;
+    let driver = driver_for(&plan, env);
+    let lock = store.lock_info(env).await?;
+    let unfinished = store.unfinished(Some(env)).await?;
+    let last = store.last_deployment(env, None).await?;
+    let client = health::http_client();
+    let mut services = Vec::new();
+    for svc in &plan.services {
+        let releases = driver.releases(&svc.name);
+        let current = releases.iter().find(|r| r.current).cloned();
+        let health = match (&current, &svc.health) {
+            (Some(r), Some(h)) if r.running() => match &h.target {
+                HealthTarget::Path(p) if p.value.is_literal() => {
+                    let url = format!(
+                        "{}{}",
+                        r.meta.url,
+                        stagegate_plan::Scope::prepare(&plan, env, Default::default())
+                            .ok()
+                            .and_then(|s| s.render(&p.value).ok())
+                            .unwrap_or_default()
+                    );
+                    let probe = health::HealthProbe {
+                        url,
+                        status: h.status.clone(),
+                        json: Vec::new(),
+                        interval: std::time::Duration::from_secs(2),
+                        timeout: std::time::Duration::from_secs(2),
+                    };
+                    Some(
+                        health::probe_once(&client, &probe)
+                            .await
+                            .map(|a| format!("ok ({a})"))
+                            .unwrap_or_else(|e| format!("FAILING: {e}")),
+                    )
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        services.push((svc, releases, current, health));
+    }
+    if json {
+        let v = serde_json::json!({
+            "environment": env,
+            "lock": lock,
+            "unfinished": unfinished,
+            "last_deployment": last,
+            "services": services.iter().map(|(s, rs, cur, h)| serde_json::json!({
+                "service": s.name,
+                "current": cur.as_ref().map(|c| c.meta.id.clone()),
+                "running": cur.as_ref().is_some_and(|c| c.running()),
+                "url": cur.as_ref().map(|c| c.meta.url.clone()),
+                "health": h,
+                "releases": rs,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(exit::SUCCESS);
+    }
+    println!("environment {env} of {}", plan.project);
+    match &lock {
+        None => println!("  lock: free"),
+        Some(l) => {
+            let alive =
+                stagegate_engine::process::pid_alive(l.pid) || l.host != crate::context::hostname();
+            println!(
+                "  lock: held by {} (pid {}{}) since {}{}",
+                l.holder,
+                l.pid,
+                l.deployment_id
+                    .map(|d| format!(", deployment #{d}"))
+                    .unwrap_or_default(),
+                format_time_ms(l.acquired_at),
+                if alive {
+                    String::new()
+                } else {
+                    format!(": that process is gone; run `stagegate unlock {env}`")
+                }
+            );
+        }
+    }
+    for d in &unfinished {
+        let steps = store.steps(d.id).await?;
+        let last_step = steps
+            .iter()
+            .rev()
+            .find(|s| s.phase == "run")
+            .map(|s| format!(" at step `{}` ({})", s.step_id, s.status))
+            .unwrap_or_default();
+        let alive = stagegate_engine::process::pid_alive(d.pid);
+        println!(
+            "  unfinished: deployment #{} (release {}) started {}{}{}",
+            d.id,
+            d.release_version,
+            format_time_ms(d.started_at),
+            last_step,
+            if alive {
+                " is still running".to_string()
+            } else {
+                format!(
+                    ": its process is gone and it was not rolled back; `stagegate rollback {env}` returns services to their previous release, `stagegate unlock {env}` clears it"
+                )
+            }
+        );
+    }
+    if let Some(d) = &last {
+        println!(
+            "  last deployment: #{} {} release {} {} at {}",
+            d.id,
+            d.kind,
+            d.release_version,
+            d.outcome,
+            format_time_ms(d.started_at)
+        );
+    }
+    for (svc, releases, current, health) in &services {
+        println!("service {} ({})", svc.name, svc.driver.name());
+        match current {
+            None => println!("  not deployed"),
+            Some(r) => {
+                let state = if r.running() {
+                    format!(
+                        "running, pid {}",
+                        r.service_pid
+                            .map(|p| p.to_string())
+                            .unwrap_or_else(|| "restarting".into())
+                    )
+                } else {
+                    "STOPPED".into()
+                };
+                println!(
+                    "  current: {} (version {}) {state} at {}",
+                    r.meta.id, r.meta.version, r.meta.url
+                );
+                if r.exits > 0 {
+                    println!(
+                        "  the process has exited {} time(s) and was restarted; see {}",
+                        r.exits,
+                        r.dir.join("stderr.log").display()
+                    );
+                }
+                if let Some(h) = health {
+                    println!("  health: {h}");
+                }
+                println!("  logs: {}", r.dir.display());
+            }
+        }
+        for r in releases.iter().rev() {
+            println!(
+                "    {} {:<10} {}{}",
+                if r.current { "*" } else { " " },
+                r.meta.status,
+                r.meta.id,
+                if r.running() {
+                    format!(" (running at {})", r.meta.url)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+pub async fn stop(cli: &Cli, env: &str, service: Option<&str>) -> CmdResult {
+    let plan = load_plan(cli)?;
+    check_env(&plan, env)?;
+    if let Some(s) = service
+        && plan.service(s).is_none()
+    {
+        return Err(Failure::invalid(format!(
+            "error: the plan has no service `{s}`"
+        )));
+    }
+    let store = open_store(cli, &plan).await?;
+    if let Some(l) = store.lock_info(env).await?
+        && stagegate_engine::process::pid_alive(l.pid)
+    {
+        return Err(Failure::new(
+            exit::LOCKED,
+            format!(
+                "error: environment `{env}` is locked by {} (pid {}); wait for the run to finish",
+                l.holder, l.pid
+            ),
+        ));
+    }
+    let driver = driver_for(&plan, env);
+    let mut any = false;
+    for svc in plan
+        .services
+        .iter()
+        .rev()
+        .filter(|s| service.is_none_or(|x| x == s.name))
+    {
+        for id in driver.stop_service(svc).await {
+            println!("stopped {} release {id}", svc.name);
+            any = true;
+        }
+    }
+    if !any {
+        println!("nothing was running in {env}");
+    }
+    Ok(exit::SUCCESS)
+}
+
+pub async fn history(cli: &Cli, env: Option<&str>, limit: i64, json: bool) -> CmdResult {
+    let plan = load_plan(cli)?;
+    if let Some(e) = env {
+        check_env(&plan, e)?;
+    }
+    let store = open_store(cli, &plan).await?;
+    let list = store.deployments(env, limit).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
+        return Ok(exit::SUCCESS);
+    }
+    if list.is_empty() {
+        println!(
+            "no deployments recorded{}",
+            env.map(|e| format!(" for {e}")).unwrap_or_default()
+        );
+        return Ok(exit::SUCCESS);
+    }
+    println!(
+        "{:>5}  {:<12} {:<9} {:<20} {:<16} {:<20} {:>8}  BY",
+        "ID", "ENV", "KIND", "RELEASE", "OUTCOME", "STARTED", "TOOK"
+    );
+    for d in list {
+        let took = d
+            .finished_at
+            .map(|f| format_duration_ms((f - d.started_at).max(0) as u64))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:>5}  {:<12} {:<9} {:<20} {:<16} {:<20} {:>8}  {}",
+            format!("#{}", d.id),
+            d.environment,
+            d.kind,
+            d.release_version,
+            d.outcome,
+            format_time_ms(d.started_at),
+            took,
+            d.actor
+        );
+    }
+    Ok(exit::SUCCESS)
+}
+
+pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
+    let plan = load_plan(cli)?;
+    let store = open_store(cli, &plan).await?;
+    let Some(d) = store.deployment(id).await? else {
+        return Err(Failure::new(
+            exit::INVALID,
+            format!("error: there is no deployment #{id}; `stagegate history` lists them"),
+        ));
+    };
+    let steps = store.steps(id).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "deployment": d, "steps": steps }))
+                .unwrap_or_default()
+        );
+        return Ok(exit::SUCCESS);
+    }
+    println!(
+        "deployment #{} of {} to {} ({})",
+        d.id, d.project, d.environment, d.kind
+    );
+    println!(
+        "  release: {} (sha {})",
+        d.release_version,
+        short_sha(&d.release_sha)
+    );
+    println!("  plan hash: {}", d.plan_hash);
+    println!("  by {} on {} (pid {})", d.actor, d.host, d.pid);
+    println!(
+        "  started {}{}",
+        format_time_ms(d.started_at),
+        d.finished_at
+            .map(|f| format!(
+                ", took {}",
+                format_duration_ms((f - d.started_at).max(0) as u64)
+            ))
+            .unwrap_or_default()
+    );
+    println!(
+        "  outcome: {}{}",
+        d.outcome,
+        d.exit_code
+            .map(|c| format!(" (exit {c})"))
+            .unwrap_or_default()
+    );
+    if let Some(s) = &d.summary {
+        for l in s.lines() {
+            println!("  {l}");
+        }
+    }
+    println!("steps:");
+    for s in &steps {
+        println!(
+            "  {:>3} {:<9} {:<10} {:<40} {:>8}{}",
+            s.seq,
+            s.phase,
+            s.status,
+            format!("{} [{}]", s.name, s.step_id),
+            s.duration_ms
+                .map(|d| format_duration_ms(d as u64))
+                .unwrap_or_else(|| "-".into()),
+            s.exit_code
+                .map(|c| format!("  exit {c}"))
+                .unwrap_or_default()
+        );
+        if let Some(e) = &s.error {
+            for l in e.lines() {
+                println!("        {l}");
+            }
+        }
+        if s.status != "passed" && !s.output_tail.is_empty() {
+            for l in s
+                .output_tail
+                .lines()
+                .rev()
+                .take(10)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                println!("        | {l}");
+            }
+        }
+    }
+    let logs = state_dir(&plan).join("logs").join(id.to_string());
+    if logs.is_dir() {
+        println!("full step logs: {}", logs.display());
+    }
+    Ok(exit::SUCCESS)
+}
+
+pub async fn unlock(cli: &Cli, env: &str) -> CmdResult {
+    let plan = load_plan(cli)?;
+    check_env(&plan, env)?;
+    let store = open_store(cli, &plan).await?;
+    let lock = store.lock_info(env).await?;
+    if let Some(l) = &lock
+        && l.host == crate::context::hostname()
+        && stagegate_engine::process::pid_alive(l.pid)
+    {
+        return Err(Failure::new(
+            exit::LOCKED,
+            format!(
+                "error: environment `{env}` is locked by a run that is still going (pid {}); stop it first (Ctrl-C or `kill {}`), it rolls back and unlocks",
+                l.pid, l.pid
+            ),
+        ));
+    }
+    let removed = store.break_lock(env).await?;
+    crate::run::reap_unfinished(&store, env).await?;
+    match removed {
+        Some(l) => println!(
+            "unlocked {env}: removed the lock of {} (pid {}) taken {}",
+            l.holder,
+            l.pid,
+            format_time_ms(l.acquired_at)
+        ),
+        None => println!("{env} was not locked"),
+    }
+    Ok(exit::SUCCESS)
+}

@@ -1,0 +1,237 @@
+//! Typed events: the one way the engine tells the world what happens.
+//!
+//! The terminal, the store, and the JSON, JUnit and Markdown reports all consume this stream.
+//! Every string in an event has already been scrubbed of secret values by the engine.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use stagegate_plan::Release;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Which part of a run a step belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Run,
+    Rollback,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Run => "run",
+            Phase::Rollback => "rollback",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Passed,
+    Failed,
+    TimedOut,
+    Skipped,
+    Cancelled,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Passed => "passed",
+            StepStatus::Failed => "failed",
+            StepStatus::TimedOut => "timed_out",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Failed | StepStatus::TimedOut | StepStatus::Cancelled
+        )
+    }
+}
+
+/// How a run ended. Each outcome has one exit code (see [`crate::exit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    /// A step failed and nothing was rolled back (nothing had changed, or `on_failure: stop`).
+    Failed,
+    /// A step failed and everything that ran was rolled back.
+    RolledBack,
+    /// A step failed and the rollback failed too: the environment is in a mixed state.
+    RollbackFailed,
+    /// Cancelled by Ctrl-C or SIGTERM; what had begun was rolled back.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::RollbackFailed => "rollback_failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Succeeded => crate::exit::SUCCESS,
+            Outcome::Failed => crate::exit::FAILED,
+            Outcome::RolledBack => crate::exit::ROLLED_BACK,
+            Outcome::RollbackFailed => crate::exit::ROLLBACK_FAILED,
+            Outcome::Interrupted => crate::exit::INTERRUPTED,
+        }
+    }
+}
+
+/// Names a step within a run: its order, stage and id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepRef {
+    /// 1-based order within the run, rollback steps included.
+    pub seq: u32,
+    pub phase: Phase,
+    pub stage: String,
+    pub id: String,
+    pub name: String,
+    /// `run`, `deploy`, `rollback-command`, `restore-service`, ...
+    pub kind: String,
+}
+
+/// The result of one step, as recorded and reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepResult {
+    pub step: StepRef,
+    pub status: StepStatus,
+    pub started_at: Millis,
+    pub duration_ms: u64,
+    pub exit_code: Option<i32>,
+    pub attempts: u32,
+    /// The last lines of the step's output.
+    pub output_tail: String,
+    pub error: Option<String>,
+    pub outputs: BTreeMap<String, String>,
+    /// Evidence: what the step checked and found (release ids, URLs, health answers).
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        deployment_id: i64,
+        project: String,
+        environment: String,
+        /// `deploy` or `rollback`.
+        kind: String,
+        release: Release,
+        plan_hash: String,
+        steps_total: usize,
+        at: Millis,
+    },
+    StageStarted {
+        stage: String,
+    },
+    StepStarted {
+        step: StepRef,
+        at: Millis,
+    },
+    /// An attempt failed and the step will try again.
+    StepRetrying {
+        step: StepRef,
+        attempt: u32,
+        attempts: u32,
+        error: String,
+    },
+    StepFinished(StepResult),
+    ServiceStarting {
+        service: String,
+        release: String,
+        port: u16,
+        dir: String,
+    },
+    ServiceHealthy {
+        service: String,
+        release: String,
+        url: String,
+        waited_ms: u64,
+    },
+    ServiceRetired {
+        service: String,
+        release: String,
+    },
+    RollbackStarted {
+        reason: String,
+        actions: usize,
+    },
+    RollbackFinished {
+        ok: bool,
+        /// What could not be undone, in plain words.
+        not_rolled_back: Vec<String>,
+    },
+    Warning {
+        message: String,
+    },
+    RunFinished {
+        outcome: Outcome,
+        exit_code: i32,
+        duration_ms: u64,
+        /// One or two sentences: what happened and what to do next.
+        summary: String,
+        at: Millis,
+    },
+}
+
+impl Event {
+    /// The `event` tag: `run_started`, `step_finished`, ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::RunStarted { .. } => "run_started",
+            Event::StageStarted { .. } => "stage_started",
+            Event::StepStarted { .. } => "step_started",
+            Event::StepRetrying { .. } => "step_retrying",
+            Event::StepFinished(_) => "step_finished",
+            Event::ServiceStarting { .. } => "service_starting",
+            Event::ServiceHealthy { .. } => "service_healthy",
+            Event::ServiceRetired { .. } => "service_retired",
+            Event::RollbackStarted { .. } => "rollback_started",
+            Event::RollbackFinished { .. } => "rollback_finished",
+            Event::Warning { .. } => "warning",
+            Event::RunFinished { .. } => "run_finished",
+        }
+    }
+}
+
+/// Where the engine sends events. Cloning shares the channel.
+#[derive(Clone)]
+pub struct Events {
+    tx: tokio::sync::mpsc::UnboundedSender<Event>,
+}
+
+impl Events {
+    pub fn channel() -> (Self, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
+
+    pub fn emit(&self, e: Event) {
+        // A closed receiver means nobody listens any more; the run goes on regardless.
+        let _ = self.tx.send(e);
+    }
+}

@@ -1,0 +1,1025 @@
+//! The executor: runs a plan's stages in order against one environment, rolls back what ran
+//! when a step fails (or the run is interrupted), and reports everything as [`Event`]s.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde_json::json;
+use stagegate_plan::{
+    OnFailure, Plan, Scope, Scrubber, Service, ServiceEndpoint, Step, StepKind, Template, truthy,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{Event, Events, Outcome, Phase, StepRef, StepResult, StepStatus, now_ms};
+use crate::local::{DriverCtx, LocalDriver};
+use crate::process::{CommandSpec, read_outputs, run_command};
+
+/// Everything a run needs. The caller has validated the plan, prepared the scope and
+/// created the deployment record (its id names logs and releases).
+pub struct RunRequest<'a> {
+    pub plan: &'a Plan,
+    pub scope: Scope,
+    pub deployment_id: i64,
+    /// `.stagegate` (or wherever state lives): releases and logs go under it.
+    pub state_dir: PathBuf,
+    pub supervisor_exe: PathBuf,
+    /// Cancels the run (first Ctrl-C / SIGTERM): the current step is killed, rollback runs.
+    pub cancel: CancellationToken,
+    /// Cancels the rollback as well (a second Ctrl-C).
+    pub abort: CancellationToken,
+    pub events: Events,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub outcome: Outcome,
+    pub exit_code: i32,
+    pub summary: String,
+}
+
+/// Something that ran and can be undone.
+enum Undo {
+    Command {
+        stage: String,
+        step_id: String,
+        name: String,
+        script: Template,
+        env: BTreeMap<String, Template>,
+        cwd: Option<Template>,
+    },
+    Service {
+        service: String,
+        target: Option<String>,
+        from: String,
+    },
+}
+
+struct Runner<'a> {
+    plan: &'a Plan,
+    scope: Scope,
+    scrubber: Scrubber,
+    deployment_id: i64,
+    log_dir: PathBuf,
+    driver: LocalDriver,
+    events: Events,
+    seq: u32,
+    deployed: Vec<String>,
+}
+
+impl<'a> Runner<'a> {
+    fn step_ref(&mut self, phase: Phase, stage: &str, id: &str, name: &str, kind: &str) -> StepRef {
+        self.seq += 1;
+        StepRef {
+            seq: self.seq,
+            phase,
+            stage: stage.to_string(),
+            id: id.to_string(),
+            name: self.scrubber.scrub(name),
+            kind: kind.to_string(),
+        }
+    }
+
+    fn log_path(&self, r: &StepRef) -> PathBuf {
+        self.log_dir.join(format!("{:03}-{}.log", r.seq, r.id))
+    }
+
+    // One call site per way a step can end; a builder would only rename these arguments.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        step: StepRef,
+        status: StepStatus,
+        started: (i64, Instant),
+        exit_code: Option<i32>,
+        attempts: u32,
+        tail: &str,
+        error: Option<String>,
+        outputs: BTreeMap<String, String>,
+        details: serde_json::Value,
+    ) -> StepResult {
+        let r = StepResult {
+            step,
+            status,
+            started_at: started.0,
+            duration_ms: started.1.elapsed().as_millis() as u64,
+            exit_code,
+            attempts,
+            output_tail: self.scrubber.scrub(tail),
+            error: error.map(|e| self.scrubber.scrub(&e)),
+            outputs: outputs
+                .into_iter()
+                .map(|(k, v)| (k, self.scrubber.scrub(&v)))
+                .collect(),
+            details: self.scrubber.scrub_json(&details),
+        };
+        self.events.emit(Event::StepFinished(r.clone()));
+        r
+    }
+
+    fn command_env(
+        &self,
+        step_env: &BTreeMap<String, Template>,
+        outputs_file: Option<&PathBuf>,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let mut env = BTreeMap::new();
+        env.insert(
+            "STAGEGATE_ENVIRONMENT".to_string(),
+            self.scope.environment.clone(),
+        );
+        env.insert(
+            "STAGEGATE_RELEASE_VERSION".to_string(),
+            self.scope.release.version.clone(),
+        );
+        env.insert(
+            "STAGEGATE_RELEASE_SHA".to_string(),
+            self.scope.release.sha.clone(),
+        );
+        env.insert(
+            "STAGEGATE_DEPLOYMENT".to_string(),
+            self.deployment_id.to_string(),
+        );
+        if let Some(f) = outputs_file {
+            env.insert("STAGEGATE_OUTPUT".to_string(), f.display().to_string());
+        }
+        for (k, t) in step_env {
+            env.insert(
+                k.clone(),
+                self.scope
+                    .render(t)
+                    .map_err(|e| format!("env `{k}`: {e}"))?,
+            );
+        }
+        Ok(env)
+    }
+
+    fn cwd(&self, cwd: Option<&Template>) -> Result<PathBuf, String> {
+        match cwd {
+            None => Ok(self.plan.dir.clone()),
+            Some(t) => Ok(self
+                .plan
+                .dir
+                .join(self.scope.render(t).map_err(|e| format!("cwd: {e}"))?)),
+        }
+    }
+
+    /// Runs one step of the plan. Returns its result and what would undo it.
+    async fn run_step(
+        &mut self,
+        stage: &str,
+        step: &Step,
+        cancel: &CancellationToken,
+    ) -> (StepResult, Option<Undo>) {
+        let r = self.step_ref(Phase::Run, stage, &step.id, &step.name, step.kind.name());
+        let started = (now_ms(), Instant::now());
+        self.events.emit(Event::StepStarted {
+            step: r.clone(),
+            at: started.0,
+        });
+
+        if let Some(w) = &step.when {
+            match w.value.eval(&mut |x| self.scope.resolve(x)) {
+                Ok(v) if !truthy(&v) => {
+                    return (
+                        self.finish(
+                            r,
+                            StepStatus::Skipped,
+                            started,
+                            None,
+                            0,
+                            "",
+                            None,
+                            BTreeMap::new(),
+                            json!({ "when": "false" }),
+                        ),
+                        None,
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return (
+                        self.finish(
+                            r,
+                            StepStatus::Failed,
+                            started,
+                            None,
+                            0,
+                            "",
+                            Some(format!("cannot evaluate `when`: {e}")),
+                            BTreeMap::new(),
+                            json!({}),
+                        ),
+                        None,
+                    );
+                }
+            }
+        }
+
+        match &step.kind {
+            StepKind::Run { command } => {
+                let undo = step.rollback.as_ref().map(|t| Undo::Command {
+                    stage: stage.to_string(),
+                    step_id: step.id.clone(),
+                    name: step.name.clone(),
+                    script: t.value.clone(),
+                    env: step
+                        .env
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.value.clone()))
+                        .collect(),
+                    cwd: step.cwd.as_ref().map(|c| c.value.clone()),
+                });
+                let log = self.log_path(&r);
+                let outputs_file = log.with_extension("outputs");
+                let prepared = (|| {
+                    let script = self.scope.render(&command.value)?;
+                    let env = self.command_env(
+                        &step
+                            .env
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.value.clone()))
+                            .collect(),
+                        Some(&outputs_file),
+                    )?;
+                    let cwd = self.cwd(step.cwd.as_ref().map(|c| &c.value))?;
+                    Ok::<_, String>(CommandSpec {
+                        script,
+                        cwd,
+                        env,
+                        timeout: step.timeout,
+                        log: Some(log.clone()),
+                    })
+                })();
+                let spec = match prepared {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return (
+                            self.finish(
+                                r,
+                                StepStatus::Failed,
+                                started,
+                                None,
+                                0,
+                                "",
+                                Some(e),
+                                BTreeMap::new(),
+                                json!({}),
+                            ),
+                            None,
+                        );
+                    }
+                };
+                let attempts = step.retries + 1;
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let _ = std::fs::remove_file(&outputs_file);
+                    let res = run_command(&spec, &self.scrubber, cancel).await;
+                    let status = match res.exit {
+                        crate::process::Exit::Code(0) => StepStatus::Passed,
+                        crate::process::Exit::TimedOut => StepStatus::TimedOut,
+                        crate::process::Exit::Cancelled => StepStatus::Cancelled,
+                        _ => StepStatus::Failed,
+                    };
+                    if status == StepStatus::Passed {
+                        return match read_outputs(&outputs_file) {
+                            Ok(outputs) => {
+                                self.scope
+                                    .step_outputs
+                                    .insert(step.id.clone(), outputs.clone());
+                                (
+                                    self.finish(
+                                        r,
+                                        status,
+                                        started,
+                                        res.exit_code(),
+                                        attempt,
+                                        &res.tail,
+                                        None,
+                                        outputs,
+                                        json!({}),
+                                    ),
+                                    undo,
+                                )
+                            }
+                            Err(e) => (
+                                self.finish(
+                                    r,
+                                    StepStatus::Failed,
+                                    started,
+                                    res.exit_code(),
+                                    attempt,
+                                    &res.tail,
+                                    Some(e),
+                                    BTreeMap::new(),
+                                    json!({}),
+                                ),
+                                undo,
+                            ),
+                        };
+                    }
+                    let error = format!("command {}", res.describe(step.timeout));
+                    if attempt < attempts && status != StepStatus::Cancelled {
+                        self.events.emit(Event::StepRetrying {
+                            step: r.clone(),
+                            attempt,
+                            attempts,
+                            error: self.scrubber.scrub(&error),
+                        });
+                        tokio::select! {
+                            () = tokio::time::sleep(step.retry_delay) => continue,
+                            () = cancel.cancelled() => {}
+                        }
+                    }
+                    return (
+                        self.finish(
+                            r,
+                            status,
+                            started,
+                            res.exit_code(),
+                            attempt,
+                            &res.tail,
+                            Some(error),
+                            BTreeMap::new(),
+                            json!({}),
+                        ),
+                        undo,
+                    );
+                }
+            }
+            StepKind::Deploy { service } => {
+                let Some(svc) = self.plan.service(&service.value) else {
+                    return (
+                        self.finish(
+                            r,
+                            StepStatus::Failed,
+                            started,
+                            None,
+                            0,
+                            "",
+                            Some(format!("unknown service `{}`", service.value)),
+                            BTreeMap::new(),
+                            json!({}),
+                        ),
+                        None,
+                    );
+                };
+                let log = self.log_path(&r);
+                let overrides = self
+                    .plan
+                    .environment(&self.scope.environment)
+                    .and_then(|e| e.services.get(&svc.name));
+                let ctx = DriverCtx {
+                    deployment_id: self.deployment_id,
+                    scope: &self.scope,
+                    overrides,
+                    scrubber: &self.scrubber,
+                    cancel,
+                    events: &self.events,
+                    log: Some(log.clone()),
+                };
+                let result = self.driver.deploy(svc, &ctx).await;
+                let tail = std::fs::read_to_string(&log)
+                    .map(|t| last_lines(&t, crate::process::TAIL_LINES))
+                    .unwrap_or_default();
+                match result {
+                    Ok(d) => {
+                        self.scope.services.insert(
+                            svc.name.clone(),
+                            ServiceEndpoint {
+                                url: d.url.clone(),
+                                port: d.port,
+                                release: d.release.clone(),
+                            },
+                        );
+                        self.deployed.push(svc.name.clone());
+                        let outputs = BTreeMap::from([
+                            ("url".to_string(), d.url.clone()),
+                            ("port".to_string(), d.port.to_string()),
+                            ("release".to_string(), d.release.clone()),
+                        ]);
+                        let details = json!({ "service": svc.name, "driver": "local", "release": d.release, "previous": d.previous, "url": d.url, "artifacts": d.artifacts, "health": d.health });
+                        let undo = Undo::Service {
+                            service: svc.name.clone(),
+                            target: d.previous.clone(),
+                            from: d.release.clone(),
+                        };
+                        self.scope
+                            .step_outputs
+                            .insert(step.id.clone(), outputs.clone());
+                        (
+                            self.finish(
+                                r,
+                                StepStatus::Passed,
+                                started,
+                                None,
+                                1,
+                                &tail,
+                                None,
+                                outputs,
+                                details,
+                            ),
+                            Some(undo),
+                        )
+                    }
+                    Err(e) => {
+                        let status = if cancel.is_cancelled() {
+                            StepStatus::Cancelled
+                        } else {
+                            StepStatus::Failed
+                        };
+                        // A release that was started (and failed) means the deploy had begun: roll back to the previous one.
+                        let undo = e.release.clone().map(|from| Undo::Service {
+                            service: svc.name.clone(),
+                            target: e.previous.clone(),
+                            from,
+                        });
+                        let details = json!({ "service": svc.name, "release": e.release, "previous": e.previous });
+                        (
+                            self.finish(
+                                r,
+                                status,
+                                started,
+                                None,
+                                1,
+                                &tail,
+                                Some(e.message),
+                                BTreeMap::new(),
+                                details,
+                            ),
+                            undo,
+                        )
+                    }
+                }
+            }
+        }
+    }
+
+    /// Undoes what ran, newest first. Returns whether every action succeeded.
+    async fn rollback(
+        &mut self,
+        undo: Vec<Undo>,
+        abort: &CancellationToken,
+    ) -> (bool, Vec<String>) {
+        let mut ok = true;
+        let mut failed = Vec::new();
+        for u in undo.into_iter().rev() {
+            match u {
+                Undo::Command {
+                    stage,
+                    step_id,
+                    name,
+                    script,
+                    env,
+                    cwd,
+                } => {
+                    let r = self.step_ref(
+                        Phase::Rollback,
+                        &stage,
+                        &format!("{step_id}.rollback"),
+                        &format!("undo: {name}"),
+                        "rollback-command",
+                    );
+                    let started = (now_ms(), Instant::now());
+                    self.events.emit(Event::StepStarted {
+                        step: r.clone(),
+                        at: started.0,
+                    });
+                    let log = self.log_path(&r);
+                    let spec = (|| {
+                        Ok::<_, String>(CommandSpec {
+                            script: self.scope.render(&script)?,
+                            cwd: self.cwd(cwd.as_ref())?,
+                            env: self.command_env(&env, None)?,
+                            timeout: None,
+                            log: Some(log),
+                        })
+                    })();
+                    let (status, code, tail, error) = match spec {
+                        Err(e) => (StepStatus::Failed, None, String::new(), Some(e)),
+                        Ok(spec) => {
+                            let res = run_command(&spec, &self.scrubber, abort).await;
+                            if res.success() {
+                                (StepStatus::Passed, res.exit_code(), res.tail, None)
+                            } else {
+                                (
+                                    StepStatus::Failed,
+                                    res.exit_code(),
+                                    res.tail.clone(),
+                                    Some(format!("rollback command {}", res.describe(None))),
+                                )
+                            }
+                        }
+                    };
+                    if status != StepStatus::Passed {
+                        ok = false;
+                        failed.push(format!(
+                            "the rollback command of step `{step_id}` failed: {}",
+                            error.clone().unwrap_or_default()
+                        ));
+                    }
+                    self.finish(
+                        r,
+                        status,
+                        started,
+                        code,
+                        1,
+                        &tail,
+                        error,
+                        BTreeMap::new(),
+                        json!({}),
+                    );
+                }
+                Undo::Service {
+                    service,
+                    target,
+                    from,
+                } => {
+                    let r = self.step_ref(
+                        Phase::Rollback,
+                        "rollback",
+                        &format!("restore-{service}"),
+                        &format!(
+                            "restore {service} to {}",
+                            target.as_deref().unwrap_or("no release")
+                        ),
+                        "restore-service",
+                    );
+                    let started = (now_ms(), Instant::now());
+                    self.events.emit(Event::StepStarted {
+                        step: r.clone(),
+                        at: started.0,
+                    });
+                    let Some(svc) = self.plan.service(&service) else {
+                        continue;
+                    };
+                    let overrides = self
+                        .plan
+                        .environment(&self.scope.environment)
+                        .and_then(|e| e.services.get(&service));
+                    let ctx = DriverCtx {
+                        deployment_id: self.deployment_id,
+                        scope: &self.scope,
+                        overrides,
+                        scrubber: &self.scrubber,
+                        cancel: abort,
+                        events: &self.events,
+                        log: None,
+                    };
+                    match self
+                        .driver
+                        .restore(svc, &ctx, target.as_deref(), Some(&from))
+                        .await
+                    {
+                        Ok(msg) => {
+                            self.finish(
+                                r,
+                                StepStatus::Passed,
+                                started,
+                                None,
+                                1,
+                                &msg,
+                                None,
+                                BTreeMap::new(),
+                                json!({ "service": service, "release": target, "from": from }),
+                            );
+                        }
+                        Err(e) => {
+                            ok = false;
+                            failed.push(format!(
+                                "service `{service}` could not be restored to {}: {e}",
+                                target.as_deref().unwrap_or("nothing")
+                            ));
+                            self.finish(
+                                r,
+                                StepStatus::Failed,
+                                started,
+                                None,
+                                1,
+                                "",
+                                Some(e),
+                                BTreeMap::new(),
+                                json!({ "service": service, "release": target, "from": from }),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        (ok, failed)
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn undo_is_empty(undo: &[Undo]) -> bool {
+    undo.is_empty()
+}
+
+/// Runs every stage of the plan. Never panics on a failed step; the report says what happened.
+pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
+    let started = Instant::now();
+    let plan = req.plan;
+    let scrubber = req.scope.scrubber();
+    let log_dir = req
+        .state_dir
+        .join("logs")
+        .join(req.deployment_id.to_string());
+    if let Err(e) = std::fs::create_dir_all(&log_dir) {
+        req.events.emit(Event::Warning {
+            message: format!(
+                "cannot create the log directory {}: {e}; step logs are not kept",
+                log_dir.display()
+            ),
+        });
+    }
+    let driver = LocalDriver {
+        root: req.state_dir.join("releases").join(&req.scope.environment),
+        plan_dir: plan.dir.clone(),
+        supervisor_exe: req.supervisor_exe.clone(),
+    };
+    req.events.emit(Event::RunStarted {
+        deployment_id: req.deployment_id,
+        project: plan.project.clone(),
+        environment: req.scope.environment.clone(),
+        kind: "deploy".into(),
+        release: req.scope.release.clone(),
+        plan_hash: plan.hash.clone(),
+        steps_total: plan.steps().count(),
+        at: now_ms(),
+    });
+    let on_failure = plan
+        .environment(&req.scope.environment)
+        .and_then(|e| e.on_failure)
+        .unwrap_or(plan.on_failure);
+    let mut runner = Runner {
+        plan,
+        scope: req.scope,
+        scrubber,
+        deployment_id: req.deployment_id,
+        log_dir,
+        driver,
+        events: req.events.clone(),
+        seq: 0,
+        deployed: Vec::new(),
+    };
+
+    let mut undo: Vec<Undo> = Vec::new();
+    let mut no_undo: Vec<String> = Vec::new();
+    let mut failure: Option<String> = None;
+    'stages: for stage in &plan.stages {
+        req.events.emit(Event::StageStarted {
+            stage: stage.name.clone(),
+        });
+        for step in &stage.steps {
+            if req.cancel.is_cancelled() {
+                failure = Some("the run was interrupted".into());
+                break 'stages;
+            }
+            let (result, u) = runner.run_step(&stage.name, step, &req.cancel).await;
+            let ran = !matches!(result.status, StepStatus::Skipped);
+            match u {
+                Some(u) => undo.push(u),
+                None if ran && matches!(step.kind, StepKind::Run { .. }) => no_undo.push(format!(
+                    "step `{}` has no `rollback` command: its effects remain",
+                    step.id
+                )),
+                None => {}
+            }
+            if result.status.is_failure() {
+                if req.cancel.is_cancelled() {
+                    failure = Some(format!("the run was interrupted during step `{}`", step.id));
+                    break 'stages;
+                }
+                if step.continue_on_error {
+                    req.events.emit(Event::Warning {
+                        message: format!(
+                            "step `{}` failed; continuing because it has `continue_on_error: true`",
+                            step.id
+                        ),
+                    });
+                    continue;
+                }
+                failure = Some(format!(
+                    "step `{}` failed: {}",
+                    step.id,
+                    result
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| result.status.as_str().into())
+                ));
+                break 'stages;
+            }
+        }
+    }
+
+    let interrupted = req.cancel.is_cancelled();
+    let (outcome, summary) = match failure {
+        None => {
+            let mut retired = Vec::new();
+            for name in runner.deployed.clone() {
+                if let Some(svc) = plan.service(&name) {
+                    retired.extend(runner.driver.retire_others(svc, &runner.events).await);
+                }
+            }
+            let live: Vec<String> = runner
+                .deployed
+                .iter()
+                .filter_map(|n| {
+                    runner
+                        .scope
+                        .services
+                        .get(n)
+                        .map(|s| format!("{n} {} at {}", s.release, s.url))
+                })
+                .collect();
+            let mut s = format!(
+                "release {} is live in {}",
+                runner.scope.release.version, runner.scope.environment
+            );
+            if !live.is_empty() {
+                s.push_str(&format!(": {}", live.join(", ")));
+            }
+            (Outcome::Succeeded, s)
+        }
+        Some(reason) => {
+            let reason = runner.scrubber.scrub(&reason);
+            if on_failure == OnFailure::Stop && !interrupted {
+                let what = if undo_is_empty(&undo) {
+                    "nothing had changed".to_string()
+                } else {
+                    format!(
+                        "{} change(s) stay as they are (on_failure: stop); run `stagegate rollback {}` to undo the services",
+                        undo.len(),
+                        runner.scope.environment
+                    )
+                };
+                (Outcome::Failed, format!("{reason}\n{what}"))
+            } else if undo.is_empty() {
+                let o = if interrupted {
+                    Outcome::Interrupted
+                } else {
+                    Outcome::Failed
+                };
+                (
+                    o,
+                    format!("{reason}\nnothing had changed yet, so there was nothing to roll back"),
+                )
+            } else {
+                req.events.emit(Event::RollbackStarted {
+                    reason: reason.clone(),
+                    actions: undo.len(),
+                });
+                let (ok, mut not_rolled_back) = runner.rollback(undo, &req.abort).await;
+                not_rolled_back.extend(no_undo.clone());
+                req.events.emit(Event::RollbackFinished {
+                    ok,
+                    not_rolled_back: not_rolled_back
+                        .iter()
+                        .map(|s| runner.scrubber.scrub(s))
+                        .collect(),
+                });
+                let state: Vec<String> = runner
+                    .deployed
+                    .iter()
+                    .map(|n| match runner.driver.current(n) {
+                        Some(r) => format!("{n} on {r}"),
+                        None => format!("{n} stopped"),
+                    })
+                    .collect();
+                let state = if state.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", state.join(", "))
+                };
+                if ok {
+                    let o = if interrupted {
+                        Outcome::Interrupted
+                    } else {
+                        Outcome::RolledBack
+                    };
+                    (
+                        o,
+                        format!(
+                            "{reason}\nrolled back: {} is as it was before this deployment{state}",
+                            runner.scope.environment
+                        ),
+                    )
+                } else {
+                    (
+                        Outcome::RollbackFailed,
+                        format!(
+                            "{reason}\nthe rollback failed as well; {} is in a mixed state{state}. Check `stagegate status {}` and fix by hand or run `stagegate rollback {}`",
+                            runner.scope.environment,
+                            runner.scope.environment,
+                            runner.scope.environment
+                        ),
+                    )
+                }
+            }
+        }
+    };
+    if outcome == Outcome::Failed && !no_undo.is_empty() && on_failure == OnFailure::Rollback {
+        // Commands ran but none had a rollback: say so, the environment may have changed.
+        req.events.emit(Event::Warning {
+            message: format!("not rolled back: {}", no_undo.join("; ")),
+        });
+    }
+    let exit_code = outcome.exit_code();
+    req.events.emit(Event::RunFinished {
+        outcome,
+        exit_code,
+        duration_ms: started.elapsed().as_millis() as u64,
+        summary: summary.clone(),
+        at: now_ms(),
+    });
+    RunReport {
+        outcome,
+        exit_code,
+        summary,
+    }
+}
+
+/// What a manual rollback or stop needs.
+pub struct ServiceRequest<'a> {
+    pub plan: &'a Plan,
+    pub scope: Scope,
+    pub deployment_id: i64,
+    pub state_dir: PathBuf,
+    pub supervisor_exe: PathBuf,
+    pub cancel: CancellationToken,
+    pub events: Events,
+}
+
+impl ServiceRequest<'_> {
+    pub fn driver(&self) -> LocalDriver {
+        LocalDriver {
+            root: self
+                .state_dir
+                .join("releases")
+                .join(&self.scope.environment),
+            plan_dir: self.plan.dir.clone(),
+            supervisor_exe: self.supervisor_exe.clone(),
+        }
+    }
+}
+
+/// `stagegate rollback ENV [--to RELEASE]`: every service (or one) back to its previous good
+/// release or a named one, health verified, recorded like a deployment.
+pub async fn run_manual_rollback(
+    req: ServiceRequest<'_>,
+    only: Option<&str>,
+    to: Option<&str>,
+) -> RunReport {
+    let started = Instant::now();
+    let driver = req.driver();
+    let scrubber = req.scope.scrubber();
+    req.events.emit(Event::RunStarted {
+        deployment_id: req.deployment_id,
+        project: req.plan.project.clone(),
+        environment: req.scope.environment.clone(),
+        kind: "rollback".into(),
+        release: req.scope.release.clone(),
+        plan_hash: req.plan.hash.clone(),
+        steps_total: req.plan.services.len(),
+        at: now_ms(),
+    });
+    req.events.emit(Event::RollbackStarted {
+        reason: format!(
+            "manual rollback{}",
+            to.map(|t| format!(" to {t}")).unwrap_or_default()
+        ),
+        actions: req.plan.services.len(),
+    });
+    let mut seq = 0;
+    let mut ok = true;
+    let mut notes = Vec::new();
+    let mut done = Vec::new();
+    let services: Vec<&Service> = req
+        .plan
+        .services
+        .iter()
+        .rev()
+        .filter(|s| only.is_none_or(|o| o == s.name))
+        .collect();
+    for svc in services {
+        let current = driver.current(&svc.name);
+        let target = match to {
+            Some(t) => driver.find_release(&svc.name, t).map(|r| r.meta.id),
+            None => driver.previous_good(&svc.name).map(|r| r.meta.id),
+        };
+        let Some(target) = target else {
+            notes.push(match to {
+                Some(t) => format!("service `{}` has no release `{t}` on disk", svc.name),
+                None => format!(
+                    "service `{}` has no earlier release to go back to",
+                    svc.name
+                ),
+            });
+            if to.is_some() {
+                ok = false;
+            }
+            continue;
+        };
+        if current.as_deref() == Some(target.as_str())
+            && driver
+                .release(&svc.name, &target)
+                .is_some_and(|r| r.running())
+        {
+            notes.push(format!(
+                "service `{}` already runs release {target}",
+                svc.name
+            ));
+            continue;
+        }
+        seq += 1;
+        let step = StepRef {
+            seq,
+            phase: Phase::Rollback,
+            stage: "rollback".into(),
+            id: format!("restore-{}", svc.name),
+            name: format!("restore {} to {target}", svc.name),
+            kind: "restore-service".into(),
+        };
+        let at = now_ms();
+        let t0 = Instant::now();
+        req.events.emit(Event::StepStarted {
+            step: step.clone(),
+            at,
+        });
+        let overrides = req
+            .plan
+            .environment(&req.scope.environment)
+            .and_then(|e| e.services.get(&svc.name));
+        let ctx = DriverCtx {
+            deployment_id: req.deployment_id,
+            scope: &req.scope,
+            overrides,
+            scrubber: &scrubber,
+            cancel: &req.cancel,
+            events: &req.events,
+            log: None,
+        };
+        let res = driver
+            .restore(svc, &ctx, Some(&target), current.as_deref())
+            .await;
+        let (status, tail, error) = match res {
+            Ok(m) => {
+                done.push(format!("{} on {target}", svc.name));
+                (StepStatus::Passed, m, None)
+            }
+            Err(e) => {
+                ok = false;
+                (StepStatus::Failed, String::new(), Some(scrubber.scrub(&e)))
+            }
+        };
+        req.events.emit(Event::StepFinished(StepResult {
+            step,
+            status,
+            started_at: at,
+            duration_ms: t0.elapsed().as_millis() as u64,
+            exit_code: None,
+            attempts: 1,
+            output_tail: scrubber.scrub(&tail),
+            error,
+            outputs: BTreeMap::new(),
+            details: json!({ "service": svc.name, "release": target, "from": current }),
+        }));
+    }
+    notes.push("step rollback commands (database down-migrations and the like) are not run by a manual rollback; run them by hand if needed".into());
+    req.events.emit(Event::RollbackFinished {
+        ok,
+        not_rolled_back: notes.clone(),
+    });
+    let (outcome, summary) = if ok {
+        (
+            Outcome::Succeeded,
+            if done.is_empty() {
+                "nothing to roll back".to_string()
+            } else {
+                format!("rolled back: {}", done.join(", "))
+            },
+        )
+    } else {
+        (
+            Outcome::RollbackFailed,
+            format!("the rollback failed: {}", notes.join("; ")),
+        )
+    };
+    let exit_code = outcome.exit_code();
+    req.events.emit(Event::RunFinished {
+        outcome,
+        exit_code,
+        duration_ms: started.elapsed().as_millis() as u64,
+        summary: summary.clone(),
+        at: now_ms(),
+    });
+    RunReport {
+        outcome,
+        exit_code,
+        summary,
+    }
+}

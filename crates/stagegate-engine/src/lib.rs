@@ -1,0 +1,21 @@
+//! The stagegate engine: runs a validated plan against an environment.
+//!
+//! [`run_deploy`] walks the stages in order. Each step runs as a child process group
+//! ([`process`]) or a driver call (the [`local`] driver: release directories, a detached
+//! [`supervisor`] per release, [`health`] waits). What can be undone is remembered; when a
+//! step fails after something changed, the executor undoes it newest first. Progress leaves
+//! the engine only as [`Event`]s: the engine never prints.
+//!
+//! Exit codes are a contract, defined in [`exit`].
+
+pub mod event;
+pub mod executor;
+pub mod exit;
+pub mod health;
+pub mod local;
+pub mod process;
+pub mod supervisor;
+
+pub use event::{Event, Events, Millis, Outcome, Phase, StepRef, StepResult, StepStatus, now_ms};
+pub use executor::{RunReport, RunRequest, ServiceRequest, run_deploy, run_manual_rollback};
+pub use local::{LocalDriver, ReleaseMeta, ReleaseState};

@@ -1,0 +1,838 @@
+//! The `local` driver: each release of a service lives in its own directory
+//! (`.stagegate/releases/ENV/SERVICE/RELEASE/`) with its artifacts, logs and a supervisor
+//! process that keeps it running after stagegate exits.
+//!
+//! Ports: with `port: auto` (the default) every release gets a free loopback port, so the new
+//! release starts beside the old one and the old one keeps running until the deployment has
+//! passed; rollback is then a switch, not a cold start. With a fixed `port: N` the old release
+//! stops before the new one starts on N, and is started again if the new one is unhealthy.
+//! The `current` file in the service directory names the release that serves.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use stagegate_plan::{
+    Driver, HealthTarget, LocalService, PortMode, Release, Scope, Scrubber, Service,
+    ServiceOverride,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{Event, Events};
+use crate::health::{HealthProbe, JsonField, http_client, wait_healthy};
+use crate::process::{CommandSpec, kill_group, pid_alive, run_command};
+use crate::supervisor::{
+    ENV_COMMAND, ENV_MASK, ENV_STOP_MS, EXITS_LOG, SERVICE_PID, SUPERVISOR_PID,
+};
+
+const META: &str = "release.json";
+const CURRENT: &str = "current";
+
+/// What is recorded about a release, in its directory. Never holds a secret value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseMeta {
+    pub id: String,
+    pub service: String,
+    pub environment: String,
+    pub version: String,
+    pub sha: String,
+    pub deployment_id: i64,
+    pub created_at: i64,
+    pub port: u16,
+    pub url: String,
+    /// The start command, secrets masked.
+    pub command: String,
+    pub artifacts: Vec<ArtifactDigest>,
+    /// `starting`, `healthy`, `failed`, `rolled_back`, `retired`, `stopped`.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactDigest {
+    pub path: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// A release on disk and whether it runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseState {
+    pub meta: ReleaseMeta,
+    pub dir: PathBuf,
+    pub current: bool,
+    pub supervisor_pid: Option<u32>,
+    pub service_pid: Option<u32>,
+    /// How many times the service process has exited since the release started.
+    pub exits: usize,
+}
+
+impl ReleaseState {
+    pub fn running(&self) -> bool {
+        self.supervisor_pid.is_some()
+    }
+}
+
+/// The result of a successful deploy of one service.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployed {
+    pub release: String,
+    pub previous: Option<String>,
+    pub url: String,
+    pub port: u16,
+    pub artifacts: Vec<ArtifactDigest>,
+    pub health: Option<String>,
+}
+
+/// A deploy that did not succeed. When `release` is set, a new release was started (and
+/// stopped again): the deploy had begun, so the run rolls back to `previous`.
+#[derive(Debug, Clone)]
+pub struct DeployError {
+    pub message: String,
+    pub release: Option<String>,
+    pub previous: Option<String>,
+}
+
+impl DeployError {
+    fn early(message: String) -> Self {
+        Self {
+            message,
+            release: None,
+            previous: None,
+        }
+    }
+}
+
+/// Everything a driver call needs from the run.
+pub struct DriverCtx<'a> {
+    pub deployment_id: i64,
+    pub scope: &'a Scope,
+    pub overrides: Option<&'a ServiceOverride>,
+    pub scrubber: &'a Scrubber,
+    pub cancel: &'a CancellationToken,
+    pub events: &'a Events,
+    /// The step's log file: build output goes here.
+    pub log: Option<PathBuf>,
+}
+
+pub struct LocalDriver {
+    /// `.stagegate/releases/ENV`
+    pub root: PathBuf,
+    pub plan_dir: PathBuf,
+    /// The program started as `PROGRAM __supervise DIR` (the stagegate binary).
+    pub supervisor_exe: PathBuf,
+}
+
+fn settings(svc: &Service) -> &LocalService {
+    match &svc.driver {
+        Driver::Local(l) => l,
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl LocalDriver {
+    pub fn service_dir(&self, service: &str) -> PathBuf {
+        self.root.join(service)
+    }
+
+    pub fn current(&self, service: &str) -> Option<String> {
+        std::fs::read_to_string(self.service_dir(service).join(CURRENT))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    fn set_current(&self, service: &str, id: Option<&str>) -> std::io::Result<()> {
+        let path = self.service_dir(service).join(CURRENT);
+        match id {
+            Some(id) => {
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, id)?;
+                std::fs::rename(tmp, path)
+            }
+            None => match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    pub fn read_meta(dir: &Path) -> Option<ReleaseMeta> {
+        serde_json::from_slice(&std::fs::read(dir.join(META)).ok()?).ok()
+    }
+
+    fn write_meta(dir: &Path, meta: &ReleaseMeta) -> std::io::Result<()> {
+        let tmp = dir.join("release.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(meta).unwrap_or_default())?;
+        std::fs::rename(tmp, dir.join(META))
+    }
+
+    fn set_status(dir: &Path, status: &str) {
+        if let Some(mut m) = Self::read_meta(dir) {
+            m.status = status.to_string();
+            let _ = Self::write_meta(dir, &m);
+        }
+    }
+
+    fn pid_file(dir: &Path, name: &str) -> Option<u32> {
+        std::fs::read_to_string(dir.join(name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn state(&self, service: &str, dir: &Path, current: Option<&str>) -> Option<ReleaseState> {
+        let meta = Self::read_meta(dir)?;
+        let supervisor_pid = Self::pid_file(dir, SUPERVISOR_PID).filter(|p| pid_alive(*p));
+        let service_pid =
+            supervisor_pid.and(Self::pid_file(dir, SERVICE_PID).filter(|p| pid_alive(*p)));
+        let exits = std::fs::read_to_string(dir.join(EXITS_LOG))
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        let _ = service;
+        Some(ReleaseState {
+            current: current == Some(meta.id.as_str()),
+            meta,
+            dir: dir.to_path_buf(),
+            supervisor_pid,
+            service_pid,
+            exits,
+        })
+    }
+
+    /// Every release of a service on disk, oldest first.
+    pub fn releases(&self, service: &str) -> Vec<ReleaseState> {
+        let current = self.current(service);
+        let Ok(entries) = std::fs::read_dir(self.service_dir(service)) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ReleaseState> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| self.state(service, &e.path(), current.as_deref()))
+            .collect();
+        out.sort_by_key(|r| (r.meta.created_at, r.meta.deployment_id));
+        out
+    }
+
+    pub fn release(&self, service: &str, id: &str) -> Option<ReleaseState> {
+        self.state(
+            service,
+            &self.service_dir(service).join(id),
+            self.current(service).as_deref(),
+        )
+    }
+
+    /// Finds a release by its id or, failing that, the newest with that version.
+    pub fn find_release(&self, service: &str, wanted: &str) -> Option<ReleaseState> {
+        let all = self.releases(service);
+        all.iter()
+            .find(|r| r.meta.id == wanted)
+            .cloned()
+            .or_else(|| all.iter().rev().find(|r| r.meta.version == wanted).cloned())
+    }
+
+    /// The newest release before the current one that was healthy once: the rollback target.
+    pub fn previous_good(&self, service: &str) -> Option<ReleaseState> {
+        let all = self.releases(service);
+        let cur = all.iter().position(|r| r.current)?;
+        all[..cur]
+            .iter()
+            .rev()
+            .find(|r| matches!(r.meta.status.as_str(), "healthy" | "retired" | "stopped"))
+            .cloned()
+    }
+
+    fn env_for(
+        &self,
+        svc: &Service,
+        ctx: &DriverCtx,
+        scope: &Scope,
+        port: u16,
+        id: &str,
+        dir: &Path,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let l = settings(svc);
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        let templates = l
+            .env
+            .iter()
+            .chain(ctx.overrides.map(|o| o.env.iter()).into_iter().flatten());
+        for (k, t) in templates {
+            let v = scope
+                .render(&t.value)
+                .map_err(|e| format!("env `{k}` of service `{}`: {e}", svc.name))?;
+            env.insert(k.clone(), v);
+        }
+        env.insert("PORT".into(), port.to_string());
+        env.insert("STAGEGATE_SERVICE".into(), svc.name.clone());
+        env.insert("STAGEGATE_ENVIRONMENT".into(), scope.environment.clone());
+        env.insert("STAGEGATE_RELEASE".into(), id.to_string());
+        env.insert(
+            "STAGEGATE_RELEASE_VERSION".into(),
+            scope.release.version.clone(),
+        );
+        env.insert("STAGEGATE_RELEASE_DIR".into(), dir.display().to_string());
+        Ok(env)
+    }
+
+    fn port_mode(svc: &Service, ctx: &DriverCtx) -> PortMode {
+        ctx.overrides
+            .and_then(|o| o.port)
+            .unwrap_or(settings(svc).port)
+    }
+
+    fn probe(
+        &self,
+        svc: &Service,
+        scope: &Scope,
+        url: &str,
+    ) -> Result<Option<HealthProbe>, String> {
+        let Some(h) = &svc.health else {
+            return Ok(None);
+        };
+        let target = match &h.target {
+            HealthTarget::Path(p) => format!("{url}{}", scope.render(&p.value)?),
+            HealthTarget::Url(u) => scope.render(&u.value)?,
+        };
+        let mut json = Vec::new();
+        for j in &h.json {
+            json.push(JsonField {
+                path: j.path.value.clone(),
+                query: j.query.clone(),
+                equals: scope.render(&j.equals.value)?,
+            });
+        }
+        Ok(Some(HealthProbe {
+            url: target,
+            status: h.status.clone(),
+            json,
+            interval: h.interval,
+            timeout: h.timeout,
+        }))
+    }
+
+    /// Starts the supervisor for a release directory and waits for the service's health.
+    async fn start_release(
+        &self,
+        svc: &Service,
+        ctx: &DriverCtx<'_>,
+        scope: &Scope,
+        dir: &Path,
+        meta: &ReleaseMeta,
+    ) -> Result<Option<String>, String> {
+        let l = settings(svc);
+        let start = ctx
+            .overrides
+            .and_then(|o| o.start.as_ref())
+            .unwrap_or(&l.start);
+        let command = scope
+            .render(&start.value)
+            .map_err(|e| format!("start command of service `{}`: {e}", svc.name))?;
+        let env = self.env_for(svc, ctx, scope, meta.port, &meta.id, dir)?;
+        let mask: Vec<String> = scope
+            .secrets
+            .values()
+            .map(|s| s.expose().to_string())
+            .collect();
+        let _ = std::fs::remove_file(dir.join(EXITS_LOG));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("supervisor.log"))
+            .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+        let mut cmd = std::process::Command::new(&self.supervisor_exe);
+        cmd.arg("__supervise")
+            .arg(dir)
+            .current_dir(dir)
+            .envs(&scope.process_env)
+            .envs(&env)
+            .env(ENV_COMMAND, &command)
+            .env(ENV_STOP_MS, l.stop_timeout.as_millis().to_string())
+            .env(ENV_MASK, mask.join("\n"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().map_err(|e| {
+            format!(
+                "cannot start the supervisor ({}): {e}",
+                self.supervisor_exe.display()
+            )
+        })?;
+        let supervisor_pid = child.id();
+        // The supervisor outlives this process on purpose; it is reaped by init once we exit.
+        drop(child);
+        ctx.events.emit(Event::ServiceStarting {
+            service: svc.name.clone(),
+            release: meta.id.clone(),
+            port: meta.port,
+            dir: dir.display().to_string(),
+        });
+
+        let dir_owned = dir.to_path_buf();
+        let exited = move || -> Option<String> {
+            let exits = std::fs::read_to_string(dir_owned.join(EXITS_LOG)).unwrap_or_default();
+            let last = exits.lines().last().map(str::to_string);
+            let alive = pid_alive(supervisor_pid);
+            if last.is_none() && alive {
+                return None;
+            }
+            let how = last
+                .as_deref()
+                .and_then(|l| l.split_whitespace().nth(2))
+                .map(|c| format!("exited with code {c}"))
+                .unwrap_or_else(|| "stopped".into());
+            let stderr = tail_file(&dir_owned.join("stderr.log"), 8);
+            let stdout = if stderr.is_empty() {
+                tail_file(&dir_owned.join("stdout.log"), 8)
+            } else {
+                String::new()
+            };
+            let output = if !stderr.is_empty() {
+                format!("; last lines of stderr.log:\n{stderr}")
+            } else if !stdout.is_empty() {
+                format!("; last lines of stdout.log:\n{stdout}")
+            } else {
+                String::new()
+            };
+            Some(format!(
+                "the service {how} before it became healthy{output}"
+            ))
+        };
+        let Some(probe) = self.probe(svc, scope, &meta.url)? else {
+            // Without a health check, "healthy" means it is still running a moment later.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return match exited() {
+                Some(why) => Err(why),
+                None => Ok(None),
+            };
+        };
+        let client = http_client();
+        match wait_healthy(&client, &probe, &exited, ctx.cancel).await {
+            Ok(h) => {
+                ctx.events.emit(Event::ServiceHealthy {
+                    service: svc.name.clone(),
+                    release: meta.id.clone(),
+                    url: meta.url.clone(),
+                    waited_ms: h.waited.as_millis() as u64,
+                });
+                Ok(Some(format!("{} ({})", h.answer, probe.url)))
+            }
+            Err(e) => Err(format!("health check {} failed: {e}", probe.url)),
+        }
+    }
+
+    /// Builds, stages and starts a new release; on failure the service is as it was before.
+    pub async fn deploy(
+        &self,
+        svc: &Service,
+        ctx: &DriverCtx<'_>,
+    ) -> Result<Deployed, DeployError> {
+        let l = settings(svc);
+        let scope = ctx.scope;
+        let service_dir = self.service_dir(&svc.name);
+        std::fs::create_dir_all(&service_dir).map_err(|e| {
+            DeployError::early(format!("cannot create {}: {e}", service_dir.display()))
+        })?;
+        let previous = self
+            .current(&svc.name)
+            .and_then(|id| self.release(&svc.name, &id));
+
+        if let Some(build) = &l.build {
+            let script = scope.render(&build.value).map_err(|e| {
+                DeployError::early(format!("build command of service `{}`: {e}", svc.name))
+            })?;
+            let mut env: BTreeMap<String, String> = BTreeMap::new();
+            env.insert(
+                "STAGEGATE_RELEASE_VERSION".into(),
+                scope.release.version.clone(),
+            );
+            env.insert("STAGEGATE_ENVIRONMENT".into(), scope.environment.clone());
+            let spec = CommandSpec {
+                script,
+                cwd: self.plan_dir.clone(),
+                env,
+                timeout: None,
+                log: ctx.log.clone(),
+            };
+            let r = run_command(&spec, ctx.scrubber, ctx.cancel).await;
+            if !r.success() {
+                return Err(DeployError::early(format!(
+                    "the build of service `{}` {}{}",
+                    svc.name,
+                    r.describe(None),
+                    indent_tail(&r.tail)
+                )));
+            }
+        }
+
+        let id = format!(
+            "{}-d{}",
+            sanitize(&scope.release.version),
+            ctx.deployment_id
+        );
+        let dir = service_dir.join(&id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| DeployError::early(format!("cannot clear {}: {e}", dir.display())))?;
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| DeployError::early(format!("cannot create {}: {e}", dir.display())))?;
+        let mut artifacts = Vec::new();
+        for a in &l.artifacts {
+            let from = self.plan_dir.join(&a.value);
+            if !from.exists() {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(DeployError::early(format!(
+                    "artifact `{}` of service `{}` does not exist at {} (plan line {}); did the build produce it?",
+                    a.value,
+                    svc.name,
+                    from.display(),
+                    a.span.pos.line
+                )));
+            }
+            let to = dir.join(&a.value);
+            copy_and_digest(&from, &to, &a.value, &mut artifacts).map_err(|e| {
+                DeployError::early(format!("cannot copy artifact `{}`: {e}", a.value))
+            })?;
+        }
+
+        let mode = Self::port_mode(svc, ctx);
+        let mut stopped_previous = false;
+        let port = match mode {
+            PortMode::Auto => free_port()
+                .map_err(|e| DeployError::early(format!("cannot find a free port: {e}")))?,
+            PortMode::Fixed(p) => {
+                if !port_free(p) {
+                    match &previous {
+                        Some(prev) if prev.running() && prev.meta.port == p => {
+                            self.stop_dir(&prev.dir, l.stop_timeout).await;
+                            stopped_previous = true;
+                            wait_port_free(p, Duration::from_secs(5)).await;
+                        }
+                        _ => {
+                            let _ = std::fs::remove_dir_all(&dir);
+                            return Err(DeployError::early(format!(
+                                "port {p} is already in use by another process (not a release of service `{}`): stop that process, or set `port: auto` or another port",
+                                svc.name
+                            )));
+                        }
+                    }
+                }
+                p
+            }
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        let start = ctx
+            .overrides
+            .and_then(|o| o.start.as_ref())
+            .unwrap_or(&l.start);
+        let meta = ReleaseMeta {
+            id: id.clone(),
+            service: svc.name.clone(),
+            environment: scope.environment.clone(),
+            version: scope.release.version.clone(),
+            sha: scope.release.sha.clone(),
+            deployment_id: ctx.deployment_id,
+            created_at: crate::now_ms(),
+            port,
+            url: url.clone(),
+            command: scope.render_for_display(&start.value),
+            artifacts: artifacts.clone(),
+            status: "starting".into(),
+        };
+        Self::write_meta(&dir, &meta).map_err(|e| {
+            DeployError::early(format!("cannot write {}: {e}", dir.join(META).display()))
+        })?;
+
+        match self.start_release(svc, ctx, scope, &dir, &meta).await {
+            Ok(health) => {
+                Self::set_status(&dir, "healthy");
+                self.set_current(&svc.name, Some(&id)).map_err(|e| {
+                    DeployError::early(format!("cannot record the current release: {e}"))
+                })?;
+                Ok(Deployed {
+                    release: id,
+                    previous: previous.map(|p| p.meta.id),
+                    url,
+                    port,
+                    artifacts,
+                    health,
+                })
+            }
+            Err(why) => {
+                self.stop_dir(&dir, l.stop_timeout).await;
+                Self::set_status(&dir, "failed");
+                let mut msg = format!("release {id} of service `{}`: {why}", svc.name);
+                if stopped_previous && let Some(prev) = &previous {
+                    match self.start_existing(svc, ctx, prev).await {
+                        Ok(_) => msg.push_str(&format!(
+                            "\nthe previous release {} was started again and is healthy",
+                            prev.meta.id
+                        )),
+                        Err(e) => msg.push_str(&format!(
+                            "\nthe previous release {} could not be started again: {e}",
+                            prev.meta.id
+                        )),
+                    }
+                }
+                Err(DeployError {
+                    message: msg,
+                    release: Some(id),
+                    previous: previous.map(|p| p.meta.id),
+                })
+            }
+        }
+    }
+
+    /// Starts an existing release again (with its own version in the templates) if it is not running.
+    async fn start_existing(
+        &self,
+        svc: &Service,
+        ctx: &DriverCtx<'_>,
+        r: &ReleaseState,
+    ) -> Result<Option<String>, String> {
+        let mut scope = ctx.scope.clone();
+        scope.release = Release {
+            version: r.meta.version.clone(),
+            sha: r.meta.sha.clone(),
+        };
+        if r.running() {
+            // Already serving: confirm it answers.
+            let Some(probe) = self.probe(svc, &scope, &r.meta.url)? else {
+                return Ok(None);
+            };
+            let client = http_client();
+            let alive = || None;
+            return match wait_healthy(&client, &probe, &alive, ctx.cancel).await {
+                Ok(h) => Ok(Some(h.answer)),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        let mut meta = r.meta.clone();
+        if Self::port_mode(svc, ctx) == PortMode::Auto && !port_free(meta.port) {
+            meta.port = free_port().map_err(|e| e.to_string())?;
+            meta.url = format!("http://127.0.0.1:{}", meta.port);
+            let _ = Self::write_meta(&r.dir, &meta);
+        }
+        let res = self.start_release(svc, ctx, &scope, &r.dir, &meta).await;
+        if res.is_err() {
+            self.stop_dir(&r.dir, settings(svc).stop_timeout).await;
+        }
+        res
+    }
+
+    /// Makes `target` the serving release again (or, with none, stops the service) and stops
+    /// `from`. Used by automatic rollback and by `stagegate rollback`.
+    pub async fn restore(
+        &self,
+        svc: &Service,
+        ctx: &DriverCtx<'_>,
+        target: Option<&str>,
+        from: Option<&str>,
+    ) -> Result<String, String> {
+        let l = settings(svc);
+        let from_state = from.and_then(|f| self.release(&svc.name, f));
+        let Some(target) = target else {
+            if let Some(f) = &from_state {
+                self.stop_dir(&f.dir, l.stop_timeout).await;
+                Self::set_status(&f.dir, "rolled_back");
+            }
+            self.set_current(&svc.name, None)
+                .map_err(|e| e.to_string())?;
+            return Ok(format!(
+                "service `{}` had no earlier release: stopped {}",
+                svc.name,
+                from.unwrap_or("it")
+            ));
+        };
+        let t = self.release(&svc.name, target).ok_or_else(|| {
+            format!(
+                "release {target} of service `{}` is not on disk any more",
+                svc.name
+            )
+        })?;
+        if Self::port_mode(svc, ctx) != PortMode::Auto
+            && !t.running()
+            && let Some(f) = from_state.as_ref().filter(|f| f.running())
+        {
+            self.stop_dir(&f.dir, l.stop_timeout).await;
+            wait_port_free(t.meta.port, Duration::from_secs(5)).await;
+        }
+        let health = self.start_existing(svc, ctx, &t).await.map_err(|e| {
+            format!(
+                "release {target} of service `{}` did not come back: {e}",
+                svc.name
+            )
+        })?;
+        self.set_current(&svc.name, Some(target))
+            .map_err(|e| e.to_string())?;
+        Self::set_status(&t.dir, "healthy");
+        if let Some(f) = &from_state
+            && f.meta.id != target
+        {
+            self.stop_dir(&f.dir, l.stop_timeout).await;
+            Self::set_status(&f.dir, "rolled_back");
+        }
+        let now = self
+            .release(&svc.name, target)
+            .map(|r| r.meta.url)
+            .unwrap_or_default();
+        Ok(format!(
+            "service `{}` is back on release {target} at {now}{}",
+            svc.name,
+            health.map(|h| format!(": {h}")).unwrap_or_default()
+        ))
+    }
+
+    /// After a successful run: stop every release but the current one, and delete the oldest
+    /// beyond `keep`. Returns the releases it stopped.
+    pub async fn retire_others(&self, svc: &Service, events: &Events) -> Vec<String> {
+        let l = settings(svc);
+        let mut stopped = Vec::new();
+        let all = self.releases(&svc.name);
+        for r in all.iter().filter(|r| !r.current && r.running()) {
+            self.stop_dir(&r.dir, l.stop_timeout).await;
+            Self::set_status(&r.dir, "retired");
+            events.emit(Event::ServiceRetired {
+                service: svc.name.clone(),
+                release: r.meta.id.clone(),
+            });
+            stopped.push(r.meta.id.clone());
+        }
+        let keep = l.keep;
+        let all = self.releases(&svc.name);
+        let excess = all.len().saturating_sub(keep);
+        for r in all
+            .iter()
+            .filter(|r| !r.current && !r.running())
+            .take(excess)
+        {
+            let _ = std::fs::remove_dir_all(&r.dir);
+        }
+        stopped
+    }
+
+    /// Stops every running release of a service. Returns what it stopped.
+    pub async fn stop_service(&self, svc: &Service) -> Vec<String> {
+        let mut stopped = Vec::new();
+        for r in self.releases(&svc.name).iter().filter(|r| r.running()) {
+            self.stop_dir(&r.dir, settings(svc).stop_timeout).await;
+            Self::set_status(&r.dir, "stopped");
+            stopped.push(r.meta.id.clone());
+        }
+        stopped
+    }
+
+    /// Stops a release's supervisor (which stops the service's process group).
+    pub async fn stop_dir(&self, dir: &Path, stop_timeout: Duration) {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let sup = Self::pid_file(dir, SUPERVISOR_PID).filter(|p| pid_alive(*p));
+        let svc_pid = Self::pid_file(dir, SERVICE_PID);
+        if let Some(p) = sup {
+            let _ = kill(Pid::from_raw(p as i32), Signal::SIGTERM);
+            let deadline = std::time::Instant::now() + stop_timeout + Duration::from_secs(2);
+            while pid_alive(p) && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if pid_alive(p) {
+                let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+            }
+        }
+        if let Some(s) = svc_pid.filter(|p| pid_alive(*p)) {
+            kill_group(s, Duration::from_secs(1)).await;
+        }
+        let _ = std::fs::remove_file(dir.join(SUPERVISOR_PID));
+        let _ = std::fs::remove_file(dir.join(SERVICE_PID));
+    }
+}
+
+fn copy_and_digest(
+    from: &Path,
+    to: &Path,
+    rel: &str,
+    out: &mut Vec<ArtifactDigest>,
+) -> std::io::Result<()> {
+    if from.is_dir() {
+        std::fs::create_dir_all(to)?;
+        let mut entries: Vec<_> = std::fs::read_dir(from)?.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            copy_and_digest(&e.path(), &to.join(&name), &format!("{rel}/{name}"), out)?;
+        }
+        return Ok(());
+    }
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let bytes = std::fs::copy(from, to)?;
+    let mut f = std::fs::File::open(to)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    out.push(ArtifactDigest {
+        path: rel.to_string(),
+        sha256: hex::encode(h.finalize()),
+        bytes,
+    });
+    Ok(())
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+}
+
+async fn wait_port_free(port: u16, max: Duration) {
+    let deadline = std::time::Instant::now() + max;
+    while !port_free(port) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn tail_file(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub(crate) fn indent_tail(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        let lines: Vec<&str> = tail.lines().collect();
+        let last = &lines[lines.len().saturating_sub(10)..];
+        format!(
+            "; last lines of output:\n{}",
+            last.iter()
+                .map(|l| format!("  {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    }
+}

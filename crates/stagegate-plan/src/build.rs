@@ -1,0 +1,1171 @@
+//! Turning the YAML tree into a [`Plan`], collecting every error on the way.
+//!
+//! Two passes: the first reads each section into typed values (types, durations, unknown
+//! keys); the second checks what refers to what (services, step outputs, vars, secrets,
+//! dependency cycles). Both add to one list of diagnostics.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use marked_yaml::types::{MarkedMappingNode, Node};
+use marked_yaml::{LoadError, LoaderOptions};
+use sha2::{Digest, Sha256};
+
+use crate::diagnostic::{Diagnostic, Diagnostics, Pos, Source, Span, did_you_mean};
+use crate::model::*;
+use crate::template::{Ref, Template, parse_expr};
+use crate::yaml::{Cx, Spanned};
+
+const TOP_KEYS: &[&str] = &[
+    "project",
+    "release",
+    "vars",
+    "secrets",
+    "environments",
+    "services",
+    "stages",
+    "on_failure",
+    "state",
+];
+const ENV_KEYS: &[&str] = &["vars", "secrets", "services", "on_failure"];
+const SECRET_KEYS: &[&str] = &["require", "optional", "dotenv"];
+const SERVICE_KEYS: &[&str] = &[
+    "driver",
+    "build",
+    "artifacts",
+    "start",
+    "env",
+    "port",
+    "stop_timeout",
+    "keep",
+    "health",
+    "depends_on",
+];
+const OVERRIDE_KEYS: &[&str] = &["env", "port", "start"];
+const HEALTH_KEYS: &[&str] = &["path", "url", "expect", "interval", "timeout"];
+const EXPECT_KEYS: &[&str] = &["status", "json"];
+const STEP_COMMON: &[&str] = &[
+    "id",
+    "name",
+    "timeout",
+    "retries",
+    "retry_delay",
+    "env",
+    "cwd",
+    "when",
+    "continue_on_error",
+    "rollback",
+];
+const STEP_ACTIONS: &[&str] = &["run", "deploy"];
+const DRIVERS: &[&str] = &["local"];
+
+/// Reads and validates a plan file.
+///
+/// On success the plan comes with its warnings; on failure, every error found.
+pub fn load_file(path: &Path) -> Result<(Plan, Diagnostics), Diagnostics> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let mut d = Diagnostics::default();
+        let help = if e.kind() == std::io::ErrorKind::NotFound {
+            "create a `stagegate.yml` here, or pass its path with `-f PATH` (see docs/plan.md)"
+        } else {
+            "check the file's permissions"
+        };
+        d.error_help(
+            format!("cannot read plan file {}: {e}", path.display()),
+            None,
+            help,
+        );
+        d
+    })?;
+    load_str(path, &text)
+}
+
+/// Validates plan text as if it were read from `path`.
+pub fn load_str(path: &Path, text: &str) -> Result<(Plan, Diagnostics), Diagnostics> {
+    let source = Source::new(path, text);
+    let dir = path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    // Commands run in release directories: every path the engine derives must be absolute.
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    let hash = hex::encode(Sha256::digest(text.as_bytes()));
+    let mut cx = Cx::new(source.clone());
+    let root = match marked_yaml::parse_yaml_with_options(
+        0,
+        text,
+        LoaderOptions::default().error_on_duplicate_keys(true),
+    ) {
+        Ok(root) => root,
+        Err(e) => {
+            cx.diags.push(load_error(&source, e));
+            return Err(cx.diags);
+        }
+    };
+    let plan = read_plan(&mut cx, &root, source, dir, hash);
+    cx.diags.sort();
+    match plan {
+        Some(plan) if !cx.diags.has_errors() => Ok((plan, cx.diags)),
+        _ => Err(cx.diags),
+    }
+}
+
+fn load_error(source: &Arc<Source>, e: LoadError) -> Diagnostic {
+    let at = |m: &marked_yaml::Marker| {
+        Some(Span {
+            source: source.clone(),
+            pos: Pos {
+                line: m.line(),
+                col: m.column(),
+            },
+            width: 1,
+        })
+    };
+    match e {
+        LoadError::TopLevelMustBeMapping(m) => {
+            Diagnostic::error("the plan must be a YAML mapping at its top level", at(&m))
+                .with_help("start with `project: NAME`, see docs/plan.md")
+        }
+        LoadError::UnexpectedAnchor(m) => Diagnostic::error(
+            "YAML anchors and aliases are not supported in plans",
+            at(&m),
+        )
+        .with_help("repeat the values, or put shared values in `vars`"),
+        LoadError::UnexpectedTag(m) => {
+            Diagnostic::error("YAML tags (`!tag`) are not supported in plans", at(&m))
+        }
+        LoadError::MappingKeyMustBeScalar(m) => {
+            Diagnostic::error("mapping keys must be plain strings", at(&m))
+        }
+        LoadError::DuplicateKey(inner) => {
+            let first = inner
+                .prev_key
+                .span()
+                .start()
+                .map(|m| format!("line {}", m.line()))
+                .unwrap_or_default();
+            let d = Diagnostic::error(
+                format!("duplicate key `{}`", inner.key.as_str()),
+                inner.key.span().start().and_then(at),
+            );
+            d.with_help(format!(
+                "it is already defined at {first}; remove or rename one of them"
+            ))
+        }
+        LoadError::ScanError(m, err) => {
+            Diagnostic::error(format!("malformed YAML: {}", err.info()), at(&m))
+                .with_help("check indentation, colons and quotes on this line or the one before")
+        }
+        other => Diagnostic::error(format!("malformed YAML: {other}"), None),
+    }
+}
+
+fn template(cx: &mut Cx, s: Spanned<String>) -> Option<Spanned<Template>> {
+    match Template::parse(&s.value) {
+        Ok(t) => Some(Spanned {
+            value: t,
+            span: s.span,
+        }),
+        Err(e) => {
+            let mut span = s.span.clone();
+            if !s.value.contains('\n') {
+                span.pos.col += quote_shift(&cx.source, &span) + e.offset;
+                span.width = 1;
+            }
+            cx.error(e.message, span);
+            None
+        }
+    }
+}
+
+/// A quoted scalar's node starts at the quote; offsets into the value start one later.
+fn quote_shift(source: &Source, span: &Span) -> usize {
+    let line = source
+        .text
+        .lines()
+        .nth(span.pos.line.saturating_sub(1))
+        .unwrap_or("");
+    match line.chars().nth(span.pos.col.saturating_sub(1)) {
+        Some('"') | Some('\'') => 1,
+        _ => 0,
+    }
+}
+
+fn template_field(
+    cx: &mut Cx,
+    m: &MarkedMappingNode,
+    key: &str,
+    what: &str,
+) -> Option<Spanned<Template>> {
+    let s = cx.string(m, key, what)?;
+    template(cx, s)
+}
+
+fn template_map(
+    cx: &mut Cx,
+    m: &MarkedMappingNode,
+    key: &str,
+    what: &str,
+) -> BTreeMap<String, Spanned<Template>> {
+    cx.string_map(m, key, what)
+        .into_iter()
+        .filter_map(|(k, v)| template(cx, v).map(|t| (k, t)))
+        .collect()
+}
+
+fn read_plan(
+    cx: &mut Cx,
+    root: &Node,
+    source: Arc<Source>,
+    dir: std::path::PathBuf,
+    hash: String,
+) -> Option<Plan> {
+    let top = cx.mapping(root, "the plan")?;
+    cx.keys(top, "the plan", TOP_KEYS);
+    let whole = cx.span(root);
+
+    let project = match cx.string(top, "project", "the plan") {
+        Some(p) if !p.value.trim().is_empty() => p.value,
+        Some(p) => {
+            cx.error("`project` must not be empty", p.span);
+            String::new()
+        }
+        None => {
+            cx.error_help(
+                "the plan has no `project`",
+                whole.clone(),
+                "add `project: NAME` at the top",
+            );
+            String::new()
+        }
+    };
+
+    let mut release = ReleaseSpec::default();
+    if let Some(n) = top.get_node("release")
+        && let Some(m) = cx.mapping(n, "`release`")
+    {
+        cx.keys(m, "`release`", &["version", "sha"]);
+        release.version = template_field(cx, m, "version", "`release`");
+        release.sha = template_field(cx, m, "sha", "`release`");
+    }
+
+    let vars = template_map(cx, top, "vars", "the plan");
+    let secrets = top
+        .get_node("secrets")
+        .map(|n| read_secrets(cx, n, "the plan"))
+        .unwrap_or_default();
+    let on_failure = read_on_failure(cx, top).unwrap_or(OnFailure::Rollback);
+
+    let mut state = StateSettings::default();
+    if let Some(n) = top.get_node("state")
+        && let Some(m) = cx.mapping(n, "`state`")
+    {
+        cx.keys(m, "`state`", &["path"]);
+        state.path = cx.string(m, "path", "`state`").map(|p| p.value.into());
+    }
+
+    let mut environments = Vec::new();
+    match top.get_node("environments") {
+        Some(n) => {
+            if let Some(m) = cx.mapping(n, "`environments`") {
+                for (k, v) in m.iter() {
+                    if let Some(env) = read_environment(cx, k.as_str(), cx.key_span(k), v) {
+                        environments.push(env);
+                    }
+                }
+                if m.is_empty() {
+                    cx.error_help(
+                        "`environments` is empty",
+                        cx.span(n),
+                        "add one, e.g. `staging: {}`",
+                    );
+                }
+            }
+        }
+        None => cx.error_help(
+            "the plan has no `environments`",
+            whole.clone(),
+            "add `environments:` with at least one entry, e.g. `staging: {}`",
+        ),
+    }
+
+    let mut services = Vec::new();
+    if let Some(n) = top.get_node("services")
+        && let Some(m) = cx.mapping(n, "`services`")
+    {
+        for (k, v) in m.iter() {
+            if let Some(s) = read_service(cx, k.as_str(), cx.key_span(k), v) {
+                services.push(s);
+            }
+        }
+    }
+
+    let mut stages = Vec::new();
+    match top.get_node("stages") {
+        Some(n) => {
+            if let Some(m) = cx.mapping(n, "`stages`") {
+                for (k, v) in m.iter() {
+                    stages.push(read_stage(cx, k.as_str(), cx.key_span(k), v));
+                }
+            }
+        }
+        None => cx.error_help(
+            "the plan has no `stages`",
+            whole.clone(),
+            "add `stages:` with at least one stage of steps, e.g. `deploy: [ { run: ./deploy.sh } ]`",
+        ),
+    }
+
+    let mut plan = Plan {
+        source,
+        dir,
+        hash,
+        project,
+        release,
+        vars,
+        secrets,
+        environments,
+        services,
+        stages,
+        on_failure,
+        state,
+    };
+    check_references(cx, &mut plan);
+    Some(plan)
+}
+
+fn read_on_failure(cx: &mut Cx, m: &MarkedMappingNode) -> Option<OnFailure> {
+    let s = cx.string(m, "on_failure", "the plan")?;
+    match s.value.as_str() {
+        "rollback" => Some(OnFailure::Rollback),
+        "stop" => Some(OnFailure::Stop),
+        other => {
+            cx.error_help(
+                format!("`on_failure` must be `rollback` or `stop`, found `{other}`"),
+                s.span,
+                "`rollback` undoes what ran; `stop` leaves it as it is",
+            );
+            None
+        }
+    }
+}
+
+fn read_secrets(cx: &mut Cx, n: &Node, what: &str) -> SecretSpec {
+    let mut spec = SecretSpec::default();
+    match n {
+        // `secrets: [A, B]` is short for `secrets: { require: [A, B] }`.
+        Node::Sequence(seq) => {
+            for item in seq.iter() {
+                if let Some(s) = cx.scalar(item, "a secret name") {
+                    spec.require.push(s);
+                }
+            }
+        }
+        _ => {
+            let Some(m) = cx.mapping(n, &format!("`secrets` in {what}")) else {
+                return spec;
+            };
+            cx.keys(m, "`secrets`", SECRET_KEYS);
+            spec.require = cx.string_list(m, "require", "`secrets`");
+            spec.optional = cx.string_list(m, "optional", "`secrets`");
+            spec.dotenv = cx.string(m, "dotenv", "`secrets`");
+        }
+    }
+    for s in spec.require.iter().chain(&spec.optional) {
+        if !is_name(&s.value) {
+            cx.error_help(
+                format!("`{}` is not a valid secret name", s.value),
+                s.span.clone(),
+                "use letters, digits and underscores, e.g. `ADMIN_TOKEN`",
+            );
+        }
+    }
+    spec
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn read_environment(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Environment> {
+    if !is_name(name) {
+        cx.error_help(
+            format!("`{name}` is not a valid environment name"),
+            span.clone(),
+            "use letters, digits, `-` and `_`",
+        );
+    }
+    let what = format!("environment `{name}`");
+    let mut env = Environment {
+        name: name.to_string(),
+        span,
+        vars: BTreeMap::new(),
+        secrets: SecretSpec::default(),
+        services: BTreeMap::new(),
+        on_failure: None,
+    };
+    // `staging:` with nothing under it is a valid, empty environment.
+    if matches!(n, Node::Scalar(s) if s.as_str().is_empty()) {
+        return Some(env);
+    }
+    let m = cx.mapping(n, &what)?;
+    cx.keys(m, &what, ENV_KEYS);
+    env.vars = template_map(cx, m, "vars", &what);
+    env.secrets = m
+        .get_node("secrets")
+        .map(|s| read_secrets(cx, s, &what))
+        .unwrap_or_default();
+    env.on_failure = read_on_failure(cx, m);
+    if let Some(sn) = m.get_node("services")
+        && let Some(sm) = cx.mapping(sn, &format!("`services` in {what}"))
+    {
+        for (k, v) in sm.iter() {
+            let swhat = format!("the override of service `{}` in {what}", k.as_str());
+            let Some(om) = cx.mapping(v, &swhat) else {
+                continue;
+            };
+            cx.keys(om, &swhat, OVERRIDE_KEYS);
+            let o = ServiceOverride {
+                env: template_map(cx, om, "env", &swhat),
+                port: read_port(cx, om, &swhat),
+                start: template_field(cx, om, "start", &swhat),
+            };
+            env.services.insert(k.as_str().to_string(), o);
+        }
+    }
+    Some(env)
+}
+
+fn read_port(cx: &mut Cx, m: &MarkedMappingNode, what: &str) -> Option<PortMode> {
+    let s = cx.string(m, "port", what)?;
+    if s.value == "auto" {
+        return Some(PortMode::Auto);
+    }
+    match s.value.parse::<u16>() {
+        Ok(p) if p > 0 => Some(PortMode::Fixed(p)),
+        _ => {
+            cx.error_help(
+                format!("`port` in {what} must be `auto` or a port number from 1 to 65535, found `{}`", s.value),
+                s.span,
+                "`auto` gives each release its own free port; a number makes the new release replace the old one on that port",
+            );
+            None
+        }
+    }
+}
+
+fn read_service(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Service> {
+    let what = format!("service `{name}`");
+    if !is_name(name) {
+        cx.error_help(
+            format!("`{name}` is not a valid service name"),
+            span.clone(),
+            "use letters, digits, `-` and `_`",
+        );
+    }
+    let m = cx.mapping(n, &what)?;
+    cx.keys(m, &what, SERVICE_KEYS);
+    let driver = cx.string(m, "driver", &what);
+    if let Some(d) = &driver
+        && !DRIVERS.contains(&d.value.as_str())
+    {
+        let help = did_you_mean(&d.value, DRIVERS.iter().copied())
+            .map(|s| format!("did you mean `{s}`?"))
+            .unwrap_or_else(|| format!("available drivers: {}", DRIVERS.join(", ")));
+        cx.error_help(
+            format!("unknown driver `{}` for {what}", d.value),
+            d.span.clone(),
+            help,
+        );
+    }
+    let start = template_field(cx, m, "start", &what);
+    if start.is_none() && m.get_node("start").is_none() {
+        cx.error_help(
+            format!("{what} has no `start` command"),
+            span.clone(),
+            "add `start: ./my-service --port $PORT` (it runs in the release directory)",
+        );
+    }
+    let keep = cx.uint(m, "keep", &what).unwrap_or(3);
+    if keep < 2
+        && let Some(n) = m.get_node("keep")
+    {
+        cx.error_help(
+            format!("`keep` in {what} must be at least 2"),
+            cx.span(n),
+            "the previous release must stay on disk for rollback",
+        );
+    }
+    let local = LocalService {
+        build: template_field(cx, m, "build", &what),
+        artifacts: cx.string_list(m, "artifacts", &what),
+        start: start.unwrap_or_else(|| Spanned {
+            value: Template::default(),
+            span: span.clone(),
+        }),
+        env: template_map(cx, m, "env", &what),
+        port: read_port(cx, m, &what).unwrap_or(PortMode::Auto),
+        stop_timeout: cx
+            .duration(m, "stop_timeout", &what)
+            .map(|d| d.value)
+            .unwrap_or(Duration::from_secs(10)),
+        keep: keep.max(2) as usize,
+    };
+    for a in &local.artifacts {
+        if Path::new(&a.value).is_absolute() || a.value.split('/').any(|c| c == "..") {
+            cx.error_help(
+                format!(
+                    "artifact `{}` must be a path inside the plan directory",
+                    a.value
+                ),
+                a.span.clone(),
+                "artifacts are copied into the release directory under the same relative path",
+            );
+        }
+    }
+    let health = m.get_node("health").and_then(|h| read_health(cx, h, &what));
+    Some(Service {
+        name: name.to_string(),
+        span,
+        driver: Driver::Local(local),
+        health,
+        depends_on: cx.string_list(m, "depends_on", &what),
+    })
+}
+
+fn read_health(cx: &mut Cx, n: &Node, service: &str) -> Option<HealthCheck> {
+    let what = format!("the health check of {service}");
+    let m = cx.mapping(n, &what)?;
+    cx.keys(m, &what, HEALTH_KEYS);
+    let span = cx.span(n);
+    let target = match (
+        template_field(cx, m, "path", &what),
+        template_field(cx, m, "url", &what),
+    ) {
+        (Some(p), None) => HealthTarget::Path(p),
+        (None, Some(u)) => HealthTarget::Url(u),
+        (Some(_), Some(u)) => {
+            cx.error_help(
+                format!("{what} has both `path` and `url`"),
+                u.span,
+                "keep one: `path` is relative to the release's own address",
+            );
+            return None;
+        }
+        (None, None) => {
+            if m.get_node("path").is_none() && m.get_node("url").is_none() {
+                cx.error_help(
+                    format!("{what} has neither `path` nor `url`"),
+                    span,
+                    "add `path: /health`",
+                );
+            }
+            return None;
+        }
+    };
+    let mut status = vec![200];
+    let mut json = Vec::new();
+    if let Some(en) = m.get_node("expect")
+        && let Some(em) = cx.mapping(en, "`expect`")
+    {
+        cx.keys(em, "`expect`", EXPECT_KEYS);
+        if let Some(sn) = em.get_node("status") {
+            let items: Vec<&Node> = match sn {
+                Node::Sequence(s) => s.iter().collect(),
+                other => vec![other],
+            };
+            status.clear();
+            for item in items {
+                match item
+                    .as_scalar()
+                    .and_then(|s| s.as_str().parse::<u16>().ok())
+                    .filter(|c| (100..600).contains(c))
+                {
+                    Some(code) => status.push(code),
+                    None => cx.error(
+                        "`status` must be an HTTP status code (100-599) or a list of them",
+                        cx.span(item),
+                    ),
+                }
+            }
+        }
+        if let Some(jn) = em.get_node("json")
+            && let Some(jm) = cx.mapping(jn, "`json` in `expect`")
+        {
+            for (k, v) in jm.iter() {
+                let path = Spanned {
+                    value: k.as_str().to_string(),
+                    span: cx.key_span(k),
+                };
+                let query = match serde_json_path::JsonPath::parse(&path.value) {
+                    Ok(q) => Some(q),
+                    Err(e) => {
+                        cx.error_help(
+                            format!("invalid JSONPath `{}`: {e}", path.value),
+                            path.span.clone(),
+                            "write a JSONPath such as `$.version` or `$.items[0].id`",
+                        );
+                        None
+                    }
+                };
+                let equals = cx
+                    .scalar(v, "an expected JSON value")
+                    .and_then(|s| template(cx, s));
+                if let (Some(query), Some(equals)) = (query, equals) {
+                    json.push(JsonExpectation {
+                        path,
+                        query,
+                        equals,
+                    });
+                }
+            }
+        }
+    }
+    Some(HealthCheck {
+        span,
+        target,
+        status,
+        json,
+        interval: cx
+            .duration(m, "interval", &what)
+            .map(|d| d.value)
+            .unwrap_or(Duration::from_millis(250)),
+        timeout: cx
+            .duration(m, "timeout", &what)
+            .map(|d| d.value)
+            .unwrap_or(Duration::from_secs(60)),
+    })
+}
+
+fn read_stage(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Stage {
+    let mut stage = Stage {
+        name: name.to_string(),
+        span: span.clone(),
+        steps: Vec::new(),
+    };
+    let Node::Sequence(seq) = n else {
+        cx.error_help(
+            format!("stage `{name}` must be a list of steps"),
+            cx.span(n),
+            "write each step on a line starting with `- `",
+        );
+        return stage;
+    };
+    if seq.is_empty() {
+        cx.diags.push(Diagnostic::warning(
+            format!("stage `{name}` has no steps"),
+            Some(span),
+        ));
+    }
+    for (i, item) in seq.iter().enumerate() {
+        if let Some(step) = read_step(cx, name, i, item) {
+            stage.steps.push(step);
+        }
+    }
+    stage
+}
+
+fn read_step(cx: &mut Cx, stage: &str, index: usize, n: &Node) -> Option<Step> {
+    let span = cx.span(n);
+    let what = format!("step {} of stage `{stage}`", index + 1);
+    let m = cx.mapping(n, &what)?;
+    let allowed: Vec<&str> = STEP_COMMON.iter().chain(STEP_ACTIONS).copied().collect();
+    cx.keys(m, &what, &allowed);
+
+    let actions: Vec<&str> = STEP_ACTIONS
+        .iter()
+        .copied()
+        .filter(|a| m.get_node(a).is_some())
+        .collect();
+    let kind = match actions.as_slice() {
+        [] => {
+            cx.error_help(
+                format!("{what} has no action"),
+                span.clone(),
+                format!("add one of: {}", STEP_ACTIONS.join(", ")),
+            );
+            None
+        }
+        ["run"] => template_field(cx, m, "run", &what).map(|command| StepKind::Run { command }),
+        ["deploy"] => cx
+            .string(m, "deploy", &what)
+            .map(|service| StepKind::Deploy { service }),
+        many => {
+            cx.error_help(
+                format!("{what} has more than one action: {}", many.join(", ")),
+                span.clone(),
+                "split it into one step per action",
+            );
+            None
+        }
+    };
+
+    let id = cx.string(m, "id", &what);
+    if let Some(id) = &id
+        && !is_name(&id.value)
+    {
+        cx.error_help(
+            format!("`{}` is not a valid step id", id.value),
+            id.span.clone(),
+            "use letters, digits, `-` and `_`, e.g. `build_image`",
+        );
+    }
+    let when = cx.string(m, "when", &what).and_then(|s| {
+        // `when` may be written bare (`env.X == 'y'`) or as a template (`${{ env.X == 'y' }}`).
+        let text = s.value.trim();
+        let inner = text
+            .strip_prefix("${{")
+            .and_then(|t| t.strip_suffix("}}"))
+            .unwrap_or(text);
+        match parse_expr(inner, 0) {
+            Ok(e) => Some(Spanned {
+                value: e,
+                span: s.span,
+            }),
+            Err(e) => {
+                cx.error(format!("in `when`: {}", e.message), s.span);
+                None
+            }
+        }
+    });
+    let retries = cx.uint(m, "retries", &what).unwrap_or(0);
+    let kind = kind?;
+    let name = cx
+        .string(m, "name", &what)
+        .map(|s| s.value)
+        .unwrap_or_else(|| match &kind {
+            StepKind::Run { command } => first_line(&command.span.source.text, command),
+            StepKind::Deploy { service } => format!("deploy {}", service.value),
+        });
+    Some(Step {
+        id: id
+            .as_ref()
+            .map(|i| i.value.clone())
+            .unwrap_or_else(|| format!("{stage}-{}", index + 1)),
+        explicit_id: id.is_some(),
+        name,
+        span,
+        kind,
+        timeout: cx.duration(m, "timeout", &what).map(|d| d.value),
+        retries: retries.min(100) as u32,
+        retry_delay: cx
+            .duration(m, "retry_delay", &what)
+            .map(|d| d.value)
+            .unwrap_or(Duration::from_secs(1)),
+        env: template_map(cx, m, "env", &what),
+        cwd: template_field(cx, m, "cwd", &what),
+        when,
+        continue_on_error: cx.bool(m, "continue_on_error", &what).unwrap_or(false),
+        rollback: template_field(cx, m, "rollback", &what),
+    })
+}
+
+/// A default step name: the command's first line, as written.
+fn first_line(_text: &str, command: &Spanned<Template>) -> String {
+    let mut s = String::new();
+    for p in &command.value.parts {
+        match p {
+            crate::template::Part::Lit(l) => s.push_str(l),
+            crate::template::Part::Expr(_) => s.push_str("${{…}}"),
+        }
+    }
+    let line = s
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    let mut out: String = line.chars().take(60).collect();
+    if line.chars().count() > 60 || s.trim().lines().count() > 1 {
+        out.push('…');
+    }
+    out
+}
+
+/// The second pass: names and references across sections.
+fn check_references(cx: &mut Cx, plan: &mut Plan) {
+    let service_names: Vec<String> = plan.services.iter().map(|s| s.name.clone()).collect();
+    let svc_candidates = || service_names.iter().map(String::as_str);
+
+    // Environment overrides name real services.
+    for env in &plan.environments {
+        for name in env.services.keys() {
+            if !service_names.contains(name) {
+                let help = did_you_mean(name, svc_candidates())
+                    .map(|s| format!("did you mean `{s}`?"))
+                    .unwrap_or_else(|| "declare it under `services`".into());
+                cx.error_help(
+                    format!(
+                        "environment `{}` overrides unknown service `{name}`",
+                        env.name
+                    ),
+                    env.span.clone(),
+                    help,
+                );
+            }
+        }
+    }
+
+    // Service dependencies exist and have no cycle; order services so dependencies come first.
+    for s in &plan.services {
+        for d in &s.depends_on {
+            if !service_names.contains(&d.value) {
+                let help = did_you_mean(&d.value, svc_candidates())
+                    .map(|x| format!("did you mean `{x}`?"))
+                    .unwrap_or_else(|| format!("known services: {}", service_names.join(", ")));
+                cx.error_help(
+                    format!(
+                        "service `{}` depends on unknown service `{}`",
+                        s.name, d.value
+                    ),
+                    d.span.clone(),
+                    help,
+                );
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(&plan.services) {
+        let first = plan.service(&cycle[0]).map(|s| s.span.clone());
+        cx.diags.push(
+            Diagnostic::error(
+                format!(
+                    "services depend on each other in a cycle: {}",
+                    cycle.join(" -> ")
+                ),
+                first,
+            )
+            .with_help("remove one of the `depends_on` entries in the cycle"),
+        );
+    } else {
+        plan.services = topo_order(std::mem::take(&mut plan.services));
+    }
+
+    // Step ids are unique; deploy steps name real services, once each.
+    let mut seen: HashMap<String, Span> = HashMap::new();
+    let mut deployed: HashMap<String, Span> = HashMap::new();
+    let mut earlier_ids: HashSet<String> = HashSet::new();
+    let all_ids: HashSet<String> = plan.steps().map(|(_, s)| s.id.clone()).collect();
+    let var_names = |env: &Environment| -> HashSet<String> {
+        plan.vars.keys().chain(env.vars.keys()).cloned().collect()
+    };
+    let env_vars: Vec<(String, HashSet<String>)> = plan
+        .environments
+        .iter()
+        .map(|e| (e.name.clone(), var_names(e)))
+        .collect();
+    let env_secrets: Vec<(String, HashSet<String>)> = plan
+        .environments
+        .iter()
+        .map(|e| {
+            (
+                e.name.clone(),
+                plan.secrets
+                    .names()
+                    .chain(e.secrets.names())
+                    .map(String::from)
+                    .collect(),
+            )
+        })
+        .collect();
+
+    let mut refs_to_check: Vec<(Ref, Span, Option<String>)> = Vec::new();
+    let collect =
+        |t: &Spanned<Template>, step: Option<&str>, out: &mut Vec<(Ref, Span, Option<String>)>| {
+            for (r, offset) in t.value.refs() {
+                let mut span = t.span.clone();
+                if !t
+                    .span
+                    .source
+                    .text
+                    .lines()
+                    .nth(span.pos.line - 1)
+                    .unwrap_or("")
+                    .is_empty()
+                    && !matches!(r, Ref::Project)
+                {
+                    span.pos.col += quote_shift(&t.span.source, &span) + offset;
+                    span.width = r.to_string().len();
+                }
+                out.push((r, span, step.map(String::from)));
+            }
+        };
+
+    for (_stage, step) in plan.steps() {
+        if let Some(prev) = seen.get(&step.id) {
+            cx.diags.push(
+                Diagnostic::error(
+                    format!("duplicate step id `{}`", step.id),
+                    Some(step.span.clone()),
+                )
+                .with_help(format!(
+                    "the id is already used at line {}; step ids must be unique across the plan",
+                    prev.pos.line
+                )),
+            );
+        } else {
+            seen.insert(step.id.clone(), step.span.clone());
+        }
+        match &step.kind {
+            StepKind::Deploy { service } => {
+                if !service_names.contains(&service.value) {
+                    let help = did_you_mean(&service.value, svc_candidates())
+                        .map(|x| format!("did you mean `{x}`?"))
+                        .unwrap_or_else(|| {
+                            if service_names.is_empty() {
+                                "declare it under `services`".into()
+                            } else {
+                                format!("known services: {}", service_names.join(", "))
+                            }
+                        });
+                    cx.error_help(
+                        format!("step deploys unknown service `{}`", service.value),
+                        service.span.clone(),
+                        help,
+                    );
+                } else if let Some(prev) = deployed.get(&service.value) {
+                    cx.error_help(
+                        format!("service `{}` is deployed twice", service.value),
+                        service.span.clone(),
+                        format!(
+                            "it is already deployed at line {}; deploy each service once per plan",
+                            prev.pos.line
+                        ),
+                    );
+                } else {
+                    deployed.insert(service.value.clone(), service.span.clone());
+                }
+            }
+            StepKind::Run { command } => collect(command, Some(&step.id), &mut refs_to_check),
+        }
+        for t in step
+            .env
+            .values()
+            .chain(step.cwd.iter())
+            .chain(step.rollback.iter())
+        {
+            collect(t, Some(&step.id), &mut refs_to_check);
+        }
+        if let Some(w) = &step.when {
+            let mut rs = Vec::new();
+            w.value.refs(&mut rs);
+            for (r, _) in rs {
+                refs_to_check.push((r, w.span.clone(), Some(step.id.clone())));
+            }
+        }
+        // A reference to a step's outputs must point to an earlier step.
+        let mut own = Vec::new();
+        for (r, span, from) in refs_to_check
+            .iter()
+            .filter(|(_, _, from)| from.as_deref() == Some(step.id.as_str()))
+        {
+            if let Ref::StepOutput { step: target, .. } = r {
+                own.push((target.clone(), span.clone(), from.clone()));
+            }
+        }
+        for (target, span, _) in own {
+            if target == step.id {
+                cx.error_help(
+                    format!("step `{}` refers to its own outputs", step.id),
+                    span,
+                    "outputs exist only once a step has finished",
+                );
+            } else if !all_ids.contains(&target) {
+                let help = did_you_mean(&target, all_ids.iter().map(String::as_str))
+                    .map(|x| format!("did you mean `{x}`?"))
+                    .unwrap_or_else(|| "give the step that writes the output an `id:`".into());
+                cx.error_help(format!("unknown step `{target}`"), span, help);
+            } else if !earlier_ids.contains(&target) {
+                cx.error_help(
+                    format!(
+                        "step `{}` uses outputs of step `{target}`, which runs later",
+                        step.id
+                    ),
+                    span,
+                    "move the step that writes the output before this one",
+                );
+            }
+        }
+        earlier_ids.insert(step.id.clone());
+    }
+    // Remove step-output refs: they are checked above.
+    refs_to_check.retain(|(r, _, _)| !matches!(r, Ref::StepOutput { .. }));
+
+    for s in &plan.services {
+        let Driver::Local(l) = &s.driver;
+        for t in l
+            .build
+            .iter()
+            .chain(std::iter::once(&l.start))
+            .chain(l.env.values())
+        {
+            collect(t, None, &mut refs_to_check);
+        }
+        if let Some(h) = &s.health {
+            match &h.target {
+                HealthTarget::Path(t) | HealthTarget::Url(t) => {
+                    collect(t, None, &mut refs_to_check)
+                }
+            }
+            for j in &h.json {
+                collect(&j.equals, None, &mut refs_to_check);
+            }
+        }
+    }
+    for t in plan
+        .release
+        .version
+        .iter()
+        .chain(plan.release.sha.iter())
+        .chain(plan.vars.values())
+    {
+        collect(t, None, &mut refs_to_check);
+    }
+    for env in &plan.environments {
+        for t in env.vars.values() {
+            collect(t, None, &mut refs_to_check);
+        }
+        for o in env.services.values() {
+            for t in o.env.values().chain(o.start.iter()) {
+                collect(t, None, &mut refs_to_check);
+            }
+        }
+    }
+
+    for (r, span, _) in refs_to_check {
+        match &r {
+            Ref::Var(name) => {
+                let missing: Vec<&str> = env_vars
+                    .iter()
+                    .filter(|(_, vs)| !vs.contains(name))
+                    .map(|(e, _)| e.as_str())
+                    .collect();
+                if !missing.is_empty() {
+                    let all: HashSet<&str> = env_vars
+                        .iter()
+                        .flat_map(|(_, v)| v.iter().map(String::as_str))
+                        .collect();
+                    let help = match did_you_mean(name, all.iter().copied()) {
+                        Some(s) => format!("did you mean `vars.{s}`?"),
+                        None => format!(
+                            "define `{name}` under `vars` (for every environment) or under each environment's `vars`"
+                        ),
+                    };
+                    let msg = if missing.len() == env_vars.len() {
+                        format!("unknown variable `vars.{name}`")
+                    } else {
+                        format!(
+                            "variable `vars.{name}` is not defined for environment {}",
+                            missing.join(", ")
+                        )
+                    };
+                    cx.error_help(msg, span, help);
+                }
+            }
+            Ref::Secret(name) => {
+                let missing: Vec<&str> = env_secrets
+                    .iter()
+                    .filter(|(_, vs)| !vs.contains(name))
+                    .map(|(e, _)| e.as_str())
+                    .collect();
+                if !missing.is_empty() {
+                    let all: HashSet<&str> = env_secrets
+                        .iter()
+                        .flat_map(|(_, v)| v.iter().map(String::as_str))
+                        .collect();
+                    let help = match did_you_mean(name, all.iter().copied()) {
+                        Some(s) => format!("did you mean `secrets.{s}`?"),
+                        None => format!(
+                            "declare `{name}` under `secrets: {{ require: [...] }}` at the top or in each environment"
+                        ),
+                    };
+                    let msg = if missing.len() == env_secrets.len() {
+                        format!("undeclared secret `secrets.{name}`")
+                    } else {
+                        format!(
+                            "secret `secrets.{name}` is not declared for environment {}",
+                            missing.join(", ")
+                        )
+                    };
+                    cx.error_help(msg, span, help);
+                }
+            }
+            Ref::Service { name, .. } if !service_names.contains(name) => {
+                let help = did_you_mean(name, svc_candidates())
+                    .map(|x| format!("did you mean `{x}`?"))
+                    .unwrap_or_else(|| "declare it under `services`".into());
+                cx.error_help(format!("unknown service `{name}` in reference"), span, help);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn find_cycle(services: &[Service]) -> Option<Vec<String>> {
+    fn visit<'a>(
+        s: &'a str,
+        deps: &HashMap<&'a str, Vec<&'a str>>,
+        stack: &mut Vec<&'a str>,
+        done: &mut HashSet<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(pos) = stack.iter().position(|x| *x == s) {
+            let mut cycle: Vec<String> = stack[pos..].iter().map(|x| x.to_string()).collect();
+            cycle.push(s.to_string());
+            return Some(cycle);
+        }
+        if done.contains(s) {
+            return None;
+        }
+        stack.push(s);
+        for d in deps.get(s).into_iter().flatten() {
+            if let Some(c) = visit(d, deps, stack, done) {
+                return Some(c);
+            }
+        }
+        stack.pop();
+        done.insert(s);
+        None
+    }
+    let deps: HashMap<&str, Vec<&str>> = services
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.depends_on.iter().map(|d| d.value.as_str()).collect(),
+            )
+        })
+        .collect();
+    let mut done = HashSet::new();
+    for s in services {
+        if let Some(c) = visit(&s.name, &deps, &mut Vec::new(), &mut done) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+fn topo_order(mut services: Vec<Service>) -> Vec<Service> {
+    let mut out: Vec<Service> = Vec::with_capacity(services.len());
+    while !services.is_empty() {
+        let ready = services
+            .iter()
+            .position(|s| {
+                s.depends_on.iter().all(|d| {
+                    out.iter().any(|o| o.name == d.value)
+                        || !services.iter().any(|x| x.name == d.value)
+                })
+            })
+            .unwrap_or(0);
+        out.push(services.remove(ready));
+    }
+    out
+}

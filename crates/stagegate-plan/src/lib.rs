@@ -1,0 +1,29 @@
+//! The stagegate plan: reading `stagegate.yml`, validating it, and rendering its templates.
+//!
+//! Data flows in three steps:
+//! 1. [`load_file`] parses YAML into a tree with positions (`marked_yaml`), then reads it into
+//!    a typed [`Plan`], collecting **every** error as a [`Diagnostic`] with file, line, column,
+//!    the source line and a "did you mean" where one helps.
+//! 2. [`Scope::prepare`] takes a plan and an environment name and gathers the values a run
+//!    needs: vars, secrets (process environment and dotenv files), the release identity.
+//! 3. The executor renders each step's [`Template`]s against the scope as the run goes,
+//!    adding step outputs and service addresses to it.
+//!
+//! Secrets are [`Secret`] values that print as `***`; a [`Scrubber`] masks them in any text.
+
+mod build;
+pub mod diagnostic;
+pub mod dotenv;
+pub mod model;
+pub mod scope;
+pub mod secret;
+pub mod template;
+pub mod yaml;
+
+pub use build::{load_file, load_str};
+pub use diagnostic::{Diagnostic, Diagnostics, Severity};
+pub use model::*;
+pub use scope::{Release, Scope, ScopeOptions, ServiceEndpoint};
+pub use secret::{MASK, Scrubber, Secret};
+pub use template::{Expr, Ref, Template, truthy};
+pub use yaml::{Spanned, parse_duration};

@@ -1,0 +1,218 @@
+//! The validated plan: every duration parsed, every reference checked, every name resolved.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::diagnostic::{Source, Span};
+use crate::template::{Expr, Template};
+use crate::yaml::Spanned;
+
+/// A plan ready to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub source: Arc<Source>,
+    /// The directory the plan file is in: relative paths and commands start here.
+    pub dir: PathBuf,
+    /// sha256 of the plan file's bytes; approvals and records are bound to it.
+    pub hash: String,
+    pub project: String,
+    pub release: ReleaseSpec,
+    pub vars: BTreeMap<String, Spanned<Template>>,
+    pub secrets: SecretSpec,
+    pub environments: Vec<Environment>,
+    /// Services in dependency order: a service comes after those it depends on.
+    pub services: Vec<Service>,
+    pub stages: Vec<Stage>,
+    pub on_failure: OnFailure,
+    pub state: StateSettings,
+}
+
+impl Plan {
+    pub fn environment(&self, name: &str) -> Option<&Environment> {
+        self.environments.iter().find(|e| e.name == name)
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    pub fn environment_names(&self) -> Vec<&str> {
+        self.environments.iter().map(|e| e.name.as_str()).collect()
+    }
+
+    pub fn steps(&self) -> impl Iterator<Item = (&Stage, &Step)> {
+        self.stages
+            .iter()
+            .flat_map(|st| st.steps.iter().map(move |s| (st, s)))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReleaseSpec {
+    pub version: Option<Spanned<Template>>,
+    pub sha: Option<Spanned<Template>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SecretSpec {
+    /// Must have a value before anything runs.
+    pub require: Vec<Spanned<String>>,
+    /// Used when present, masked like the others.
+    pub optional: Vec<Spanned<String>>,
+    /// A dotenv file to read values from (default: `.env.<environment>` when it exists).
+    pub dotenv: Option<Spanned<String>>,
+}
+
+impl SecretSpec {
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.require
+            .iter()
+            .chain(&self.optional)
+            .map(|s| s.value.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub name: String,
+    pub span: Span,
+    pub vars: BTreeMap<String, Spanned<Template>>,
+    pub secrets: SecretSpec,
+    pub services: BTreeMap<String, ServiceOverride>,
+    pub on_failure: Option<OnFailure>,
+}
+
+/// What an environment changes in a service.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceOverride {
+    pub env: BTreeMap<String, Spanned<Template>>,
+    pub port: Option<PortMode>,
+    pub start: Option<Spanned<Template>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub span: Span,
+    pub driver: Driver,
+    pub health: Option<HealthCheck>,
+    pub depends_on: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Driver {
+    Local(LocalService),
+}
+
+impl Driver {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Driver::Local(_) => "local",
+        }
+    }
+}
+
+/// The `local` driver: a supervised process in its own release directory.
+#[derive(Debug, Clone)]
+pub struct LocalService {
+    /// Run in the plan directory before the release directory is made.
+    pub build: Option<Spanned<Template>>,
+    /// Files or directories (relative to the plan directory) copied into the release.
+    pub artifacts: Vec<Spanned<String>>,
+    /// The command that starts the service, run by `sh -c` in the release directory.
+    pub start: Spanned<Template>,
+    pub env: BTreeMap<String, Spanned<Template>>,
+    pub port: PortMode,
+    pub stop_timeout: Duration,
+    /// How many releases to keep on disk (the current one included).
+    pub keep: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortMode {
+    /// A free loopback port per release: the new release starts beside the old one.
+    Auto,
+    /// One fixed port: the old release stops before the new one starts.
+    Fixed(u16),
+}
+
+/// Wait until the service answers as expected, or give up at the deadline.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub span: Span,
+    pub target: HealthTarget,
+    pub status: Vec<u16>,
+    pub json: Vec<JsonExpectation>,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum HealthTarget {
+    /// A path on the release's own URL (`http://127.0.0.1:PORT`).
+    Path(Spanned<Template>),
+    Url(Spanned<Template>),
+}
+
+#[derive(Debug, Clone)]
+pub struct JsonExpectation {
+    pub path: Spanned<String>,
+    pub query: serde_json_path::JsonPath,
+    pub equals: Spanned<Template>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: String,
+    pub span: Span,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Given in the plan, or `STAGE-N` (1-based) when not.
+    pub id: String,
+    pub explicit_id: bool,
+    pub name: String,
+    pub span: Span,
+    pub kind: StepKind,
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    pub retry_delay: Duration,
+    pub env: BTreeMap<String, Spanned<Template>>,
+    pub cwd: Option<Spanned<Template>>,
+    pub when: Option<Spanned<Expr>>,
+    pub continue_on_error: bool,
+    pub rollback: Option<Spanned<Template>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    Run { command: Spanned<Template> },
+    Deploy { service: Spanned<String> },
+}
+
+impl StepKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::Run { .. } => "run",
+            StepKind::Deploy { .. } => "deploy",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Undo what ran, newest first (the default).
+    Rollback,
+    /// Leave everything as it is and say so.
+    Stop,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StateSettings {
+    /// The SQLite file (default `.stagegate/state.db` beside the plan).
+    pub path: Option<PathBuf>,
+}

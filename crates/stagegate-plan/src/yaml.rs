@@ -1,0 +1,322 @@
+//! Reading the YAML node tree with positions, collecting every error instead of stopping.
+//!
+//! `marked_yaml` gives each node a line and column; scalars stay strings until a field asks
+//! for a type, so "10MiB" or "30s" never surprise anyone by turning into something else.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, Node};
+
+use crate::diagnostic::{Diagnostics, Pos, Source, Span, did_you_mean};
+
+/// A value with the place in the plan it came from.
+#[derive(Debug, Clone)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+impl<T> std::ops::Deref for Spanned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// The reading context: the source and the diagnostics found so far.
+pub(crate) struct Cx {
+    pub source: Arc<Source>,
+    pub diags: Diagnostics,
+}
+
+fn describe(n: &Node) -> &'static str {
+    match n {
+        Node::Scalar(s) if s.as_str().is_empty() => "nothing",
+        Node::Scalar(_) => "a string",
+        Node::Mapping(_) => "a mapping",
+        Node::Sequence(_) => "a list",
+    }
+}
+
+impl Cx {
+    pub fn new(source: Arc<Source>) -> Self {
+        Self {
+            source,
+            diags: Diagnostics::default(),
+        }
+    }
+
+    fn span_at(&self, span: &marked_yaml::Span, width: usize) -> Span {
+        let pos = span
+            .start()
+            .map(|m| Pos {
+                line: m.line(),
+                col: m.column(),
+            })
+            .unwrap_or(Pos { line: 1, col: 1 });
+        Span {
+            source: self.source.clone(),
+            pos,
+            width,
+        }
+    }
+
+    pub fn span(&self, n: &Node) -> Span {
+        let width = match n {
+            Node::Scalar(s) if !s.as_str().contains('\n') => s.as_str().chars().count(),
+            _ => 1,
+        };
+        self.span_at(n.span(), width)
+    }
+
+    pub fn key_span(&self, k: &MarkedScalarNode) -> Span {
+        self.span_at(k.span(), k.as_str().chars().count())
+    }
+
+    pub fn error(&mut self, msg: impl Into<String>, span: Span) {
+        self.diags.error(msg, Some(span));
+    }
+
+    pub fn error_help(&mut self, msg: impl Into<String>, span: Span, help: impl Into<String>) {
+        self.diags.error_help(msg, Some(span), help);
+    }
+
+    pub fn mapping<'n>(&mut self, n: &'n Node, what: &str) -> Option<&'n MarkedMappingNode> {
+        match n {
+            Node::Mapping(m) => Some(m),
+            other => {
+                let span = self.span(other);
+                self.error(
+                    format!("{what} must be a mapping, found {}", describe(other)),
+                    span,
+                );
+                None
+            }
+        }
+    }
+
+    /// Reports every key of `m` that is not in `allowed`, suggesting the closest valid one.
+    pub fn keys(&mut self, m: &MarkedMappingNode, what: &str, allowed: &[&str]) {
+        for (k, _) in m.iter() {
+            if !allowed.contains(&k.as_str()) {
+                let span = self.key_span(k);
+                let help = match did_you_mean(k.as_str(), allowed.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("valid keys here: {}", allowed.join(", ")),
+                };
+                self.error_help(
+                    format!("unknown key `{}` in {what}", k.as_str()),
+                    span,
+                    help,
+                );
+            }
+        }
+    }
+
+    pub fn scalar(&mut self, n: &Node, what: &str) -> Option<Spanned<String>> {
+        match n {
+            Node::Scalar(s) => Some(Spanned {
+                value: s.as_str().to_string(),
+                span: self.span(n),
+            }),
+            other => {
+                let span = self.span(other);
+                self.error(
+                    format!("{what} must be a string, found {}", describe(other)),
+                    span,
+                );
+                None
+            }
+        }
+    }
+
+    pub fn string(
+        &mut self,
+        m: &MarkedMappingNode,
+        key: &str,
+        what: &str,
+    ) -> Option<Spanned<String>> {
+        let n = m.get_node(key)?;
+        self.scalar(n, &format!("`{key}` in {what}"))
+    }
+
+    pub fn bool(&mut self, m: &MarkedMappingNode, key: &str, what: &str) -> Option<bool> {
+        let n = m.get_node(key)?;
+        match n.as_scalar().and_then(|s| s.as_bool()) {
+            Some(b) => Some(b),
+            None => {
+                let span = self.span(n);
+                self.error_help(
+                    format!(
+                        "`{key}` in {what} must be true or false, found {}",
+                        describe_value(n)
+                    ),
+                    span,
+                    "write `true` or `false`",
+                );
+                None
+            }
+        }
+    }
+
+    pub fn uint(&mut self, m: &MarkedMappingNode, key: &str, what: &str) -> Option<u64> {
+        let n = m.get_node(key)?;
+        match n
+            .as_scalar()
+            .and_then(|s| s.as_str().trim().parse::<u64>().ok())
+        {
+            Some(v) => Some(v),
+            None => {
+                let span = self.span(n);
+                self.error(
+                    format!(
+                        "`{key}` in {what} must be a whole number, found {}",
+                        describe_value(n)
+                    ),
+                    span,
+                );
+                None
+            }
+        }
+    }
+
+    pub fn duration(
+        &mut self,
+        m: &MarkedMappingNode,
+        key: &str,
+        what: &str,
+    ) -> Option<Spanned<Duration>> {
+        let s = self.string(m, key, what)?;
+        match parse_duration(&s.value) {
+            Ok(d) => Some(Spanned {
+                value: d,
+                span: s.span,
+            }),
+            Err(e) => {
+                self.error_help(
+                    format!("`{key}` in {what}: {e}"),
+                    s.span,
+                    "write a duration such as `500ms`, `30s`, `10m`, `1h30m` or `2d`",
+                );
+                None
+            }
+        }
+    }
+
+    /// A list of strings; a single string is accepted as a list of one.
+    pub fn string_list(
+        &mut self,
+        m: &MarkedMappingNode,
+        key: &str,
+        what: &str,
+    ) -> Vec<Spanned<String>> {
+        let Some(n) = m.get_node(key) else {
+            return Vec::new();
+        };
+        match n {
+            Node::Sequence(seq) => seq
+                .iter()
+                .filter_map(|item| self.scalar(item, &format!("an item of `{key}` in {what}")))
+                .collect(),
+            Node::Scalar(_) => self.scalar(n, what).into_iter().collect(),
+            Node::Mapping(_) => {
+                let span = self.span(n);
+                self.error(
+                    format!("`{key}` in {what} must be a list of strings, found a mapping"),
+                    span,
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// A mapping of names to string values (vars, env).
+    pub fn string_map(
+        &mut self,
+        m: &MarkedMappingNode,
+        key: &str,
+        what: &str,
+    ) -> BTreeMap<String, Spanned<String>> {
+        let mut out = BTreeMap::new();
+        let Some(n) = m.get_node(key) else {
+            return out;
+        };
+        let Some(map) = self.mapping(n, &format!("`{key}` in {what}")) else {
+            return out;
+        };
+        for (k, v) in map.iter() {
+            if let Some(s) = self.scalar(v, &format!("`{}` in `{key}`", k.as_str())) {
+                out.insert(k.as_str().to_string(), s);
+            }
+        }
+        out
+    }
+}
+
+fn describe_value(n: &Node) -> String {
+    match n {
+        Node::Scalar(s) => format!("`{}`", s.as_str()),
+        other => describe(other).to_string(),
+    }
+}
+
+/// Parses `500ms`, `30s`, `10m`, `1h30m`, `2d`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = t.parse::<f64>()
+        && secs >= 0.0
+        && secs.is_finite()
+    {
+        return Ok(Duration::from_secs_f64(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("`{t}` has a number without a unit"))?;
+        if digits == 0 {
+            return Err(format!("`{t}` is not a duration"));
+        }
+        let value: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{t}` is not a duration"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let secs = match unit {
+            "ms" => value / 1000.0,
+            "s" | "sec" => value,
+            "m" | "min" => value * 60.0,
+            "h" => value * 3600.0,
+            "d" => value * 86400.0,
+            _ => return Err(format!("`{t}` has an unknown unit `{unit}`")),
+        };
+        total += Duration::from_secs_f64(secs);
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5").is_ok());
+        assert!(parse_duration("5x").is_err());
+    }
+}

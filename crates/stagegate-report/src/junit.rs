@@ -1,0 +1,126 @@
+//! JUnit XML, for the test tab of CI systems.
+//!
+//! One `<testsuite>` per stage, in the order the stages ran, and one named `rollback` for
+//! the rollback's steps. One `<testcase>` per step: its name is the step's name, its
+//! classname `PROJECT.ENV.STAGE`, its time the step's duration. A failed, timed-out or
+//! cancelled step carries a `<failure>` whose message is the step's error and whose text is
+//! the tail of its output; a skipped step carries `<skipped>`.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use stagegate_engine::event::{Phase, StepResult, StepStatus};
+
+use crate::collect::RunSummary;
+use crate::format::strip_ansi;
+
+/// The name of the suite that holds the rollback's steps.
+pub const ROLLBACK_SUITE: &str = "rollback";
+
+/// Writes the summary as a JUnit XML report.
+pub fn write_junit(summary: &RunSummary, out: &mut dyn Write) -> io::Result<()> {
+    let report = build_report(summary);
+    report.serialize(&mut *out).map_err(io::Error::other)?;
+    out.flush()
+}
+
+fn build_report(summary: &RunSummary) -> Report {
+    let mut report = Report::new(format!(
+        "stagegate {} {}",
+        summary.project, summary.environment
+    ));
+    if let Some(ms) = summary.duration_ms {
+        report.set_time(Duration::from_millis(ms));
+    }
+
+    // Suites in the order stages started; a step whose stage never announced itself still
+    // gets a suite, after the others.
+    let mut suites: Vec<TestSuite> = summary
+        .stages
+        .iter()
+        .map(|s| new_suite(summary, s))
+        .collect();
+    let mut rollback: Option<TestSuite> = None;
+    for step in &summary.steps {
+        let suite = match step.step.phase {
+            Phase::Rollback => rollback.get_or_insert_with(|| new_suite(summary, ROLLBACK_SUITE)),
+            Phase::Run => {
+                let i = match suites.iter().position(|s| s.name == *step.step.stage) {
+                    Some(i) => i,
+                    None => {
+                        suites.push(new_suite(summary, &step.step.stage));
+                        suites.len() - 1
+                    }
+                };
+                &mut suites[i]
+            }
+        };
+        let case = test_case(summary, &suite.name, step);
+        let time = suite.time.unwrap_or_default() + case.time.unwrap_or_default();
+        suite.set_time(time);
+        suite.add_test_case(case);
+    }
+    if summary.rollback.is_some() && rollback.is_none() {
+        // A rollback that had nothing to run still shows up, empty.
+        rollback = Some(new_suite(summary, ROLLBACK_SUITE));
+    }
+    report.add_test_suites(suites);
+    if let Some(rollback) = rollback {
+        report.add_test_suite(rollback);
+    }
+    report
+}
+
+fn new_suite(summary: &RunSummary, name: &str) -> TestSuite {
+    let mut suite = TestSuite::new(name);
+    suite.set_time(Duration::ZERO);
+    suite.add_property(("project", summary.project.as_str()));
+    suite.add_property(("environment", summary.environment.as_str()));
+    suite.add_property(("release", summary.release.version.as_str()));
+    suite.add_property(("sha", summary.release.sha.as_str()));
+    suite.add_property(("deployment_id", summary.deployment_id.to_string().as_str()));
+    suite
+}
+
+fn test_case(summary: &RunSummary, suite: &str, r: &StepResult) -> TestCase {
+    let status = match r.status {
+        StepStatus::Passed => TestCaseStatus::success(),
+        StepStatus::Skipped => {
+            let mut status = TestCaseStatus::skipped();
+            if let Some(reason) = &r.error {
+                status.set_message(strip_ansi(reason));
+            }
+            status
+        }
+        StepStatus::Failed | StepStatus::TimedOut | StepStatus::Cancelled => {
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            let message = match &r.error {
+                Some(e) => strip_ansi(e),
+                None => format!("step {}", crate::format::status_label(r.status)),
+            };
+            status.set_message(message);
+            status.set_type(r.status.as_str());
+            let tail = strip_ansi(&r.output_tail);
+            if !tail.trim().is_empty() {
+                status.set_description(tail);
+            }
+            status
+        }
+    };
+    let mut case = TestCase::new(r.step.name.as_str(), status);
+    case.set_classname(format!(
+        "{}.{}.{}",
+        summary.project, summary.environment, suite
+    ));
+    case.set_time(Duration::from_millis(r.duration_ms));
+    case.add_property(("id", r.step.id.as_str()));
+    case.add_property(("kind", r.step.kind.as_str()));
+    if let Some(code) = r.exit_code {
+        case.add_property(("exit_code", code.to_string().as_str()));
+    }
+    if r.attempts > 1 {
+        case.add_property(("attempts", r.attempts.to_string().as_str()));
+    }
+    case
+}

@@ -1,0 +1,34 @@
+//! Reports for stagegate runs.
+//!
+//! Everything here consumes the engine's event stream ([`stagegate_engine::event::Event`]).
+//! Nothing in this crate prints on its own: every reporter writes to a writer it is given,
+//! and the binary decides whether that is stderr, stdout or a file.
+//!
+//! - [`collect`]: [`RunSummary`], the whole run folded from its events. The file-based
+//!   reports below are rendered from it once the run has finished.
+//! - [`terminal`]: [`TerminalReporter`], the live, human-readable progress of a run
+//!   (a header, a line per stage and per finished step, retries, services, the rollback,
+//!   warnings and a final verdict), in the spirit of cargo's output. Colors and the redrawn
+//!   "running: …" line are opt-in through [`TerminalStyle`]; with both off, the output is
+//!   plain lines without a single escape code, fit for CI logs.
+//! - [`json`]: [`write_json`], the summary as pretty JSON with stable field names, and
+//!   [`JsonLinesReporter`], every event as one JSON object per line (`--events jsonl`).
+//! - [`junit`]: [`write_junit`], a JUnit XML report for CI test tabs: one test suite per
+//!   stage (and one named `rollback`), one test case per step.
+//! - [`markdown`]: [`write_markdown`], a Markdown summary fit for `$GITHUB_STEP_SUMMARY`.
+//! - [`format`]: small helpers shared by the reporters: [`format_duration_ms`] and
+//!   [`format_time_ms`].
+
+pub mod collect;
+pub mod format;
+pub mod json;
+pub mod junit;
+pub mod markdown;
+pub mod terminal;
+
+pub use collect::{RollbackSummary, RunSummary, ServiceSummary};
+pub use format::{format_duration_ms, format_time_ms};
+pub use json::{JsonLinesReporter, write_json};
+pub use junit::write_junit;
+pub use markdown::write_markdown;
+pub use terminal::{TerminalReporter, TerminalStyle};

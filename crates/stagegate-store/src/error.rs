@@ -1,0 +1,127 @@
+//! The one error type of the state store.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the state store.
+///
+/// Every message says what failed and what to do next, so the CLI can show
+/// it as-is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The directory that should hold the state file could not be created.
+    #[error(
+        "cannot open state store at {}: cannot create its directory {}: {source}; \
+         check the parent directory is writable or set --state to another path",
+        path.display(),
+        dir.display()
+    )]
+    CreateDir {
+        /// Path of the state file.
+        path: PathBuf,
+        /// Directory that could not be created.
+        dir: PathBuf,
+        /// Underlying I/O error.
+        source: std::io::Error,
+    },
+
+    /// The SQLite file could not be opened or created.
+    #[error(
+        "cannot open state store at {}: {source}; \
+         check the directory is writable or set --state",
+        path.display()
+    )]
+    Open {
+        /// Path of the state file.
+        path: PathBuf,
+        /// Underlying database error.
+        source: sqlx::Error,
+    },
+
+    /// The schema could not be brought up to date.
+    #[error(
+        "cannot update the schema of the state store at {}: {source}; \
+         the file may come from a newer stagegate or be damaged: upgrade stagegate, \
+         or move the file aside and set --state to a fresh path",
+        path.display()
+    )]
+    Migrate {
+        /// Path of the state file.
+        path: PathBuf,
+        /// Underlying migration error.
+        source: sqlx::migrate::MigrateError,
+    },
+
+    /// A read or write against the state store failed.
+    #[error(
+        "state store failed while {action}: {source}; \
+         retry, and if it keeps failing check free disk space and that no other \
+         process holds the state file open for long"
+    )]
+    Query {
+        /// What the store was doing, e.g. "recording an event".
+        action: &'static str,
+        /// Underlying database error.
+        source: sqlx::Error,
+    },
+
+    /// The deployment id does not exist.
+    #[error(
+        "deployment {id} does not exist in the state store; \
+         list recent deployments to find the right id"
+    )]
+    DeploymentNotFound {
+        /// The id that was asked for.
+        id: i64,
+    },
+
+    /// The environment lock is not (or no longer) held by this process.
+    #[error(
+        "the lock on environment '{environment}' is not held by pid {pid}; \
+         it was released or broken by someone else: check who holds it before retrying"
+    )]
+    LockNotHeld {
+        /// Environment whose lock was expected.
+        environment: String,
+        /// Process id that expected to hold it.
+        pid: u32,
+    },
+
+    /// The lock was taken and released by others so fast that no attempt
+    /// could either win it or see who held it.
+    #[error(
+        "the lock on environment '{environment}' kept changing hands while taking it; \
+         another process is locking and unlocking in a loop: retry in a moment"
+    )]
+    LockContended {
+        /// Environment whose lock was contended.
+        environment: String,
+    },
+
+    /// A stored value could not be decoded.
+    #[error(
+        "the state store holds an unreadable value in {what}: {detail}; \
+         the file may be damaged: move it aside and set --state to a fresh path"
+    )]
+    Corrupt {
+        /// Where the bad value was found, e.g. "step_runs.outputs".
+        what: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
+
+    /// A value could not be encoded for storage.
+    #[error("cannot store {what}: {detail}; this is a bug in stagegate, please report it")]
+    Encode {
+        /// What was being stored.
+        what: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn query(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |source| StoreError::Query { action, source }
+    }
+}

@@ -1,0 +1,335 @@
+//! The stagegate state store: a durable record of every deployment, every
+//! step it ran, every event it emitted, and who holds each environment.
+//!
+//! # Data flow
+//!
+//! A `stagegate deploy` (or `rollback`) run talks to the store like this:
+//!
+//! 1. [`Store::open`] opens (creating if needed) the SQLite file and applies
+//!    the embedded schema migrations.
+//! 2. [`Store::try_lock`] takes the environment lock. Exactly one process can
+//!    win it; the loser gets [`LockAttempt::Held`] with the holder's details.
+//! 3. [`Store::begin_deployment`] inserts a deployment row with outcome
+//!    `"running"` and returns its id; [`Store::set_lock_deployment`] ties the
+//!    lock to that id.
+//! 4. While the plan runs, the engine calls [`Store::upsert_step`] as each step
+//!    starts and finishes (same `(deployment_id, seq)` key, so the row is
+//!    updated in place) and [`Store::record_event`] for the event journal.
+//! 5. [`Store::finish_deployment`] stores the outcome, exit code and summary,
+//!    then [`Store::release_lock`] frees the environment.
+//!
+//! If a process dies between 3 and 5, its deployment stays `"running"`.
+//! [`Store::unfinished`] finds such rows and [`Store::mark_abandoned`] closes
+//! them; [`Store::break_lock`] removes a lock left behind by a dead process.
+//! Reporting reads [`Store::deployments`], [`Store::deployment`],
+//! [`Store::steps`] and [`Store::events`].
+//!
+//! # Tables
+//!
+//! - `deployments`: one row per run. `outcome` is `"running"` until finished
+//!   (then whatever the caller passes, e.g. `"succeeded"`, `"failed"`), or
+//!   `"abandoned"` when closed by [`Store::mark_abandoned`].
+//! - `step_runs`: one row per executed step, primary key
+//!   `(deployment_id, seq)`; `phase` is `"run"` or `"rollback"`; `outputs` and
+//!   `details` are JSON text.
+//! - `events`: append-only journal, primary key `(deployment_id, seq)`; the
+//!   store assigns `seq` (1, 2, 3, ... per deployment); `data` is JSON text.
+//! - `env_locks`: at most one row per environment (`environment` is the
+//!   primary key), which is what makes locking atomic across processes.
+//!
+//! All timestamps are stored as INTEGER unix milliseconds and exposed as
+//! `i64` milliseconds; callers format them ([`now_millis`] gives the current
+//! time in that unit).
+//!
+//! # Backends
+//!
+//! All SQL lives in the private `sqlite` module together with its migrations
+//! in `migrations/sqlite/`. Another backend (e.g. PostgreSQL) can be added as
+//! a sibling module with its own migrations folder, and [`Store`] can then
+//! dispatch between them without changing its public API.
+//!
+//! The library never prints; every failure is a [`StoreError`] whose message
+//! says what to do next.
+
+mod error;
+mod sqlite;
+
+use std::path::Path;
+
+pub use error::StoreError;
+
+/// Outcome stored for a deployment that has not finished yet.
+pub const OUTCOME_RUNNING: &str = "running";
+/// Outcome stored by [`Store::mark_abandoned`].
+pub const OUTCOME_ABANDONED: &str = "abandoned";
+
+/// Current time as unix milliseconds, the unit of every timestamp in the store.
+pub fn now_millis() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// A deployment about to start; see [`Store::begin_deployment`].
+#[derive(Debug, Clone)]
+pub struct NewDeployment {
+    pub project: String,
+    pub environment: String,
+    /// `"deploy"` or `"rollback"`.
+    pub kind: String,
+    pub release_version: String,
+    pub release_sha: String,
+    pub plan_hash: String,
+    pub actor: String,
+    pub pid: u32,
+    pub host: String,
+    /// Unix milliseconds.
+    pub started_at: i64,
+}
+
+/// A stored deployment.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Deployment {
+    pub id: i64,
+    pub project: String,
+    pub environment: String,
+    /// `"deploy"` or `"rollback"`.
+    pub kind: String,
+    pub release_version: String,
+    pub release_sha: String,
+    pub plan_hash: String,
+    pub actor: String,
+    pub pid: u32,
+    pub host: String,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    /// Unix milliseconds; `None` while running.
+    pub finished_at: Option<i64>,
+    /// `"running"` while unfinished.
+    pub outcome: String,
+    pub exit_code: Option<i32>,
+    pub summary: Option<String>,
+}
+
+/// One executed step of a deployment.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepRun {
+    pub deployment_id: i64,
+    /// Order within the deployment, unique per deployment.
+    pub seq: i64,
+    /// `"run"` or `"rollback"`.
+    pub phase: String,
+    pub stage: String,
+    pub step_id: String,
+    pub name: String,
+    pub kind: String,
+    pub status: String,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    /// Unix milliseconds.
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub attempts: i64,
+    pub output_tail: String,
+    pub error: Option<String>,
+    pub outputs: serde_json::Value,
+    /// Free-form evidence: checks, assertions, release ids.
+    pub details: serde_json::Value,
+}
+
+/// One entry of a deployment's event journal.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventRecord {
+    pub deployment_id: i64,
+    /// Assigned by the store: 1, 2, 3, ... per deployment.
+    pub seq: i64,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub kind: String,
+    pub data: serde_json::Value,
+}
+
+/// Who holds an environment lock.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LockInfo {
+    pub environment: String,
+    pub deployment_id: Option<i64>,
+    /// `"user@host"`.
+    pub holder: String,
+    pub pid: u32,
+    pub host: String,
+    /// Unix milliseconds.
+    pub acquired_at: i64,
+}
+
+/// Result of [`Store::try_lock`].
+#[derive(Debug, Clone)]
+pub enum LockAttempt {
+    /// The caller now holds the lock.
+    Acquired,
+    /// Someone else (possibly the same pid, from an earlier run) holds it.
+    Held(LockInfo),
+}
+
+/// The state store. Cheap to share by reference; all methods take `&self`.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: sqlite::SqliteStore,
+}
+
+impl Store {
+    /// Opens the SQLite state file at `path`, creating it and its parent
+    /// directory if missing, and applies pending schema migrations.
+    ///
+    /// The database uses WAL journaling, a 10 s busy timeout, foreign keys,
+    /// and a pool of at most 4 connections.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: sqlite::SqliteStore::open(path).await?,
+        })
+    }
+
+    /// Inserts a deployment with outcome `"running"` and returns its id.
+    pub async fn begin_deployment(&self, d: &NewDeployment) -> Result<i64, StoreError> {
+        self.backend.begin_deployment(d).await
+    }
+
+    /// Stores the final outcome of deployment `id`.
+    ///
+    /// Overwrites whatever outcome was there (including `"abandoned"`), since
+    /// the process that ran the deployment knows best how it ended.
+    /// Fails with [`StoreError::DeploymentNotFound`] if `id` does not exist.
+    pub async fn finish_deployment(
+        &self,
+        id: i64,
+        outcome: &str,
+        exit_code: i32,
+        summary: &str,
+        finished_at: i64,
+    ) -> Result<(), StoreError> {
+        self.backend
+            .finish_deployment(id, outcome, exit_code, summary, finished_at)
+            .await
+    }
+
+    /// Appends an event to the deployment's journal. The store assigns the
+    /// next `seq` for that deployment atomically.
+    pub async fn record_event(
+        &self,
+        deployment_id: i64,
+        kind: &str,
+        data: &serde_json::Value,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        self.backend
+            .record_event(deployment_id, kind, data, at)
+            .await
+    }
+
+    /// Inserts the step, or replaces every column of the existing row with
+    /// the same `(deployment_id, seq)`.
+    pub async fn upsert_step(&self, step: &StepRun) -> Result<(), StoreError> {
+        self.backend.upsert_step(step).await
+    }
+
+    /// Up to `limit` deployments, newest first (by `started_at`, then id),
+    /// optionally only for one environment.
+    pub async fn deployments(
+        &self,
+        environment: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        self.backend.deployments(environment, limit).await
+    }
+
+    /// The deployment with this id, if any.
+    pub async fn deployment(&self, id: i64) -> Result<Option<Deployment>, StoreError> {
+        self.backend.deployment(id).await
+    }
+
+    /// All steps of a deployment, ordered by `seq`.
+    pub async fn steps(&self, deployment_id: i64) -> Result<Vec<StepRun>, StoreError> {
+        self.backend.steps(deployment_id).await
+    }
+
+    /// All events of a deployment, ordered by `seq`.
+    pub async fn events(&self, deployment_id: i64) -> Result<Vec<EventRecord>, StoreError> {
+        self.backend.events(deployment_id).await
+    }
+
+    /// Deployments whose outcome is still `"running"`, oldest first,
+    /// optionally only for one environment.
+    pub async fn unfinished(
+        &self,
+        environment: Option<&str>,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        self.backend.unfinished(environment).await
+    }
+
+    /// Sets outcome `"abandoned"`, `summary = reason` and `finished_at = at`,
+    /// but only if the deployment is still `"running"`; otherwise does nothing.
+    pub async fn mark_abandoned(&self, id: i64, reason: &str, at: i64) -> Result<(), StoreError> {
+        self.backend.mark_abandoned(id, reason, at).await
+    }
+
+    /// The newest deployment of `environment`, optionally only among those
+    /// with the given outcome.
+    pub async fn last_deployment(
+        &self,
+        environment: &str,
+        outcome: Option<&str>,
+    ) -> Result<Option<Deployment>, StoreError> {
+        self.backend.last_deployment(environment, outcome).await
+    }
+
+    /// Tries to take the lock on `environment` for `holder`.
+    ///
+    /// Atomic across processes: a single `INSERT ... ON CONFLICT DO NOTHING`
+    /// on the per-environment primary key decides the winner. The
+    /// `environment` argument is authoritative; `holder.environment` is
+    /// ignored. A lock already held by the same pid is reported as
+    /// [`LockAttempt::Held`], not re-acquired. Fails with
+    /// [`StoreError::LockContended`] only if the lock keeps being taken and
+    /// released between attempts.
+    pub async fn try_lock(
+        &self,
+        environment: &str,
+        holder: &LockInfo,
+    ) -> Result<LockAttempt, StoreError> {
+        self.backend.try_lock(environment, holder).await
+    }
+
+    /// Records which deployment the lock (held by `pid`) belongs to.
+    /// Fails with [`StoreError::LockNotHeld`] if `pid` does not hold it.
+    pub async fn set_lock_deployment(
+        &self,
+        environment: &str,
+        pid: u32,
+        deployment_id: i64,
+    ) -> Result<(), StoreError> {
+        self.backend
+            .set_lock_deployment(environment, pid, deployment_id)
+            .await
+    }
+
+    /// Releases the lock if it is held by `pid`; otherwise does nothing
+    /// (use [`Store::lock_info`] to see who holds it).
+    pub async fn release_lock(&self, environment: &str, pid: u32) -> Result<(), StoreError> {
+        self.backend.release_lock(environment, pid).await
+    }
+
+    /// Who holds the lock on `environment`, if anyone.
+    pub async fn lock_info(&self, environment: &str) -> Result<Option<LockInfo>, StoreError> {
+        self.backend.lock_info(environment).await
+    }
+
+    /// Removes the lock on `environment` whoever holds it, and returns what
+    /// was removed (`None` if it was not locked).
+    pub async fn break_lock(&self, environment: &str) -> Result<Option<LockInfo>, StoreError> {
+        self.backend.break_lock(environment).await
+    }
+
+    /// Closes all connections, checkpointing the WAL.
+    pub async fn close(self) {
+        self.backend.close().await
+    }
+}

@@ -1,0 +1,617 @@
+//! SQLite backend: every SQL statement of the store lives here.
+//!
+//! Schema migrations are embedded from `migrations/sqlite/` at compile time
+//! (see [`MIGRATIONS`]).
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use sqlx::Row;
+use sqlx::SqlStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
+
+use crate::{
+    Deployment, EventRecord, LockAttempt, LockInfo, NewDeployment, OUTCOME_ABANDONED,
+    OUTCOME_RUNNING, StepRun, StoreError,
+};
+
+/// Embedded schema migrations as `(version, description, sql)`, in order.
+///
+/// `sqlx::migrate!` would do this, but it lives behind sqlx's `macros`
+/// feature, which this workspace deliberately leaves off. Each entry mirrors
+/// one file `migrations/sqlite/<version>_<description>.sql`; a unit test
+/// checks the list and the folder agree. Checksums are computed the same way
+/// as `sqlx::migrate!` does, so switching to the macro later is transparent.
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../migrations/sqlite/0001_initial.sql"),
+)];
+
+static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    SqlStr::from_static(sql),
+                    false,
+                )
+            })
+            .collect(),
+    )
+});
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_CONNECTIONS: u32 = 4;
+
+#[derive(Debug, Clone)]
+pub(crate) struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// `SELECT <all deployment columns> FROM deployments` followed by `$tail`,
+/// as one `&'static str`.
+macro_rules! select_deployments {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, project, environment, kind, release_version, release_sha, plan_hash, \
+             actor, pid, host, started_at, finished_at, outcome, exit_code, summary \
+             FROM deployments ",
+            $tail
+        )
+    };
+}
+
+impl SqliteStore {
+    pub(crate) async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: path.to_path_buf(),
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+        }
+
+        // Switching a fresh file to WAL needs an exclusive lock that SQLite's
+        // busy timeout does not wait for, so two processes opening a new file
+        // at once can get SQLITE_BUSY here. Retry for up to the busy timeout.
+        let deadline = Instant::now() + BUSY_TIMEOUT;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match Self::connect_and_migrate(path).await {
+                Err(e) if is_busy(&e) && Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn connect_and_migrate(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+
+        if let Err(e) = migrate(&pool, path).await {
+            pool.close().await;
+            return Err(e);
+        }
+        Ok(SqliteStore { pool })
+    }
+
+    pub(crate) async fn close(self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) async fn begin_deployment(&self, d: &NewDeployment) -> Result<i64, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO deployments (project, environment, kind, release_version, release_sha, \
+             plan_hash, actor, pid, host, started_at, outcome) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&d.project)
+        .bind(&d.environment)
+        .bind(&d.kind)
+        .bind(&d.release_version)
+        .bind(&d.release_sha)
+        .bind(&d.plan_hash)
+        .bind(&d.actor)
+        .bind(i64::from(d.pid))
+        .bind(&d.host)
+        .bind(d.started_at)
+        .bind(OUTCOME_RUNNING)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("starting a deployment record"))?;
+        Ok(done.last_insert_rowid())
+    }
+
+    pub(crate) async fn finish_deployment(
+        &self,
+        id: i64,
+        outcome: &str,
+        exit_code: i32,
+        summary: &str,
+        finished_at: i64,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE deployments SET outcome = ?, exit_code = ?, summary = ?, finished_at = ? \
+             WHERE id = ?",
+        )
+        .bind(outcome)
+        .bind(exit_code)
+        .bind(summary)
+        .bind(finished_at)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("finishing a deployment record"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::DeploymentNotFound { id });
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn record_event(
+        &self,
+        deployment_id: i64,
+        kind: &str,
+        data: &serde_json::Value,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let data = encode_json("events.data", data)?;
+        // One statement: SQLite takes the write lock before the SELECT runs,
+        // so concurrent writers cannot pick the same seq.
+        sqlx::query(
+            "INSERT INTO events (deployment_id, seq, at, kind, data) \
+             SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4 FROM events WHERE deployment_id = ?1",
+        )
+        .bind(deployment_id)
+        .bind(at)
+        .bind(kind)
+        .bind(data)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("recording an event"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn upsert_step(&self, step: &StepRun) -> Result<(), StoreError> {
+        let outputs = encode_json("step_runs.outputs", &step.outputs)?;
+        let details = encode_json("step_runs.details", &step.details)?;
+        sqlx::query(
+            "INSERT INTO step_runs (deployment_id, seq, phase, stage, step_id, name, kind, status, \
+             started_at, finished_at, duration_ms, exit_code, attempts, output_tail, error, \
+             outputs, details) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (deployment_id, seq) DO UPDATE SET \
+             phase = excluded.phase, stage = excluded.stage, step_id = excluded.step_id, \
+             name = excluded.name, kind = excluded.kind, status = excluded.status, \
+             started_at = excluded.started_at, finished_at = excluded.finished_at, \
+             duration_ms = excluded.duration_ms, exit_code = excluded.exit_code, \
+             attempts = excluded.attempts, output_tail = excluded.output_tail, \
+             error = excluded.error, outputs = excluded.outputs, details = excluded.details",
+        )
+        .bind(step.deployment_id)
+        .bind(step.seq)
+        .bind(&step.phase)
+        .bind(&step.stage)
+        .bind(&step.step_id)
+        .bind(&step.name)
+        .bind(&step.kind)
+        .bind(&step.status)
+        .bind(step.started_at)
+        .bind(step.finished_at)
+        .bind(step.duration_ms)
+        .bind(step.exit_code)
+        .bind(step.attempts)
+        .bind(&step.output_tail)
+        .bind(&step.error)
+        .bind(outputs)
+        .bind(details)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("recording a step"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn deployments(
+        &self,
+        environment: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        const SQL: &str = select_deployments!(
+            "WHERE (?1 IS NULL OR environment = ?1) \
+             ORDER BY started_at DESC, id DESC LIMIT ?2"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(environment)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("listing deployments"))?;
+        rows.iter().map(deployment_from_row).collect()
+    }
+
+    pub(crate) async fn deployment(&self, id: i64) -> Result<Option<Deployment>, StoreError> {
+        const SQL: &str = select_deployments!("WHERE id = ?");
+        let row = sqlx::query(SQL)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::query("reading a deployment"))?;
+        row.as_ref().map(deployment_from_row).transpose()
+    }
+
+    pub(crate) async fn steps(&self, deployment_id: i64) -> Result<Vec<StepRun>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT deployment_id, seq, phase, stage, step_id, name, kind, status, started_at, \
+             finished_at, duration_ms, exit_code, attempts, output_tail, error, outputs, details \
+             FROM step_runs WHERE deployment_id = ? ORDER BY seq",
+        )
+        .bind(deployment_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("reading steps"))?;
+        rows.iter().map(step_from_row).collect()
+    }
+
+    pub(crate) async fn events(&self, deployment_id: i64) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT deployment_id, seq, at, kind, data FROM events \
+             WHERE deployment_id = ? ORDER BY seq",
+        )
+        .bind(deployment_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("reading events"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(EventRecord {
+                    deployment_id: get(row, "deployment_id")?,
+                    seq: get(row, "seq")?,
+                    at: get(row, "at")?,
+                    kind: get(row, "kind")?,
+                    data: decode_json("events.data", &get::<String>(row, "data")?)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn unfinished(
+        &self,
+        environment: Option<&str>,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        const SQL: &str = select_deployments!(
+            "WHERE outcome = ?1 AND (?2 IS NULL OR environment = ?2) \
+             ORDER BY started_at, id"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(OUTCOME_RUNNING)
+            .bind(environment)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("listing unfinished deployments"))?;
+        rows.iter().map(deployment_from_row).collect()
+    }
+
+    pub(crate) async fn mark_abandoned(
+        &self,
+        id: i64,
+        reason: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE deployments SET outcome = ?1, summary = ?2, finished_at = ?3 \
+             WHERE id = ?4 AND outcome = ?5",
+        )
+        .bind(OUTCOME_ABANDONED)
+        .bind(reason)
+        .bind(at)
+        .bind(id)
+        .bind(OUTCOME_RUNNING)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("marking a deployment abandoned"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn last_deployment(
+        &self,
+        environment: &str,
+        outcome: Option<&str>,
+    ) -> Result<Option<Deployment>, StoreError> {
+        const SQL: &str = select_deployments!(
+            "WHERE environment = ?1 AND (?2 IS NULL OR outcome = ?2) \
+             ORDER BY started_at DESC, id DESC LIMIT 1"
+        );
+        let row = sqlx::query(SQL)
+            .bind(environment)
+            .bind(outcome)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::query("reading the last deployment"))?;
+        row.as_ref().map(deployment_from_row).transpose()
+    }
+
+    pub(crate) async fn try_lock(
+        &self,
+        environment: &str,
+        holder: &LockInfo,
+    ) -> Result<LockAttempt, StoreError> {
+        // The lock can be released between our failed INSERT and the read
+        // back; then simply try again (bounded, in case of heavy churn).
+        for _ in 0..5 {
+            let done = sqlx::query(
+                "INSERT INTO env_locks (environment, deployment_id, holder, pid, host, acquired_at) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (environment) DO NOTHING",
+            )
+            .bind(environment)
+            .bind(holder.deployment_id)
+            .bind(&holder.holder)
+            .bind(i64::from(holder.pid))
+            .bind(&holder.host)
+            .bind(holder.acquired_at)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("taking the environment lock"))?;
+            if done.rows_affected() == 1 {
+                return Ok(LockAttempt::Acquired);
+            }
+            if let Some(current) = self.lock_info(environment).await? {
+                return Ok(LockAttempt::Held(current));
+            }
+        }
+        Err(StoreError::LockContended {
+            environment: environment.to_owned(),
+        })
+    }
+
+    pub(crate) async fn set_lock_deployment(
+        &self,
+        environment: &str,
+        pid: u32,
+        deployment_id: i64,
+    ) -> Result<(), StoreError> {
+        let done =
+            sqlx::query("UPDATE env_locks SET deployment_id = ? WHERE environment = ? AND pid = ?")
+                .bind(deployment_id)
+                .bind(environment)
+                .bind(i64::from(pid))
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::query("attaching a deployment to the lock"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::LockNotHeld {
+                environment: environment.to_owned(),
+                pid,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn release_lock(&self, environment: &str, pid: u32) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM env_locks WHERE environment = ? AND pid = ?")
+            .bind(environment)
+            .bind(i64::from(pid))
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("releasing the environment lock"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn lock_info(
+        &self,
+        environment: &str,
+    ) -> Result<Option<LockInfo>, StoreError> {
+        const SQL: &str = "SELECT environment, deployment_id, holder, pid, host, acquired_at FROM env_locks \
+             WHERE environment = ?";
+        let row = sqlx::query(SQL)
+            .bind(environment)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::query("reading the environment lock"))?;
+        row.as_ref().map(lock_from_row).transpose()
+    }
+
+    pub(crate) async fn break_lock(
+        &self,
+        environment: &str,
+    ) -> Result<Option<LockInfo>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM env_locks WHERE environment = ? \
+             RETURNING environment, deployment_id, holder, pid, host, acquired_at",
+        )
+        .bind(environment)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query("breaking the environment lock"))?;
+        row.as_ref().map(lock_from_row).transpose()
+    }
+}
+
+/// Applies pending migrations inside one `BEGIN IMMEDIATE` transaction, so
+/// two processes opening a fresh file at once cannot both apply them: the
+/// second waits (busy timeout), then sees them applied.
+async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
+    let to_err = |source: sqlx::migrate::MigrateError| StoreError::Migrate {
+        path: PathBuf::from(path),
+        source,
+    };
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    MIGRATOR.run(&mut *tx).await.map_err(to_err)?;
+    tx.commit().await.map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Whether opening failed only because another connection briefly held a
+/// lock (SQLITE_BUSY or SQLITE_LOCKED, including extended codes).
+fn is_busy(err: &StoreError) -> bool {
+    let source = match err {
+        StoreError::Open { source, .. } => source,
+        StoreError::Migrate {
+            source:
+                sqlx::migrate::MigrateError::Execute(source)
+                | sqlx::migrate::MigrateError::ExecuteMigration(source, _),
+            ..
+        } => source,
+        _ => return false,
+    };
+    match source {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
+        _ => false,
+    }
+}
+
+fn get<'r, T>(row: &'r SqliteRow, column: &'static str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(column).map_err(|e| StoreError::Corrupt {
+        what: column,
+        detail: e.to_string(),
+    })
+}
+
+fn get_pid(row: &SqliteRow) -> Result<u32, StoreError> {
+    let raw: i64 = get(row, "pid")?;
+    u32::try_from(raw).map_err(|_| StoreError::Corrupt {
+        what: "pid",
+        detail: format!("{raw} is not a valid process id"),
+    })
+}
+
+fn encode_json(what: &'static str, value: &serde_json::Value) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Encode {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+fn decode_json(what: &'static str, text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+fn deployment_from_row(row: &SqliteRow) -> Result<Deployment, StoreError> {
+    Ok(Deployment {
+        id: get(row, "id")?,
+        project: get(row, "project")?,
+        environment: get(row, "environment")?,
+        kind: get(row, "kind")?,
+        release_version: get(row, "release_version")?,
+        release_sha: get(row, "release_sha")?,
+        plan_hash: get(row, "plan_hash")?,
+        actor: get(row, "actor")?,
+        pid: get_pid(row)?,
+        host: get(row, "host")?,
+        started_at: get(row, "started_at")?,
+        finished_at: get(row, "finished_at")?,
+        outcome: get(row, "outcome")?,
+        exit_code: get(row, "exit_code")?,
+        summary: get(row, "summary")?,
+    })
+}
+
+fn step_from_row(row: &SqliteRow) -> Result<StepRun, StoreError> {
+    Ok(StepRun {
+        deployment_id: get(row, "deployment_id")?,
+        seq: get(row, "seq")?,
+        phase: get(row, "phase")?,
+        stage: get(row, "stage")?,
+        step_id: get(row, "step_id")?,
+        name: get(row, "name")?,
+        kind: get(row, "kind")?,
+        status: get(row, "status")?,
+        started_at: get(row, "started_at")?,
+        finished_at: get(row, "finished_at")?,
+        duration_ms: get(row, "duration_ms")?,
+        exit_code: get(row, "exit_code")?,
+        attempts: get(row, "attempts")?,
+        output_tail: get(row, "output_tail")?,
+        error: get(row, "error")?,
+        outputs: decode_json("step_runs.outputs", &get::<String>(row, "outputs")?)?,
+        details: decode_json("step_runs.details", &get::<String>(row, "details")?)?,
+    })
+}
+
+fn lock_from_row(row: &SqliteRow) -> Result<LockInfo, StoreError> {
+    Ok(LockInfo {
+        environment: get(row, "environment")?,
+        deployment_id: get(row, "deployment_id")?,
+        holder: get(row, "holder")?,
+        pid: get_pid(row)?,
+        host: get(row, "host")?,
+        acquired_at: get(row, "acquired_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::MIGRATIONS;
+
+    /// Every file in `migrations/sqlite/` must be listed in `MIGRATIONS`
+    /// (and vice versa) with matching version, description and contents.
+    #[test]
+    fn embedded_migrations_match_the_folder() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        let mut on_disk: Vec<(i64, String, String)> = std::fs::read_dir(&dir)
+            .expect("read migrations dir")
+            .map(|entry| {
+                let path = entry.expect("dir entry").path();
+                let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+                let stem = name.strip_suffix(".sql").expect("only .sql files");
+                let (version, description) = stem.split_once('_').expect("<version>_<desc>");
+                (
+                    version.parse().expect("numeric version"),
+                    description.replace('_', " "),
+                    std::fs::read_to_string(&path).expect("read migration"),
+                )
+            })
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<(i64, String, String)> = MIGRATIONS
+            .iter()
+            .map(|&(v, d, s)| (v, d.to_owned(), s.to_owned()))
+            .collect();
+        assert_eq!(embedded, on_disk);
+    }
+}

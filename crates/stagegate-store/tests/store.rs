@@ -1,0 +1,639 @@
+//! Integration tests against a real SQLite file in a temporary directory.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use stagegate_store::{
+    LockAttempt, LockInfo, NewDeployment, StepRun, Store, StoreError, now_millis,
+};
+
+fn db_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("state.db")
+}
+
+async fn open_temp() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&db_path(&dir)).await.expect("open store");
+    (dir, store)
+}
+
+fn new_deployment(env: &str, version: &str, started_at: i64) -> NewDeployment {
+    NewDeployment {
+        project: "shop".into(),
+        environment: env.into(),
+        kind: "deploy".into(),
+        release_version: version.into(),
+        release_sha: format!("sha-{version}"),
+        plan_hash: "plan-abc".into(),
+        actor: "alice".into(),
+        pid: 4242,
+        host: "build-1".into(),
+        started_at,
+    }
+}
+
+fn step(deployment_id: i64, seq: i64, step_id: &str, status: &str) -> StepRun {
+    StepRun {
+        deployment_id,
+        seq,
+        phase: "run".into(),
+        stage: "migrate".into(),
+        step_id: step_id.into(),
+        name: format!("Step {step_id}"),
+        kind: "shell".into(),
+        status: status.into(),
+        started_at: 1_000 + seq,
+        finished_at: None,
+        duration_ms: None,
+        exit_code: None,
+        attempts: 1,
+        output_tail: String::new(),
+        error: None,
+        outputs: json!({}),
+        details: json!(null),
+    }
+}
+
+fn lock_holder(env: &str, pid: u32) -> LockInfo {
+    LockInfo {
+        environment: env.into(),
+        deployment_id: None,
+        holder: format!("user{pid}@host{pid}"),
+        pid,
+        host: format!("host{pid}"),
+        acquired_at: 5_000 + i64::from(pid),
+    }
+}
+
+#[tokio::test]
+async fn deployment_round_trip() {
+    let (_dir, store) = open_temp().await;
+    let id = store
+        .begin_deployment(&new_deployment("staging", "1.2.3", 1_700_000_000_123))
+        .await
+        .unwrap();
+
+    let d = store.deployment(id).await.unwrap().expect("stored");
+    assert_eq!(d.id, id);
+    assert_eq!(d.project, "shop");
+    assert_eq!(d.environment, "staging");
+    assert_eq!(d.kind, "deploy");
+    assert_eq!(d.release_version, "1.2.3");
+    assert_eq!(d.release_sha, "sha-1.2.3");
+    assert_eq!(d.plan_hash, "plan-abc");
+    assert_eq!(d.actor, "alice");
+    assert_eq!(d.pid, 4242);
+    assert_eq!(d.host, "build-1");
+    assert_eq!(d.started_at, 1_700_000_000_123);
+    assert_eq!(d.outcome, "running");
+    assert_eq!(d.finished_at, None);
+    assert_eq!(d.exit_code, None);
+    assert_eq!(d.summary, None);
+
+    store
+        .finish_deployment(id, "failed", 3, "step db-migrate failed", 1_700_000_009_000)
+        .await
+        .unwrap();
+    let d = store.deployment(id).await.unwrap().expect("stored");
+    assert_eq!(d.outcome, "failed");
+    assert_eq!(d.exit_code, Some(3));
+    assert_eq!(d.summary.as_deref(), Some("step db-migrate failed"));
+    assert_eq!(d.finished_at, Some(1_700_000_009_000));
+
+    assert!(store.deployment(id + 100).await.unwrap().is_none());
+    let err = store
+        .finish_deployment(id + 100, "succeeded", 0, "", 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::DeploymentNotFound { id: missing } if missing == id + 100),
+        "{err:?}"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = Store::open(&path).await.unwrap();
+    let id = store
+        .begin_deployment(&new_deployment("prod", "9.9.9", 42))
+        .await
+        .unwrap();
+    store.close().await;
+
+    // Reopening runs the migrator again; it must be a no-op.
+    let store = Store::open(&path).await.unwrap();
+    let d = store.deployment(id).await.unwrap().expect("persisted");
+    assert_eq!(d.release_version, "9.9.9");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn steps_round_trip_upsert_and_order() {
+    let (_dir, store) = open_temp().await;
+    let id = store
+        .begin_deployment(&new_deployment("staging", "1.0.0", 1))
+        .await
+        .unwrap();
+
+    // Insert out of order; reading must come back ordered by seq.
+    store
+        .upsert_step(&step(id, 3, "c", "running"))
+        .await
+        .unwrap();
+    store
+        .upsert_step(&step(id, 1, "a", "running"))
+        .await
+        .unwrap();
+    store
+        .upsert_step(&step(id, 2, "b", "running"))
+        .await
+        .unwrap();
+
+    // Replace seq 1 with a finished version carrying every optional field.
+    let mut done = step(id, 1, "a", "succeeded");
+    done.phase = "rollback".into();
+    done.finished_at = Some(2_000);
+    done.duration_ms = Some(999);
+    done.exit_code = Some(-1);
+    done.attempts = 3;
+    done.output_tail = "line 1\nline 2 ✓\n".into();
+    done.error = Some("flaky".into());
+    done.outputs = json!({"release_id": "r-17", "count": 2});
+    done.details = json!({"checks": [{"name": "health", "ok": true}], "nested": {"x": 1.5}});
+    store.upsert_step(&done).await.unwrap();
+
+    let steps = store.steps(id).await.unwrap();
+    let ids: Vec<(i64, &str)> = steps.iter().map(|s| (s.seq, s.step_id.as_str())).collect();
+    assert_eq!(ids, vec![(1, "a"), (2, "b"), (3, "c")]);
+
+    let s = &steps[0];
+    assert_eq!(s.deployment_id, id);
+    assert_eq!(s.phase, "rollback");
+    assert_eq!(s.stage, "migrate");
+    assert_eq!(s.name, "Step a");
+    assert_eq!(s.kind, "shell");
+    assert_eq!(s.status, "succeeded");
+    assert_eq!(s.started_at, 1_001);
+    assert_eq!(s.finished_at, Some(2_000));
+    assert_eq!(s.duration_ms, Some(999));
+    assert_eq!(s.exit_code, Some(-1));
+    assert_eq!(s.attempts, 3);
+    assert_eq!(s.output_tail, "line 1\nline 2 ✓\n");
+    assert_eq!(s.error.as_deref(), Some("flaky"));
+    assert_eq!(s.outputs, json!({"release_id": "r-17", "count": 2}));
+    assert_eq!(
+        s.details,
+        json!({"checks": [{"name": "health", "ok": true}], "nested": {"x": 1.5}})
+    );
+    assert_eq!(steps[1].status, "running");
+    assert_eq!(steps[1].details, json!(null));
+    assert_eq!(steps[1].error, None);
+
+    // Steps are scoped to their deployment.
+    let other = store
+        .begin_deployment(&new_deployment("staging", "1.0.1", 2))
+        .await
+        .unwrap();
+    assert!(store.steps(other).await.unwrap().is_empty());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn events_get_increasing_seq_per_deployment() {
+    let (_dir, store) = open_temp().await;
+    let a = store
+        .begin_deployment(&new_deployment("staging", "1", 1))
+        .await
+        .unwrap();
+    let b = store
+        .begin_deployment(&new_deployment("staging", "2", 2))
+        .await
+        .unwrap();
+
+    store
+        .record_event(a, "started", &json!({"plan": "p"}), 10)
+        .await
+        .unwrap();
+    store
+        .record_event(b, "started", &json!(1), 11)
+        .await
+        .unwrap();
+    store
+        .record_event(a, "step", &json!({"id": "x", "ok": true}), 12)
+        .await
+        .unwrap();
+    store
+        .record_event(a, "finished", &json!(null), 13)
+        .await
+        .unwrap();
+
+    let ev = store.events(a).await.unwrap();
+    let got: Vec<(i64, i64, &str)> = ev.iter().map(|e| (e.seq, e.at, e.kind.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![(1, 10, "started"), (2, 12, "step"), (3, 13, "finished")]
+    );
+    assert!(ev.iter().all(|e| e.deployment_id == a));
+    assert_eq!(ev[0].data, json!({"plan": "p"}));
+    assert_eq!(ev[1].data, json!({"id": "x", "ok": true}));
+    assert_eq!(ev[2].data, json!(null));
+
+    let ev_b = store.events(b).await.unwrap();
+    assert_eq!(ev_b.len(), 1);
+    assert_eq!((ev_b[0].seq, ev_b[0].data.clone()), (1, json!(1)));
+
+    // Foreign key: events need an existing deployment.
+    assert!(store.record_event(9_999, "x", &json!({}), 1).await.is_err());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn concurrent_events_from_two_stores_get_distinct_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let s1 = Store::open(&path).await.unwrap();
+    let s2 = Store::open(&path).await.unwrap();
+    let id = s1
+        .begin_deployment(&new_deployment("staging", "1", 1))
+        .await
+        .unwrap();
+
+    let write = |store: &Store, tag: &'static str| {
+        let store = store.clone();
+        async move {
+            for i in 0..20 {
+                store
+                    .record_event(id, tag, &json!({ "i": i }), i)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    tokio::join!(write(&s1, "one"), write(&s2, "two"));
+
+    let seqs: Vec<i64> = s1.events(id).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+    s1.close().await;
+    s2.close().await;
+}
+
+#[tokio::test]
+async fn deployments_newest_first_and_filtered() {
+    let (_dir, store) = open_temp().await;
+    let s1 = store
+        .begin_deployment(&new_deployment("staging", "1", 100))
+        .await
+        .unwrap();
+    let p1 = store
+        .begin_deployment(&new_deployment("prod", "1", 150))
+        .await
+        .unwrap();
+    let s2 = store
+        .begin_deployment(&new_deployment("staging", "2", 200))
+        .await
+        .unwrap();
+    // Same start time as s2: the later id counts as newer.
+    let s3 = store
+        .begin_deployment(&new_deployment("staging", "3", 200))
+        .await
+        .unwrap();
+
+    let all: Vec<i64> = store
+        .deployments(None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(all, vec![s3, s2, p1, s1]);
+
+    let staging: Vec<i64> = store
+        .deployments(Some("staging"), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(staging, vec![s3, s2, s1]);
+
+    let limited: Vec<i64> = store
+        .deployments(Some("staging"), 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(limited, vec![s3, s2]);
+    assert!(store.deployments(Some("dev"), 10).await.unwrap().is_empty());
+
+    // last_deployment, with and without an outcome filter.
+    store
+        .finish_deployment(s1, "succeeded", 0, "ok", 110)
+        .await
+        .unwrap();
+    store
+        .finish_deployment(s2, "failed", 1, "boom", 210)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .last_deployment("staging", None)
+            .await
+            .unwrap()
+            .map(|d| d.id),
+        Some(s3)
+    );
+    assert_eq!(
+        store
+            .last_deployment("staging", Some("succeeded"))
+            .await
+            .unwrap()
+            .map(|d| d.id),
+        Some(s1)
+    );
+    assert_eq!(
+        store
+            .last_deployment("staging", Some("failed"))
+            .await
+            .unwrap()
+            .map(|d| d.id),
+        Some(s2)
+    );
+    assert!(
+        store
+            .last_deployment("prod", Some("succeeded"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.last_deployment("dev", None).await.unwrap().is_none());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn unfinished_and_mark_abandoned() {
+    let (_dir, store) = open_temp().await;
+    let a = store
+        .begin_deployment(&new_deployment("staging", "1", 100))
+        .await
+        .unwrap();
+    let b = store
+        .begin_deployment(&new_deployment("prod", "1", 200))
+        .await
+        .unwrap();
+    let c = store
+        .begin_deployment(&new_deployment("staging", "2", 300))
+        .await
+        .unwrap();
+    store
+        .finish_deployment(c, "succeeded", 0, "all good", 310)
+        .await
+        .unwrap();
+
+    let ids = |v: Vec<stagegate_store::Deployment>| v.iter().map(|d| d.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.unfinished(None).await.unwrap()), vec![a, b]);
+    assert_eq!(
+        ids(store.unfinished(Some("staging")).await.unwrap()),
+        vec![a]
+    );
+    assert_eq!(ids(store.unfinished(Some("prod")).await.unwrap()), vec![b]);
+
+    store
+        .mark_abandoned(a, "process 4242 on build-1 is gone", 999)
+        .await
+        .unwrap();
+    let d = store.deployment(a).await.unwrap().unwrap();
+    assert_eq!(d.outcome, "abandoned");
+    assert_eq!(
+        d.summary.as_deref(),
+        Some("process 4242 on build-1 is gone")
+    );
+    assert_eq!(d.finished_at, Some(999));
+    assert_eq!(d.exit_code, None);
+    assert_eq!(ids(store.unfinished(None).await.unwrap()), vec![b]);
+
+    // A finished deployment is left alone.
+    store
+        .mark_abandoned(c, "should not apply", 1_000)
+        .await
+        .unwrap();
+    let d = store.deployment(c).await.unwrap().unwrap();
+    assert_eq!(d.outcome, "succeeded");
+    assert_eq!(d.summary.as_deref(), Some("all good"));
+    assert_eq!(d.finished_at, Some(310));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn lock_acquire_info_attach_release() {
+    let (_dir, store) = open_temp().await;
+    assert!(store.lock_info("staging").await.unwrap().is_none());
+
+    let me = lock_holder("staging", 100);
+    assert!(matches!(
+        store.try_lock("staging", &me).await.unwrap(),
+        LockAttempt::Acquired
+    ));
+    let info = store.lock_info("staging").await.unwrap().expect("locked");
+    assert_eq!(info.environment, "staging");
+    assert_eq!(info.holder, "user100@host100");
+    assert_eq!(info.pid, 100);
+    assert_eq!(info.host, "host100");
+    assert_eq!(info.acquired_at, 5_100);
+    assert_eq!(info.deployment_id, None);
+
+    // Another pid is refused and told who holds it.
+    match store
+        .try_lock("staging", &lock_holder("staging", 200))
+        .await
+        .unwrap()
+    {
+        LockAttempt::Held(h) => assert_eq!((h.pid, h.holder.as_str()), (100, "user100@host100")),
+        LockAttempt::Acquired => panic!("second holder must not acquire"),
+    }
+    // Other environments are independent.
+    assert!(matches!(
+        store
+            .try_lock("prod", &lock_holder("prod", 200))
+            .await
+            .unwrap(),
+        LockAttempt::Acquired
+    ));
+
+    let id = store
+        .begin_deployment(&new_deployment("staging", "1", 1))
+        .await
+        .unwrap();
+    store.set_lock_deployment("staging", 100, id).await.unwrap();
+    assert_eq!(
+        store
+            .lock_info("staging")
+            .await
+            .unwrap()
+            .unwrap()
+            .deployment_id,
+        Some(id)
+    );
+    let err = store
+        .set_lock_deployment("staging", 200, id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::LockNotHeld { environment, pid: 200 } if environment == "staging"),
+        "{err:?}"
+    );
+
+    // Release by a different pid does nothing.
+    store.release_lock("staging", 200).await.unwrap();
+    assert_eq!(store.lock_info("staging").await.unwrap().unwrap().pid, 100);
+
+    // Release by the holder frees it, and it can be taken again.
+    store.release_lock("staging", 100).await.unwrap();
+    assert!(store.lock_info("staging").await.unwrap().is_none());
+    assert!(matches!(
+        store
+            .try_lock("staging", &lock_holder("staging", 200))
+            .await
+            .unwrap(),
+        LockAttempt::Acquired
+    ));
+    assert_eq!(store.lock_info("prod").await.unwrap().unwrap().pid, 200);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn break_lock_removes_and_reports() {
+    let (_dir, store) = open_temp().await;
+    assert!(store.break_lock("staging").await.unwrap().is_none());
+
+    let id = store
+        .begin_deployment(&new_deployment("staging", "1", 1))
+        .await
+        .unwrap();
+    let mut holder = lock_holder("staging", 77);
+    holder.deployment_id = Some(id);
+    assert!(matches!(
+        store.try_lock("staging", &holder).await.unwrap(),
+        LockAttempt::Acquired
+    ));
+
+    let broken = store
+        .break_lock("staging")
+        .await
+        .unwrap()
+        .expect("was locked");
+    assert_eq!(broken.environment, "staging");
+    assert_eq!(broken.pid, 77);
+    assert_eq!(broken.holder, "user77@host77");
+    assert_eq!(broken.deployment_id, Some(id));
+    assert!(store.lock_info("staging").await.unwrap().is_none());
+    assert!(store.break_lock("staging").await.unwrap().is_none());
+
+    // The old holder's attach now fails; its release is a harmless no-op.
+    assert!(matches!(
+        store.set_lock_deployment("staging", 77, id).await,
+        Err(StoreError::LockNotHeld { pid: 77, .. })
+    ));
+    store.release_lock("staging", 77).await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lock_is_exclusive_across_two_stores_racing() {
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_path(&dir);
+        let (s1, s2) = tokio::join!(Store::open(&path), Store::open(&path));
+        let (s1, s2) = (s1.unwrap(), s2.unwrap());
+
+        let env = format!("env-{round}");
+        let h1 = lock_holder(&env, 1);
+        let h2 = lock_holder(&env, 2);
+        let (r1, r2) = tokio::join!(s1.try_lock(&env, &h1), s2.try_lock(&env, &h2));
+        let (r1, r2) = (r1.unwrap(), r2.unwrap());
+
+        let winner = match (&r1, &r2) {
+            (LockAttempt::Acquired, LockAttempt::Held(h)) => {
+                assert_eq!(h.pid, 1, "loser must see the winner");
+                1
+            }
+            (LockAttempt::Held(h), LockAttempt::Acquired) => {
+                assert_eq!(h.pid, 2, "loser must see the winner");
+                2
+            }
+            other => panic!("round {round}: exactly one must acquire, got {other:?}"),
+        };
+        assert_eq!(s1.lock_info(&env).await.unwrap().unwrap().pid, winner);
+        assert_eq!(s2.lock_info(&env).await.unwrap().unwrap().pid, winner);
+        s1.close().await;
+        s2.close().await;
+    }
+}
+
+#[tokio::test]
+async fn open_creates_missing_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a").join("b").join("state.db");
+    assert!(!path.parent().unwrap().exists());
+
+    let store = Store::open(&path).await.unwrap();
+    assert!(path.is_file(), "state file created");
+    let id = store
+        .begin_deployment(&new_deployment("staging", "1", now_millis()))
+        .await
+        .unwrap();
+    assert!(store.deployment(id).await.unwrap().is_some());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn open_uncreatable_path_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where a directory is needed: fails even as root.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+
+    let nested = blocker.join("sub").join("state.db");
+    let err = Store::open(&nested).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::CreateDir { .. }), "{err:?}");
+    assert!(
+        msg.contains(&blocker.join("sub").display().to_string()),
+        "message must name the path: {msg}"
+    );
+    assert!(
+        msg.contains("--state"),
+        "message must say what to do: {msg}"
+    );
+
+    // Parent exists but is a file: opening the database itself fails.
+    let direct = blocker.join("state.db");
+    let err = Store::open(&direct).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&direct.display().to_string()),
+        "message must name the path: {msg}"
+    );
+
+    // The path is an existing directory, not a file.
+    let err = Store::open(dir.path()).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(
+        msg.contains(&dir.path().display().to_string()),
+        "message must name the path: {msg}"
+    );
+}
+
+#[test]
+fn now_millis_is_unix_milliseconds() {
+    let std_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let ours = now_millis();
+    assert!((ours - std_now).abs() < 5_000, "{ours} vs {std_now}");
+}
