@@ -205,11 +205,20 @@ impl Session<'_> {
             Some(p) if p.as_os_str() == "-" => {
                 Some(JsonLinesReporter::new(Box::new(std::io::stdout())))
             }
-            Some(p) => Some(JsonLinesReporter::new(Box::new(
-                std::fs::File::create(p).map_err(|e| {
-                    Failure::internal(format!("cannot write events to {}: {e}", p.display()))
-                })?,
-            ))),
+            Some(p) => {
+                let file = p
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::File::create(p))
+                    .map_err(|e| {
+                        Failure::internal(format!(
+                            "error: cannot write events to {}: {e}",
+                            p.display()
+                        ))
+                    })?;
+                Some(JsonLinesReporter::new(Box::new(file)))
+            }
         };
         let mut summary = RunSummary::new();
         let store = &self.store;

@@ -70,6 +70,12 @@ struct Runner<'a> {
 impl<'a> Runner<'a> {
     fn step_ref(&mut self, phase: Phase, stage: &str, id: &str, name: &str, kind: &str) -> StepRef {
         self.seq += 1;
+        // A name may hold templates; show it rendered, secrets masked.
+        let name = match Template::parse(name) {
+            Ok(t) if !t.is_literal() => self.scope.render_for_display(&t),
+            _ => name.to_string(),
+        };
+        let name = name.as_str();
         StepRef {
             seq: self.seq,
             phase,
@@ -281,8 +287,11 @@ impl<'a> Runner<'a> {
                         crate::process::Exit::Cancelled => StepStatus::Cancelled,
                         _ => StepStatus::Failed,
                     };
+                    // The step may have written secret values there: read it, then remove it.
+                    let outputs = read_outputs(&outputs_file);
+                    let _ = std::fs::remove_file(&outputs_file);
                     if status == StepStatus::Passed {
-                        return match read_outputs(&outputs_file) {
+                        return match outputs {
                             Ok(outputs) => {
                                 self.scope
                                     .step_outputs

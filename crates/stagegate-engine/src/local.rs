@@ -15,8 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use stagegate_plan::{
-    Driver, HealthTarget, LocalService, PortMode, Release, Scope, Scrubber, Service,
-    ServiceOverride,
+    Driver, HealthTarget, LocalService, PortMode, Scope, Scrubber, Service, ServiceOverride,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +46,30 @@ pub struct ReleaseMeta {
     pub artifacts: Vec<ArtifactDigest>,
     /// `starting`, `healthy`, `failed`, `rolled_back`, `retired`, `stopped`.
     pub status: String,
+    /// What the release runs, as rendered at its deployment, with every secret value sealed
+    /// back into its `${{ secrets.NAME }}` reference: a restart (rollback to this release)
+    /// runs exactly this, reading only the secrets anew.
+    pub sealed: SealedRun,
+}
+
+/// A release's start command, environment and health check with secrets sealed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SealedRun {
+    pub start: String,
+    pub env: BTreeMap<String, String>,
+    pub health: Option<SealedHealth>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealedHealth {
+    /// A full URL, or a path to append to the release's own URL.
+    pub target: String,
+    pub is_path: bool,
+    pub status: Vec<u16>,
+    /// (JSONPath, expected value)
+    pub json: Vec<(String, String)>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -256,37 +279,57 @@ impl LocalDriver {
             .cloned()
     }
 
-    fn env_for(
-        &self,
-        svc: &Service,
-        ctx: &DriverCtx,
-        scope: &Scope,
-        port: u16,
-        id: &str,
-        dir: &Path,
-    ) -> Result<BTreeMap<String, String>, String> {
+    /// Renders the service's start command, env and health check for this run, sealed.
+    fn seal(svc: &Service, ctx: &DriverCtx) -> Result<SealedRun, String> {
         let l = settings(svc);
-        let mut env: BTreeMap<String, String> = BTreeMap::new();
-        let templates = l
+        let scope = ctx.scope;
+        let render = |what: &str, t: &stagegate_plan::Template| {
+            scope
+                .render(t)
+                .map(|v| scope.seal(&v))
+                .map_err(|e| format!("{what} of service `{}`: {e}", svc.name))
+        };
+        let start = ctx
+            .overrides
+            .and_then(|o| o.start.as_ref())
+            .unwrap_or(&l.start);
+        let mut env = BTreeMap::new();
+        for (k, t) in l
             .env
             .iter()
-            .chain(ctx.overrides.map(|o| o.env.iter()).into_iter().flatten());
-        for (k, t) in templates {
-            let v = scope
-                .render(&t.value)
-                .map_err(|e| format!("env `{k}` of service `{}`: {e}", svc.name))?;
-            env.insert(k.clone(), v);
+            .chain(ctx.overrides.map(|o| o.env.iter()).into_iter().flatten())
+        {
+            env.insert(k.clone(), render(&format!("env `{k}`"), &t.value)?);
         }
-        env.insert("PORT".into(), port.to_string());
-        env.insert("STAGEGATE_SERVICE".into(), svc.name.clone());
-        env.insert("STAGEGATE_ENVIRONMENT".into(), scope.environment.clone());
-        env.insert("STAGEGATE_RELEASE".into(), id.to_string());
-        env.insert(
-            "STAGEGATE_RELEASE_VERSION".into(),
-            scope.release.version.clone(),
-        );
-        env.insert("STAGEGATE_RELEASE_DIR".into(), dir.display().to_string());
-        Ok(env)
+        let health = match &svc.health {
+            None => None,
+            Some(h) => {
+                let (target, is_path) = match &h.target {
+                    HealthTarget::Path(p) => (render("health path", &p.value)?, true),
+                    HealthTarget::Url(u) => (render("health url", &u.value)?, false),
+                };
+                let mut json = Vec::new();
+                for j in &h.json {
+                    json.push((
+                        j.path.value.clone(),
+                        render("expected health value", &j.equals.value)?,
+                    ));
+                }
+                Some(SealedHealth {
+                    target,
+                    is_path,
+                    status: h.status.clone(),
+                    json,
+                    interval_ms: h.interval.as_millis() as u64,
+                    timeout_ms: h.timeout.as_millis() as u64,
+                })
+            }
+        };
+        Ok(SealedRun {
+            start: render("start command", &start.value)?,
+            env,
+            health,
+        })
     }
 
     fn port_mode(svc: &Service, ctx: &DriverCtx) -> PortMode {
@@ -295,54 +338,32 @@ impl LocalDriver {
             .unwrap_or(settings(svc).port)
     }
 
-    fn probe(
-        &self,
-        svc: &Service,
-        scope: &Scope,
-        url: &str,
-    ) -> Result<Option<HealthProbe>, String> {
-        let Some(h) = &svc.health else {
-            return Ok(None);
-        };
-        let target = match &h.target {
-            HealthTarget::Path(p) => format!("{url}{}", scope.render(&p.value)?),
-            HealthTarget::Url(u) => scope.render(&u.value)?,
-        };
-        let mut json = Vec::new();
-        for j in &h.json {
-            json.push(JsonField {
-                path: j.path.value.clone(),
-                query: j.query.clone(),
-                equals: scope.render(&j.equals.value)?,
-            });
-        }
-        Ok(Some(HealthProbe {
-            url: target,
-            status: h.status.clone(),
-            json,
-            interval: h.interval,
-            timeout: h.timeout,
-        }))
-    }
-
     /// Starts the supervisor for a release directory and waits for the service's health.
     async fn start_release(
         &self,
         svc: &Service,
         ctx: &DriverCtx<'_>,
-        scope: &Scope,
         dir: &Path,
         meta: &ReleaseMeta,
     ) -> Result<Option<String>, String> {
         let l = settings(svc);
-        let start = ctx
-            .overrides
-            .and_then(|o| o.start.as_ref())
-            .unwrap_or(&l.start);
-        let command = scope
-            .render(&start.value)
+        let scope = ctx.scope;
+        let command = unseal(scope, &meta.sealed.start)
             .map_err(|e| format!("start command of service `{}`: {e}", svc.name))?;
-        let env = self.env_for(svc, ctx, scope, meta.port, &meta.id, dir)?;
+        let mut env = BTreeMap::new();
+        for (k, v) in &meta.sealed.env {
+            env.insert(
+                k.clone(),
+                unseal(scope, v)
+                    .map_err(|e| format!("env `{k}` of service `{}`: {e}", svc.name))?,
+            );
+        }
+        env.insert("PORT".into(), meta.port.to_string());
+        env.insert("STAGEGATE_SERVICE".into(), svc.name.clone());
+        env.insert("STAGEGATE_ENVIRONMENT".into(), meta.environment.clone());
+        env.insert("STAGEGATE_RELEASE".into(), meta.id.clone());
+        env.insert("STAGEGATE_RELEASE_VERSION".into(), meta.version.clone());
+        env.insert("STAGEGATE_RELEASE_DIR".into(), dir.display().to_string());
         let mask: Vec<String> = scope
             .secrets
             .values()
@@ -413,7 +434,7 @@ impl LocalDriver {
                 "the service {how} before it became healthy{output}"
             ))
         };
-        let Some(probe) = self.probe(svc, scope, &meta.url)? else {
+        let Some(probe) = unsealed_probe(scope, meta)? else {
             // Without a health check, "healthy" means it is still running a moment later.
             tokio::time::sleep(Duration::from_millis(500)).await;
             return match exited() {
@@ -537,6 +558,7 @@ impl LocalDriver {
             }
         };
         let url = format!("http://127.0.0.1:{port}");
+        let sealed = Self::seal(svc, ctx).map_err(DeployError::early)?;
         let start = ctx
             .overrides
             .and_then(|o| o.start.as_ref())
@@ -554,12 +576,13 @@ impl LocalDriver {
             command: scope.render_for_display(&start.value),
             artifacts: artifacts.clone(),
             status: "starting".into(),
+            sealed,
         };
         Self::write_meta(&dir, &meta).map_err(|e| {
             DeployError::early(format!("cannot write {}: {e}", dir.join(META).display()))
         })?;
 
-        match self.start_release(svc, ctx, scope, &dir, &meta).await {
+        match self.start_release(svc, ctx, &dir, &meta).await {
             Ok(health) => {
                 Self::set_status(&dir, "healthy");
                 self.set_current(&svc.name, Some(&id)).map_err(|e| {
@@ -606,14 +629,13 @@ impl LocalDriver {
         ctx: &DriverCtx<'_>,
         r: &ReleaseState,
     ) -> Result<Option<String>, String> {
-        let mut scope = ctx.scope.clone();
-        scope.release = Release {
-            version: r.meta.version.clone(),
-            sha: r.meta.sha.clone(),
-        };
+        // Read it again: it may have been stopped since the caller looked.
+        let r = &self
+            .release(&svc.name, &r.meta.id)
+            .ok_or_else(|| format!("release {} is not on disk any more", r.meta.id))?;
         if r.running() {
             // Already serving: confirm it answers.
-            let Some(probe) = self.probe(svc, &scope, &r.meta.url)? else {
+            let Some(probe) = unsealed_probe(ctx.scope, &r.meta)? else {
                 return Ok(None);
             };
             let client = http_client();
@@ -629,7 +651,7 @@ impl LocalDriver {
             meta.url = format!("http://127.0.0.1:{}", meta.port);
             let _ = Self::write_meta(&r.dir, &meta);
         }
-        let res = self.start_release(svc, ctx, &scope, &r.dir, &meta).await;
+        let res = self.start_release(svc, ctx, &r.dir, &meta).await;
         if res.is_err() {
             self.stop_dir(&r.dir, settings(svc).stop_timeout).await;
         }
@@ -760,6 +782,44 @@ impl LocalDriver {
         let _ = std::fs::remove_file(dir.join(SUPERVISOR_PID));
         let _ = std::fs::remove_file(dir.join(SERVICE_PID));
     }
+}
+
+/// Puts the secrets back into a sealed value.
+fn unseal(scope: &Scope, sealed: &str) -> Result<String, String> {
+    if !sealed.contains("${{") {
+        return Ok(sealed.to_string());
+    }
+    let t = stagegate_plan::Template::parse(sealed).map_err(|e| e.message)?;
+    scope.render(&t)
+}
+
+fn unsealed_probe(scope: &Scope, meta: &ReleaseMeta) -> Result<Option<HealthProbe>, String> {
+    let Some(h) = &meta.sealed.health else {
+        return Ok(None);
+    };
+    let target = unseal(scope, &h.target)?;
+    let url = if h.is_path {
+        format!("{}{target}", meta.url)
+    } else {
+        target
+    };
+    let mut json = Vec::new();
+    for (path, equals) in &h.json {
+        let query = serde_json_path::JsonPath::parse(path)
+            .map_err(|e| format!("JSONPath `{path}`: {e}"))?;
+        json.push(JsonField {
+            path: path.clone(),
+            query,
+            equals: unseal(scope, equals)?,
+        });
+    }
+    Ok(Some(HealthProbe {
+        url,
+        status: h.status.clone(),
+        json,
+        interval: Duration::from_millis(h.interval_ms),
+        timeout: Duration::from_millis(h.timeout_ms),
+    }))
 }
 
 fn copy_and_digest(

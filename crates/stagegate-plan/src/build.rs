@@ -162,8 +162,12 @@ fn load_error(source: &Arc<Source>, e: LoadError) -> Diagnostic {
             ))
         }
         LoadError::ScanError(m, err) => {
-            Diagnostic::error(format!("malformed YAML: {}", err.info()), at(&m))
-                .with_help("check indentation, colons and quotes on this line or the one before")
+            let help = if err.info().contains("mapping values are not allowed") {
+                "a value that contains `: ` must be quoted, or written as a block (`run: |` and the command on the lines below)"
+            } else {
+                "check indentation, colons and quotes on this line or the one before"
+            };
+            Diagnostic::error(format!("malformed YAML: {}", err.info()), at(&m)).with_help(help)
         }
         other => Diagnostic::error(format!("malformed YAML: {other}"), None),
     }
@@ -712,6 +716,9 @@ fn read_step(cx: &mut Cx, stage: &str, index: usize, n: &Node) -> Option<Step> {
     };
 
     let id = cx.string(m, "id", &what);
+    if let Some(id) = &id {
+        cx.step_ids.push(id.value.clone());
+    }
     if let Some(id) = &id
         && !is_name(&id.value)
     {
@@ -854,7 +861,18 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
     let mut seen: HashMap<String, Span> = HashMap::new();
     let mut deployed: HashMap<String, Span> = HashMap::new();
     let mut earlier_ids: HashSet<String> = HashSet::new();
-    let all_ids: HashSet<String> = plan.steps().map(|(_, s)| s.id.clone()).collect();
+    let all_ids: HashSet<String> = cx
+        .step_ids
+        .iter()
+        .cloned()
+        .chain(plan.steps().map(|(_, s)| s.id.clone()))
+        .collect();
+    let written_order = cx.step_ids.clone();
+    let declared_before = |target: &str, current: &str| -> bool {
+        let t = written_order.iter().position(|x| x == target);
+        let c = written_order.iter().position(|x| x == current);
+        matches!((t, c), (Some(t), Some(c)) if t < c)
+    };
     let var_names = |env: &Environment| -> HashSet<String> {
         plan.vars.keys().chain(env.vars.keys()).cloned().collect()
     };
@@ -878,9 +896,9 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
         })
         .collect();
 
-    let mut refs_to_check: Vec<(Ref, Span, Option<String>)> = Vec::new();
+    let mut refs_to_check: Vec<(Ref, Span, Option<usize>)> = Vec::new();
     let collect =
-        |t: &Spanned<Template>, step: Option<&str>, out: &mut Vec<(Ref, Span, Option<String>)>| {
+        |t: &Spanned<Template>, step: Option<usize>, out: &mut Vec<(Ref, Span, Option<usize>)>| {
             for (r, offset) in t.value.refs() {
                 let mut span = t.span.clone();
                 if !t
@@ -896,11 +914,11 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
                     span.pos.col += quote_shift(&t.span.source, &span) + offset;
                     span.width = r.to_string().len();
                 }
-                out.push((r, span, step.map(String::from)));
+                out.push((r, span, step));
             }
         };
 
-    for (_stage, step) in plan.steps() {
+    for (index, (_stage, step)) in plan.steps().enumerate() {
         if let Some(prev) = seen.get(&step.id) {
             cx.diags.push(
                 Diagnostic::error(
@@ -945,7 +963,7 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
                     deployed.insert(service.value.clone(), service.span.clone());
                 }
             }
-            StepKind::Run { command } => collect(command, Some(&step.id), &mut refs_to_check),
+            StepKind::Run { command } => collect(command, Some(index), &mut refs_to_check),
         }
         for t in step
             .env
@@ -953,23 +971,23 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
             .chain(step.cwd.iter())
             .chain(step.rollback.iter())
         {
-            collect(t, Some(&step.id), &mut refs_to_check);
+            collect(t, Some(index), &mut refs_to_check);
         }
         if let Some(w) = &step.when {
             let mut rs = Vec::new();
             w.value.refs(&mut rs);
             for (r, _) in rs {
-                refs_to_check.push((r, w.span.clone(), Some(step.id.clone())));
+                refs_to_check.push((r, w.span.clone(), Some(index)));
             }
         }
         // A reference to a step's outputs must point to an earlier step.
         let mut own = Vec::new();
         for (r, span, from) in refs_to_check
             .iter()
-            .filter(|(_, _, from)| from.as_deref() == Some(step.id.as_str()))
+            .filter(|(_, _, from)| *from == Some(index))
         {
             if let Ref::StepOutput { step: target, .. } = r {
-                own.push((target.clone(), span.clone(), from.clone()));
+                own.push((target.clone(), span.clone(), *from));
             }
         }
         for (target, span, _) in own {
@@ -984,7 +1002,7 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
                     .map(|x| format!("did you mean `{x}`?"))
                     .unwrap_or_else(|| "give the step that writes the output an `id:`".into());
                 cx.error_help(format!("unknown step `{target}`"), span, help);
-            } else if !earlier_ids.contains(&target) {
+            } else if !earlier_ids.contains(&target) && !declared_before(&target, &step.id) {
                 cx.error_help(
                     format!(
                         "step `{}` uses outputs of step `{target}`, which runs later",

@@ -198,16 +198,22 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
-/// The closest name to `given` among `candidates`, if it is close enough to be a likely typo.
+/// The closest name to `given` among `candidates`, if it is close enough to be a likely typo:
+/// at most two edits (a swap counts as one) and fewer edits than the name has letters, or a
+/// strong prefix-weighted similarity.
 pub fn did_you_mean<'a>(
     given: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(given, c), c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .filter_map(|c| {
+            let edits = strsim::damerau_levenshtein(given, c);
+            let close = (edits <= 2 && edits < given.chars().count())
+                || strsim::jaro_winkler(given, c) > 0.85;
+            close.then_some((edits, c))
+        })
+        .min_by_key(|(edits, _)| *edits)
         .map(|(_, c)| c)
 }
 
@@ -222,6 +228,9 @@ mod tests {
             Some("command")
         );
         assert_eq!(did_you_mean("xyz", ["command", "run", "env"]), None);
+        assert_eq!(did_you_mean("wbe", ["web", "db"]), Some("web"));
+        assert_eq!(did_you_mean("rn", ["run", "env", "name"]), Some("run"));
+        assert_eq!(did_you_mean("a", ["b"]), None);
     }
 
     #[test]

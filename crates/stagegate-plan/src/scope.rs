@@ -264,6 +264,21 @@ impl Scope {
             .scrub(&out.unwrap_or_else(|e| format!("<{e}>")))
     }
 
+    /// Replaces every secret value in `text` with its `${{ secrets.NAME }}` reference, so the
+    /// text can be stored and rendered again later with the secrets read anew.
+    pub fn seal(&self, text: &str) -> String {
+        let mut pairs: Vec<(&str, &Secret)> =
+            self.secrets.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        pairs.retain(|(_, v)| !v.expose().is_empty());
+        // Longest values first, so a secret that contains another is sealed whole.
+        pairs.sort_by_key(|(_, v)| std::cmp::Reverse(v.expose().len()));
+        let mut out = text.to_string();
+        for (name, value) in pairs {
+            out = out.replace(value.expose(), &format!("${{{{ secrets.{name} }}}}"));
+        }
+        out
+    }
+
     pub fn scrubber(&self) -> Scrubber {
         Scrubber::new(self.secrets.values())
     }

@@ -29,6 +29,9 @@ impl<T> std::ops::Deref for Spanned<T> {
 pub(crate) struct Cx {
     pub source: Arc<Source>,
     pub diags: Diagnostics,
+    /// Every step id written in the plan, in order, even of steps that failed to read, so
+    /// one broken step does not make every reference to it an error too.
+    pub step_ids: Vec<String>,
 }
 
 fn describe(n: &Node) -> &'static str {
@@ -45,6 +48,7 @@ impl Cx {
         Self {
             source,
             diags: Diagnostics::default(),
+            step_ids: Vec::new(),
         }
     }
 

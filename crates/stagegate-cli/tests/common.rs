@@ -1,0 +1,207 @@
+//! A small harness: a project in a temp dir, the real `stagegate` binary, and assertions
+//! that print both sides on mismatch.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_stagegate"))
+}
+
+/// The demo service binary, built on first use (tests of the local driver run it).
+pub fn demo_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-q", "-p", "quickstart-demo"])
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building quickstart-demo failed");
+            let path = bin().parent().unwrap().join("quickstart-demo");
+            assert!(path.exists(), "{} missing after build", path.display());
+            path
+        })
+        .clone()
+}
+
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Project {
+    pub fn new(plan: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("stagegate.yml"), plan).unwrap();
+        Self { dir }
+    }
+
+    /// A project whose plan deploys the demo service (copied in as `demo`).
+    pub fn with_demo(plan: &str) -> Self {
+        let p = Self::new(plan);
+        std::fs::copy(demo_bin(), p.path().join("demo")).unwrap();
+        p
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, content: &str) -> &Self {
+        let path = self.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(path, content).unwrap();
+        self
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path().join(name)).unwrap_or_default()
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .current_dir(self.path())
+            .env("CI", "true")
+            .env("STAGEGATE_ACTOR", "tester")
+            .env_remove("STAGEGATE_FILE")
+            .env_remove("STAGEGATE_STATE")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Out {
+        self.run_env(args, &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut c = self.cmd(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().expect("stagegate runs");
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("stagegate starts")
+    }
+
+    /// Waits until a file exists (a step's marker), failing after `max`.
+    pub fn wait_for(&self, name: &str, max: Duration) {
+        let start = Instant::now();
+        while !self.path().join(name).exists() {
+            assert!(
+                start.elapsed() < max,
+                "{name} did not appear within {max:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Project {
+    /// Services outlive stagegate on purpose; a test must not leave them behind.
+    fn drop(&mut self) {
+        let releases = self.path().join(".stagegate/releases");
+        if let Ok(envs) = std::fs::read_dir(&releases) {
+            for env in envs.flatten() {
+                let name = env.file_name().to_string_lossy().into_owned();
+                let _ = self.cmd(&["stop", &name]).output();
+            }
+        }
+    }
+}
+
+impl Out {
+    fn show(&self) -> String {
+        format!(
+            "exit code: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    pub fn code(&self, want: i32) -> &Self {
+        assert_eq!(self.code, want, "unexpected exit code\n{}", self.show());
+        self
+    }
+
+    pub fn stderr_has(&self, s: &str) -> &Self {
+        assert!(
+            self.stderr.contains(s),
+            "stderr lacks {s:?}\n{}",
+            self.show()
+        );
+        self
+    }
+
+    pub fn stdout_has(&self, s: &str) -> &Self {
+        assert!(
+            self.stdout.contains(s),
+            "stdout lacks {s:?}\n{}",
+            self.show()
+        );
+        self
+    }
+
+    pub fn lacks(&self, s: &str) -> &Self {
+        assert!(
+            !self.stdout.contains(s) && !self.stderr.contains(s),
+            "output contains {s:?}\n{}",
+            self.show()
+        );
+        self
+    }
+}
+
+/// A plain HTTP GET on loopback; returns (status, body).
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+pub fn status_json(p: &Project, env: &str) -> serde_json::Value {
+    let o = p.run(&["status", env, "--json"]);
+    o.code(0);
+    serde_json::from_str(&o.stdout).expect("status --json is JSON")
+}
