@@ -78,6 +78,12 @@ async fn dispatch(cli: &Cli) -> CmdResult {
             let store = open_store(cli, &plan).await?;
             let exe = supervisor_exe()?;
             let (version, sha) = (scope.release.version.clone(), scope.release.sha.clone());
+            let inputs = stagegate_engine::RunInputs {
+                actor: context::actor(run.actor.as_deref()),
+                interactive: std::io::IsTerminal::is_terminal(&std::io::stdin())
+                    && std::env::var_os("CI").is_none(),
+                ..Default::default()
+            };
             let session = run::Session {
                 cli,
                 plan: &plan,
@@ -98,6 +104,8 @@ async fn dispatch(cli: &Cli) -> CmdResult {
                         cancel,
                         abort,
                         events,
+                        inputs,
+                        filter: stagegate_engine::StepFilter::All,
                     })
                 })
                 .await

@@ -131,11 +131,6 @@ pub fn print_plan(plan: &Plan, scope: &Scope) {
             }
             push(&mut out, line);
             match &step.kind {
-                StepKind::Run { command } => {
-                    for l in scope.render_for_display(&command.value).lines() {
-                        push(&mut out, format!("         $ {l}"));
-                    }
-                }
                 StepKind::Deploy { service } => {
                     if let Some(svc) = plan.service(&service.value) {
                         let Driver::Local(l) = &svc.driver;
@@ -197,6 +192,11 @@ pub fn print_plan(plan: &Plan, scope: &Scope) {
                                 ),
                             );
                         }
+                    }
+                }
+                other => {
+                    for l in other.describe(&|t| scope.render_for_display(t)) {
+                        push(&mut out, format!("         {l}"));
                     }
                 }
             }

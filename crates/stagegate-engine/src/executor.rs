@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::event::{Event, Events, Outcome, Phase, StepRef, StepResult, StepStatus, now_ms};
 use crate::local::{DriverCtx, LocalDriver};
 use crate::process::{CommandSpec, read_outputs, run_command};
+use crate::step::{RunInputs, StepCtx, StepFilter, StepOutcome};
 
 /// Everything a run needs. The caller has validated the plan, prepared the scope and
 /// created the deployment record (its id names logs and releases).
@@ -29,6 +30,8 @@ pub struct RunRequest<'a> {
     /// Cancels the rollback as well (a second Ctrl-C).
     pub abort: CancellationToken,
     pub events: Events,
+    pub inputs: RunInputs,
+    pub filter: StepFilter,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +68,11 @@ struct Runner<'a> {
     events: Events,
     seq: u32,
     deployed: Vec<String>,
+    // Read by step kinds' runners through `step_ctx` (checks, gates, load tests).
+    #[allow(dead_code)]
+    state_dir: PathBuf,
+    #[allow(dead_code)]
+    inputs: RunInputs,
 }
 
 impl<'a> Runner<'a> {
@@ -167,6 +175,61 @@ impl<'a> Runner<'a> {
                 .dir
                 .join(self.scope.render(t).map_err(|e| format!("cwd: {e}"))?)),
         }
+    }
+
+    /// The context a step kind's runner gets.
+    #[allow(dead_code)]
+    fn step_ctx<'s>(
+        &'s self,
+        step: &'s Step,
+        r: &'s StepRef,
+        cancel: &'s CancellationToken,
+    ) -> StepCtx<'s> {
+        StepCtx {
+            plan: self.plan,
+            step,
+            step_ref: r,
+            scope: &self.scope,
+            scrubber: &self.scrubber,
+            cancel,
+            events: &self.events,
+            log: self.log_path(r),
+            state_dir: &self.state_dir,
+            deployment_id: self.deployment_id,
+            inputs: &self.inputs,
+        }
+    }
+
+    /// Records a step kind's outcome: secret outputs join the scrubber, outputs the scope.
+    #[allow(dead_code)]
+    fn complete(
+        &mut self,
+        r: StepRef,
+        started: (i64, Instant),
+        step: &Step,
+        o: StepOutcome,
+    ) -> StepResult {
+        for name in &o.secret_outputs {
+            if let Some(v) = o.outputs.get(name) {
+                self.scrubber.add(v);
+            }
+        }
+        if o.status == StepStatus::Passed {
+            self.scope
+                .step_outputs
+                .insert(step.id.clone(), o.outputs.clone());
+        }
+        self.finish(
+            r,
+            o.status,
+            started,
+            o.exit_code,
+            o.attempts,
+            &o.tail,
+            o.error,
+            o.outputs,
+            o.details,
+        )
     }
 
     /// Runs one step of the plan. Returns its result and what would undo it.
@@ -674,6 +737,8 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
         events: req.events.clone(),
         seq: 0,
         deployed: Vec::new(),
+        state_dir: req.state_dir.clone(),
+        inputs: req.inputs.clone(),
     };
 
     let mut undo: Vec<Undo> = Vec::new();
@@ -684,6 +749,9 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
             stage: stage.name.clone(),
         });
         for step in &stage.steps {
+            if req.filter == StepFilter::GatesOnly && !step.kind.is_gate() {
+                continue;
+            }
             if req.cancel.is_cancelled() {
                 failure = Some("the run was interrupted".into());
                 break 'stages;

@@ -14,8 +14,10 @@ pub mod exit;
 pub mod health;
 pub mod local;
 pub mod process;
+pub mod step;
 pub mod supervisor;
 
 pub use event::{Event, Events, Millis, Outcome, Phase, StepRef, StepResult, StepStatus, now_ms};
 pub use executor::{RunReport, RunRequest, ServiceRequest, run_deploy, run_manual_rollback};
 pub use local::{LocalDriver, ReleaseMeta, ReleaseState};
+pub use step::{RunInputs, StepCtx, StepFilter, StepOutcome};

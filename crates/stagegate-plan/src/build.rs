@@ -46,7 +46,8 @@ const SERVICE_KEYS: &[&str] = &[
 const OVERRIDE_KEYS: &[&str] = &["env", "port", "start"];
 const HEALTH_KEYS: &[&str] = &["path", "url", "expect", "interval", "timeout"];
 const EXPECT_KEYS: &[&str] = &["status", "json"];
-const STEP_COMMON: &[&str] = &[
+/// Keys every step may have, whatever its action.
+pub(crate) const STEP_COMMON: &[&str] = &[
     "id",
     "name",
     "timeout",
@@ -173,7 +174,7 @@ fn load_error(source: &Arc<Source>, e: LoadError) -> Diagnostic {
     }
 }
 
-fn template(cx: &mut Cx, s: Spanned<String>) -> Option<Spanned<Template>> {
+pub(crate) fn template(cx: &mut Cx, s: Spanned<String>) -> Option<Spanned<Template>> {
     match Template::parse(&s.value) {
         Ok(t) => Some(Spanned {
             value: t,
@@ -204,7 +205,7 @@ fn quote_shift(source: &Source, span: &Span) -> usize {
     }
 }
 
-fn template_field(
+pub(crate) fn template_field(
     cx: &mut Cx,
     m: &MarkedMappingNode,
     key: &str,
@@ -214,7 +215,7 @@ fn template_field(
     template(cx, s)
 }
 
-fn template_map(
+pub(crate) fn template_map(
     cx: &mut Cx,
     m: &MarkedMappingNode,
     key: &str,
@@ -684,20 +685,28 @@ fn read_step(cx: &mut Cx, stage: &str, index: usize, n: &Node) -> Option<Step> {
     let span = cx.span(n);
     let what = format!("step {} of stage `{stage}`", index + 1);
     let m = cx.mapping(n, &what)?;
-    let allowed: Vec<&str> = STEP_COMMON.iter().chain(STEP_ACTIONS).copied().collect();
-    cx.keys(m, &what, &allowed);
+    let all_actions: Vec<&str> = STEP_ACTIONS
+        .iter()
+        .chain(crate::kinds::ACTIONS)
+        .copied()
+        .collect();
 
-    let actions: Vec<&str> = STEP_ACTIONS
+    let actions: Vec<&str> = all_actions
         .iter()
         .copied()
         .filter(|a| m.get_node(a).is_some())
         .collect();
+    // Run and deploy steps take the common keys; other kinds check their own keys.
+    if !matches!(actions.as_slice(), [a] if crate::kinds::ACTIONS.contains(a)) {
+        let allowed: Vec<&str> = STEP_COMMON.iter().chain(&all_actions).copied().collect();
+        cx.keys(m, &what, &allowed);
+    }
     let kind = match actions.as_slice() {
         [] => {
             cx.error_help(
                 format!("{what} has no action"),
                 span.clone(),
-                format!("add one of: {}", STEP_ACTIONS.join(", ")),
+                format!("add one of: {}", all_actions.join(", ")),
             );
             None
         }
@@ -705,6 +714,7 @@ fn read_step(cx: &mut Cx, stage: &str, index: usize, n: &Node) -> Option<Step> {
         ["deploy"] => cx
             .string(m, "deploy", &what)
             .map(|service| StepKind::Deploy { service }),
+        [action] => crate::kinds::read(cx, action, m, &what, STEP_COMMON),
         many => {
             cx.error_help(
                 format!("{what} has more than one action: {}", many.join(", ")),
@@ -754,6 +764,8 @@ fn read_step(cx: &mut Cx, stage: &str, index: usize, n: &Node) -> Option<Step> {
         .unwrap_or_else(|| match &kind {
             StepKind::Run { command } => first_line(&command.span.source.text, command),
             StepKind::Deploy { service } => format!("deploy {}", service.value),
+            #[allow(unreachable_patterns)]
+            other => other.default_name(),
         });
     Some(Step {
         id: id
@@ -963,7 +975,11 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
                     deployed.insert(service.value.clone(), service.span.clone());
                 }
             }
-            StepKind::Run { command } => collect(command, Some(index), &mut refs_to_check),
+            other => {
+                for t in other.templates() {
+                    collect(t, Some(index), &mut refs_to_check);
+                }
+            }
         }
         for t in step
             .env

@@ -14,6 +14,7 @@
 mod build;
 pub mod diagnostic;
 pub mod dotenv;
+pub mod kinds;
 pub mod model;
 pub mod scope;
 pub mod secret;

@@ -195,10 +195,40 @@ pub enum StepKind {
 }
 
 impl StepKind {
+    /// The action's name, as recorded: `run`, `deploy`, ...
     pub fn name(&self) -> &'static str {
         match self {
             StepKind::Run { .. } => "run",
             StepKind::Deploy { .. } => "deploy",
+        }
+    }
+
+    /// Every template the step's action holds, for reference checks.
+    pub fn templates(&self) -> Vec<&Spanned<Template>> {
+        match self {
+            StepKind::Run { command } => vec![command],
+            StepKind::Deploy { .. } => Vec::new(),
+        }
+    }
+
+    /// Whether the step only checks and changes nothing (`stagegate check` runs these).
+    pub fn is_gate(&self) -> bool {
+        false
+    }
+
+    /// A readable default name when the step has no `name`.
+    pub fn default_name(&self) -> String {
+        self.name().to_string()
+    }
+
+    /// Lines that `stagegate plan` shows under the step, templates rendered by `render`.
+    pub fn describe(&self, render: &dyn Fn(&Template) -> String) -> Vec<String> {
+        match self {
+            StepKind::Run { command } => render(&command.value)
+                .lines()
+                .map(|l| format!("$ {l}"))
+                .collect(),
+            StepKind::Deploy { service } => vec![format!("deploy service {}", service.value)],
         }
     }
 }

@@ -1,0 +1,101 @@
+//! What a step kind's runner gets and gives back.
+//!
+//! A kind (an HTTP check, a gate, a load test, ...) is an `async fn run(spec, &StepCtx) ->
+//! StepOutcome` in its own module. The executor turns the outcome into a recorded
+//! [`crate::StepResult`]: it scrubs secrets, stores outputs for later steps and masks the
+//! outputs the kind marked secret.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use stagegate_plan::{Plan, Scope, Scrubber, Step};
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{Events, StepRef, StepStatus};
+
+/// What the person or pipeline running stagegate said up front.
+#[derive(Debug, Clone, Default)]
+pub struct RunInputs {
+    /// Who runs this (recorded with acknowledgements and overrides).
+    pub actor: String,
+    /// Checklist items acknowledged with `--ack ITEM`.
+    pub acks: Vec<String>,
+    /// `--ack-all`: every checklist item is acknowledged by `actor`.
+    pub ack_all: bool,
+    /// Whether a person can be asked at a terminal.
+    pub interactive: bool,
+    /// `--override "justification"` for gates that allow one.
+    pub override_reason: Option<String>,
+}
+
+/// Which steps a run executes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StepFilter {
+    #[default]
+    All,
+    /// Only gates (`stagegate check ENV`): nothing changes.
+    GatesOnly,
+}
+
+/// Everything a step kind's runner may use.
+pub struct StepCtx<'a> {
+    pub plan: &'a Plan,
+    pub step: &'a Step,
+    pub step_ref: &'a StepRef,
+    pub scope: &'a Scope,
+    pub scrubber: &'a Scrubber,
+    pub cancel: &'a CancellationToken,
+    pub events: &'a Events,
+    /// The step's log file (scrub what you write to it).
+    pub log: PathBuf,
+    pub state_dir: &'a Path,
+    pub deployment_id: i64,
+    pub inputs: &'a RunInputs,
+}
+
+/// How a step of any kind ended.
+#[derive(Debug, Clone)]
+pub struct StepOutcome {
+    pub status: StepStatus,
+    pub exit_code: Option<i32>,
+    pub attempts: u32,
+    /// The last lines of what the step printed or saw.
+    pub tail: String,
+    pub error: Option<String>,
+    pub outputs: BTreeMap<String, String>,
+    /// Names of outputs whose values are secret: masked everywhere from now on.
+    pub secret_outputs: Vec<String>,
+    /// Evidence: what was checked and found (`{"assertions": [...]}` and the like).
+    pub details: serde_json::Value,
+}
+
+impl StepOutcome {
+    pub fn new(status: StepStatus) -> Self {
+        Self {
+            status,
+            exit_code: None,
+            attempts: 1,
+            tail: String::new(),
+            error: None,
+            outputs: BTreeMap::new(),
+            secret_outputs: Vec::new(),
+            details: serde_json::json!({}),
+        }
+    }
+
+    pub fn passed() -> Self {
+        Self::new(StepStatus::Passed)
+    }
+
+    pub fn failed(error: impl Into<String>) -> Self {
+        Self {
+            error: Some(error.into()),
+            ..Self::new(StepStatus::Failed)
+        }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+}

@@ -1,0 +1,34 @@
+//! Step kinds beyond `run` and `deploy`: where each one plugs into plan reading.
+//!
+//! A kind is one module that owns its spec type and reader. To add one:
+//! 1. add its action key(s) to [`ACTIONS`] and a branch to [`read`];
+//! 2. add a variant to [`crate::StepKind`] and its arms in `name`, `templates`,
+//!    `default_name` and `describe`;
+//! 3. in the engine, add its arm in `executor::Runner::run_step`, returning a `StepOutcome`.
+//!
+//! The reader checks the step's keys itself (`common` lists the keys every step may have).
+
+use marked_yaml::types::MarkedMappingNode;
+
+use crate::model::StepKind;
+use crate::yaml::Cx;
+
+/// Action keys of the kinds defined outside `run` and `deploy`.
+pub const ACTIONS: &[&str] = &[];
+
+/// Reads a step whose action is `action` (one of [`ACTIONS`]).
+pub(crate) fn read(
+    cx: &mut Cx,
+    action: &str,
+    m: &MarkedMappingNode,
+    what: &str,
+    common: &[&str],
+) -> Option<StepKind> {
+    let _ = (m, common);
+    let span = cx.span(&marked_yaml::types::Node::Mapping(m.clone()));
+    cx.error(
+        format!("{what}: the action `{action}` is not available"),
+        span,
+    );
+    None
+}
