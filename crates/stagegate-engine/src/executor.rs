@@ -69,9 +69,7 @@ struct Runner<'a> {
     seq: u32,
     deployed: Vec<String>,
     // Read by step kinds' runners through `step_ctx` (checks, gates, load tests).
-    #[allow(dead_code)]
     state_dir: PathBuf,
-    #[allow(dead_code)]
     inputs: RunInputs,
 }
 
@@ -178,7 +176,6 @@ impl<'a> Runner<'a> {
     }
 
     /// The context a step kind's runner gets.
-    #[allow(dead_code)]
     fn step_ctx<'s>(
         &'s self,
         step: &'s Step,
@@ -201,7 +198,6 @@ impl<'a> Runner<'a> {
     }
 
     /// Records a step kind's outcome: secret outputs join the scrubber, outputs the scope.
-    #[allow(dead_code)]
     fn complete(
         &mut self,
         r: StepRef,
@@ -524,6 +520,14 @@ impl<'a> Runner<'a> {
                     }
                 }
             }
+            StepKind::Gate(spec) => {
+                // A gate changes nothing: there is nothing to undo.
+                let outcome = {
+                    let ctx = self.step_ctx(step, &r, cancel);
+                    crate::gate::run(spec, &ctx).await
+                };
+                (self.complete(r, started, step, outcome), None)
+            }
         }
     }
 
@@ -717,10 +721,17 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
         deployment_id: req.deployment_id,
         project: plan.project.clone(),
         environment: req.scope.environment.clone(),
-        kind: "deploy".into(),
+        kind: if req.filter == StepFilter::GatesOnly {
+            "check".into()
+        } else {
+            "deploy".into()
+        },
         release: req.scope.release.clone(),
         plan_hash: plan.hash.clone(),
-        steps_total: plan.steps().count(),
+        steps_total: plan
+            .steps()
+            .filter(|(_, s)| req.filter == StepFilter::All || s.kind.is_gate())
+            .count(),
         at: now_ms(),
     });
     let on_failure = plan
@@ -744,13 +755,30 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
     let mut undo: Vec<Undo> = Vec::new();
     let mut no_undo: Vec<String> = Vec::new();
     let mut failure: Option<String> = None;
+    // A failed gate stops the run before the next step that would change something; the
+    // gates right after it still run, so one run reports every gate that fails.
+    let mut gate_failure: Option<String> = None;
+    let mut more_failed_gates: Vec<String> = Vec::new();
     'stages: for stage in &plan.stages {
+        let applies = |s: &&stagegate_plan::Step| req.filter == StepFilter::All || s.kind.is_gate();
+        let Some(first) = stage.steps.iter().find(applies) else {
+            if req.filter == StepFilter::GatesOnly || gate_failure.is_some() {
+                continue;
+            }
+            req.events.emit(Event::StageStarted {
+                stage: stage.name.clone(),
+            });
+            continue;
+        };
+        if gate_failure.is_some() && !first.kind.is_gate() {
+            break 'stages;
+        }
         req.events.emit(Event::StageStarted {
             stage: stage.name.clone(),
         });
-        for step in &stage.steps {
-            if req.filter == StepFilter::GatesOnly && !step.kind.is_gate() {
-                continue;
+        for step in stage.steps.iter().filter(applies) {
+            if gate_failure.is_some() && !step.kind.is_gate() {
+                break 'stages;
             }
             if req.cancel.is_cancelled() {
                 failure = Some("the run was interrupted".into());
@@ -780,17 +808,40 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
                     });
                     continue;
                 }
-                failure = Some(format!(
-                    "step `{}` failed: {}",
-                    step.id,
-                    result
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| result.status.as_str().into())
-                ));
+                let error = result
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| result.status.as_str().into());
+                // A gate's error carries its help below the first line; the record keeps it.
+                let error = if step.kind.is_gate() {
+                    error.lines().next().unwrap_or_default().to_string()
+                } else {
+                    error
+                };
+                let reason = format!("step `{}` failed: {error}", step.id);
+                if step.kind.is_gate() {
+                    if gate_failure.is_none() {
+                        gate_failure = Some(reason);
+                    } else {
+                        more_failed_gates.push(format!("`{}`", step.id));
+                    }
+                    continue;
+                }
+                failure = Some(reason);
                 break 'stages;
             }
         }
+    }
+    if failure.is_none()
+        && let Some(mut reason) = gate_failure
+    {
+        if !more_failed_gates.is_empty() {
+            reason.push_str(&format!(
+                "\nthe gate(s) {} failed as well",
+                more_failed_gates.join(", ")
+            ));
+        }
+        failure = Some(reason);
     }
 
     let interrupted = req.cancel.is_cancelled();
@@ -813,10 +864,17 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
                         .map(|s| format!("{n} {} at {}", s.release, s.url))
                 })
                 .collect();
-            let mut s = format!(
-                "release {} is live in {}",
-                runner.scope.release.version, runner.scope.environment
-            );
+            let mut s = if req.filter == StepFilter::GatesOnly {
+                format!(
+                    "every gate passed for release {} in {}; nothing was changed",
+                    runner.scope.release.version, runner.scope.environment
+                )
+            } else {
+                format!(
+                    "release {} is live in {}",
+                    runner.scope.release.version, runner.scope.environment
+                )
+            };
             if !live.is_empty() {
                 s.push_str(&format!(": {}", live.join(", ")));
             }

@@ -11,6 +11,7 @@
 pub mod event;
 pub mod executor;
 pub mod exit;
+pub mod gate;
 pub mod health;
 pub mod local;
 pub mod process;

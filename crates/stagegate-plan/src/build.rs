@@ -345,6 +345,7 @@ fn read_plan(
         state,
     };
     check_references(cx, &mut plan);
+    crate::kinds::check_plan(cx, &plan);
     Some(plan)
 }
 

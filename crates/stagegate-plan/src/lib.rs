@@ -14,6 +14,8 @@
 mod build;
 pub mod diagnostic;
 pub mod dotenv;
+pub mod gate;
+pub mod glob;
 pub mod kinds;
 pub mod model;
 pub mod scope;
@@ -23,6 +25,8 @@ pub mod yaml;
 
 pub use build::{load_file, load_str};
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
+pub use gate::{GateKind, GateSpec};
+pub use glob::Glob;
 pub use model::*;
 pub use scope::{Release, Scope, ScopeOptions, ServiceEndpoint};
 pub use secret::{MASK, Scrubber, Secret};
