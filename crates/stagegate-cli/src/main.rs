@@ -3,6 +3,7 @@
 mod cli;
 mod context;
 mod explain;
+mod preflight;
 mod query;
 mod run;
 
@@ -10,7 +11,9 @@ use clap::Parser;
 use stagegate_engine::exit;
 use stagegate_report::TerminalStyle;
 
-use crate::cli::{Cli, ColorChoice, Command};
+use stagegate_engine::StepFilter;
+
+use crate::cli::{Cli, ColorChoice, Command, GateArgs, ReleaseArgs, RunArgs};
 use crate::context::{CmdResult, Failure, load_plan, open_store, prepare_scope, state_dir};
 
 pub fn terminal_style(choice: ColorChoice) -> TerminalStyle {
@@ -72,44 +75,19 @@ async fn dispatch(cli: &Cli) -> CmdResult {
             query::print_plan(&plan, &scope);
             Ok(exit::SUCCESS)
         }
-        Command::Deploy { env, release, run } => {
-            let plan = load_plan(cli)?;
-            let scope = prepare_scope(&plan, env, release)?;
-            let store = open_store(cli, &plan).await?;
-            let exe = supervisor_exe()?;
-            let (version, sha) = (scope.release.version.clone(), scope.release.sha.clone());
-            let inputs = stagegate_engine::RunInputs {
-                actor: context::actor(run.actor.as_deref()),
-                interactive: std::io::IsTerminal::is_terminal(&std::io::stdin())
-                    && std::env::var_os("CI").is_none(),
-                ..Default::default()
-            };
-            let session = run::Session {
-                cli,
-                plan: &plan,
-                store,
-                env: env.clone(),
-                args: run.clone(),
-                kind: "deploy",
-            };
-            let plan_ref = &plan;
-            session
-                .run(&version, &sha, move |id, events, cancel, abort| {
-                    stagegate_engine::run_deploy(stagegate_engine::RunRequest {
-                        plan: plan_ref,
-                        scope,
-                        deployment_id: id,
-                        state_dir: state_dir(plan_ref),
-                        supervisor_exe: exe,
-                        cancel,
-                        abort,
-                        events,
-                        inputs,
-                        filter: stagegate_engine::StepFilter::All,
-                    })
-                })
-                .await
-        }
+        Command::Deploy {
+            env,
+            release,
+            gates,
+            run,
+        } => deploy(cli, env, release, gates, run, None, StepFilter::All).await,
+        Command::Check {
+            env,
+            release,
+            gates,
+            at,
+            run,
+        } => deploy(cli, env, release, gates, run, *at, StepFilter::GatesOnly).await,
         Command::Rollback {
             env,
             to,
@@ -161,6 +139,53 @@ async fn dispatch(cli: &Cli) -> CmdResult {
         Command::Show { deployment, json } => query::show(cli, *deployment, *json).await,
         Command::Unlock { env } => query::unlock(cli, env).await,
     }
+}
+
+/// `deploy ENV` runs every stage; `check ENV` only the gates, changing nothing.
+async fn deploy(
+    cli: &Cli,
+    env: &str,
+    release: &ReleaseArgs,
+    gates: &GateArgs,
+    run: &RunArgs,
+    at: Option<jiff::Timestamp>,
+    filter: StepFilter,
+) -> CmdResult {
+    let plan = load_plan(cli)?;
+    let scope = prepare_scope(&plan, env, release)?;
+    let inputs = preflight::run_inputs(&plan, &scope, gates, run, at)?;
+    let store = open_store(cli, &plan).await?;
+    let exe = supervisor_exe()?;
+    let (version, sha) = (scope.release.version.clone(), scope.release.sha.clone());
+    let session = run::Session {
+        cli,
+        plan: &plan,
+        store,
+        env: env.to_string(),
+        args: run.clone(),
+        kind: if filter == StepFilter::GatesOnly {
+            "check"
+        } else {
+            "deploy"
+        },
+    };
+    let plan_ref = &plan;
+    session
+        .run(&version, &sha, move |id, events, cancel, abort| {
+            stagegate_engine::run_deploy(stagegate_engine::RunRequest {
+                plan: plan_ref,
+                scope,
+                deployment_id: id,
+                state_dir: state_dir(plan_ref),
+                supervisor_exe: exe,
+                cancel,
+                abort,
+                events,
+                inputs,
+                filter,
+            })
+        })
+        .await
 }
 
 fn supervisor_exe() -> Result<std::path::PathBuf, Failure> {

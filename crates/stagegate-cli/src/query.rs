@@ -2,6 +2,7 @@
 
 use stagegate_engine::{LocalDriver, exit, health};
 use stagegate_plan::{Driver, HealthTarget, Plan, PortMode, Scope, StepKind};
+use stagegate_report::gate::{Evidence, LineKind, evidence_lines};
 use stagegate_report::{format_duration_ms, format_time_ms};
 
 use crate::cli::Cli;
@@ -480,10 +481,27 @@ pub async fn history(cli: &Cli, env: Option<&str>, limit: i64, json: bool) -> Cm
     }
     let store = open_store(cli, &plan).await?;
     let list = store.deployments(env, limit).await?;
+    let mut overrides = Vec::with_capacity(list.len());
+    for d in &list {
+        overrides.push(gate_overrides(&store, d.id).await?);
+    }
     if json {
+        let rows: Vec<serde_json::Value> = list
+            .iter()
+            .zip(&overrides)
+            .map(|(d, o)| {
+                let mut v = serde_json::to_value(d).unwrap_or_default();
+                if !o.is_empty()
+                    && let Some(m) = v.as_object_mut()
+                {
+                    m.insert("overrides".into(), serde_json::json!(o));
+                }
+                v
+            })
+            .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_default()
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
         );
         return Ok(exit::SUCCESS);
     }
@@ -498,7 +516,7 @@ pub async fn history(cli: &Cli, env: Option<&str>, limit: i64, json: bool) -> Cm
         "{:>5}  {:<12} {:<9} {:<20} {:<16} {:<20} {:>8}  BY",
         "ID", "ENV", "KIND", "RELEASE", "OUTCOME", "STARTED", "TOOK"
     );
-    for d in list {
+    for (d, overridden) in list.into_iter().zip(overrides) {
         let took = d
             .finished_at
             .map(|f| format_duration_ms((f - d.started_at).max(0) as u64))
@@ -514,8 +532,51 @@ pub async fn history(cli: &Cli, env: Option<&str>, limit: i64, json: bool) -> Cm
             took,
             d.actor
         );
+        for o in overridden {
+            println!(
+                "{:>5}  gate `{}` overridden by {} at {}: {}",
+                "",
+                o["step"].as_str().unwrap_or(""),
+                o["by"].as_str().unwrap_or(""),
+                o["at"].as_str().unwrap_or(""),
+                o["reason"].as_str().unwrap_or("")
+            );
+        }
     }
     Ok(exit::SUCCESS)
+}
+
+/// The gates of a deployment that failed and were passed with `--override`.
+async fn gate_overrides(
+    store: &stagegate_store::Store,
+    id: i64,
+) -> Result<Vec<serde_json::Value>, Failure> {
+    Ok(store
+        .steps(id)
+        .await?
+        .iter()
+        .filter(|s| s.kind == "gate")
+        .filter_map(|s| {
+            let o = Evidence::from_details(&s.details)?.overridden?;
+            Some(serde_json::json!({ "step": s.step_id, "by": o.by, "at": o.at, "reason": o.reason }))
+        })
+        .collect())
+}
+
+/// A gate's evidence under its step in `show`.
+fn print_gate_evidence(s: &stagegate_store::StepRun) {
+    if s.kind != "gate" {
+        return;
+    }
+    let Some(e) = Evidence::from_details(&s.details) else {
+        return;
+    };
+    for l in evidence_lines(&e) {
+        match l.kind {
+            LineKind::Finding => println!("               - {}", l.text),
+            k => println!("        {:<6} {}", k.mark(), l.text),
+        }
+    }
 }
 
 pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
@@ -584,6 +645,7 @@ pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
                 .map(|c| format!("  exit {c}"))
                 .unwrap_or_default()
         );
+        print_gate_evidence(s);
         if let Some(e) = &s.error {
             for l in e.lines() {
                 println!("        {l}");

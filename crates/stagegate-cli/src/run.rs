@@ -1,5 +1,6 @@
-//! `deploy` and `rollback`: take the environment's lock, record a deployment, run the engine,
-//! and feed its events to the terminal, the store and the reports.
+//! `deploy`, `check` and `rollback`: take the environment's lock (a check, which changes
+//! nothing, does not), record a deployment, run the engine, and feed its events to the
+//! terminal, the store and the reports.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -85,7 +86,10 @@ pub async fn acquire_lock(
 /// Marks runs of `env` whose process is gone as abandoned, telling the user what was left.
 pub async fn reap_unfinished(store: &Store, env: &str) -> Result<(), Failure> {
     for d in store.unfinished(Some(env)).await? {
-        if d.pid == std::process::id() {
+        // A check takes no lock, so one may be running beside this deploy.
+        if d.pid == std::process::id()
+            || (d.kind == "check" && stagegate_engine::process::pid_alive(d.pid))
+        {
             continue;
         }
         let steps = store.steps(d.id).await?;
@@ -156,9 +160,15 @@ impl Session<'_> {
         Fut: std::future::Future<Output = RunReport>,
     {
         let who = actor(self.args.actor.as_deref());
-        acquire_lock(&self.store, &self.env, &self.args, &who).await?;
+        // A check changes nothing: it runs beside a deploy instead of waiting for its lock.
+        let locking = self.kind != "check";
+        if locking {
+            acquire_lock(&self.store, &self.env, &self.args, &who).await?;
+        }
         let result = self.run_locked(version, sha, &who, engine).await;
-        let _ = self.store.release_lock(&self.env, std::process::id()).await;
+        if locking {
+            let _ = self.store.release_lock(&self.env, std::process::id()).await;
+        }
         result
     }
 
@@ -173,7 +183,10 @@ impl Session<'_> {
         F: FnOnce(i64, Events, CancellationToken, CancellationToken) -> Fut,
         Fut: std::future::Future<Output = RunReport>,
     {
-        reap_unfinished(&self.store, &self.env).await?;
+        let locking = self.kind != "check";
+        if locking {
+            reap_unfinished(&self.store, &self.env).await?;
+        }
         let id = self
             .store
             .begin_deployment(&NewDeployment {
@@ -189,9 +202,11 @@ impl Session<'_> {
                 started_at: stagegate_store::now_millis(),
             })
             .await?;
-        self.store
-            .set_lock_deployment(&self.env, std::process::id(), id)
-            .await?;
+        if locking {
+            self.store
+                .set_lock_deployment(&self.env, std::process::id(), id)
+                .await?;
+        }
 
         let (events, mut rx) = Events::channel();
         let cancel = CancellationToken::new();
