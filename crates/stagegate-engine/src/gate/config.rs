@@ -59,11 +59,18 @@ pub(crate) fn evaluate(g: &ConfigGate, ctx: &StepCtx<'_>) -> Findings {
             )),
         }
     }
-    let names = texts
-        .iter()
-        .map(|(n, ..)| n.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
+    if !texts.is_empty() {
+        f.checks.insert(
+            0,
+            Check::pass("files", format!("read {} file(s)", texts.len()))
+                .with_findings(texts.iter().map(|(n, ..)| n.clone()).collect()),
+        );
+    }
+    let names = if texts.len() == 1 {
+        texts[0].0.clone()
+    } else {
+        format!("{} files", texts.len())
+    };
     let lines = || {
         texts.iter().flat_map(|(name, text, json)| {
             text.lines().enumerate().filter_map(move |(i, raw)| {
@@ -156,11 +163,11 @@ pub(crate) fn evaluate(g: &ConfigGate, ctx: &StepCtx<'_>) -> Findings {
         let what = p
             .message
             .clone()
-            .unwrap_or_else(|| format!("text matching /{}/", p.regex.value.as_str()));
+            .unwrap_or_else(|| format!("/{}/", p.regex.value.as_str()));
         f.checks.push(rule(
             "forbid_patterns",
             findings,
-            format!("no {what} in {names}"),
+            format!("nothing in {names} matches {what}"),
             what,
         ));
     }

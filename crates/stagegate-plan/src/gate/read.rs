@@ -98,6 +98,10 @@ pub(crate) fn read(
     let gwhat = format!("{what} (a {} gate)", ty.value);
     let allowed: Vec<&str> = common.iter().chain(GATE_KEYS).chain(own).copied().collect();
     cx.keys(m, &gwhat, &allowed);
+    // A misspelt key is reported once: not also as "nothing to check".
+    let typo = m
+        .iter()
+        .any(|(k, _)| !allowed.contains(&k.as_str()) && k.as_str() != "rollback");
     if let Some((k, _)) = m.iter().find(|(k, _)| k.as_str() == "rollback") {
         cx.error_help(
             format!("{gwhat} has a `rollback`"),
@@ -107,13 +111,13 @@ pub(crate) fn read(
     }
     let allow_override = cx.bool(m, "allow_override", &gwhat).unwrap_or(false);
     let kind = match ty.value.as_str() {
-        "git" => read_git(cx, m, &gwhat, &ty.span).map(GateKind::Git),
+        "git" => read_git(cx, m, &gwhat, &ty.span, typo).map(GateKind::Git),
         "command" => read_command(cx, m, &gwhat, &ty.span).map(GateKind::Command),
-        "secrets" => read_secrets(cx, m, &gwhat, &ty.span).map(GateKind::Secrets),
+        "secrets" => read_secrets(cx, m, &gwhat, &ty.span, typo).map(GateKind::Secrets),
         "env" => read_env(cx, m, &gwhat, &ty.span).map(GateKind::Env),
-        "config" => read_config(cx, m, &gwhat, &ty.span).map(GateKind::Config),
+        "config" => read_config(cx, m, &gwhat, &ty.span, typo).map(GateKind::Config),
         "checklist" => read_checklist(cx, m, &gwhat, &ty.span).map(GateKind::Checklist),
-        _ => read_window(cx, m, &gwhat, &ty.span).map(GateKind::Window),
+        _ => read_window(cx, m, &gwhat, &ty.span, typo).map(GateKind::Window),
     }?;
     Some(StepKind::Gate(Box::new(GateSpec {
         span: ty.span,
@@ -239,11 +243,19 @@ fn required_list(
     list
 }
 
-fn nothing_to_check(cx: &mut Cx, what: &str, gate: &Span, help: &str) {
-    cx.error_help(format!("{what} has nothing to check"), gate.clone(), help);
+fn nothing_to_check(cx: &mut Cx, what: &str, gate: &Span, help: &str, typo: bool) {
+    if !typo {
+        cx.error_help(format!("{what} has nothing to check"), gate.clone(), help);
+    }
 }
 
-fn read_git(cx: &mut Cx, m: &MarkedMappingNode, what: &str, gate: &Span) -> Option<GitGate> {
+fn read_git(
+    cx: &mut Cx,
+    m: &MarkedMappingNode,
+    what: &str,
+    gate: &Span,
+    typo: bool,
+) -> Option<GitGate> {
     let repo = cx.string(m, "repo", what);
     if let Some(r) = &repo {
         let dir = plan_dir(cx).join(&r.value);
@@ -275,6 +287,7 @@ fn read_git(cx: &mut Cx, m: &MarkedMappingNode, what: &str, gate: &Span) -> Opti
             what,
             gate,
             "add one or more of `branch: [main]`, `clean: true`, `pushed: true`, `tag: \"v*\"`, `ancestor_of: main`",
+            typo,
         );
     }
     Some(g)
@@ -342,6 +355,7 @@ fn read_secrets(
     m: &MarkedMappingNode,
     what: &str,
     gate: &Span,
+    typo: bool,
 ) -> Option<SecretsGate> {
     let mut g = SecretsGate {
         require: cx.string_list(m, "require", what),
@@ -411,6 +425,7 @@ fn read_secrets(
             what,
             gate,
             "add `require: [NAME]`, `forbid: [\"*_LIVE_*\"]`, `forbid_values: [stripe_live_key]` or `drift: [production]`",
+            typo,
         );
     }
     Some(g)
@@ -668,7 +683,13 @@ fn read_env(cx: &mut Cx, m: &MarkedMappingNode, what: &str, gate: &Span) -> Opti
     })
 }
 
-fn read_config(cx: &mut Cx, m: &MarkedMappingNode, what: &str, gate: &Span) -> Option<ConfigGate> {
+fn read_config(
+    cx: &mut Cx,
+    m: &MarkedMappingNode,
+    what: &str,
+    gate: &Span,
+    typo: bool,
+) -> Option<ConfigGate> {
     let files = required_list(
         cx,
         m,
@@ -748,6 +769,7 @@ fn read_config(cx: &mut Cx, m: &MarkedMappingNode, what: &str, gate: &Span) -> O
             what,
             gate,
             "add a rule: `forbid_hosts: [localhost, 127.0.0.1, 0.0.0.0]`, `require_https: true`, `forbid_values: { DEBUG: \"true\" }` or `forbid_patterns: [REGEX]`",
+            typo,
         );
     }
     Some(g)
@@ -852,7 +874,13 @@ fn read_checklist(
     Some(g)
 }
 
-fn read_window(cx: &mut Cx, m: &MarkedMappingNode, what: &str, gate: &Span) -> Option<WindowGate> {
+fn read_window(
+    cx: &mut Cx,
+    m: &MarkedMappingNode,
+    what: &str,
+    gate: &Span,
+    typo: bool,
+) -> Option<WindowGate> {
     let timezone = cx.string(m, "timezone", what).unwrap_or_else(|| Spanned {
         value: "UTC".into(),
         span: gate.clone(),
@@ -1013,6 +1041,7 @@ fn read_window(cx: &mut Cx, m: &MarkedMappingNode, what: &str, gate: &Span) -> O
             what,
             gate,
             "add `allow: [{ days: tue-thu, hours: \"10:00-14:00\" }]` and/or `freeze: [{ from: 2025-12-20, to: 2026-01-02, reason: ... }]`",
+            typo,
         );
     }
     Some(WindowGate {
