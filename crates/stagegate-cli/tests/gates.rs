@@ -1056,3 +1056,49 @@ fn a_gate_that_cannot_be_evaluated_stops_the_run_before_any_step() {
     p.write("conf/app.env", "URL=https://ok.example.com\n");
     p.run(&["deploy", "staging"]).code(0);
 }
+
+// ---------------------------------------------------------------------------------------
+// docs/gates.md: every plan example validates.
+
+#[test]
+fn every_plan_example_in_the_gates_doc_validates() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/gates.md"))
+            .expect("docs/gates.md exists");
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in doc.lines() {
+        match (&mut current, line.trim_start().starts_with("```")) {
+            (None, true) if line.trim() == "```yaml" => current = Some(String::new()),
+            (Some(b), true) => {
+                if b.starts_with("# stagegate.yml") {
+                    blocks.push(b.clone());
+                }
+                current = None;
+            }
+            (Some(b), false) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        blocks.len() >= 8,
+        "found only {} plan examples",
+        blocks.len()
+    );
+    for block in blocks {
+        let p = Project::new(&block);
+        // The files the examples name.
+        p.write("config/staging.env", "URL=https://staging.example.com\n")
+            .write("config/services.yaml", "url: https://staging.example.com\n")
+            .write("deploy/runtime.env", "ALPACA_PAPER=true\n");
+        let o = p.run(&["validate"]);
+        assert!(
+            o.code == 0,
+            "this example does not validate:\n{block}\n{}",
+            o.stderr
+        );
+    }
+}

@@ -10,6 +10,9 @@
 //!    adding step outputs and service addresses to it.
 //!
 //! Secrets are [`Secret`] values that print as `***`; a [`Scrubber`] masks them in any text.
+//!
+//! Step kinds beyond `run` and `deploy` plug in through [`kinds`]; [`gate`] is one: steps
+//! that check and change nothing, with [`glob`] patterns for names, tags and files.
 
 mod build;
 pub mod diagnostic;

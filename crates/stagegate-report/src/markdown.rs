@@ -1,7 +1,8 @@
 //! A Markdown summary of a run, fit for `$GITHUB_STEP_SUMMARY` (GitHub-flavored Markdown).
 //!
 //! A title with the outcome (`✅` or `❌`), a table of the deployment's facts, the summary
-//! sentence, a table of steps, a section per failed step with its error and output tail in
+//! sentence, a table of steps, the gates with what each checked and found (overrides first,
+//! in their own section), a section per other failed step with its error and output tail in
 //! a fenced block, and the rollback: its reason, its steps and what was not rolled back.
 //!
 //! Text that came from the plan or from steps is escaped: Markdown punctuation is
