@@ -143,7 +143,10 @@ fn config_example_passes_and_blocks_localhost_urls_with_file_and_line() {
         .stderr_has("plain http")
         // The password in a database URL is never shown.
         .stderr_has("postgresql://***@localhost:5432/netra")
-        .lacks("hunter2");
+        .lacks("hunter2")
+        // A forbidden pattern names the line, never what matched.
+        .stderr_has("config.broken/staging.env:5: a live payment key")
+        .lacks("sk_live_abcdef123456");
     // Findings are in the record too.
     let v = show_json(&p, 2);
     let details = &v["steps"][0]["details"];
@@ -895,11 +898,16 @@ fn check_runs_only_the_gates_and_takes_no_lock() {
     - gate: env
       expect: { HOME: "${{ env.HOME }}" }
   deploy:
-    - run: touch started; sleep 2
+    - id: release
+      run: touch started; echo "url=http://127.0.0.1:1" >> "$STAGEGATE_OUTPUT"; sleep 2
   verify:
     - id: after
       gate: command
       command: "true"
+    - id: needs-deploy
+      gate: env
+      from: { url: "${{ steps.release.outputs.url }}/config" }
+      expect: { "$.ok": "true" }
 "#,
     ));
     let o = p.run(&["check", "staging"]);
@@ -907,6 +915,7 @@ fn check_runs_only_the_gates_and_takes_no_lock() {
         .stderr_has("checking the gates of demo")
         .stderr_has("== stage preflight")
         .stderr_has("== stage verify")
+        .stderr_has("skipped by `check`: it needs `steps.release.outputs.url`, which only a deploy produces")
         .stderr_has("every gate passed")
         .stderr_has("nothing was changed")
         .lacks("== stage build")
@@ -915,10 +924,18 @@ fn check_runs_only_the_gates_and_takes_no_lock() {
     assert!(!p.path().join("started").exists());
     p.run(&["history"]).code(0).stdout_has("check");
     // A deploy holds the lock; a check runs beside it.
-    let mut deploy = p.spawn(&["deploy", "staging"]);
+    let deploy = p.spawn(&["deploy", "staging"]);
     p.wait_for("started", std::time::Duration::from_secs(10));
     p.run(&["check", "staging"]).code(0);
-    assert!(deploy.wait().unwrap().success());
+    // The deploy itself evaluates that gate: nothing answers at the address, so it fails
+    // (exit 3: the step before it has no rollback command).
+    let out = deploy.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("cannot get http://127.0.0.1:1/config"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -228,6 +228,27 @@ impl<'a> Runner<'a> {
         )
     }
 
+    /// Records a step as skipped without running it.
+    fn skip(&mut self, stage: &str, step: &Step, reason: String) -> StepResult {
+        let r = self.step_ref(Phase::Run, stage, &step.id, &step.name, step.kind.name());
+        let started = (now_ms(), Instant::now());
+        self.events.emit(Event::StepStarted {
+            step: r.clone(),
+            at: started.0,
+        });
+        self.finish(
+            r,
+            StepStatus::Skipped,
+            started,
+            None,
+            0,
+            "",
+            Some(reason),
+            BTreeMap::new(),
+            json!({}),
+        )
+    }
+
     /// Runs one step of the plan. Returns its result and what would undo it.
     async fn run_step(
         &mut self,
@@ -783,6 +804,18 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
             if req.cancel.is_cancelled() {
                 failure = Some("the run was interrupted".into());
                 break 'stages;
+            }
+            // `check` deploys nothing, so a gate that needs what the deploy produces waits
+            // for the deploy.
+            if req.filter == StepFilter::GatesOnly
+                && let Some(needs) = crate::gate::needs_deploy_values(plan, step)
+            {
+                runner.skip(
+                    &stage.name,
+                    step,
+                    format!("skipped by `check`: it needs {needs}, which only a deploy produces"),
+                );
+                continue;
             }
             let (result, u) = runner.run_step(&stage.name, step, &req.cancel).await;
             let ran = !matches!(result.status, StepStatus::Skipped);

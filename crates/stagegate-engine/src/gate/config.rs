@@ -154,16 +154,15 @@ pub(crate) fn evaluate(g: &ConfigGate, ctx: &StepCtx<'_>) -> Findings {
     }
 
     for p in &g.forbid_patterns {
-        let findings: Vec<String> = lines()
-            .filter_map(|(at, line)| {
-                let m = p.regex.value.find(line)?;
-                Some(format!("{at}: {}", show_match(m.as_str())))
-            })
-            .collect();
         let what = p
             .message
             .clone()
             .unwrap_or_else(|| format!("/{}/", p.regex.value.as_str()));
+        // What matched is not shown: a pattern for live keys would show the key.
+        let findings: Vec<String> = lines()
+            .filter(|(_, line)| p.regex.value.is_match(line))
+            .map(|(at, _)| format!("{at}: {what}"))
+            .collect();
         f.checks.push(rule(
             "forbid_patterns",
             findings,
@@ -229,13 +228,14 @@ fn unquote(v: &str) -> &str {
     v
 }
 
-/// A URL for a finding: credentials masked, long ones cut.
+/// A URL for a finding: credentials and the query (which may carry a token) masked, long
+/// ones cut.
 fn show_url(url: &str) -> String {
-    show_match(&USERINFO.replace(url, "://***@"))
-}
-
-fn show_match(s: &str) -> String {
-    let s = USERINFO.replace(s, "://***@");
+    let s = USERINFO.replace(url, "://***@");
+    let s = match s.split_once('?') {
+        Some((base, _)) => format!("{base}?***"),
+        None => s.into_owned(),
+    };
     let mut out: String = s.chars().take(80).collect();
     if s.chars().count() > 80 {
         out.push('…');
@@ -276,6 +276,10 @@ mod tests {
         assert_eq!(
             show_url("http://user:pw@127.0.0.1:5432/db"),
             "http://***@127.0.0.1:5432/db"
+        );
+        assert_eq!(
+            show_url("http://localhost:8000/cb?token=abc123"),
+            "http://localhost:8000/cb?***"
         );
         for (line, key, value) in [
             ("DEBUG=true", "DEBUG", "true"),

@@ -334,6 +334,37 @@ pub fn preflight(plan: &Plan, scope: &Scope) -> Vec<String> {
     errors
 }
 
+/// What a gate needs that only the steps `check` leaves out produce: a service's address, or
+/// the outputs of a step that is not a gate. `None` when `check` can evaluate it.
+pub(crate) fn needs_deploy_values(plan: &Plan, step: &stagegate_plan::Step) -> Option<String> {
+    let mut refs: Vec<Ref> = step
+        .kind
+        .templates()
+        .iter()
+        .flat_map(|t| t.value.refs())
+        .map(|(r, _)| r)
+        .collect();
+    if let Some(w) = &step.when {
+        let mut more = Vec::new();
+        w.value.refs(&mut more);
+        refs.extend(more.into_iter().map(|(r, _)| r));
+    }
+    let mut needs: Vec<String> = refs
+        .iter()
+        .filter(|r| match r {
+            Ref::Service { .. } => true,
+            Ref::StepOutput { step: id, .. } => plan
+                .steps()
+                .find(|(_, s)| s.id == *id)
+                .is_none_or(|(_, s)| !s.kind.is_gate()),
+            _ => false,
+        })
+        .map(|r| format!("`{r}`"))
+        .collect();
+    needs.dedup();
+    (!needs.is_empty()).then(|| needs.join(", "))
+}
+
 fn produced_during_run(r: &Ref) -> bool {
     matches!(r, Ref::StepOutput { .. } | Ref::Service { .. })
 }
