@@ -379,3 +379,24 @@ fn sigterm_cancels_the_step_and_rolls_back() {
         .code(0)
         .stdout_has("lock: free");
 }
+
+#[test]
+fn a_failing_rollback_exits_5_and_says_what_is_left() {
+    let p = Project::new(&plan(
+        "  s:\n    - id: migrate\n      run: echo up >> j\n      rollback: echo 'cannot go down' >&2; exit 9\n    - id: verify\n      run: exit 1\n",
+    ));
+    p.run(&["deploy", "staging"])
+        .code(5)
+        .stderr_has("the rollback command of step `migrate` failed")
+        .stderr_has("mixed state")
+        .stderr_has("cannot go down");
+    p.run(&["history"]).code(0).stdout_has("rollback_failed");
+}
+
+#[test]
+fn an_unusable_state_store_is_an_internal_error_naming_the_path() {
+    let p = Project::new(&plan("  s:\n    - run: touch ran\n"));
+    p.write("blocker", "a file where a directory should be");
+    p.run(&["deploy", "staging", "--state", "blocker/state.db"]).code(1).stderr_has("blocker");
+    assert!(!p.path().join("ran").exists(), "nothing runs without a record");
+}
