@@ -473,12 +473,39 @@ pub async fn stop(cli: &Cli, env: &str, service: Option<&str>) -> CmdResult {
     Ok(exit::SUCCESS)
 }
 
-pub async fn history(cli: &Cli, env: Option<&str>, limit: i64, json: bool) -> CmdResult {
-    let plan = load_plan(cli)?;
-    if let Some(e) = env {
-        check_env(&plan, e)?;
+/// The record is worth reading even when the plan has errors: fall back to the default
+/// store beside the plan file, and say so.
+async fn record_only(cli: &Cli) -> Result<(stagegate_store::Store, Option<Plan>), Failure> {
+    if let Ok((plan, _)) = stagegate_plan::load_file(&plan_path(cli)) {
+        let store = open_store(cli, &plan).await?;
+        return Ok((store, Some(plan)));
     }
-    let store = open_store(cli, &plan).await?;
+    let path = cli.state.clone().unwrap_or_else(|| {
+        let plan = plan_path(cli);
+        let dir = plan
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        dir.join(".stagegate").join("state.db")
+    });
+    if !path.exists() {
+        return Err(Failure::invalid(format!(
+            "error: no state store at {} and the plan cannot be read; run `stagegate validate`, or pass --state",
+            path.display()
+        )));
+    }
+    eprintln!(
+        "warning: the plan does not validate (run `stagegate validate`); reading the record at {}",
+        path.display()
+    );
+    Ok((stagegate_store::Store::open(&path).await?, None))
+}
+
+pub async fn history(cli: &Cli, env: Option<&str>, limit: i64, json: bool) -> CmdResult {
+    let (store, plan) = record_only(cli).await?;
+    if let (Some(e), Some(plan)) = (env, &plan) {
+        check_env(plan, e)?;
+    }
     let list = store.deployments(env, limit).await?;
     if json {
         println!(
@@ -519,8 +546,7 @@ pub async fn history(cli: &Cli, env: Option<&str>, limit: i64, json: bool) -> Cm
 }
 
 pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
-    let plan = load_plan(cli)?;
-    let store = open_store(cli, &plan).await?;
+    let (store, plan) = record_only(cli).await?;
     let Some(d) = store.deployment(id).await? else {
         return Err(Failure::new(
             exit::INVALID,
@@ -603,8 +629,10 @@ pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
             }
         }
     }
-    let logs = state_dir(&plan).join("logs").join(id.to_string());
-    if logs.is_dir() {
+    let logs = plan
+        .as_ref()
+        .map(|p| state_dir(p).join("logs").join(id.to_string()));
+    if let Some(logs) = logs.filter(|l| l.is_dir()) {
         println!("full step logs: {}", logs.display());
     }
     Ok(exit::SUCCESS)

@@ -397,6 +397,26 @@ fn a_failing_rollback_exits_5_and_says_what_is_left() {
 fn an_unusable_state_store_is_an_internal_error_naming_the_path() {
     let p = Project::new(&plan("  s:\n    - run: touch ran\n"));
     p.write("blocker", "a file where a directory should be");
-    p.run(&["deploy", "staging", "--state", "blocker/state.db"]).code(1).stderr_has("blocker");
-    assert!(!p.path().join("ran").exists(), "nothing runs without a record");
+    p.run(&["deploy", "staging", "--state", "blocker/state.db"])
+        .code(1)
+        .stderr_has("blocker");
+    assert!(
+        !p.path().join("ran").exists(),
+        "nothing runs without a record"
+    );
+}
+
+#[test]
+fn history_and_show_still_read_the_record_when_the_plan_breaks() {
+    let p = Project::new(&plan("  s:\n    - run: 'true'\n"));
+    p.run(&["deploy", "staging"]).code(0);
+    p.write("stagegate.yml", "project: [broken\n");
+    p.run(&["history"])
+        .code(0)
+        .stdout_has("succeeded")
+        .stderr_has("does not validate");
+    p.run(&["show", "1"]).code(0).stdout_has("deployment #1");
+    p.run(&["show", "99"])
+        .code(2)
+        .stderr_has("no deployment #99");
 }
