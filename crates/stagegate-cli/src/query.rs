@@ -244,9 +244,9 @@ fn short_sha(s: &str) -> &str {
     &s[..s.len().min(12)]
 }
 
-fn driver_for(plan: &Plan, env: &str) -> LocalDriver {
+fn driver_for(cli: &Cli, plan: &Plan, env: &str) -> LocalDriver {
     LocalDriver {
-        root: state_dir(plan).join("releases").join(env),
+        root: state_dir(cli, plan).join("releases").join(env),
         plan_dir: plan.dir.clone(),
         supervisor_exe: std::env::current_exe().unwrap_or_default(),
     }
@@ -269,7 +269,7 @@ pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
     let plan = load_plan(cli)?;
     check_env(&plan, env)?;
     let store = open_store(cli, &plan).await?;
-    let driver = driver_for(&plan, env);
+    let driver = driver_for(cli, &plan, env);
     let lock = store.lock_info(env).await?;
     let unfinished = store.unfinished(Some(env)).await?;
     let last = store.last_deployment(env, None).await?;
@@ -454,7 +454,7 @@ pub async fn stop(cli: &Cli, env: &str, service: Option<&str>) -> CmdResult {
             ),
         ));
     }
-    let driver = driver_for(&plan, env);
+    let driver = driver_for(cli, &plan, env);
     let mut any = false;
     for svc in plan
         .services
@@ -631,7 +631,7 @@ pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
     }
     let logs = plan
         .as_ref()
-        .map(|p| state_dir(p).join("logs").join(id.to_string()));
+        .map(|p| state_dir(cli, p).join("logs").join(id.to_string()));
     if let Some(logs) = logs.filter(|l| l.is_dir()) {
         println!("full step logs: {}", logs.display());
     }

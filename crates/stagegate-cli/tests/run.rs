@@ -420,3 +420,33 @@ fn history_and_show_still_read_the_record_when_the_plan_breaks() {
         .code(2)
         .stderr_has("no deployment #99");
 }
+
+#[test]
+fn conditions_outputs_and_reports_edge_cases() {
+    let p = Project::new(&plan(
+        r#"  s:
+    - name: only when asked
+      when: env.STAGEGATE_TEST_FLAG == 'yes'
+      run: touch flagged
+    - id: out
+      run: echo "cmd=cat <<EOF" >> "$STAGEGATE_OUTPUT"
+    - run: test "${{ steps.out.outputs.cmd }}" = "cat <<EOF"
+"#,
+    ));
+    p.run(&["deploy", "staging"]).code(0);
+    assert!(
+        !p.path().join("flagged").exists(),
+        "an unset variable makes the condition false"
+    );
+    p.write("blocked", "");
+    p.run(&["deploy", "staging", "--report", "json=blocked/r.json"])
+        .code(2)
+        .stderr_has("cannot write the report");
+    let h = p.run(&["history", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&h.stdout).unwrap();
+    assert_eq!(
+        v.as_array().unwrap().len(),
+        1,
+        "a bad report path records nothing"
+    );
+}

@@ -386,7 +386,11 @@ fn read_secrets(cx: &mut Cx, n: &Node, what: &str) -> SecretSpec {
         }
     }
     for s in spec.require.iter().chain(&spec.optional) {
-        if !is_name(&s.value) {
+        let env_name = !s.value.is_empty()
+            && s.value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !env_name {
             cx.error_help(
                 format!("`{}` is not a valid secret name", s.value),
                 s.span.clone(),
@@ -757,6 +761,39 @@ fn read_step(cx: &mut Cx, stage: &str, index: usize, n: &Node) -> Option<Step> {
         }
     });
     let retries = cx.uint(m, "retries", &what).unwrap_or(0);
+    if retries > 100
+        && let Some(n) = m.get_node("retries")
+    {
+        cx.error_help(
+            format!("`retries` in {what} is {retries}; at most 100"),
+            cx.span(n),
+            "a step that needs more is better polled with a longer `retry_delay`",
+        );
+    }
+    if matches!(kind, Some(StepKind::Deploy { .. })) {
+        for key in [
+            "timeout",
+            "retries",
+            "retry_delay",
+            "env",
+            "cwd",
+            "rollback",
+        ] {
+            if let Some((k, _)) = m.iter().find(|(k, _)| k.as_str() == key) {
+                let help = match key {
+                    "timeout" => "the service's `health.timeout` bounds how long a deploy waits",
+                    "rollback" => "a deploy step rolls back to the previous release by itself",
+                    "env" => "set the service's environment under `services.NAME.env`",
+                    _ => "a deploy step runs once; a failed health check rolls back",
+                };
+                cx.error_help(
+                    format!("`{key}` does not apply to a deploy step ({what})"),
+                    cx.key_span(k),
+                    help,
+                );
+            }
+        }
+    }
     let kind = kind?;
     let name = cx
         .string(m, "name", &what)
@@ -1031,6 +1068,33 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
         }
         earlier_ids.insert(step.id.clone());
     }
+    // A service is deployed after the services it depends on (when they are deployed here too).
+    let order: Vec<(&str, Span)> = plan
+        .steps()
+        .filter_map(|(_, s)| match &s.kind {
+            StepKind::Deploy { service } => Some((service.value.as_str(), service.span.clone())),
+            _ => None,
+        })
+        .collect();
+    for (i, (name, span)) in order.iter().enumerate() {
+        let Some(svc) = plan.service(name) else {
+            continue;
+        };
+        for d in &svc.depends_on {
+            if let Some(j) = order.iter().position(|(n, _)| *n == d.value)
+                && j > i
+            {
+                cx.error_help(
+                    format!(
+                        "service `{name}` is deployed before `{}`, which it depends on",
+                        d.value
+                    ),
+                    span.clone(),
+                    format!("move the `deploy: {}` step before this one", d.value),
+                );
+            }
+        }
+    }
     // Remove step-output refs: they are checked above.
     refs_to_check.retain(|(r, _, _)| !matches!(r, Ref::StepOutput { .. }));
 
@@ -1055,13 +1119,19 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
             }
         }
     }
-    for t in plan
-        .release
-        .version
-        .iter()
-        .chain(plan.release.sha.iter())
-        .chain(plan.vars.values())
-    {
+    // The release identity is settled before anything else: it may use only `env`.
+    for t in plan.release.version.iter().chain(plan.release.sha.iter()) {
+        for (r, _) in t.value.refs() {
+            if !matches!(r, Ref::Env(_) | Ref::Project | Ref::EnvironmentName) {
+                cx.error_help(
+                    format!("`release` cannot use `{r}`: the release is settled before vars, secrets and steps"),
+                    t.span.clone(),
+                    "use `${{ env.NAME }}` or a literal, or pass --release-version",
+                );
+            }
+        }
+    }
+    for t in plan.vars.values() {
         collect(t, None, &mut refs_to_check);
     }
     for env in &plan.environments {
