@@ -39,7 +39,7 @@ pub fn validate(cli: &Cli, json: bool) -> CmdResult {
     } else {
         eprint!("{diags}");
     }
-    match result {
+    let outcome = match &result {
         Ok((plan, _)) => {
             if !json {
                 println!(
@@ -64,7 +64,10 @@ pub fn validate(cli: &Cli, json: bool) -> CmdResult {
             }
             Ok(exit::INVALID)
         }
-    }
+    };
+    // A large plan's tree takes a while to free, and the process ends now anyway.
+    std::mem::forget(result);
+    outcome
 }
 
 pub fn print_plan(plan: &Plan, scope: &Scope) {
