@@ -150,11 +150,7 @@ pub enum Command {
 #[derive(Debug, Args, Clone, Default)]
 pub struct ReleaseArgs {
     /// The release version [default: `release.version` in the plan, else `git describe`]
-    #[arg(
-        long = "release-version",
-        value_name = "VERSION",
-        env = "STAGEGATE_RELEASE_VERSION"
-    )]
+    #[arg(long = "release-version", value_name = "VERSION")]
     pub version: Option<String>,
     /// The release's git SHA [default: `release.sha` in the plan, else `git rev-parse HEAD`]
     #[arg(long = "release-sha", value_name = "SHA")]

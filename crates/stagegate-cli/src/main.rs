@@ -1,5 +1,22 @@
 //! The `stagegate` binary: parses arguments, calls the libraries, maps results to exit codes.
 
+/// `println!` that stops quietly when stdout is closed (`stagegate history | head -1`)
+/// instead of panicking on a broken pipe.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` with the same broken-pipe behaviour as `println!`.
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod context;
 mod explain;
@@ -102,10 +119,29 @@ async fn dispatch(cli: &Cli) -> CmdResult {
                     "error: the plan has no service `{s}`"
                 )));
             }
-            let scope = prepare_scope(&plan, env, &Default::default())?;
+            let mut scope = prepare_scope(&plan, env, &Default::default())?;
             let store = open_store(cli, &plan).await?;
             let exe = supervisor_exe()?;
+            if let Some(t) = to {
+                let driver = stagegate_engine::LocalDriver {
+                    root: state_dir(cli, &plan).join("releases").join(env),
+                    plan_dir: plan.dir.clone(),
+                    supervisor_exe: exe.clone(),
+                };
+                let found = plan
+                    .services
+                    .iter()
+                    .filter(|s| service.as_ref().is_none_or(|o| *o == s.name))
+                    .any(|s| driver.find_release(&s.name, t).is_some());
+                if !found {
+                    return Err(Failure::invalid(format!(
+                        "error: no service of `{env}` has a release `{t}` on disk; `stagegate status {env}` lists the releases"
+                    )));
+                }
+            }
             let label = to.clone().unwrap_or_else(|| "previous".into());
+            // The record and the header name the release being returned to.
+            scope.release.version = label.clone();
             let session = run::Session {
                 cli,
                 plan: &plan,
@@ -121,7 +157,7 @@ async fn dispatch(cli: &Cli) -> CmdResult {
                         plan: plan_ref,
                         scope,
                         deployment_id: id,
-                        state_dir: state_dir(plan_ref),
+                        state_dir: state_dir(cli, plan_ref),
                         supervisor_exe: exe,
                         cancel,
                         events,
@@ -176,7 +212,7 @@ async fn deploy(
                 plan: plan_ref,
                 scope,
                 deployment_id: id,
-                state_dir: state_dir(plan_ref),
+                state_dir: state_dir(cli, plan_ref),
                 supervisor_exe: exe,
                 cancel,
                 abort,

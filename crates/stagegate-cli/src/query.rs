@@ -40,7 +40,7 @@ pub fn validate(cli: &Cli, json: bool) -> CmdResult {
     } else {
         eprint!("{diags}");
     }
-    match result {
+    let outcome = match &result {
         Ok((plan, _)) => {
             if !json {
                 println!(
@@ -65,7 +65,10 @@ pub fn validate(cli: &Cli, json: bool) -> CmdResult {
             }
             Ok(exit::INVALID)
         }
-    }
+    };
+    // A large plan's tree takes a while to free, and the process ends now anyway.
+    std::mem::forget(result);
+    outcome
 }
 
 pub fn print_plan(plan: &Plan, scope: &Scope) {
@@ -245,9 +248,9 @@ fn short_sha(s: &str) -> &str {
     &s[..s.len().min(12)]
 }
 
-fn driver_for(plan: &Plan, env: &str) -> LocalDriver {
+fn driver_for(cli: &Cli, plan: &Plan, env: &str) -> LocalDriver {
     LocalDriver {
-        root: state_dir(plan).join("releases").join(env),
+        root: state_dir(cli, plan).join("releases").join(env),
         plan_dir: plan.dir.clone(),
         supervisor_exe: std::env::current_exe().unwrap_or_default(),
     }
@@ -270,7 +273,7 @@ pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
     let plan = load_plan(cli)?;
     check_env(&plan, env)?;
     let store = open_store(cli, &plan).await?;
-    let driver = driver_for(&plan, env);
+    let driver = driver_for(cli, &plan, env);
     let lock = store.lock_info(env).await?;
     let unfinished = store.unfinished(Some(env)).await?;
     let last = store.last_deployment(env, None).await?;
@@ -455,7 +458,7 @@ pub async fn stop(cli: &Cli, env: &str, service: Option<&str>) -> CmdResult {
             ),
         ));
     }
-    let driver = driver_for(&plan, env);
+    let driver = driver_for(cli, &plan, env);
     let mut any = false;
     for svc in plan
         .services
@@ -474,12 +477,39 @@ pub async fn stop(cli: &Cli, env: &str, service: Option<&str>) -> CmdResult {
     Ok(exit::SUCCESS)
 }
 
-pub async fn history(cli: &Cli, env: Option<&str>, limit: i64, json: bool) -> CmdResult {
-    let plan = load_plan(cli)?;
-    if let Some(e) = env {
-        check_env(&plan, e)?;
+/// The record is worth reading even when the plan has errors: fall back to the default
+/// store beside the plan file, and say so.
+async fn record_only(cli: &Cli) -> Result<(stagegate_store::Store, Option<Plan>), Failure> {
+    if let Ok((plan, _)) = stagegate_plan::load_file(&plan_path(cli)) {
+        let store = open_store(cli, &plan).await?;
+        return Ok((store, Some(plan)));
     }
-    let store = open_store(cli, &plan).await?;
+    let path = cli.state.clone().unwrap_or_else(|| {
+        let plan = plan_path(cli);
+        let dir = plan
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        dir.join(".stagegate").join("state.db")
+    });
+    if !path.exists() {
+        return Err(Failure::invalid(format!(
+            "error: no state store at {} and the plan cannot be read; run `stagegate validate`, or pass --state",
+            path.display()
+        )));
+    }
+    eprintln!(
+        "warning: the plan does not validate (run `stagegate validate`); reading the record at {}",
+        path.display()
+    );
+    Ok((stagegate_store::Store::open(&path).await?, None))
+}
+
+pub async fn history(cli: &Cli, env: Option<&str>, limit: i64, json: bool) -> CmdResult {
+    let (store, plan) = record_only(cli).await?;
+    if let (Some(e), Some(plan)) = (env, &plan) {
+        check_env(plan, e)?;
+    }
     let list = store.deployments(env, limit).await?;
     let mut overrides = Vec::with_capacity(list.len());
     for d in &list {
@@ -580,8 +610,7 @@ fn print_gate_evidence(s: &stagegate_store::StepRun) {
 }
 
 pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
-    let plan = load_plan(cli)?;
-    let store = open_store(cli, &plan).await?;
+    let (store, plan) = record_only(cli).await?;
     let Some(d) = store.deployment(id).await? else {
         return Err(Failure::new(
             exit::INVALID,
@@ -665,8 +694,10 @@ pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
             }
         }
     }
-    let logs = state_dir(&plan).join("logs").join(id.to_string());
-    if logs.is_dir() {
+    let logs = plan
+        .as_ref()
+        .map(|p| state_dir(cli, p).join("logs").join(id.to_string()));
+    if let Some(logs) = logs.filter(|l| l.is_dir()) {
         println!("full step logs: {}", logs.display());
     }
     Ok(exit::SUCCESS)

@@ -1075,7 +1075,8 @@ fn a_gate_that_cannot_be_evaluated_stops_the_run_before_any_step() {
 }
 
 // ---------------------------------------------------------------------------------------
-// docs/gates.md: every plan example validates.
+// docs/gates.md: every plan example validates (those whose first line is exactly
+// `# stagegate.yml` are checked by docs.rs as well).
 
 #[test]
 fn every_plan_example_in_the_gates_doc_validates() {
@@ -1107,15 +1108,31 @@ fn every_plan_example_in_the_gates_doc_validates() {
     );
     for block in blocks {
         let p = Project::new(&block);
-        // The files the examples name.
-        p.write("config/staging.env", "URL=https://staging.example.com\n")
-            .write("config/services.yaml", "url: https://staging.example.com\n")
-            .write("deploy/runtime.env", "ALPACA_PAPER=true\n");
         let o = p.run(&["validate"]);
         assert!(
             o.code == 0,
             "this example does not validate:\n{block}\n{}",
             o.stderr
         );
+        // What a templated path names is checked when a run starts: with the files there,
+        // the gates of the config and env examples pass.
+        if block.contains("gate: config") || block.contains("dotenv: \"deploy/") {
+            p.write("config/staging.env", "URL=https://staging.example.com\n")
+                .write(
+                    "config/staging/services.yaml",
+                    "url: https://staging.example.com\n",
+                )
+                .write("deploy/staging.env", "ALPACA_PAPER=true\n");
+            let o = p.run_env(
+                &["check", "staging"],
+                &[("DRY_RUN", "true"), ("ENVIRONMENT", "staging")],
+            );
+            let read = if block.contains("gate: config") {
+                "read 2 file(s)"
+            } else {
+                "ALPACA_PAPER is `true` in deploy/staging.env"
+            };
+            assert!(o.stderr.contains(read), "{block}\n{}", o.stderr);
+        }
     }
 }

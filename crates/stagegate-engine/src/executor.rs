@@ -50,6 +50,8 @@ enum Undo {
         script: Template,
         env: BTreeMap<String, Template>,
         cwd: Option<Template>,
+        /// The step's own timeout applies to its rollback command too.
+        timeout: Option<std::time::Duration>,
     },
     Service {
         service: String,
@@ -264,7 +266,12 @@ impl<'a> Runner<'a> {
         });
 
         if let Some(w) = &step.when {
-            match w.value.eval(&mut |x| self.scope.resolve(x)) {
+            // In a condition, an unset environment variable is empty, not an error.
+            let resolve = &mut |x: &stagegate_plan::Ref| match (x, self.scope.resolve(x)) {
+                (stagegate_plan::Ref::Env(_), Err(_)) => Ok(String::new()),
+                (_, r) => r,
+            };
+            match w.value.eval(resolve) {
                 Ok(v) if !truthy(&v) => {
                     return (
                         self.finish(
@@ -314,6 +321,7 @@ impl<'a> Runner<'a> {
                         .map(|(k, v)| (k.clone(), v.value.clone()))
                         .collect(),
                     cwd: step.cwd.as_ref().map(|c| c.value.clone()),
+                    timeout: step.timeout,
                 });
                 let log = self.log_path(&r);
                 let outputs_file = log.with_extension("outputs");
@@ -569,6 +577,7 @@ impl<'a> Runner<'a> {
                     script,
                     env,
                     cwd,
+                    timeout,
                 } => {
                     let r = self.step_ref(
                         Phase::Rollback,
@@ -588,7 +597,7 @@ impl<'a> Runner<'a> {
                             script: self.scope.render(&script)?,
                             cwd: self.cwd(cwd.as_ref())?,
                             env: self.command_env(&env, None)?,
-                            timeout: None,
+                            timeout,
                             log: Some(log),
                         })
                     })();
@@ -603,7 +612,7 @@ impl<'a> Runner<'a> {
                                     StepStatus::Failed,
                                     res.exit_code(),
                                     res.tail.clone(),
-                                    Some(format!("rollback command {}", res.describe(None))),
+                                    Some(format!("rollback command {}", res.describe(timeout))),
                                 )
                             }
                         }
@@ -818,7 +827,8 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
                 continue;
             }
             let (result, u) = runner.run_step(&stage.name, step, &req.cancel).await;
-            let ran = !matches!(result.status, StepStatus::Skipped);
+            // Whether the step's command started at all (a step that failed to render did not).
+            let ran = result.attempts > 0 && !matches!(result.status, StepStatus::Skipped);
             match u {
                 Some(u) => undo.push(u),
                 None if ran && matches!(step.kind, StepKind::Run { .. }) => no_undo.push(format!(
@@ -1066,6 +1076,7 @@ pub async fn run_manual_rollback(
     let mut ok = true;
     let mut notes = Vec::new();
     let mut done = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
     let services: Vec<&Service> = req
         .plan
         .services
@@ -1141,7 +1152,9 @@ pub async fn run_manual_rollback(
             }
             Err(e) => {
                 ok = false;
-                (StepStatus::Failed, String::new(), Some(scrubber.scrub(&e)))
+                let e = scrubber.scrub(&e);
+                errors.push(e.clone());
+                (StepStatus::Failed, String::new(), Some(e))
             }
         };
         req.events.emit(Event::StepFinished(StepResult {
@@ -1174,7 +1187,15 @@ pub async fn run_manual_rollback(
     } else {
         (
             Outcome::RollbackFailed,
-            format!("the rollback failed: {}", notes.join("; ")),
+            format!(
+                "the rollback failed: {}",
+                errors
+                    .iter()
+                    .chain(&notes)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
         )
     };
     let exit_code = outcome.exit_code();
