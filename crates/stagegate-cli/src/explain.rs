@@ -212,7 +212,7 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "gate.secrets",
-        "Required names (`require`), forbidden names (`forbid`, patterns) and value shapes (`forbid_values`), read `from` the environment, dotenv files or a command's JSON; `drift` compares declared names with other environments. Values are never shown, only fingerprints.",
+        "Required names (`require`), forbidden names (`forbid`, patterns) and value shapes (`forbid_values`), narrowed by `only`, read `from` the environment, dotenv files or a command's JSON; `drift` compares declared names with other environments. Values are never shown, only fingerprints.",
         "from the environment and the environment's dotenv file",
         "- gate: secrets\n  require: [ALPACA_PAPER_API_KEY]\n  forbid: [\"*_LIVE_*\"]\n  forbid_values: [stripe_live_key, aws_access_key_id]",
     ),

@@ -633,6 +633,22 @@ stages:
     run_clean(&p, &["check", "staging"], &[("PAYMENTS_KEY", "pk-1")])
         .code(0)
         .stderr_has("staging declares the same 1 secret name(s) as production");
+    // `only` narrows what forbid_values looks at: the deployer's own AWS key is not a finding.
+    p.write(
+        "stagegate.yml",
+        &plan("  p:\n    - gate: secrets\n      only: [\"ALPACA_*\"]\n      forbid_values: [aws_access_key_id]\n"),
+    );
+    let aws = [("AWS_ACCESS_KEY_ID", "AKIAABCDEFGHIJKLMNOP")];
+    run_clean(&p, &["check", "staging"], &aws)
+        .code(0)
+        .stderr_has("none of 0 value(s)");
+    p.write(
+        "stagegate.yml",
+        &p.read("stagegate.yml").replace("ALPACA_*", "A*"),
+    );
+    run_clean(&p, &["check", "staging"], &aws)
+        .code(3)
+        .stderr_has("AWS_ACCESS_KEY_ID (sha256:");
     // A source command that fails says so, with its error stream.
     p.write(
         "stagegate.yml",

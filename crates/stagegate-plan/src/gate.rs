@@ -98,6 +98,8 @@ pub struct SecretsGate {
     pub forbid: Vec<Spanned<Glob>>,
     /// Value shapes no secret may have (a live key in staging).
     pub forbid_values: Vec<ValueShape>,
+    /// The names `forbid` and `forbid_values` look at; empty: every name in the sources.
+    pub only: Vec<Spanned<Glob>>,
     /// Where names and values come from. Empty: the process environment and the
     /// environment's dotenv file.
     pub from: Vec<SecretSource>,
@@ -486,6 +488,12 @@ impl GateSpec {
                 }
                 if !s.forbid.is_empty() {
                     out.push(format!("forbid names {}", join_globs(&s.forbid)));
+                }
+                if !s.only.is_empty() {
+                    out.push(format!(
+                        "looking only at names like {}",
+                        join_globs(&s.only)
+                    ));
                 }
                 if !s.forbid_values.is_empty() {
                     out.push(format!(

@@ -57,6 +57,7 @@ pub(crate) async fn evaluate(g: &SecretsGate, ctx: &StepCtx<'_>) -> Findings {
         })
     };
     let mut help = Vec::new();
+    let looked_at = |name: &str| g.only.is_empty() || g.only.iter().any(|p| p.value.matches(name));
 
     if !g.require.is_empty() {
         let mut findings = Vec::new();
@@ -111,7 +112,7 @@ pub(crate) async fn evaluate(g: &SecretsGate, ctx: &StepCtx<'_>) -> Findings {
         let mut names = BTreeSet::new();
         for s in &sources {
             for (name, v) in &s.values {
-                if v.expose().is_empty() {
+                if v.expose().is_empty() || !looked_at(name) {
                     continue;
                 }
                 if let Some(p) = g.forbid.iter().find(|p| p.value.matches(name)) {
@@ -163,7 +164,7 @@ pub(crate) async fn evaluate(g: &SecretsGate, ctx: &StepCtx<'_>) -> Findings {
         let mut checked = 0;
         for s in &sources {
             for (name, v) in &s.values {
-                if v.expose().is_empty() {
+                if v.expose().is_empty() || !looked_at(name) {
                     continue;
                 }
                 checked += 1;

@@ -20,7 +20,14 @@ const GATE_KEYS: &[&str] = &["gate", "allow_override"];
 const GIT_KEYS: &[&str] = &["repo", "branch", "clean", "pushed", "tag", "ancestor_of"];
 const COMMAND_KEYS: &[&str] = &["command", "expect"];
 const COMMAND_EXPECT_KEYS: &[&str] = &["exit", "output_contains", "output_lacks", "output_matches"];
-const SECRETS_KEYS: &[&str] = &["require", "forbid", "forbid_values", "from", "drift"];
+const SECRETS_KEYS: &[&str] = &[
+    "require",
+    "forbid",
+    "forbid_values",
+    "only",
+    "from",
+    "drift",
+];
 const ENV_KEYS: &[&str] = &["from", "expect"];
 const CONFIG_KEYS: &[&str] = &[
     "files",
@@ -360,6 +367,7 @@ fn read_secrets(
     let mut g = SecretsGate {
         require: cx.string_list(m, "require", what),
         forbid: globs(cx, m, "forbid", what),
+        only: globs(cx, m, "only", what),
         ..Default::default()
     };
     for r in &g.require {
