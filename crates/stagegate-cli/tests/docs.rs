@@ -182,8 +182,8 @@ fn plans_in_the_docs_validate() {
         "expected at least 6 example plans in docs/, found {valid}"
     );
     assert!(
-        valid_in_plan_md * 2 > valid,
-        "docs/plan.md should hold most example plans ({valid_in_plan_md} of {valid})"
+        valid_in_plan_md >= 6,
+        "docs/plan.md should show the plan format with at least 6 examples, found {valid_in_plan_md}"
     );
     assert!(
         invalid >= 1,
