@@ -14,7 +14,7 @@ use crate::model::StepKind;
 use crate::yaml::Cx;
 
 /// Action keys of the kinds defined outside `run` and `deploy`.
-pub const ACTIONS: &[&str] = &[];
+pub const ACTIONS: &[&str] = &["http", "command", "tcp", "log", "file"];
 
 /// Reads a step whose action is `action` (one of [`ACTIONS`]).
 pub(crate) fn read(
@@ -24,7 +24,11 @@ pub(crate) fn read(
     what: &str,
     common: &[&str],
 ) -> Option<StepKind> {
-    let _ = (m, common);
+    // Checks (crate::check): `http`, `command`, `tcp`, `log`, `file`.
+    if crate::check::CHECK_ACTIONS.contains(&action) {
+        return crate::check::read(cx, action, m, what, common)
+            .map(|spec| StepKind::Check(Box::new(spec)));
+    }
     let span = cx.span(&marked_yaml::types::Node::Mapping(m.clone()));
     cx.error(
         format!("{what}: the action `{action}` is not available"),

@@ -12,6 +12,7 @@
 //! Secrets are [`Secret`] values that print as `***`; a [`Scrubber`] masks them in any text.
 
 mod build;
+pub mod check;
 pub mod diagnostic;
 pub mod dotenv;
 pub mod kinds;

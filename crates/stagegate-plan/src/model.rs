@@ -190,8 +190,14 @@ pub struct Step {
 
 #[derive(Debug, Clone)]
 pub enum StepKind {
-    Run { command: Spanned<Template> },
-    Deploy { service: Spanned<String> },
+    Run {
+        command: Spanned<Template>,
+    },
+    Deploy {
+        service: Spanned<String>,
+    },
+    /// An `http`, `command`, `tcp`, `log` or `file` check (see [`crate::check`]).
+    Check(Box<crate::check::CheckSpec>),
 }
 
 impl StepKind {
@@ -200,6 +206,7 @@ impl StepKind {
         match self {
             StepKind::Run { .. } => "run",
             StepKind::Deploy { .. } => "deploy",
+            StepKind::Check(c) => c.kind(),
         }
     }
 
@@ -208,6 +215,7 @@ impl StepKind {
         match self {
             StepKind::Run { command } => vec![command],
             StepKind::Deploy { .. } => Vec::new(),
+            StepKind::Check(c) => c.templates(),
         }
     }
 
@@ -218,7 +226,10 @@ impl StepKind {
 
     /// A readable default name when the step has no `name`.
     pub fn default_name(&self) -> String {
-        self.name().to_string()
+        match self {
+            StepKind::Check(c) => c.default_name(),
+            other => other.name().to_string(),
+        }
     }
 
     /// Lines that `stagegate plan` shows under the step, templates rendered by `render`.
@@ -229,6 +240,7 @@ impl StepKind {
                 .map(|l| format!("$ {l}"))
                 .collect(),
             StepKind::Deploy { service } => vec![format!("deploy service {}", service.value)],
+            StepKind::Check(c) => c.describe(render),
         }
     }
 }
