@@ -69,9 +69,7 @@ struct Runner<'a> {
     seq: u32,
     deployed: Vec<String>,
     // Read by step kinds' runners through `step_ctx` (checks, gates, load tests).
-    #[allow(dead_code)]
     state_dir: PathBuf,
-    #[allow(dead_code)]
     inputs: RunInputs,
 }
 
@@ -178,7 +176,6 @@ impl<'a> Runner<'a> {
     }
 
     /// The context a step kind's runner gets.
-    #[allow(dead_code)]
     fn step_ctx<'s>(
         &'s self,
         step: &'s Step,
@@ -201,7 +198,6 @@ impl<'a> Runner<'a> {
     }
 
     /// Records a step kind's outcome: secret outputs join the scrubber, outputs the scope.
-    #[allow(dead_code)]
     fn complete(
         &mut self,
         r: StepRef,
@@ -286,18 +282,7 @@ impl<'a> Runner<'a> {
 
         match &step.kind {
             StepKind::Run { command } => {
-                let undo = step.rollback.as_ref().map(|t| Undo::Command {
-                    stage: stage.to_string(),
-                    step_id: step.id.clone(),
-                    name: step.name.clone(),
-                    script: t.value.clone(),
-                    env: step
-                        .env
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.value.clone()))
-                        .collect(),
-                    cwd: step.cwd.as_ref().map(|c| c.value.clone()),
-                });
+                let undo = self.undo_command(stage, step);
                 let log = self.log_path(&r);
                 let outputs_file = log.with_extension("outputs");
                 let prepared = (|| {
@@ -524,7 +509,31 @@ impl<'a> Runner<'a> {
                     }
                 }
             }
+            StepKind::Check(spec) => {
+                let outcome = {
+                    let ctx = self.step_ctx(step, &r, cancel);
+                    crate::check::run(spec, &ctx).await
+                };
+                let undo = self.undo_command(stage, step);
+                (self.complete(r, started, step, outcome), undo)
+            }
         }
+    }
+
+    /// A step's `rollback` command, to run if a later step fails.
+    fn undo_command(&self, stage: &str, step: &Step) -> Option<Undo> {
+        step.rollback.as_ref().map(|t| Undo::Command {
+            stage: stage.to_string(),
+            step_id: step.id.clone(),
+            name: step.name.clone(),
+            script: t.value.clone(),
+            env: step
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.value.clone()))
+                .collect(),
+            cwd: step.cwd.as_ref().map(|c| c.value.clone()),
+        })
     }
 
     /// Undoes what ran, newest first. Returns whether every action succeeded.
