@@ -16,9 +16,13 @@
 //! - [`junit`]: [`write_junit`], a JUnit XML report for CI test tabs: one test suite per
 //!   stage (and one named `rollback`), one test case per step.
 //! - [`markdown`]: [`write_markdown`], a Markdown summary fit for `$GITHUB_STEP_SUMMARY`.
+//! - [`checks`]: the assertions of check steps (`details.assertions`), shown by the
+//!   terminal (failed ones, one per line), JUnit (`assertions` and `system-out`), Markdown
+//!   (a table of checks with expected and actual) and `stagegate show`.
 //! - [`format`]: small helpers shared by the reporters: [`format_duration_ms`] and
 //!   [`format_time_ms`].
 
+pub mod checks;
 pub mod collect;
 pub mod format;
 pub mod json;
