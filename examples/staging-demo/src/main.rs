@@ -233,8 +233,10 @@ async fn serve() -> i32 {
         }
     };
     println!(
-        "INFO {} {} listening on 127.0.0.1:{port} (faults: {:?})",
-        app.service, app.version, app.faults
+        "INFO {} {} listening on 127.0.0.1:{port} (faults: {})",
+        app.service,
+        app.version,
+        env("DEMO_FAULT").unwrap_or_else(|| "none".into())
     );
     if app.faults.log_error {
         println!("ERROR order router: connection to the broker was lost (DEMO_FAULT=log-error)");
@@ -632,9 +634,8 @@ async fn stream(
         HeaderValue::from_static("application/octet-stream"),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    if !app.faults.ignore_range {
-        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    }
+    // The ignore-range fault still advertises ranges: the bug is in honoring them.
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if status == StatusCode::PARTIAL_CONTENT
         && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{}", blob.size))
     {
