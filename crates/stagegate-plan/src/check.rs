@@ -893,7 +893,9 @@ fn read_json_template(cx: &mut Cx, n: &Node) -> Option<JsonTemplate> {
     Some(match n {
         Node::Scalar(s) => {
             let text = s.as_str();
-            if s.may_coerce() {
+            // A quoted scalar is a string, whatever it looks like: `"1"` stays "1".
+            let quoted = quote_offset(&cx.span(n)) == 1;
+            if s.may_coerce() && !quoted {
                 if let Some(b) = s.as_bool() {
                     return Some(JsonTemplate::Bool(b));
                 }
@@ -1645,16 +1647,34 @@ fn quote_offset(span: &Span) -> usize {
     }
 }
 
-/// A template as written, `${{ … }}` holes kept as `${{ … }}`: for default step names.
+/// A template written back as text, `${{ … }}` holes included: default step names, which
+/// the executor renders when the step runs (secrets masked).
 pub(crate) fn template_text(t: &Template) -> String {
     let mut s = String::new();
     for p in &t.parts {
         match p {
             Part::Lit(l) => s.push_str(l),
-            Part::Expr(_) => s.push_str("${{…}}"),
+            Part::Expr(e) => s.push_str(&format!("${{{{ {} }}}}", expr_text(e))),
         }
     }
     s
+}
+
+fn expr_text(e: &crate::template::Expr) -> String {
+    use crate::template::Expr;
+    let inner = |e: &Expr| match e {
+        Expr::Ref(..) | Expr::Lit(_) | Expr::Not(_) => expr_text(e),
+        _ => format!("({})", expr_text(e)),
+    };
+    match e {
+        Expr::Ref(r, _) => r.to_string(),
+        Expr::Lit(l) => format!("'{l}'"),
+        Expr::Not(x) => format!("!{}", inner(x)),
+        Expr::Eq(a, b) => format!("{} == {}", inner(a), inner(b)),
+        Expr::Ne(a, b) => format!("{} != {}", inner(a), inner(b)),
+        Expr::And(a, b) => format!("{} && {}", inner(a), inner(b)),
+        Expr::Or(a, b) => format!("{} || {}", inner(a), inner(b)),
+    }
 }
 
 impl CheckSpec {
@@ -2016,6 +2036,14 @@ mod tests {
         let (offset, msg) = regex_error(&e);
         assert_eq!(offset, Some(2), "{e}");
         assert!(msg.contains("unclosed group"), "{msg}");
+    }
+
+    #[test]
+    fn templates_are_written_back_for_names() {
+        let t = Template::parse("x ${{ steps.a.outputs.b }} ${{ env.P || '80' }}").unwrap();
+        let text = template_text(&t);
+        assert_eq!(text, "x ${{ steps.a.outputs.b }} ${{ env.P || '80' }}");
+        assert_eq!(Template::parse(&text).unwrap(), t);
     }
 
     #[test]

@@ -242,11 +242,14 @@ pub async fn run(spec: &CheckSpec, ctx: &StepCtx<'_>) -> StepOutcome {
             let attempts = g.attempts();
             let cancelled = matches!(g, GaveUp::Cancelled { .. }) || ctx.cancel.is_cancelled();
             let exhausted = matches!(g, GaveUp::Exhausted { .. });
+            // Polling stopped before its attempts were spent: the step's timeout ended it.
+            let out_of_time = exhausted && attempts < attempts_max
+                || deadline.is_some_and(|d| Instant::now() >= d);
             match g.into_last() {
                 Some(t) => {
                     let status = if cancelled {
                         StepStatus::Cancelled
-                    } else if t.timed_out {
+                    } else if t.timed_out || out_of_time {
                         StepStatus::TimedOut
                     } else {
                         StepStatus::Failed
