@@ -776,3 +776,118 @@ fn the_plans_in_the_checks_docs_are_valid() {
         );
     }
 }
+
+#[test]
+fn plan_and_explain_describe_checks() {
+    let p = Project::new(
+        r#"project: demo
+environments:
+  staging:
+    secrets: { require: [TOKEN] }
+stages:
+  verify:
+    - id: upload
+      http:
+        method: POST
+        url: "http://127.0.0.1:9/upload"
+        auth: { bearer: "${{ secrets.TOKEN }}" }
+        multipart: { file: { random_bytes: 1MiB, seed: 3 } }
+      expect: { status: 201, json: { "$.size": { ">=": 1 } } }
+      capture: { id: "$.id", token: { header: x-token, secret: true } }
+      retry: { attempts: 3, interval: 100ms }
+"#,
+    );
+    p.run_env(&["plan", "staging"], &[("TOKEN", "t0ken-value-3321")])
+        .code(0)
+        .stdout_has("POST http://127.0.0.1:9/upload")
+        .stdout_has("auth: bearer ***")
+        .stdout_has("body: multipart file=1048576 random bytes (seed 3)")
+        .stdout_has("expect status == 201; json $.size >= 1")
+        .stdout_has("capture token from header x-token (secret)")
+        .stdout_has("retry 3 attempts every 100ms")
+        .lacks("t0ken-value-3321");
+    p.run(&["explain", "expect"])
+        .code(0)
+        .stdout_has("steps.expect")
+        .stdout_has("every assertion is evaluated");
+    p.run(&["explain", "steps.http"])
+        .code(0)
+        .stdout_has("random_bytes");
+}
+
+/// TLS options against a real TLS server (`openssl s_server`) with a certificate from a
+/// private CA: rejected by default, accepted with `ca:` or `insecure: true`.
+#[test]
+fn tls_options_trust_a_private_ca_or_any_certificate() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipped: openssl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sh = |script: &str| {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    sh(
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout ca.key -out ca.pem 2>/dev/null",
+    );
+    sh(
+        "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr 2>/dev/null",
+    );
+    sh(
+        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > ext.cnf && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out server.pem 2>/dev/null",
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(port.to_string())
+        .args(["-cert", "server.pem", "-key", "server.key"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "openssl s_server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let p = Project::new(&plan(&format!(
+        r#"  s:
+    - id: insecure
+      http: {{ url: "https://127.0.0.1:{port}/", tls: {{ insecure: true }} }}
+    - id: private-ca
+      http: {{ url: "https://127.0.0.1:{port}/", tls: {{ ca: ca.pem }} }}
+    - id: default
+      http: "https://127.0.0.1:{port}/"
+"#
+    )));
+    std::fs::copy(dir.path().join("ca.pem"), p.path().join("ca.pem")).unwrap();
+    let o = p.run(&["deploy", "staging"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    o.code(3)
+        .stderr_has(&format!("ok      GET https://127.0.0.1:{port}/ [insecure]"))
+        .stderr_has(&format!(
+            "ok      GET https://127.0.0.1:{port}/ [private-ca]"
+        ))
+        .stderr_has("step `default` failed: GET https://127.0.0.1:")
+        .stderr_has("certificate");
+}

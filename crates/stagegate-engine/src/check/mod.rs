@@ -170,9 +170,20 @@ pub async fn run(spec: &CheckSpec, ctx: &StepCtx<'_>) -> StepOutcome {
             .collect::<Result<Vec<_>, _>>()?;
         Ok::<_, String>((expect, until, takes))
     })();
+    // Where the step is written, for errors the plan can fix.
+    let at = format!(
+        "{}:{}",
+        ctx.step
+            .span
+            .path()
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        ctx.step.span.pos.line
+    );
     let (expect, until, takes) = match prepared {
         Ok(p) => p,
-        Err(e) => return StepOutcome::failed(format!("cannot prepare the check: {e}")),
+        Err(e) => return StepOutcome::failed(format!("cannot prepare the check ({at}): {e}")),
     };
     let max_body = match &spec.target {
         CheckTarget::Http(h) => h.max_body,
@@ -181,7 +192,7 @@ pub async fn run(spec: &CheckSpec, ctx: &StepCtx<'_>) -> StepOutcome {
     let (needs, hash_sent) = needs(spec, max_body);
     let observer = match Observer::new(spec, ctx, needs, hash_sent) {
         Ok(o) => o,
-        Err(e) => return StepOutcome::failed(format!("cannot prepare the check: {e}")),
+        Err(e) => return StepOutcome::failed(format!("cannot prepare the check ({at}): {e}")),
     };
     let target = observer.target();
 
