@@ -232,8 +232,13 @@ async fn serve() -> i32 {
             return 1;
         }
     };
+    // PORT=0 picks a free port: say which one.
+    let bound = listener
+        .local_addr()
+        .map(|a| a.port().to_string())
+        .unwrap_or(port);
     println!(
-        "INFO {} {} listening on 127.0.0.1:{port} (faults: {})",
+        "INFO {} {} listening on 127.0.0.1:{bound} (faults: {})",
         app.service,
         app.version,
         env("DEMO_FAULT").unwrap_or_else(|| "none".into())
