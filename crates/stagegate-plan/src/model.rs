@@ -190,13 +190,8 @@ pub struct Step {
 
 #[derive(Debug, Clone)]
 pub enum StepKind {
-    Run {
-        command: Spanned<Template>,
-    },
-    Deploy {
-        service: Spanned<String>,
-    },
-    /// An `http`, `command`, `tcp`, `log` or `file` check (see [`crate::check`]).
+    Run { command: Spanned<Template> },
+    Deploy { service: Spanned<String> },
     Check(Box<crate::check::CheckSpec>),
 }
 

@@ -367,10 +367,10 @@ fn finish(
     out.exit_code = tried.obs.as_ref().and_then(|o| o.exit_code);
     out.tail = tail;
     out.error = error.map(|e| tried.mask.scrub(&e));
-    if status == StepStatus::Passed {
-        out.outputs = tried.outputs;
-        out.secret_outputs = tried.secret;
-    }
+    // Outputs of a failed check are not kept for later steps (the executor keeps those of
+    // passing steps only), but its secret ones must still join the scrubber.
+    out.outputs = tried.outputs;
+    out.secret_outputs = tried.secret;
     out.details = details;
     out
 }
