@@ -748,8 +748,3 @@ async fn run_repeat(
     out.details = details;
     out
 }
-
-/// Whether a step's details say it is a check with assertions.
-pub fn is_check(details: &serde_json::Value) -> bool {
-    details.get("check").is_some() && details.get("assertions").is_some()
-}
