@@ -675,10 +675,30 @@ pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
                 .unwrap_or_default()
         );
         print_gate_evidence(s);
+        // A check lists its assertions; its error then needs only its headline.
+        let assertions = stagegate_engine::check::AssertionResult::from_details(&s.details);
         if let Some(e) = &s.error {
-            for l in e.lines() {
-                println!("        {l}");
+            match stagegate_report::checks::error_headline(e).filter(|_| !assertions.is_empty()) {
+                Some(head) => println!("        {head}"),
+                None => {
+                    for l in e.lines() {
+                        println!("        {l}");
+                    }
+                }
             }
+        }
+        if let Some(r) = s.details.get("repeat") {
+            println!(
+                "        {} requests, {} at a time: {} passed every assertion, {} errors, {} checks/s",
+                r["sent"], r["concurrency"], r["passed"], r["errors"], r["checks_per_second"]
+            );
+        }
+        for a in &assertions {
+            println!(
+                "        {} {}",
+                stagegate_report::checks::mark(a.passed),
+                a.line()
+            );
         }
         if s.status != "passed" && !s.output_tail.is_empty() {
             for l in s

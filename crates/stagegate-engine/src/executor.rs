@@ -310,19 +310,7 @@ impl<'a> Runner<'a> {
 
         match &step.kind {
             StepKind::Run { command } => {
-                let undo = step.rollback.as_ref().map(|t| Undo::Command {
-                    stage: stage.to_string(),
-                    step_id: step.id.clone(),
-                    name: step.name.clone(),
-                    script: t.value.clone(),
-                    env: step
-                        .env
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.value.clone()))
-                        .collect(),
-                    cwd: step.cwd.as_ref().map(|c| c.value.clone()),
-                    timeout: step.timeout,
-                });
+                let undo = self.undo_command(stage, step);
                 let log = self.log_path(&r);
                 let outputs_file = log.with_extension("outputs");
                 let prepared = (|| {
@@ -557,7 +545,32 @@ impl<'a> Runner<'a> {
                 };
                 (self.complete(r, started, step, outcome), None)
             }
+            StepKind::Check(spec) => {
+                let outcome = {
+                    let ctx = self.step_ctx(step, &r, cancel);
+                    crate::check::run(spec, &ctx).await
+                };
+                let undo = self.undo_command(stage, step);
+                (self.complete(r, started, step, outcome), undo)
+            }
         }
+    }
+
+    /// A step's `rollback` command, to run if a later step fails.
+    fn undo_command(&self, stage: &str, step: &Step) -> Option<Undo> {
+        step.rollback.as_ref().map(|t| Undo::Command {
+            stage: stage.to_string(),
+            step_id: step.id.clone(),
+            name: step.name.clone(),
+            script: t.value.clone(),
+            env: step
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.value.clone()))
+                .collect(),
+            cwd: step.cwd.as_ref().map(|c| c.value.clone()),
+            timeout: step.timeout,
+        })
     }
 
     /// Undoes what ran, newest first. Returns whether every action succeeded.

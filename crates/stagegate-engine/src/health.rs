@@ -1,8 +1,10 @@
 //! Health waits: poll an HTTP endpoint until it answers as expected, or give up at a deadline.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+
+use crate::poll::{Attempt, GaveUp, PollPolicy, poll};
 
 /// One expectation on a JSON field of the answer.
 #[derive(Debug, Clone)]
@@ -128,41 +130,50 @@ pub async fn probe_once(client: &reqwest::Client, probe: &HealthProbe) -> Result
 }
 
 /// Polls until healthy, the deadline, the process's end (`exited` returns why), or cancel.
+/// The polling is [`crate::poll`], the mechanism check steps use for `retry` and `until`.
 pub async fn wait_healthy(
     client: &reqwest::Client,
     probe: &HealthProbe,
     exited: &(dyn Fn() -> Option<String> + Send + Sync),
     cancel: &CancellationToken,
 ) -> Result<Healthy, Unhealthy> {
-    let start = Instant::now();
-    let mut attempts = 0;
-    let mut last;
-    loop {
-        attempts += 1;
-        match probe_once(client, probe).await {
-            Ok(answer) => {
-                return Ok(Healthy {
-                    waited: start.elapsed(),
-                    attempts,
-                    answer,
-                });
+    let policy = PollPolicy {
+        attempts: None,
+        interval: probe.interval,
+        deadline: Some(probe.timeout),
+    };
+    let result = poll(
+        &policy,
+        cancel,
+        |_| async {
+            match probe_once(client, probe).await {
+                Ok(answer) => Attempt::Done(answer),
+                Err(why) => match exited() {
+                    Some(gone) => Attempt::Stop(gone),
+                    None => Attempt::Again(why),
+                },
             }
-            Err(why) => last = why,
-        }
-        if let Some(why) = exited() {
-            return Err(Unhealthy::Exited(why));
-        }
-        if start.elapsed() + probe.interval > probe.timeout {
-            return Err(Unhealthy::Deadline {
-                waited: start.elapsed(),
-                attempts,
-                last,
-            });
-        }
-        tokio::select! {
-            () = tokio::time::sleep(probe.interval) => {}
-            () = cancel.cancelled() => return Err(Unhealthy::Cancelled),
-        }
+        },
+        |_, _| {},
+    )
+    .await;
+    match result {
+        Ok(p) => Ok(Healthy {
+            waited: p.waited,
+            attempts: p.attempts,
+            answer: p.value,
+        }),
+        Err(GaveUp::Exhausted {
+            attempts,
+            waited,
+            last,
+        }) => Err(Unhealthy::Deadline {
+            waited,
+            attempts,
+            last,
+        }),
+        Err(GaveUp::Stopped { last, .. }) => Err(Unhealthy::Exited(last)),
+        Err(GaveUp::Cancelled { .. }) => Err(Unhealthy::Cancelled),
     }
 }
 

@@ -9,12 +9,14 @@
 //!
 //! Exit codes are a contract, defined in [`exit`].
 
+pub mod check;
 pub mod event;
 pub mod executor;
 pub mod exit;
 pub mod gate;
 pub mod health;
 pub mod local;
+pub mod poll;
 pub mod process;
 pub mod step;
 pub mod supervisor;

@@ -694,11 +694,13 @@ fn read_step(cx: &mut Cx, stage: &str, index: usize, n: &Node) -> Option<Step> {
         .copied()
         .collect();
 
-    let actions: Vec<&str> = all_actions
-        .iter()
-        .copied()
-        .filter(|a| m.get_node(a).is_some())
-        .collect();
+    // A gate's own keys may share a name with another action (`gate: command` has a
+    // `command:`), so a step with `gate:` is a gate.
+    let actions: Vec<&str> = if m.get_node("gate").is_some() {
+        vec!["gate"]
+    } else {
+        all_actions.iter().copied().filter(|a| m.get_node(a).is_some()).collect()
+    };
     // Run and deploy steps take the common keys; other kinds check their own keys.
     if !matches!(actions.as_slice(), [a] if crate::kinds::ACTIONS.contains(a)) {
         let allowed: Vec<&str> = STEP_COMMON.iter().chain(&all_actions).copied().collect();

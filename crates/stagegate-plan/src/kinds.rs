@@ -14,7 +14,7 @@ use crate::model::{Plan, StepKind};
 use crate::yaml::Cx;
 
 /// Action keys of the kinds defined outside `run` and `deploy`.
-pub const ACTIONS: &[&str] = &["gate"];
+pub const ACTIONS: &[&str] = &["gate", "http", "command", "tcp", "log", "file"];
 
 /// Reads a step whose action is `action` (one of [`ACTIONS`]).
 pub(crate) fn read(
@@ -24,6 +24,11 @@ pub(crate) fn read(
     what: &str,
     common: &[&str],
 ) -> Option<StepKind> {
+    // Checks (crate::check): `http`, `command`, `tcp`, `log`, `file`.
+    if crate::check::CHECK_ACTIONS.contains(&action) {
+        return crate::check::read(cx, action, m, what, common)
+            .map(|spec| StepKind::Check(Box::new(spec)));
+    }
     match action {
         "gate" => crate::gate::read(cx, m, what, common),
         _ => {

@@ -15,6 +15,7 @@
 //! that check and change nothing, with [`glob`] patterns for names, tags and files.
 
 mod build;
+pub mod check;
 pub mod diagnostic;
 pub mod dotenv;
 pub mod gate;

@@ -199,6 +199,8 @@ pub enum StepKind {
     },
     /// A check that changes nothing (`gate: git`, `secrets`, `window`, ...).
     Gate(Box<GateSpec>),
+    /// A check: an HTTP request, a command, a TCP port, a log or a file, with assertions.
+    Check(Box<crate::check::CheckSpec>),
 }
 
 impl StepKind {
@@ -208,6 +210,7 @@ impl StepKind {
             StepKind::Run { .. } => "run",
             StepKind::Deploy { .. } => "deploy",
             StepKind::Gate(_) => "gate",
+            StepKind::Check(c) => c.kind(),
         }
     }
 
@@ -217,6 +220,7 @@ impl StepKind {
             StepKind::Run { command } => vec![command],
             StepKind::Deploy { .. } => Vec::new(),
             StepKind::Gate(g) => g.templates(),
+            StepKind::Check(c) => c.templates(),
         }
     }
 
@@ -229,6 +233,7 @@ impl StepKind {
     pub fn default_name(&self) -> String {
         match self {
             StepKind::Gate(g) => g.default_name(),
+            StepKind::Check(c) => c.default_name(),
             other => other.name().to_string(),
         }
     }
@@ -242,6 +247,7 @@ impl StepKind {
                 .collect(),
             StepKind::Deploy { service } => vec![format!("deploy service {}", service.value)],
             StepKind::Gate(g) => g.describe(render),
+            StepKind::Check(c) => c.describe(render),
         }
     }
 }

@@ -4,7 +4,9 @@
 //! the rollback's steps. One `<testcase>` per step: its name is the step's name, its
 //! classname `PROJECT.ENV.STAGE`, its time the step's duration. A failed, timed-out or
 //! cancelled step carries a `<failure>` whose message is the step's error and whose text is
-//! the tail of its output; a skipped step carries `<skipped>`.
+//! the tail of its output; a skipped step carries `<skipped>`. A check step sets the case's
+//! `assertions` count and lists every assertion (expected, actual) in `<system-out>`; its
+//! failure text starts with the failed ones.
 
 use std::io::{self, Write};
 use std::time::Duration;
@@ -101,9 +103,13 @@ fn test_case(summary: &RunSummary, suite: &str, r: &StepResult) -> TestCase {
             };
             status.set_message(message);
             status.set_type(r.status.as_str());
-            let tail = strip_ansi(&r.output_tail);
-            if !tail.trim().is_empty() {
-                status.set_description(tail);
+            let mut description = String::new();
+            for a in crate::checks::assertions(r).iter().filter(|a| !a.passed) {
+                description.push_str(&format!("✗ {}\n", a.line()));
+            }
+            description.push_str(&strip_ansi(&r.output_tail));
+            if !description.trim().is_empty() {
+                status.set_description(description.trim_end());
             }
             status
         }
@@ -129,6 +135,16 @@ fn test_case(summary: &RunSummary, suite: &str, r: &StepResult) -> TestCase {
             case.add_property(("overridden_by", o.by.as_str()));
             case.add_property(("override_reason", o.reason.as_str()));
         }
+    }
+    // A check lists its assertions: how many, and each with expected and actual.
+    let assertions = crate::checks::assertions(r);
+    if !assertions.is_empty() {
+        case.set_assertions(assertions.len());
+        let out: String = assertions
+            .iter()
+            .map(|a| format!("{} {}\n", crate::checks::mark(a.passed), a.line()))
+            .collect();
+        case.set_system_out(strip_ansi(&out));
     }
     case
 }

@@ -18,9 +18,13 @@
 //! - [`markdown`]: [`write_markdown`], a Markdown summary fit for `$GITHUB_STEP_SUMMARY`.
 //! - [`gate`]: a gate's evidence (its checks, findings, acknowledgements and override) as
 //!   lines, rendered alike by every reporter and by `stagegate show`.
+//! - [`checks`]: the assertions of check steps (`details.assertions`), shown by the
+//!   terminal (failed ones, one per line), JUnit (`assertions` and `system-out`), Markdown
+//!   (a table of checks with expected and actual) and `stagegate show`.
 //! - [`format`]: small helpers shared by the reporters: [`format_duration_ms`] and
 //!   [`format_time_ms`].
 
+pub mod checks;
 pub mod collect;
 pub mod format;
 pub mod gate;

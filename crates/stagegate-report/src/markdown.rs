@@ -1,8 +1,9 @@
 //! A Markdown summary of a run, fit for `$GITHUB_STEP_SUMMARY` (GitHub-flavored Markdown).
 //!
 //! A title with the outcome (`✅` or `❌`), a table of the deployment's facts, the summary
-//! sentence, a table of steps, the gates with what each checked and found (overrides first,
-//! in their own section), a section per other failed step with its error and output tail in
+//! sentence, a table of steps, a table of the checks' assertions (expected and actual), the
+//! gates with what each checked and found (overrides first, in their own section), a section
+//! per other failed step with its error and output tail in
 //! a fenced block, and the rollback: its reason, its steps and what was not rolled back.
 //!
 //! Text that came from the plan or from steps is escaped: Markdown punctuation is
@@ -114,6 +115,60 @@ fn render(s: &RunSummary) -> String {
         step_table(&mut md, &run_steps);
     }
     md.push('\n');
+
+    // Checks: every assertion with what was expected and what was found.
+    let checks: Vec<(&StepResult, Vec<stagegate_engine::check::AssertionResult>)> = run_steps
+        .iter()
+        .map(|r| (*r, crate::checks::assertions(r)))
+        .filter(|(_, a)| !a.is_empty())
+        .collect();
+    if !checks.is_empty() {
+        let total: usize = checks.iter().map(|(_, a)| a.len()).sum();
+        let failed: usize = checks
+            .iter()
+            .map(|(_, a)| a.iter().filter(|x| !x.passed).count())
+            .sum();
+        push(&mut md, "### Checks");
+        md.push('\n');
+        push(
+            &mut md,
+            &format!(
+                "{} of {total} assertions passed in {} checks.",
+                total - failed,
+                checks.len()
+            ),
+        );
+        md.push('\n');
+        push(
+            &mut md,
+            "| Check | Assertion | Expected | Actual | Result |",
+        );
+        push(&mut md, "|---|---|---|---|:---:|");
+        for (r, assertions) in &checks {
+            for (i, a) in assertions.iter().enumerate() {
+                let check = if i == 0 {
+                    let mut c = escape(&r.step.name);
+                    if r.step.id != r.step.name {
+                        c.push_str(&format!(" ({})", code(&r.step.id)));
+                    }
+                    c
+                } else {
+                    String::new()
+                };
+                push(
+                    &mut md,
+                    &format!(
+                        "| {check} | {} | {} | {} | {} |",
+                        escape(&a.name),
+                        code(&clip(&a.expected)),
+                        code(&clip(&a.actual)),
+                        if a.passed { "✅" } else { "❌" }
+                    ),
+                );
+            }
+        }
+        md.push('\n');
+    }
 
     // Services.
     if !s.services.is_empty() {
@@ -313,6 +368,16 @@ fn step_table(md: &mut String, steps: &[&StepResult]) {
             format_duration_ms(r.duration_ms)
         ));
     }
+}
+
+/// At most 120 characters of a value, for a table cell.
+fn clip(text: &str) -> String {
+    const MAX: usize = 120;
+    if text.chars().count() <= MAX {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(MAX).collect();
+    format!("{cut}…")
 }
 
 /// Escapes text for inline Markdown, table cells included: ASCII punctuation with a meaning

@@ -303,6 +303,11 @@ impl TerminalReporter {
         if r.attempts > 1 {
             notes.push(format!("{} attempts", r.attempts));
         }
+        if r.status == StepStatus::Passed
+            && let Some(n) = crate::checks::note(r)
+        {
+            notes.push(n);
+        }
         if !notes.is_empty() {
             line.push_str(&format!(" ({})", notes.join(", ")));
         }
@@ -343,7 +348,27 @@ impl TerminalReporter {
         }
 
         if r.status.is_failure() {
-            if let Some(error) = &r.error {
+            let assertions = crate::checks::assertions(r);
+            let headline = r.error.as_deref().and_then(crate::checks::error_headline);
+            if let Some(head) = headline.filter(|_| assertions.iter().any(|a| !a.passed)) {
+                // A check: its failed assertions, one per line, expected beside actual.
+                let line = format!(
+                    "{INDENT}{}error:{} {}",
+                    self.c(RED),
+                    self.r(),
+                    self.clean(head)
+                );
+                self.line(&line);
+                for a in assertions.iter().filter(|a| !a.passed) {
+                    let line = format!(
+                        "{INDENT}{}✗{} {}",
+                        self.c(RED),
+                        self.r(),
+                        self.clean(&a.line())
+                    );
+                    self.line(&line);
+                }
+            } else if let Some(error) = &r.error {
                 let error = self.clean(error);
                 let skip = usize::from(gate.is_some());
                 for (i, l) in error.trim_end().lines().enumerate().skip(skip) {
