@@ -699,7 +699,11 @@ fn read_step(cx: &mut Cx, stage: &str, index: usize, n: &Node) -> Option<Step> {
     let actions: Vec<&str> = if m.get_node("gate").is_some() {
         vec!["gate"]
     } else {
-        all_actions.iter().copied().filter(|a| m.get_node(a).is_some()).collect()
+        all_actions
+            .iter()
+            .copied()
+            .filter(|a| m.get_node(a).is_some())
+            .collect()
     };
     // Run and deploy steps take the common keys; other kinds check their own keys.
     if !matches!(actions.as_slice(), [a] if crate::kinds::ACTIONS.contains(a)) {
