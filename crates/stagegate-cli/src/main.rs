@@ -3,6 +3,7 @@
 mod cli;
 mod context;
 mod explain;
+mod load;
 mod query;
 mod run;
 
@@ -160,6 +161,7 @@ async fn dispatch(cli: &Cli) -> CmdResult {
         }
         Command::Show { deployment, json } => query::show(cli, *deployment, *json).await,
         Command::Unlock { env } => query::unlock(cli, env).await,
+        Command::Load(args) => load::load(args).await,
     }
 }
 

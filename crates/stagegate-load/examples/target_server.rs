@@ -1,10 +1,28 @@
-//! A load-test target for the benchmark script: `target_server ADDR [--delay 10ms]
-//! [--stall 1s --stall-at N]`. It prints its address, then serves until killed.
+//! A load-test target for `scripts/bench-load.sh`, with exact timing:
+//!
+//! ```text
+//! target_server ADDR [--delay MS] [--stall MS --stall-at N]
+//! ```
+//!
+//! One OS thread per connection, HTTP/1.1 keep-alive, `GET` without a body, answering
+//! `ok\n`. `--delay` sleeps that long before each answer (`nanosleep`, so 10 ms is 10 ms and
+//! not "the next timer tick"). `--stall` freezes every answer for that long once, starting
+//! when the `--stall-at`-th request arrives (default 1). It prints its address and serves
+//! until killed.
 
-#[path = "../tests/server/mod.rs"]
-mod server;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use std::time::Duration;
+struct Settings {
+    delay: Duration,
+    stall: Option<Duration>,
+    stall_at: u64,
+    hits: AtomicU64,
+    stall_until: Mutex<Option<Instant>>,
+}
 
 fn millis(s: &str) -> Duration {
     let ms: f64 = s
@@ -17,19 +35,83 @@ fn millis(s: &str) -> Duration {
 fn main() {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:0".into());
-    let mut b = server::Behaviour::default();
+    let mut s = Settings {
+        delay: Duration::ZERO,
+        stall: None,
+        stall_at: 1,
+        hits: AtomicU64::new(0),
+        stall_until: Mutex::new(None),
+    };
     while let Some(a) = args.next() {
         let v = args.next().unwrap_or_default();
         match a.as_str() {
-            "--delay" => b.delay = millis(&v),
-            "--stall" => b.stall = Some(millis(&v)),
-            "--stall-at" => b.stall_at = v.parse().expect("--stall-at N"),
+            "--delay" => s.delay = millis(&v),
+            "--stall" => s.stall = Some(millis(&v)),
+            "--stall-at" => s.stall_at = v.parse().expect("--stall-at N"),
             other => panic!("unknown option {other}"),
         }
     }
-    let s = server::start_on(&addr, b);
-    println!("{}", s.addr);
+    let listener = TcpListener::bind(&addr).expect("bind");
+    println!("{}", listener.local_addr().expect("address"));
+    let s = Arc::new(s);
+    for stream in listener.incoming().flatten() {
+        let s = s.clone();
+        let _ = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || serve(stream, &s));
+    }
+}
+
+fn serve(stream: TcpStream, s: &Settings) {
+    let _ = stream.set_nodelay(true);
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
     loop {
-        std::thread::park();
+        // Read one request head: lines up to the empty one.
+        let mut seen = false;
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if line == "\r\n" || line == "\n" {
+                if seen {
+                    break;
+                }
+                continue;
+            }
+            seen = true;
+        }
+        let n = s.hits.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(stall) = s.stall {
+            let until = {
+                let mut u = s.stall_until.lock().expect("lock");
+                if u.is_none() && n >= s.stall_at {
+                    *u = Some(Instant::now() + stall);
+                }
+                *u
+            };
+            if let Some(until) = until {
+                let now = Instant::now();
+                if now < until {
+                    std::thread::sleep(until - now);
+                }
+            }
+        }
+        if !s.delay.is_zero() {
+            std::thread::sleep(s.delay);
+        }
+        if out
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Type: text/plain\r\n\r\nok\n",
+            )
+            .is_err()
+        {
+            return;
+        }
     }
 }

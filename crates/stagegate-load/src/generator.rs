@@ -400,9 +400,17 @@ impl LoadTest {
         }
         let finished = Instant::now();
         let wall = finished.duration_since(t0).as_secs_f64();
-        let measured_secs = finished
+        let mut measured_secs = finished
             .saturating_duration_since(measure_from)
             .as_secs_f64();
+        // A run that went its full length lasted at least that length: the last request of
+        // an open-model run starts one interval before the end, not at it.
+        if !cancel.is_cancelled()
+            && aborted.is_none()
+            && let Some(d) = self.profile.measured_duration()
+        {
+            measured_secs = measured_secs.max(d.as_secs_f64());
+        }
 
         let mut report = LoadReport {
             model: self.profile.model.name().to_string(),

@@ -39,6 +39,8 @@ pub mod request;
 pub mod slo;
 pub mod stats;
 
+pub use http::Method;
+
 pub use check::{ResponseCheck, ResponseView, StatusIn};
 pub use cookies::CookieJar;
 pub use error::LoadError;
@@ -47,6 +49,6 @@ pub use identity::{Identities, Identity};
 pub use isolation::{IsolationRule, NoForeignValues};
 pub use profile::{LoadProfile, Model, RampStage, Stop, parse_rate};
 pub use report::{GeneratorHealth, LatencySummary, LoadReport, Summary};
-pub use request::{RequestSpec, Scenario, VuTemplate, split_url};
+pub use request::{RequestSpec, Scenario, VuTemplate, parse_method, split_url};
 pub use slo::{AbortRule, Threshold, ThresholdResult, Verdict};
 pub use stats::{ErrorClass, Stats};

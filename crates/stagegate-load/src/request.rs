@@ -99,6 +99,15 @@ pub fn split_url(url: &str) -> Result<(Origin, String), LoadError> {
     Ok((Origin { tls, host, port }, path))
 }
 
+/// Reads an HTTP method (`get` is `GET`).
+pub fn parse_method(text: &str) -> Result<Method, LoadError> {
+    let upper = text.trim().to_ascii_uppercase();
+    if upper.is_empty() || !upper.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(LoadError::InvalidMethod(text.to_string()));
+    }
+    Method::from_bytes(upper.as_bytes()).map_err(|_| LoadError::InvalidMethod(text.to_string()))
+}
+
 /// Text with `${{ vu.NAME }}` placeholders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VuTemplate {

@@ -1,7 +1,7 @@
 //! A small real HTTP/1.1 server on loopback for the load generator's tests, the CLI's tests
 //! and the benchmark script (through `examples/target_server.rs`).
 //!
-//! Routes: `/status/NNN` answers NNN; `/alternate` answers 200 and 404 in turn; `/hang`
+//! Routes: `/echo` answers the method and the body; `/status/NNN` answers NNN; `/alternate` answers 200 and 404 in turn; `/hang`
 //! never answers; `/login` sets `session=<X-User>`; `/me` answers `{"user":"..."}` with the
 //! caller's `X-User` header or `session` cookie; anything else answers `ok`. Every answer
 //! waits `delay` first, and once the `stall_at`-th request has arrived, every answer waits
@@ -123,6 +123,19 @@ async fn handle(
         tokio::time::sleep(s.b.delay).await;
     }
     let path = req.uri().path().to_string();
+    if path == "/echo" {
+        use http_body_util::BodyExt;
+        let method = req.method().to_string();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let mut out = format!("{method} ").into_bytes();
+        out.extend_from_slice(&body);
+        return Ok(Response::new(Full::new(Bytes::from(out))));
+    }
     let user = req
         .headers()
         .get("x-user")
