@@ -5,8 +5,8 @@
 //! ```
 //!
 //! One OS thread per connection, HTTP/1.1 keep-alive, `GET` without a body, answering
-//! `ok\n`. `--delay` sleeps that long before each answer (`nanosleep`, so 10 ms is 10 ms and
-//! not "the next timer tick"). `--stall` freezes every answer for that long once, starting
+//! `ok\n`. `--delay` waits that long before each answer, to within a few microseconds
+//! (a sleep, then yielding for the last 300 µs). `--stall` freezes every answer for that long once, starting
 //! when the `--stall-at`-th request arrives (default 1). It prints its address and serves
 //! until killed.
 
@@ -62,6 +62,19 @@ fn main() {
     }
 }
 
+/// Sleeps `d` to within a few microseconds: the kernel's sleep overshoots by 50 µs or more
+/// (timer slack, wake-up), so the last stretch is spent yielding.
+fn precise_sleep(d: Duration) {
+    let until = Instant::now() + d;
+    let spin = Duration::from_micros(300);
+    if d > spin {
+        std::thread::sleep(d - spin);
+    }
+    while Instant::now() < until {
+        std::thread::yield_now();
+    }
+}
+
 fn serve(stream: TcpStream, s: &Settings) {
     let _ = stream.set_nodelay(true);
     let Ok(mut out) = stream.try_clone() else {
@@ -103,7 +116,7 @@ fn serve(stream: TcpStream, s: &Settings) {
             }
         }
         if !s.delay.is_zero() {
-            std::thread::sleep(s.delay);
+            precise_sleep(s.delay);
         }
         if out
             .write_all(
