@@ -67,6 +67,22 @@ pub enum Command {
         #[command(flatten)]
         release: ReleaseArgs,
         #[command(flatten)]
+        gates: GateArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Run only the plan's gates against an environment; changes nothing (for CI on every pull request)
+    Check {
+        /// The environment, as named under `environments`
+        env: String,
+        #[command(flatten)]
+        release: ReleaseArgs,
+        #[command(flatten)]
+        gates: GateArgs,
+        /// Evaluate deploy windows as if it were this time, e.g. 2025-10-07T11:00:00+01:00
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        at: Option<jiff::Timestamp>,
+        #[command(flatten)]
         run: RunArgs,
     },
     /// Put services back on their previous (or a named) release, health verified
@@ -145,11 +161,7 @@ pub enum Command {
 #[derive(Debug, Args, Clone, Default)]
 pub struct ReleaseArgs {
     /// The release version [default: `release.version` in the plan, else `git describe`]
-    #[arg(
-        long = "release-version",
-        value_name = "VERSION",
-        env = "STAGEGATE_RELEASE_VERSION"
-    )]
+    #[arg(long = "release-version", value_name = "VERSION")]
     pub version: Option<String>,
     /// The release's git SHA [default: `release.sha` in the plan, else `git rev-parse HEAD`]
     #[arg(long = "release-sha", value_name = "SHA")]
@@ -173,8 +185,13 @@ pub struct RunArgs {
     /// Write every event as a JSON line to PATH (`-` for stdout)
     #[arg(long = "events", value_name = "PATH")]
     pub events: Option<PathBuf>,
-    /// Who runs this, for the record [default: $STAGEGATE_ACTOR, else $USER]
-    #[arg(long, env = "STAGEGATE_ACTOR", value_name = "NAME")]
+    /// Who runs this, for the record (and who acknowledges checklist items) [default: $STAGEGATE_ACTOR, else $USER]
+    #[arg(
+        long,
+        visible_alias = "as",
+        env = "STAGEGATE_ACTOR",
+        value_name = "NAME"
+    )]
     pub actor: Option<String>,
 }
 
@@ -290,6 +307,19 @@ fn parse_ramp(s: &str) -> Result<(f64, std::time::Duration), String> {
     Ok((target, parse_duration(d)?))
 }
 
+#[derive(Debug, Args, Clone, Default)]
+pub struct GateArgs {
+    /// Acknowledge a checklist item, by its id or its text (repeatable)
+    #[arg(long = "ack", value_name = "ITEM")]
+    pub acks: Vec<String>,
+    /// Acknowledge every checklist item; needs --as NAME (or $STAGEGATE_ACTOR): who vouches for them
+    #[arg(long)]
+    pub ack_all: bool,
+    /// Pass failed gates that allow it (`allow_override: true`); the justification is recorded
+    #[arg(long = "override", value_name = "JUSTIFICATION")]
+    pub override_reason: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportKind {
     Json,
@@ -325,6 +355,16 @@ fn parse_report(s: &str) -> Result<(ReportKind, PathBuf), String> {
         return Err(format!("`{s}` has no path"));
     }
     Ok((kind, PathBuf::from(p)))
+}
+
+fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
+    s.parse::<jiff::Timestamp>()
+        .or_else(|_| s.parse::<jiff::Zoned>().map(|z| z.timestamp()))
+        .map_err(|_| {
+            format!(
+                "`{s}` is not a time with an offset or a zone, e.g. 2025-10-07T11:00:00+01:00, 2025-10-07T10:00:00Z or 2025-10-07T11:00[Europe/London]"
+            )
+        })
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -68,19 +68,26 @@ pub fn load_plan(cli: &Cli) -> Result<Plan, Failure> {
     }
 }
 
-/// `.stagegate` beside the plan: releases, logs and (by default) the state store.
-pub fn state_dir(plan: &Plan) -> PathBuf {
-    plan.dir.join(".stagegate")
+/// Where releases, logs and (by default) the state store live: the store's directory, so a
+/// store moved with `--state` or `state.path` takes its releases and logs along and two
+/// stores never share release directories. By default `.stagegate` beside the plan.
+pub fn state_dir(cli: &Cli, plan: &Plan) -> PathBuf {
+    store_path(cli, plan)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 pub fn store_path(cli: &Cli, plan: &Plan) -> PathBuf {
+    // Absolute, because services run in release directories under it.
     if let Some(p) = &cli.state {
-        return p.clone();
+        return std::path::absolute(p).unwrap_or_else(|_| p.clone());
     }
     match &plan.state.path {
         Some(p) if p.is_absolute() => p.clone(),
         Some(p) => plan.dir.join(p),
-        None => state_dir(plan).join("state.db"),
+        None => plan.dir.join(".stagegate").join("state.db"),
     }
 }
 

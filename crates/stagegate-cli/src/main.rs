@@ -1,9 +1,27 @@
 //! The `stagegate` binary: parses arguments, calls the libraries, maps results to exit codes.
 
+/// `println!` that stops quietly when stdout is closed (`stagegate history | head -1`)
+/// instead of panicking on a broken pipe.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` with the same broken-pipe behaviour as `println!`.
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod context;
 mod explain;
 mod load;
+mod preflight;
 mod query;
 mod run;
 
@@ -11,7 +29,9 @@ use clap::Parser;
 use stagegate_engine::exit;
 use stagegate_report::TerminalStyle;
 
-use crate::cli::{Cli, ColorChoice, Command};
+use stagegate_engine::StepFilter;
+
+use crate::cli::{Cli, ColorChoice, Command, GateArgs, ReleaseArgs, RunArgs};
 use crate::context::{CmdResult, Failure, load_plan, open_store, prepare_scope, state_dir};
 
 pub fn terminal_style(choice: ColorChoice) -> TerminalStyle {
@@ -73,44 +93,19 @@ async fn dispatch(cli: &Cli) -> CmdResult {
             query::print_plan(&plan, &scope);
             Ok(exit::SUCCESS)
         }
-        Command::Deploy { env, release, run } => {
-            let plan = load_plan(cli)?;
-            let scope = prepare_scope(&plan, env, release)?;
-            let store = open_store(cli, &plan).await?;
-            let exe = supervisor_exe()?;
-            let (version, sha) = (scope.release.version.clone(), scope.release.sha.clone());
-            let inputs = stagegate_engine::RunInputs {
-                actor: context::actor(run.actor.as_deref()),
-                interactive: std::io::IsTerminal::is_terminal(&std::io::stdin())
-                    && std::env::var_os("CI").is_none(),
-                ..Default::default()
-            };
-            let session = run::Session {
-                cli,
-                plan: &plan,
-                store,
-                env: env.clone(),
-                args: run.clone(),
-                kind: "deploy",
-            };
-            let plan_ref = &plan;
-            session
-                .run(&version, &sha, move |id, events, cancel, abort| {
-                    stagegate_engine::run_deploy(stagegate_engine::RunRequest {
-                        plan: plan_ref,
-                        scope,
-                        deployment_id: id,
-                        state_dir: state_dir(plan_ref),
-                        supervisor_exe: exe,
-                        cancel,
-                        abort,
-                        events,
-                        inputs,
-                        filter: stagegate_engine::StepFilter::All,
-                    })
-                })
-                .await
-        }
+        Command::Deploy {
+            env,
+            release,
+            gates,
+            run,
+        } => deploy(cli, env, release, gates, run, None, StepFilter::All).await,
+        Command::Check {
+            env,
+            release,
+            gates,
+            at,
+            run,
+        } => deploy(cli, env, release, gates, run, *at, StepFilter::GatesOnly).await,
         Command::Rollback {
             env,
             to,
@@ -125,10 +120,29 @@ async fn dispatch(cli: &Cli) -> CmdResult {
                     "error: the plan has no service `{s}`"
                 )));
             }
-            let scope = prepare_scope(&plan, env, &Default::default())?;
+            let mut scope = prepare_scope(&plan, env, &Default::default())?;
             let store = open_store(cli, &plan).await?;
             let exe = supervisor_exe()?;
+            if let Some(t) = to {
+                let driver = stagegate_engine::LocalDriver {
+                    root: state_dir(cli, &plan).join("releases").join(env),
+                    plan_dir: plan.dir.clone(),
+                    supervisor_exe: exe.clone(),
+                };
+                let found = plan
+                    .services
+                    .iter()
+                    .filter(|s| service.as_ref().is_none_or(|o| *o == s.name))
+                    .any(|s| driver.find_release(&s.name, t).is_some());
+                if !found {
+                    return Err(Failure::invalid(format!(
+                        "error: no service of `{env}` has a release `{t}` on disk; `stagegate status {env}` lists the releases"
+                    )));
+                }
+            }
             let label = to.clone().unwrap_or_else(|| "previous".into());
+            // The record and the header name the release being returned to.
+            scope.release.version = label.clone();
             let session = run::Session {
                 cli,
                 plan: &plan,
@@ -144,7 +158,7 @@ async fn dispatch(cli: &Cli) -> CmdResult {
                         plan: plan_ref,
                         scope,
                         deployment_id: id,
-                        state_dir: state_dir(plan_ref),
+                        state_dir: state_dir(cli, plan_ref),
                         supervisor_exe: exe,
                         cancel,
                         events,
@@ -163,6 +177,53 @@ async fn dispatch(cli: &Cli) -> CmdResult {
         Command::Unlock { env } => query::unlock(cli, env).await,
         Command::Load(args) => load::load(args).await,
     }
+}
+
+/// `deploy ENV` runs every stage; `check ENV` only the gates, changing nothing.
+async fn deploy(
+    cli: &Cli,
+    env: &str,
+    release: &ReleaseArgs,
+    gates: &GateArgs,
+    run: &RunArgs,
+    at: Option<jiff::Timestamp>,
+    filter: StepFilter,
+) -> CmdResult {
+    let plan = load_plan(cli)?;
+    let scope = prepare_scope(&plan, env, release)?;
+    let inputs = preflight::run_inputs(&plan, &scope, gates, run, at)?;
+    let store = open_store(cli, &plan).await?;
+    let exe = supervisor_exe()?;
+    let (version, sha) = (scope.release.version.clone(), scope.release.sha.clone());
+    let session = run::Session {
+        cli,
+        plan: &plan,
+        store,
+        env: env.to_string(),
+        args: run.clone(),
+        kind: if filter == StepFilter::GatesOnly {
+            "check"
+        } else {
+            "deploy"
+        },
+    };
+    let plan_ref = &plan;
+    session
+        .run(&version, &sha, move |id, events, cancel, abort| {
+            stagegate_engine::run_deploy(stagegate_engine::RunRequest {
+                plan: plan_ref,
+                scope,
+                deployment_id: id,
+                state_dir: state_dir(cli, plan_ref),
+                supervisor_exe: exe,
+                cancel,
+                abort,
+                events,
+                inputs,
+                filter,
+            })
+        })
+        .await
 }
 
 fn supervisor_exe() -> Result<std::path::PathBuf, Failure> {

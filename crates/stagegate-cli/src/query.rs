@@ -2,6 +2,7 @@
 
 use stagegate_engine::{LocalDriver, exit, health};
 use stagegate_plan::{Driver, HealthTarget, Plan, PortMode, Scope, StepKind};
+use stagegate_report::gate::{Evidence, LineKind, evidence_lines};
 use stagegate_report::{format_duration_ms, format_time_ms};
 
 use crate::cli::Cli;
@@ -39,7 +40,7 @@ pub fn validate(cli: &Cli, json: bool) -> CmdResult {
     } else {
         eprint!("{diags}");
     }
-    match result {
+    let outcome = match &result {
         Ok((plan, _)) => {
             if !json {
                 println!(
@@ -64,7 +65,10 @@ pub fn validate(cli: &Cli, json: bool) -> CmdResult {
             }
             Ok(exit::INVALID)
         }
-    }
+    };
+    // A large plan's tree takes a while to free, and the process ends now anyway.
+    std::mem::forget(result);
+    outcome
 }
 
 pub fn print_plan(plan: &Plan, scope: &Scope) {
@@ -244,9 +248,9 @@ fn short_sha(s: &str) -> &str {
     &s[..s.len().min(12)]
 }
 
-fn driver_for(plan: &Plan, env: &str) -> LocalDriver {
+fn driver_for(cli: &Cli, plan: &Plan, env: &str) -> LocalDriver {
     LocalDriver {
-        root: state_dir(plan).join("releases").join(env),
+        root: state_dir(cli, plan).join("releases").join(env),
         plan_dir: plan.dir.clone(),
         supervisor_exe: std::env::current_exe().unwrap_or_default(),
     }
@@ -269,7 +273,7 @@ pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
     let plan = load_plan(cli)?;
     check_env(&plan, env)?;
     let store = open_store(cli, &plan).await?;
-    let driver = driver_for(&plan, env);
+    let driver = driver_for(cli, &plan, env);
     let lock = store.lock_info(env).await?;
     let unfinished = store.unfinished(Some(env)).await?;
     let last = store.last_deployment(env, None).await?;
@@ -454,7 +458,7 @@ pub async fn stop(cli: &Cli, env: &str, service: Option<&str>) -> CmdResult {
             ),
         ));
     }
-    let driver = driver_for(&plan, env);
+    let driver = driver_for(cli, &plan, env);
     let mut any = false;
     for svc in plan
         .services
@@ -473,17 +477,61 @@ pub async fn stop(cli: &Cli, env: &str, service: Option<&str>) -> CmdResult {
     Ok(exit::SUCCESS)
 }
 
-pub async fn history(cli: &Cli, env: Option<&str>, limit: i64, json: bool) -> CmdResult {
-    let plan = load_plan(cli)?;
-    if let Some(e) = env {
-        check_env(&plan, e)?;
+/// The record is worth reading even when the plan has errors: fall back to the default
+/// store beside the plan file, and say so.
+async fn record_only(cli: &Cli) -> Result<(stagegate_store::Store, Option<Plan>), Failure> {
+    if let Ok((plan, _)) = stagegate_plan::load_file(&plan_path(cli)) {
+        let store = open_store(cli, &plan).await?;
+        return Ok((store, Some(plan)));
     }
-    let store = open_store(cli, &plan).await?;
+    let path = cli.state.clone().unwrap_or_else(|| {
+        let plan = plan_path(cli);
+        let dir = plan
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        dir.join(".stagegate").join("state.db")
+    });
+    if !path.exists() {
+        return Err(Failure::invalid(format!(
+            "error: no state store at {} and the plan cannot be read; run `stagegate validate`, or pass --state",
+            path.display()
+        )));
+    }
+    eprintln!(
+        "warning: the plan does not validate (run `stagegate validate`); reading the record at {}",
+        path.display()
+    );
+    Ok((stagegate_store::Store::open(&path).await?, None))
+}
+
+pub async fn history(cli: &Cli, env: Option<&str>, limit: i64, json: bool) -> CmdResult {
+    let (store, plan) = record_only(cli).await?;
+    if let (Some(e), Some(plan)) = (env, &plan) {
+        check_env(plan, e)?;
+    }
     let list = store.deployments(env, limit).await?;
+    let mut overrides = Vec::with_capacity(list.len());
+    for d in &list {
+        overrides.push(gate_overrides(&store, d.id).await?);
+    }
     if json {
+        let rows: Vec<serde_json::Value> = list
+            .iter()
+            .zip(&overrides)
+            .map(|(d, o)| {
+                let mut v = serde_json::to_value(d).unwrap_or_default();
+                if !o.is_empty()
+                    && let Some(m) = v.as_object_mut()
+                {
+                    m.insert("overrides".into(), serde_json::json!(o));
+                }
+                v
+            })
+            .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_default()
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
         );
         return Ok(exit::SUCCESS);
     }
@@ -498,7 +546,7 @@ pub async fn history(cli: &Cli, env: Option<&str>, limit: i64, json: bool) -> Cm
         "{:>5}  {:<12} {:<9} {:<20} {:<16} {:<20} {:>8}  BY",
         "ID", "ENV", "KIND", "RELEASE", "OUTCOME", "STARTED", "TOOK"
     );
-    for d in list {
+    for (d, overridden) in list.into_iter().zip(overrides) {
         let took = d
             .finished_at
             .map(|f| format_duration_ms((f - d.started_at).max(0) as u64))
@@ -514,13 +562,55 @@ pub async fn history(cli: &Cli, env: Option<&str>, limit: i64, json: bool) -> Cm
             took,
             d.actor
         );
+        for o in overridden {
+            println!(
+                "{:>5}  gate `{}` overridden by {} at {}: {}",
+                "",
+                o["step"].as_str().unwrap_or(""),
+                o["by"].as_str().unwrap_or(""),
+                o["at"].as_str().unwrap_or(""),
+                o["reason"].as_str().unwrap_or("")
+            );
+        }
     }
     Ok(exit::SUCCESS)
 }
 
+/// The gates of a deployment that failed and were passed with `--override`.
+async fn gate_overrides(
+    store: &stagegate_store::Store,
+    id: i64,
+) -> Result<Vec<serde_json::Value>, Failure> {
+    Ok(store
+        .steps(id)
+        .await?
+        .iter()
+        .filter(|s| s.kind == "gate")
+        .filter_map(|s| {
+            let o = Evidence::from_details(&s.details)?.overridden?;
+            Some(serde_json::json!({ "step": s.step_id, "by": o.by, "at": o.at, "reason": o.reason }))
+        })
+        .collect())
+}
+
+/// A gate's evidence under its step in `show`.
+fn print_gate_evidence(s: &stagegate_store::StepRun) {
+    if s.kind != "gate" {
+        return;
+    }
+    let Some(e) = Evidence::from_details(&s.details) else {
+        return;
+    };
+    for l in evidence_lines(&e) {
+        match l.kind {
+            LineKind::Finding => println!("               - {}", l.text),
+            k => println!("        {:<6} {}", k.mark(), l.text),
+        }
+    }
+}
+
 pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
-    let plan = load_plan(cli)?;
-    let store = open_store(cli, &plan).await?;
+    let (store, plan) = record_only(cli).await?;
     let Some(d) = store.deployment(id).await? else {
         return Err(Failure::new(
             exit::INVALID,
@@ -584,6 +674,7 @@ pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
                 .map(|c| format!("  exit {c}"))
                 .unwrap_or_default()
         );
+        print_gate_evidence(s);
         if let Some(e) = &s.error {
             for l in e.lines() {
                 println!("        {l}");
@@ -603,8 +694,10 @@ pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
             }
         }
     }
-    let logs = state_dir(&plan).join("logs").join(id.to_string());
-    if logs.is_dir() {
+    let logs = plan
+        .as_ref()
+        .map(|p| state_dir(cli, p).join("logs").join(id.to_string()));
+    if let Some(logs) = logs.filter(|l| l.is_dir()) {
         println!("full step logs: {}", logs.display());
     }
     Ok(exit::SUCCESS)

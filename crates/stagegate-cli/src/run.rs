@@ -1,5 +1,6 @@
-//! `deploy` and `rollback`: take the environment's lock, record a deployment, run the engine,
-//! and feed its events to the terminal, the store and the reports.
+//! `deploy`, `check` and `rollback`: take the environment's lock (a check, which changes
+//! nothing, does not), record a deployment, run the engine, and feed its events to the
+//! terminal, the store and the reports.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -85,7 +86,10 @@ pub async fn acquire_lock(
 /// Marks runs of `env` whose process is gone as abandoned, telling the user what was left.
 pub async fn reap_unfinished(store: &Store, env: &str) -> Result<(), Failure> {
     for d in store.unfinished(Some(env)).await? {
-        if d.pid == std::process::id() {
+        // A check takes no lock, so one may be running beside this deploy.
+        if d.pid == std::process::id()
+            || (d.kind == "check" && stagegate_engine::process::pid_alive(d.pid))
+        {
             continue;
         }
         let steps = store.steps(d.id).await?;
@@ -110,7 +114,7 @@ pub async fn reap_unfinished(store: &Store, env: &str) -> Result<(), Failure> {
 }
 
 /// Ctrl-C / SIGTERM: the first cancels the run (rollback follows), the second aborts the rollback.
-fn watch_signals(cancel: CancellationToken, abort: CancellationToken) {
+fn watch_signals(cancel: CancellationToken, abort: CancellationToken, kind: &'static str) {
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut term), Ok(mut int)) = (
@@ -126,7 +130,10 @@ fn watch_signals(cancel: CancellationToken, abort: CancellationToken) {
                 _ = int.recv() => {}
             }
             count += 1;
-            if count == 1 {
+            if count == 1 && kind == "rollback" {
+                eprintln!("\ninterrupted: stopping the rollback after the current service");
+                cancel.cancel();
+            } else if count == 1 {
                 eprintln!(
                     "\ninterrupted: stopping the current step; what began will be rolled back (press Ctrl-C again to abort the rollback)"
                 );
@@ -156,9 +163,38 @@ impl Session<'_> {
         Fut: std::future::Future<Output = RunReport>,
     {
         let who = actor(self.args.actor.as_deref());
-        acquire_lock(&self.store, &self.env, &self.args, &who).await?;
-        let result = self.run_locked(version, sha, &who, engine).await;
-        let _ = self.store.release_lock(&self.env, std::process::id()).await;
+        // Output files are opened or checked before anything is recorded or locked, so a bad
+        // path is an input error (exit 2), not a half-recorded run.
+        self.check_report_paths()?;
+        let jsonl = match &self.args.events {
+            None => None,
+            Some(p) if p.as_os_str() == "-" => {
+                Some(JsonLinesReporter::new(Box::new(std::io::stdout())))
+            }
+            Some(p) => {
+                let file = p
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::File::create(p))
+                    .map_err(|e| {
+                        Failure::invalid(format!(
+                            "error: cannot write events to {}: {e}",
+                            p.display()
+                        ))
+                    })?;
+                Some(JsonLinesReporter::new(Box::new(file)))
+            }
+        };
+        // A check changes nothing: it runs beside a deploy instead of waiting for its lock.
+        let locking = self.kind != "check";
+        if locking {
+            acquire_lock(&self.store, &self.env, &self.args, &who).await?;
+        }
+        let result = self.run_locked(version, sha, &who, jsonl, engine).await;
+        if locking {
+            let _ = self.store.release_lock(&self.env, std::process::id()).await;
+        }
         result
     }
 
@@ -167,13 +203,17 @@ impl Session<'_> {
         version: &str,
         sha: &str,
         who: &str,
+        mut jsonl: Option<JsonLinesReporter>,
         engine: F,
     ) -> Result<i32, Failure>
     where
         F: FnOnce(i64, Events, CancellationToken, CancellationToken) -> Fut,
         Fut: std::future::Future<Output = RunReport>,
     {
-        reap_unfinished(&self.store, &self.env).await?;
+        let locking = self.kind != "check";
+        if locking {
+            reap_unfinished(&self.store, &self.env).await?;
+        }
         let id = self
             .store
             .begin_deployment(&NewDeployment {
@@ -189,37 +229,19 @@ impl Session<'_> {
                 started_at: stagegate_store::now_millis(),
             })
             .await?;
-        self.store
-            .set_lock_deployment(&self.env, std::process::id(), id)
-            .await?;
+        if locking {
+            self.store
+                .set_lock_deployment(&self.env, std::process::id(), id)
+                .await?;
+        }
 
         let (events, mut rx) = Events::channel();
         let cancel = CancellationToken::new();
         let abort = CancellationToken::new();
-        watch_signals(cancel.clone(), abort.clone());
+        watch_signals(cancel.clone(), abort.clone(), self.kind);
 
         let mut terminal =
             TerminalReporter::new(Box::new(std::io::stderr()), terminal_style(self.cli.color));
-        let mut jsonl = match &self.args.events {
-            None => None,
-            Some(p) if p.as_os_str() == "-" => {
-                Some(JsonLinesReporter::new(Box::new(std::io::stdout())))
-            }
-            Some(p) => {
-                let file = p
-                    .parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-                    .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| std::fs::File::create(p))
-                    .map_err(|e| {
-                        Failure::internal(format!(
-                            "error: cannot write events to {}: {e}",
-                            p.display()
-                        ))
-                    })?;
-                Some(JsonLinesReporter::new(Box::new(file)))
-            }
-        };
         let mut summary = RunSummary::new();
         let store = &self.store;
         let consume = async {
@@ -251,6 +273,26 @@ impl Session<'_> {
             .await?;
         self.write_reports(&summary)?;
         Ok(report.exit_code)
+    }
+
+    fn check_report_paths(&self) -> Result<(), Failure> {
+        for (_, path) in &self.args.reports {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+            let ok = dir.map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map(|_| ())
+            });
+            if let Err(e) = ok {
+                return Err(Failure::invalid(format!(
+                    "error: cannot write the report {}: {e}; nothing ran",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn write_reports(&self, summary: &RunSummary) -> Result<(), Failure> {

@@ -189,8 +189,8 @@ fn manual_rollback_to_the_previous_or_a_named_release() {
     p.run(&["rollback", "staging", "--to", "2.0.0"]).code(0);
     assert_eq!(current(&p)["current"], "2.0.0-d2");
     p.run(&["rollback", "staging", "--to", "9.9.9"])
-        .code(5)
-        .stderr_has("has no release `9.9.9`");
+        .code(2)
+        .stderr_has("has a release `9.9.9`");
     p.run(&["history"]).code(0).stdout_has("rollback");
 }
 
@@ -256,4 +256,80 @@ fn service_logs_mask_secrets() {
     assert!(log.contains("starting with token ***"), "{log}");
     let meta = p.read(".stagegate/releases/staging/web/2.0.0-d2/release.json");
     assert!(!meta.contains("svc-secret-9876"), "{meta}");
+}
+
+#[test]
+fn pruning_keeps_the_rollback_target_and_drops_failed_releases_first() {
+    let p = Project::with_demo(&plan("auto", ""));
+    deploy(&p, "1.0.0", &[]).code(0);
+    deploy(&p, "2.0.0", &[]).code(0);
+    deploy(&p, "2.1.0", &["--var", "break=health"]).code(4);
+    deploy(&p, "3.0.0", &[]).code(0);
+    let dirs: Vec<String> = std::fs::read_dir(p.path().join(".stagegate/releases/staging/web"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        dirs.contains(&"3.0.0-d4".to_string()) && dirs.contains(&"2.0.0-d2".to_string()),
+        "{dirs:?}"
+    );
+    assert!(
+        !dirs.contains(&"2.1.0-d3".to_string()),
+        "the failed release goes first: {dirs:?}"
+    );
+    p.run(&["rollback", "staging"])
+        .code(0)
+        .stderr_has("restore web to 2.0.0-d2");
+}
+
+#[test]
+fn a_supervisor_ignores_sighup() {
+    let p = Project::with_demo(&plan("auto", ""));
+    deploy(&p, "1.0.0", &[]).code(0);
+    let s = current(&p);
+    let sup = s["releases"][0]["supervisor_pid"].as_i64().unwrap() as i32;
+    let svc = s["releases"][0]["service_pid"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sup),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let after = current(&p);
+    assert_eq!(
+        after["releases"][0]["service_pid"].as_i64().unwrap(),
+        svc,
+        "the service was not restarted"
+    );
+    assert_eq!(after["releases"][0]["exits"], 0);
+}
+
+#[test]
+fn a_second_state_store_never_reuses_a_release_directory() {
+    let p = Project::with_demo(&plan("auto", ""));
+    deploy(&p, "1.0.0", &[]).code(0);
+    // A second store elsewhere keeps its own releases beside it.
+    p.run(&[
+        "deploy",
+        "staging",
+        "--release-version",
+        "1.0.0",
+        "--state",
+        "other/state.db",
+    ])
+    .code(0);
+    assert!(
+        p.path()
+            .join("other/releases/staging/web/1.0.0-d1/release.json")
+            .exists()
+    );
+    assert_eq!(
+        current(&p)["running"],
+        true,
+        "the first store's release still runs"
+    );
+    p.run(&["stop", "staging", "--state", "other/state.db"])
+        .code(0);
 }

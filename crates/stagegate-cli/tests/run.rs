@@ -379,3 +379,74 @@ fn sigterm_cancels_the_step_and_rolls_back() {
         .code(0)
         .stdout_has("lock: free");
 }
+
+#[test]
+fn a_failing_rollback_exits_5_and_says_what_is_left() {
+    let p = Project::new(&plan(
+        "  s:\n    - id: migrate\n      run: echo up >> j\n      rollback: echo 'cannot go down' >&2; exit 9\n    - id: verify\n      run: exit 1\n",
+    ));
+    p.run(&["deploy", "staging"])
+        .code(5)
+        .stderr_has("the rollback command of step `migrate` failed")
+        .stderr_has("mixed state")
+        .stderr_has("cannot go down");
+    p.run(&["history"]).code(0).stdout_has("rollback_failed");
+}
+
+#[test]
+fn an_unusable_state_store_is_an_internal_error_naming_the_path() {
+    let p = Project::new(&plan("  s:\n    - run: touch ran\n"));
+    p.write("blocker", "a file where a directory should be");
+    p.run(&["deploy", "staging", "--state", "blocker/state.db"])
+        .code(1)
+        .stderr_has("blocker");
+    assert!(
+        !p.path().join("ran").exists(),
+        "nothing runs without a record"
+    );
+}
+
+#[test]
+fn history_and_show_still_read_the_record_when_the_plan_breaks() {
+    let p = Project::new(&plan("  s:\n    - run: 'true'\n"));
+    p.run(&["deploy", "staging"]).code(0);
+    p.write("stagegate.yml", "project: [broken\n");
+    p.run(&["history"])
+        .code(0)
+        .stdout_has("succeeded")
+        .stderr_has("does not validate");
+    p.run(&["show", "1"]).code(0).stdout_has("deployment #1");
+    p.run(&["show", "99"])
+        .code(2)
+        .stderr_has("no deployment #99");
+}
+
+#[test]
+fn conditions_outputs_and_reports_edge_cases() {
+    let p = Project::new(&plan(
+        r#"  s:
+    - name: only when asked
+      when: env.STAGEGATE_TEST_FLAG == 'yes'
+      run: touch flagged
+    - id: out
+      run: echo "cmd=cat <<EOF" >> "$STAGEGATE_OUTPUT"
+    - run: test "${{ steps.out.outputs.cmd }}" = "cat <<EOF"
+"#,
+    ));
+    p.run(&["deploy", "staging"]).code(0);
+    assert!(
+        !p.path().join("flagged").exists(),
+        "an unset variable makes the condition false"
+    );
+    p.write("blocked", "");
+    p.run(&["deploy", "staging", "--report", "json=blocked/r.json"])
+        .code(2)
+        .stderr_has("cannot write the report");
+    let h = p.run(&["history", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&h.stdout).unwrap();
+    assert_eq!(
+        v.as_array().unwrap().len(),
+        1,
+        "a bad report path records nothing"
+    );
+}

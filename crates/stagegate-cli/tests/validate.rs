@@ -206,3 +206,30 @@ fn explain_documents_fields() {
         .stderr_has("did you mean `services.health`?");
     p.run(&["explain"]).code(0).stdout_has("on_failure");
 }
+
+#[test]
+fn deploy_steps_release_templates_and_dependency_order_are_checked() {
+    let p = Project::new(
+        r#"project: demo
+release: { version: "${{ vars.v }}" }
+vars: { v: "1" }
+environments: { staging: {} }
+services:
+  api: { start: ./api, depends_on: [db] }
+  db: { start: ./db }
+stages:
+  deploy:
+    - deploy: api
+      retries: 2
+    - deploy: db
+    - run: 'true'
+      retries: 500
+"#,
+    );
+    p.run(&["validate"])
+        .code(2)
+        .stderr_has("`release` cannot use `vars.v`")
+        .stderr_has("`retries` does not apply to a deploy step")
+        .stderr_has("service `api` is deployed before `db`, which it depends on")
+        .stderr_has("at most 100");
+}

@@ -50,6 +50,8 @@ enum Undo {
         script: Template,
         env: BTreeMap<String, Template>,
         cwd: Option<Template>,
+        /// The step's own timeout applies to its rollback command too.
+        timeout: Option<std::time::Duration>,
     },
     Service {
         service: String,
@@ -69,9 +71,7 @@ struct Runner<'a> {
     seq: u32,
     deployed: Vec<String>,
     // Read by step kinds' runners through `step_ctx` (checks, gates, load tests).
-    #[allow(dead_code)]
     state_dir: PathBuf,
-    #[allow(dead_code)]
     inputs: RunInputs,
 }
 
@@ -178,7 +178,6 @@ impl<'a> Runner<'a> {
     }
 
     /// The context a step kind's runner gets.
-    #[allow(dead_code)]
     fn step_ctx<'s>(
         &'s self,
         step: &'s Step,
@@ -201,7 +200,6 @@ impl<'a> Runner<'a> {
     }
 
     /// Records a step kind's outcome: secret outputs join the scrubber, outputs the scope.
-    #[allow(dead_code)]
     fn complete(
         &mut self,
         r: StepRef,
@@ -232,6 +230,27 @@ impl<'a> Runner<'a> {
         )
     }
 
+    /// Records a step as skipped without running it.
+    fn skip(&mut self, stage: &str, step: &Step, reason: String) -> StepResult {
+        let r = self.step_ref(Phase::Run, stage, &step.id, &step.name, step.kind.name());
+        let started = (now_ms(), Instant::now());
+        self.events.emit(Event::StepStarted {
+            step: r.clone(),
+            at: started.0,
+        });
+        self.finish(
+            r,
+            StepStatus::Skipped,
+            started,
+            None,
+            0,
+            "",
+            Some(reason),
+            BTreeMap::new(),
+            json!({}),
+        )
+    }
+
     /// Runs one step of the plan. Returns its result and what would undo it.
     async fn run_step(
         &mut self,
@@ -247,7 +266,12 @@ impl<'a> Runner<'a> {
         });
 
         if let Some(w) = &step.when {
-            match w.value.eval(&mut |x| self.scope.resolve(x)) {
+            // In a condition, an unset environment variable is empty, not an error.
+            let resolve = &mut |x: &stagegate_plan::Ref| match (x, self.scope.resolve(x)) {
+                (stagegate_plan::Ref::Env(_), Err(_)) => Ok(String::new()),
+                (_, r) => r,
+            };
+            match w.value.eval(resolve) {
                 Ok(v) if !truthy(&v) => {
                     return (
                         self.finish(
@@ -297,6 +321,7 @@ impl<'a> Runner<'a> {
                         .map(|(k, v)| (k.clone(), v.value.clone()))
                         .collect(),
                     cwd: step.cwd.as_ref().map(|c| c.value.clone()),
+                    timeout: step.timeout,
                 });
                 let log = self.log_path(&r);
                 let outputs_file = log.with_extension("outputs");
@@ -524,6 +549,14 @@ impl<'a> Runner<'a> {
                     }
                 }
             }
+            StepKind::Gate(spec) => {
+                // A gate changes nothing: there is nothing to undo.
+                let outcome = {
+                    let ctx = self.step_ctx(step, &r, cancel);
+                    crate::gate::run(spec, &ctx).await
+                };
+                (self.complete(r, started, step, outcome), None)
+            }
         }
     }
 
@@ -544,6 +577,7 @@ impl<'a> Runner<'a> {
                     script,
                     env,
                     cwd,
+                    timeout,
                 } => {
                     let r = self.step_ref(
                         Phase::Rollback,
@@ -563,7 +597,7 @@ impl<'a> Runner<'a> {
                             script: self.scope.render(&script)?,
                             cwd: self.cwd(cwd.as_ref())?,
                             env: self.command_env(&env, None)?,
-                            timeout: None,
+                            timeout,
                             log: Some(log),
                         })
                     })();
@@ -578,7 +612,7 @@ impl<'a> Runner<'a> {
                                     StepStatus::Failed,
                                     res.exit_code(),
                                     res.tail.clone(),
-                                    Some(format!("rollback command {}", res.describe(None))),
+                                    Some(format!("rollback command {}", res.describe(timeout))),
                                 )
                             }
                         }
@@ -717,10 +751,17 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
         deployment_id: req.deployment_id,
         project: plan.project.clone(),
         environment: req.scope.environment.clone(),
-        kind: "deploy".into(),
+        kind: if req.filter == StepFilter::GatesOnly {
+            "check".into()
+        } else {
+            "deploy".into()
+        },
         release: req.scope.release.clone(),
         plan_hash: plan.hash.clone(),
-        steps_total: plan.steps().count(),
+        steps_total: plan
+            .steps()
+            .filter(|(_, s)| req.filter == StepFilter::All || s.kind.is_gate())
+            .count(),
         at: now_ms(),
     });
     let on_failure = plan
@@ -744,20 +785,50 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
     let mut undo: Vec<Undo> = Vec::new();
     let mut no_undo: Vec<String> = Vec::new();
     let mut failure: Option<String> = None;
+    // A failed gate stops the run before the next step that would change something; the
+    // gates right after it still run, so one run reports every gate that fails.
+    let mut gate_failure: Option<String> = None;
+    let mut more_failed_gates: Vec<String> = Vec::new();
     'stages: for stage in &plan.stages {
+        let applies = |s: &&stagegate_plan::Step| req.filter == StepFilter::All || s.kind.is_gate();
+        let Some(first) = stage.steps.iter().find(applies) else {
+            if req.filter == StepFilter::GatesOnly || gate_failure.is_some() {
+                continue;
+            }
+            req.events.emit(Event::StageStarted {
+                stage: stage.name.clone(),
+            });
+            continue;
+        };
+        if gate_failure.is_some() && !first.kind.is_gate() {
+            break 'stages;
+        }
         req.events.emit(Event::StageStarted {
             stage: stage.name.clone(),
         });
-        for step in &stage.steps {
-            if req.filter == StepFilter::GatesOnly && !step.kind.is_gate() {
-                continue;
+        for step in stage.steps.iter().filter(applies) {
+            if gate_failure.is_some() && !step.kind.is_gate() {
+                break 'stages;
             }
             if req.cancel.is_cancelled() {
                 failure = Some("the run was interrupted".into());
                 break 'stages;
             }
+            // `check` deploys nothing, so a gate that needs what the deploy produces waits
+            // for the deploy.
+            if req.filter == StepFilter::GatesOnly
+                && let Some(needs) = crate::gate::needs_deploy_values(plan, step)
+            {
+                runner.skip(
+                    &stage.name,
+                    step,
+                    format!("skipped by `check`: it needs {needs}, which only a deploy produces"),
+                );
+                continue;
+            }
             let (result, u) = runner.run_step(&stage.name, step, &req.cancel).await;
-            let ran = !matches!(result.status, StepStatus::Skipped);
+            // Whether the step's command started at all (a step that failed to render did not).
+            let ran = result.attempts > 0 && !matches!(result.status, StepStatus::Skipped);
             match u {
                 Some(u) => undo.push(u),
                 None if ran && matches!(step.kind, StepKind::Run { .. }) => no_undo.push(format!(
@@ -780,17 +851,40 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
                     });
                     continue;
                 }
-                failure = Some(format!(
-                    "step `{}` failed: {}",
-                    step.id,
-                    result
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| result.status.as_str().into())
-                ));
+                let error = result
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| result.status.as_str().into());
+                // A gate's error carries its help below the first line; the record keeps it.
+                let error = if step.kind.is_gate() {
+                    error.lines().next().unwrap_or_default().to_string()
+                } else {
+                    error
+                };
+                let reason = format!("step `{}` failed: {error}", step.id);
+                if step.kind.is_gate() {
+                    if gate_failure.is_none() {
+                        gate_failure = Some(reason);
+                    } else {
+                        more_failed_gates.push(format!("`{}`", step.id));
+                    }
+                    continue;
+                }
+                failure = Some(reason);
                 break 'stages;
             }
         }
+    }
+    if failure.is_none()
+        && let Some(mut reason) = gate_failure
+    {
+        if !more_failed_gates.is_empty() {
+            reason.push_str(&format!(
+                "\nthe gate(s) {} failed as well",
+                more_failed_gates.join(", ")
+            ));
+        }
+        failure = Some(reason);
     }
 
     let interrupted = req.cancel.is_cancelled();
@@ -813,10 +907,17 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
                         .map(|s| format!("{n} {} at {}", s.release, s.url))
                 })
                 .collect();
-            let mut s = format!(
-                "release {} is live in {}",
-                runner.scope.release.version, runner.scope.environment
-            );
+            let mut s = if req.filter == StepFilter::GatesOnly {
+                format!(
+                    "every gate passed for release {} in {}; nothing was changed",
+                    runner.scope.release.version, runner.scope.environment
+                )
+            } else {
+                format!(
+                    "release {} is live in {}",
+                    runner.scope.release.version, runner.scope.environment
+                )
+            };
             if !live.is_empty() {
                 s.push_str(&format!(": {}", live.join(", ")));
             }
@@ -975,6 +1076,7 @@ pub async fn run_manual_rollback(
     let mut ok = true;
     let mut notes = Vec::new();
     let mut done = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
     let services: Vec<&Service> = req
         .plan
         .services
@@ -1050,7 +1152,9 @@ pub async fn run_manual_rollback(
             }
             Err(e) => {
                 ok = false;
-                (StepStatus::Failed, String::new(), Some(scrubber.scrub(&e)))
+                let e = scrubber.scrub(&e);
+                errors.push(e.clone());
+                (StepStatus::Failed, String::new(), Some(e))
             }
         };
         req.events.emit(Event::StepFinished(StepResult {
@@ -1083,7 +1187,15 @@ pub async fn run_manual_rollback(
     } else {
         (
             Outcome::RollbackFailed,
-            format!("the rollback failed: {}", notes.join("; ")),
+            format!(
+                "the rollback failed: {}",
+                errors
+                    .iter()
+                    .chain(&notes)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
         )
     };
     let exit_code = outcome.exit_code();

@@ -3,7 +3,8 @@
 //! [`run_deploy`] walks the stages in order. Each step runs as a child process group
 //! ([`process`]) or a driver call (the [`local`] driver: release directories, a detached
 //! [`supervisor`] per release, [`health`] waits). What can be undone is remembered; when a
-//! step fails after something changed, the executor undoes it newest first. Progress leaves
+//! step fails after something changed, the executor undoes it newest first. A [`gate`] step
+//! checks and changes nothing; its evidence goes in the step's details. Progress leaves
 //! the engine only as [`Event`]s: the engine never prints.
 //!
 //! Exit codes are a contract, defined in [`exit`].
@@ -11,6 +12,7 @@
 pub mod event;
 pub mod executor;
 pub mod exit;
+pub mod gate;
 pub mod health;
 pub mod local;
 pub mod process;

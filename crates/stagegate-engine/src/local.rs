@@ -506,11 +506,18 @@ impl LocalDriver {
             sanitize(&scope.release.version),
             ctx.deployment_id
         );
-        let dir = service_dir.join(&id);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| DeployError::early(format!("cannot clear {}: {e}", dir.display())))?;
+        // Never reuse a release directory: another record (another state store) may own it.
+        let mut id = id;
+        let mut n = 1;
+        while service_dir.join(&id).exists() {
+            n += 1;
+            id = format!(
+                "{}-d{}.{n}",
+                sanitize(&scope.release.version),
+                ctx.deployment_id
+            );
         }
+        let dir = service_dir.join(&id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| DeployError::early(format!("cannot create {}: {e}", dir.display())))?;
         let mut artifacts = Vec::new();
@@ -736,17 +743,37 @@ impl LocalDriver {
             });
             stopped.push(r.meta.id.clone());
         }
-        let keep = l.keep;
-        let all = self.releases(&svc.name);
-        let excess = all.len().saturating_sub(keep);
-        for r in all
-            .iter()
-            .filter(|r| !r.current && !r.running())
-            .take(excess)
-        {
-            let _ = std::fs::remove_dir_all(&r.dir);
+        for dir in self.prunable(&svc.name, l.keep) {
+            let _ = std::fs::remove_dir_all(dir);
         }
         stopped
+    }
+
+    /// The release directories beyond `keep` to delete: releases that never became healthy
+    /// go first (oldest first), then the oldest good ones. The current release, running ones
+    /// and the newest good release before the current one (the rollback target) always stay.
+    pub fn prunable(&self, service: &str, keep: usize) -> Vec<PathBuf> {
+        let all = self.releases(service);
+        let target = self.previous_good(service).map(|r| r.meta.id);
+        let mut excess = all.len().saturating_sub(keep);
+        let removable =
+            |r: &&ReleaseState| !r.current && !r.running() && Some(&r.meta.id) != target.as_ref();
+        let good =
+            |r: &ReleaseState| matches!(r.meta.status.as_str(), "healthy" | "retired" | "stopped");
+        let mut out = Vec::new();
+        for r in all
+            .iter()
+            .filter(removable)
+            .filter(|r| !good(r))
+            .chain(all.iter().filter(removable).filter(|r| good(r)))
+        {
+            if excess == 0 {
+                break;
+            }
+            out.push(r.dir.clone());
+            excess -= 1;
+        }
+        out
     }
 
     /// Stops every running release of a service. Returns what it stopped.

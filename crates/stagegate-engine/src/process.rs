@@ -274,6 +274,12 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+fn is_output_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 /// Reads `KEY=value` lines (and `KEY<<DELIM` blocks) that a step wrote to its output file.
 pub fn read_outputs(path: &Path) -> Result<BTreeMap<String, String>, String> {
     let text = match std::fs::read_to_string(path) {
@@ -287,7 +293,10 @@ pub fn read_outputs(path: &Path) -> Result<BTreeMap<String, String>, String> {
         if line.trim().is_empty() {
             continue;
         }
-        if let Some((key, delim)) = line.split_once("<<") {
+        let heredoc = line.split_once("<<").filter(|(key, delim)| {
+            is_output_name(key.trim()) && !delim.is_empty() && !key.contains('=')
+        });
+        if let Some((key, delim)) = heredoc {
             let mut value = Vec::new();
             let mut closed = false;
             for (_, l) in lines.by_ref() {

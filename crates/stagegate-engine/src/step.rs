@@ -26,6 +26,8 @@ pub struct RunInputs {
     pub interactive: bool,
     /// `--override "justification"` for gates that allow one.
     pub override_reason: Option<String>,
+    /// Evaluate time-based gates (deploy windows) as if it were this time (`check --at`).
+    pub at: Option<jiff::Timestamp>,
 }
 
 /// Which steps a run executes.

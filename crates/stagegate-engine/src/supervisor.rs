@@ -63,15 +63,18 @@ pub async fn supervise(dir: &Path) -> i32 {
         };
         let pid = child.id().unwrap_or(0);
         let _ = std::fs::write(dir.join(SERVICE_PID), pid.to_string());
-        let stop = tokio::select! {
-            status = child.wait() => {
-                let code = status.ok().and_then(|s| s.code()).map(|c| c.to_string()).unwrap_or_else(|| "signal".into());
-                append(dir.join(EXITS_LOG), &format!("{} exited {code}\n", crate::now_ms())).await;
-                false
+        // SIGHUP (a closed terminal) is not a reason to stop or restart anything.
+        let stop = loop {
+            tokio::select! {
+                status = child.wait() => {
+                    let code = status.ok().and_then(|s| s.code()).map(|c| c.to_string()).unwrap_or_else(|| "signal".into());
+                    append(dir.join(EXITS_LOG), &format!("{} exited {code}\n", crate::now_ms())).await;
+                    break false;
+                }
+                _ = term.recv() => break true,
+                _ = int.recv() => break true,
+                _ = hup.recv() => continue,
             }
-            _ = term.recv() => true,
-            _ = int.recv() => true,
-            _ = hup.recv() => false,
         };
         if stop {
             crate::process::terminate_group(pid, &mut child, stop_after).await;

@@ -113,6 +113,8 @@ pub fn load_str(path: &Path, text: &str) -> Result<(Plan, Diagnostics), Diagnost
         }
     };
     let plan = read_plan(&mut cx, &root, source, dir, hash);
+    // Freeing a large tree takes a noticeable while; nothing waits for it.
+    std::thread::spawn(move || drop(root));
     cx.diags.sort();
     match plan {
         Some(plan) if !cx.diags.has_errors() => Ok((plan, cx.diags)),
@@ -194,11 +196,7 @@ pub(crate) fn template(cx: &mut Cx, s: Spanned<String>) -> Option<Spanned<Templa
 
 /// A quoted scalar's node starts at the quote; offsets into the value start one later.
 fn quote_shift(source: &Source, span: &Span) -> usize {
-    let line = source
-        .text
-        .lines()
-        .nth(span.pos.line.saturating_sub(1))
-        .unwrap_or("");
+    let line = source.line(span.pos.line).unwrap_or("");
     match line.chars().nth(span.pos.col.saturating_sub(1)) {
         Some('"') | Some('\'') => 1,
         _ => 0,
@@ -345,6 +343,7 @@ fn read_plan(
         state,
     };
     check_references(cx, &mut plan);
+    crate::kinds::check_plan(cx, &plan);
     Some(plan)
 }
 
@@ -386,7 +385,11 @@ fn read_secrets(cx: &mut Cx, n: &Node, what: &str) -> SecretSpec {
         }
     }
     for s in spec.require.iter().chain(&spec.optional) {
-        if !is_name(&s.value) {
+        let env_name = !s.value.is_empty()
+            && s.value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !env_name {
             cx.error_help(
                 format!("`{}` is not a valid secret name", s.value),
                 s.span.clone(),
@@ -757,6 +760,39 @@ fn read_step(cx: &mut Cx, stage: &str, index: usize, n: &Node) -> Option<Step> {
         }
     });
     let retries = cx.uint(m, "retries", &what).unwrap_or(0);
+    if retries > 100
+        && let Some(n) = m.get_node("retries")
+    {
+        cx.error_help(
+            format!("`retries` in {what} is {retries}; at most 100"),
+            cx.span(n),
+            "a step that needs more is better polled with a longer `retry_delay`",
+        );
+    }
+    if matches!(kind, Some(StepKind::Deploy { .. })) {
+        for key in [
+            "timeout",
+            "retries",
+            "retry_delay",
+            "env",
+            "cwd",
+            "rollback",
+        ] {
+            if let Some((k, _)) = m.iter().find(|(k, _)| k.as_str() == key) {
+                let help = match key {
+                    "timeout" => "the service's `health.timeout` bounds how long a deploy waits",
+                    "rollback" => "a deploy step rolls back to the previous release by itself",
+                    "env" => "set the service's environment under `services.NAME.env`",
+                    _ => "a deploy step runs once; a failed health check rolls back",
+                };
+                cx.error_help(
+                    format!("`{key}` does not apply to a deploy step ({what})"),
+                    cx.key_span(k),
+                    help,
+                );
+            }
+        }
+    }
     let kind = kind?;
     let name = cx
         .string(m, "name", &what)
@@ -814,12 +850,13 @@ fn first_line(_text: &str, command: &Spanned<Template>) -> String {
 /// The second pass: names and references across sections.
 fn check_references(cx: &mut Cx, plan: &mut Plan) {
     let service_names: Vec<String> = plan.services.iter().map(|s| s.name.clone()).collect();
+    let service_set: HashSet<String> = service_names.iter().cloned().collect();
     let svc_candidates = || service_names.iter().map(String::as_str);
 
     // Environment overrides name real services.
     for env in &plan.environments {
         for name in env.services.keys() {
-            if !service_names.contains(name) {
+            if !service_set.contains(name) {
                 let help = did_you_mean(name, svc_candidates())
                     .map(|s| format!("did you mean `{s}`?"))
                     .unwrap_or_else(|| "declare it under `services`".into());
@@ -838,7 +875,7 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
     // Service dependencies exist and have no cycle; order services so dependencies come first.
     for s in &plan.services {
         for d in &s.depends_on {
-            if !service_names.contains(&d.value) {
+            if !service_set.contains(&d.value) {
                 let help = did_you_mean(&d.value, svc_candidates())
                     .map(|x| format!("did you mean `{x}`?"))
                     .unwrap_or_else(|| format!("known services: {}", service_names.join(", ")));
@@ -879,10 +916,17 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
         .cloned()
         .chain(plan.steps().map(|(_, s)| s.id.clone()))
         .collect();
-    let written_order = cx.step_ids.clone();
+    let mut written_order: HashMap<&str, usize> = HashMap::new();
+    for (i, id) in cx.step_ids.iter().enumerate() {
+        written_order.entry(id.as_str()).or_insert(i);
+    }
+    let written_order: HashMap<String, usize> = written_order
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     let declared_before = |target: &str, current: &str| -> bool {
-        let t = written_order.iter().position(|x| x == target);
-        let c = written_order.iter().position(|x| x == current);
+        let t = written_order.get(target);
+        let c = written_order.get(current);
         matches!((t, c), (Some(t), Some(c)) if t < c)
     };
     let var_names = |env: &Environment| -> HashSet<String> {
@@ -908,29 +952,20 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
         })
         .collect();
 
-    let mut refs_to_check: Vec<(Ref, Span, Option<usize>)> = Vec::new();
-    let collect =
-        |t: &Spanned<Template>, step: Option<usize>, out: &mut Vec<(Ref, Span, Option<usize>)>| {
-            for (r, offset) in t.value.refs() {
-                let mut span = t.span.clone();
-                if !t
-                    .span
-                    .source
-                    .text
-                    .lines()
-                    .nth(span.pos.line - 1)
-                    .unwrap_or("")
-                    .is_empty()
-                    && !matches!(r, Ref::Project)
-                {
-                    span.pos.col += quote_shift(&t.span.source, &span) + offset;
-                    span.width = r.to_string().len();
-                }
-                out.push((r, span, step));
-            }
-        };
+    // Spans are worked out only for the references that turn out to be wrong.
+    let mut refs_to_check: Vec<(Ref, RefAt, Option<usize>)> = Vec::new();
+    fn collect<'p>(
+        t: &'p Spanned<Template>,
+        step: Option<usize>,
+        out: &mut Vec<(Ref, RefAt<'p>, Option<usize>)>,
+    ) {
+        for (r, offset) in t.value.refs() {
+            out.push((r, RefAt::In(t, offset), step));
+        }
+    }
 
     for (index, (_stage, step)) in plan.steps().enumerate() {
+        let first_ref = refs_to_check.len();
         if let Some(prev) = seen.get(&step.id) {
             cx.diags.push(
                 Diagnostic::error(
@@ -947,7 +982,7 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
         }
         match &step.kind {
             StepKind::Deploy { service } => {
-                if !service_names.contains(&service.value) {
+                if !service_set.contains(&service.value) {
                     let help = did_you_mean(&service.value, svc_candidates())
                         .map(|x| format!("did you mean `{x}`?"))
                         .unwrap_or_else(|| {
@@ -993,17 +1028,15 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
             let mut rs = Vec::new();
             w.value.refs(&mut rs);
             for (r, _) in rs {
-                refs_to_check.push((r, w.span.clone(), Some(index)));
+                refs_to_check.push((r, RefAt::At(&w.span), Some(index)));
             }
         }
         // A reference to a step's outputs must point to an earlier step.
+        // This step's references were pushed last, from `first_ref` on.
         let mut own = Vec::new();
-        for (r, span, from) in refs_to_check
-            .iter()
-            .filter(|(_, _, from)| *from == Some(index))
-        {
+        for (r, at, from) in &refs_to_check[first_ref..] {
             if let Ref::StepOutput { step: target, .. } = r {
-                own.push((target.clone(), span.clone(), *from));
+                own.push((target.clone(), at.span(), *from));
             }
         }
         for (target, span, _) in own {
@@ -1031,6 +1064,41 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
         }
         earlier_ids.insert(step.id.clone());
     }
+    // A service is deployed after the services it depends on (when they are deployed here too).
+    let order: Vec<(&str, Span)> = plan
+        .steps()
+        .filter_map(|(_, s)| match &s.kind {
+            StepKind::Deploy { service } => Some((service.value.as_str(), service.span.clone())),
+            _ => None,
+        })
+        .collect();
+    let deploy_index: HashMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, (n, _))| (*n, i))
+        .collect();
+    let by_name: HashMap<&str, &Service> =
+        plan.services.iter().map(|s| (s.name.as_str(), s)).collect();
+    for (i, (name, span)) in order.iter().enumerate() {
+        let Some(svc) = by_name.get(name) else {
+            continue;
+        };
+        for d in &svc.depends_on {
+            if let Some(&j) = deploy_index.get(d.value.as_str())
+                && j > i
+            {
+                cx.error_help(
+                    format!(
+                        "service `{name}` is deployed before `{}`, which it depends on",
+                        d.value
+                    ),
+                    span.clone(),
+                    format!("move the `deploy: {}` step before this one", d.value),
+                );
+            }
+        }
+    }
     // Remove step-output refs: they are checked above.
     refs_to_check.retain(|(r, _, _)| !matches!(r, Ref::StepOutput { .. }));
 
@@ -1055,13 +1123,19 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
             }
         }
     }
-    for t in plan
-        .release
-        .version
-        .iter()
-        .chain(plan.release.sha.iter())
-        .chain(plan.vars.values())
-    {
+    // The release identity is settled before anything else: it may use only `env`.
+    for t in plan.release.version.iter().chain(plan.release.sha.iter()) {
+        for (r, _) in t.value.refs() {
+            if !matches!(r, Ref::Env(_) | Ref::Project | Ref::EnvironmentName) {
+                cx.error_help(
+                    format!("`release` cannot use `{r}`: the release is settled before vars, secrets and steps"),
+                    t.span.clone(),
+                    "use `${{ env.NAME }}` or a literal, or pass --release-version",
+                );
+            }
+        }
+    }
+    for t in plan.vars.values() {
         collect(t, None, &mut refs_to_check);
     }
     for env in &plan.environments {
@@ -1075,7 +1149,7 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
         }
     }
 
-    for (r, span, _) in refs_to_check {
+    for (r, at, _) in refs_to_check {
         match &r {
             Ref::Var(name) => {
                 let missing: Vec<&str> = env_vars
@@ -1102,7 +1176,7 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
                             missing.join(", ")
                         )
                     };
-                    cx.error_help(msg, span, help);
+                    cx.error_help(msg, at.span(), help);
                 }
             }
             Ref::Secret(name) => {
@@ -1130,16 +1204,49 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
                             missing.join(", ")
                         )
                     };
-                    cx.error_help(msg, span, help);
+                    cx.error_help(msg, at.span(), help);
                 }
             }
-            Ref::Service { name, .. } if !service_names.contains(name) => {
+            Ref::Service { name, .. } if !service_set.contains(name) => {
                 let help = did_you_mean(name, svc_candidates())
                     .map(|x| format!("did you mean `{x}`?"))
                     .unwrap_or_else(|| "declare it under `services`".into());
-                cx.error_help(format!("unknown service `{name}` in reference"), span, help);
+                cx.error_help(
+                    format!("unknown service `{name}` in reference"),
+                    at.span(),
+                    help,
+                );
             }
             _ => {}
+        }
+    }
+}
+
+/// Where a reference stands: inside a template (at a byte offset) or at a whole value.
+enum RefAt<'p> {
+    In(&'p Spanned<Template>, usize),
+    At(&'p Span),
+}
+
+impl RefAt<'_> {
+    fn span(&self) -> Span {
+        match self {
+            RefAt::At(span) => (*span).clone(),
+            RefAt::In(t, offset) => {
+                let mut span = t.span.clone();
+                let line = t.span.source.line(span.pos.line).unwrap_or("");
+                // Multi-line values keep the value's own position.
+                if !line.is_empty() && !t.span.source.text.is_empty() {
+                    span.pos.col += quote_shift(&t.span.source, &span) + offset;
+                    span.width = line
+                        .chars()
+                        .skip(span.pos.col.saturating_sub(1))
+                        .take_while(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                        .count()
+                        .max(1);
+                }
+                span
+            }
         }
     }
 }
@@ -1187,19 +1294,38 @@ fn find_cycle(services: &[Service]) -> Option<Vec<String>> {
     None
 }
 
-fn topo_order(mut services: Vec<Service>) -> Vec<Service> {
-    let mut out: Vec<Service> = Vec::with_capacity(services.len());
-    while !services.is_empty() {
-        let ready = services
-            .iter()
-            .position(|s| {
-                s.depends_on.iter().all(|d| {
-                    out.iter().any(|o| o.name == d.value)
-                        || !services.iter().any(|x| x.name == d.value)
-                })
-            })
-            .unwrap_or(0);
-        out.push(services.remove(ready));
+/// Orders services so that each comes after those it depends on, keeping the written order
+/// otherwise. Called only when there is no cycle.
+fn topo_order(services: Vec<Service>) -> Vec<Service> {
+    let index: HashMap<&str, usize> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut placed = vec![false; services.len()];
+    let mut order = Vec::with_capacity(services.len());
+    fn place(
+        i: usize,
+        services: &[Service],
+        index: &HashMap<&str, usize>,
+        placed: &mut [bool],
+        order: &mut Vec<usize>,
+    ) {
+        if placed[i] {
+            return;
+        }
+        placed[i] = true;
+        for d in &services[i].depends_on {
+            if let Some(&j) = index.get(d.value.as_str()) {
+                place(j, services, index, placed, order);
+            }
+        }
+        order.push(i);
     }
-    out
+    for i in 0..services.len() {
+        place(i, &services, &index, &mut placed, &mut order);
+    }
+    drop(index);
+    let mut slots: Vec<Option<Service>> = services.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
 }

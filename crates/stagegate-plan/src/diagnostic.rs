@@ -16,18 +16,33 @@ pub struct Pos {
 pub struct Source {
     pub path: PathBuf,
     pub text: String,
+    /// Byte offset of each line's start, so finding a line is not a scan of the file.
+    line_starts: Vec<usize>,
 }
 
 impl Source {
     pub fn new(path: impl Into<PathBuf>, text: impl Into<String>) -> Arc<Self> {
+        let text = text.into();
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
         Arc::new(Self {
             path: path.into(),
-            text: text.into(),
+            text,
+            line_starts,
         })
     }
 
-    fn line(&self, n: usize) -> Option<&str> {
-        self.text.lines().nth(n.checked_sub(1)?)
+    /// Line `n` (1-based) without its line ending.
+    pub fn line(&self, n: usize) -> Option<&str> {
+        let start = *self.line_starts.get(n.checked_sub(1)?)?;
+        let end = self
+            .line_starts
+            .get(n)
+            .map(|e| e - 1)
+            .unwrap_or(self.text.len());
+        let line = self.text.get(start..end.max(start))?;
+        Some(line.strip_suffix('\r').unwrap_or(line))
     }
 }
 

@@ -10,11 +10,11 @@
 
 use marked_yaml::types::MarkedMappingNode;
 
-use crate::model::StepKind;
+use crate::model::{Plan, StepKind};
 use crate::yaml::Cx;
 
 /// Action keys of the kinds defined outside `run` and `deploy`.
-pub const ACTIONS: &[&str] = &[];
+pub const ACTIONS: &[&str] = &["gate"];
 
 /// Reads a step whose action is `action` (one of [`ACTIONS`]).
 pub(crate) fn read(
@@ -24,11 +24,20 @@ pub(crate) fn read(
     what: &str,
     common: &[&str],
 ) -> Option<StepKind> {
-    let _ = (m, common);
-    let span = cx.span(&marked_yaml::types::Node::Mapping(m.clone()));
-    cx.error(
-        format!("{what}: the action `{action}` is not available"),
-        span,
-    );
-    None
+    match action {
+        "gate" => crate::gate::read(cx, m, what, common),
+        _ => {
+            let span = cx.span(&marked_yaml::types::Node::Mapping(m.clone()));
+            cx.error(
+                format!("{what}: the action `{action}` is not available"),
+                span,
+            );
+            None
+        }
+    }
+}
+
+/// Checks of the kinds that need the whole plan (run after every section is read).
+pub(crate) fn check_plan(cx: &mut Cx, plan: &Plan) {
+    crate::gate::check_plan(cx, plan);
 }

@@ -10,10 +10,15 @@
 //!    adding step outputs and service addresses to it.
 //!
 //! Secrets are [`Secret`] values that print as `***`; a [`Scrubber`] masks them in any text.
+//!
+//! Step kinds beyond `run` and `deploy` plug in through [`kinds`]; [`gate`] is one: steps
+//! that check and change nothing, with [`glob`] patterns for names, tags and files.
 
 mod build;
 pub mod diagnostic;
 pub mod dotenv;
+pub mod gate;
+pub mod glob;
 pub mod kinds;
 pub mod model;
 pub mod scope;
@@ -23,6 +28,8 @@ pub mod yaml;
 
 pub use build::{load_file, load_str};
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
+pub use gate::{GateKind, GateSpec};
+pub use glob::Glob;
 pub use model::*;
 pub use scope::{Release, Scope, ScopeOptions, ServiceEndpoint};
 pub use secret::{MASK, Scrubber, Secret};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::diagnostic::{Source, Span};
+use crate::gate::GateSpec;
 use crate::template::{Expr, Template};
 use crate::yaml::Spanned;
 
@@ -190,8 +191,14 @@ pub struct Step {
 
 #[derive(Debug, Clone)]
 pub enum StepKind {
-    Run { command: Spanned<Template> },
-    Deploy { service: Spanned<String> },
+    Run {
+        command: Spanned<Template>,
+    },
+    Deploy {
+        service: Spanned<String>,
+    },
+    /// A check that changes nothing (`gate: git`, `secrets`, `window`, ...).
+    Gate(Box<GateSpec>),
 }
 
 impl StepKind {
@@ -200,6 +207,7 @@ impl StepKind {
         match self {
             StepKind::Run { .. } => "run",
             StepKind::Deploy { .. } => "deploy",
+            StepKind::Gate(_) => "gate",
         }
     }
 
@@ -208,17 +216,21 @@ impl StepKind {
         match self {
             StepKind::Run { command } => vec![command],
             StepKind::Deploy { .. } => Vec::new(),
+            StepKind::Gate(g) => g.templates(),
         }
     }
 
     /// Whether the step only checks and changes nothing (`stagegate check` runs these).
     pub fn is_gate(&self) -> bool {
-        false
+        matches!(self, StepKind::Gate(_))
     }
 
     /// A readable default name when the step has no `name`.
     pub fn default_name(&self) -> String {
-        self.name().to_string()
+        match self {
+            StepKind::Gate(g) => g.default_name(),
+            other => other.name().to_string(),
+        }
     }
 
     /// Lines that `stagegate plan` shows under the step, templates rendered by `render`.
@@ -229,6 +241,7 @@ impl StepKind {
                 .map(|l| format!("$ {l}"))
                 .collect(),
             StepKind::Deploy { service } => vec![format!("deploy service {}", service.value)],
+            StepKind::Gate(g) => g.describe(render),
         }
     }
 }

@@ -195,14 +195,19 @@ impl Scope {
             }
         }
         if !missing.is_empty() {
+            let file = env
+                .secrets
+                .dotenv
+                .as_ref()
+                .or(plan.secrets.dotenv.as_ref())
+                .map(|d| d.value.clone())
+                .unwrap_or_else(|| format!(".env.{}", env.name));
+            let them = if missing.len() > 1 { "them" } else { "it" };
             errors.push(format!(
-                "environment `{}` requires secret{} {} with no value: export {} or put {} in `.env.{}`",
+                "environment `{}` requires secret{} {} with no value: export {them} or put {them} in `{file}`",
                 env.name,
                 if missing.len() > 1 { "s" } else { "" },
                 missing.join(", "),
-                if missing.len() > 1 { "them" } else { "it" },
-                if missing.len() > 1 { "them" } else { "it" },
-                env.name
             ));
         }
     }

@@ -122,5 +122,13 @@ fn test_case(summary: &RunSummary, suite: &str, r: &StepResult) -> TestCase {
     if r.attempts > 1 {
         case.add_property(("attempts", r.attempts.to_string().as_str()));
     }
+    // A gate's evidence is its output: what it checked and found.
+    if let Some(e) = crate::gate::evidence(r) {
+        case.set_system_out(crate::gate::evidence_text(&e));
+        if let Some(o) = &e.overridden {
+            case.add_property(("overridden_by", o.by.as_str()));
+            case.add_property(("override_reason", o.reason.as_str()));
+        }
+    }
     case
 }

@@ -16,11 +16,14 @@
 //! - [`junit`]: [`write_junit`], a JUnit XML report for CI test tabs: one test suite per
 //!   stage (and one named `rollback`), one test case per step.
 //! - [`markdown`]: [`write_markdown`], a Markdown summary fit for `$GITHUB_STEP_SUMMARY`.
+//! - [`gate`]: a gate's evidence (its checks, findings, acknowledgements and override) as
+//!   lines, rendered alike by every reporter and by `stagegate show`.
 //! - [`format`]: small helpers shared by the reporters: [`format_duration_ms`] and
 //!   [`format_time_ms`].
 
 pub mod collect;
 pub mod format;
+pub mod gate;
 pub mod json;
 pub mod junit;
 pub mod markdown;

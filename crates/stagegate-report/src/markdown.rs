@@ -1,7 +1,8 @@
 //! A Markdown summary of a run, fit for `$GITHUB_STEP_SUMMARY` (GitHub-flavored Markdown).
 //!
 //! A title with the outcome (`✅` or `❌`), a table of the deployment's facts, the summary
-//! sentence, a table of steps, a section per failed step with its error and output tail in
+//! sentence, a table of steps, the gates with what each checked and found (overrides first,
+//! in their own section), a section per other failed step with its error and output tail in
 //! a fenced block, and the rollback: its reason, its steps and what was not rolled back.
 //!
 //! Text that came from the plan or from steps is escaped: Markdown punctuation is
@@ -14,6 +15,7 @@ use stagegate_engine::event::{Outcome, StepResult, StepStatus};
 
 use crate::collect::RunSummary;
 use crate::format::{format_duration_ms, format_time_ms, short_sha, status_label, strip_ansi};
+use crate::gate::{Evidence, LineKind, evidence_lines};
 
 /// Writes the summary as Markdown.
 pub fn write_markdown(summary: &RunSummary, out: &mut dyn Write) -> io::Result<()> {
@@ -39,6 +41,8 @@ fn render(s: &RunSummary) -> String {
     };
     let what = if s.kind == "rollback" {
         "Rollback"
+    } else if s.kind == "check" {
+        "Gate check"
     } else {
         "Deployment"
     };
@@ -130,8 +134,75 @@ fn render(s: &RunSummary) -> String {
         md.push('\n');
     }
 
+    // Gates: what each checked and found; overrides stand out.
+    let gates: Vec<(&StepResult, Evidence)> = s
+        .run_steps()
+        .filter_map(|r| crate::gate::evidence(r).map(|e| (r, e)))
+        .collect();
+    let overrides: Vec<&(&StepResult, Evidence)> = gates
+        .iter()
+        .filter(|(_, e)| e.overridden.is_some())
+        .collect();
+    if !overrides.is_empty() {
+        push(&mut md, "### ⚠️ Overrides");
+        md.push('\n');
+        for (r, e) in overrides {
+            if let Some(o) = &e.overridden {
+                push(
+                    &mut md,
+                    &format!(
+                        "- {} ({}) failed and was overridden by **{}** at {}: {}",
+                        escape(&r.step.name),
+                        code(&r.step.id),
+                        escape(&o.by),
+                        escape(&o.at),
+                        escape(&o.reason)
+                    ),
+                );
+            }
+        }
+        md.push('\n');
+    }
+    if !gates.is_empty() {
+        push(&mut md, "### Gates");
+        md.push('\n');
+        for (r, e) in &gates {
+            let verdict = match (e.passed, &e.overridden, r.status) {
+                (true, ..) => "✅ passed",
+                (false, Some(_), _) => "⚠️ overridden",
+                (false, None, StepStatus::TimedOut) => "❌ timed out",
+                (false, None, _) => "❌ failed",
+            };
+            push(
+                &mut md,
+                &format!(
+                    "**{}** ({}): {verdict}",
+                    escape(&r.step.name),
+                    code(&r.step.id)
+                ),
+            );
+            md.push('\n');
+            for l in evidence_lines(e) {
+                let line = match l.kind {
+                    LineKind::Ok => format!("- ✅ {}", escape(&l.text)),
+                    LineKind::Failed => format!("- ❌ {}", escape(&l.text)),
+                    LineKind::Finding => format!("  - {}", code(&l.text)),
+                    LineKind::Override => format!("- ⚠️ {}", escape(&l.text)),
+                };
+                push(&mut md, &line);
+            }
+            if let Some(help) = e.help.as_deref().filter(|_| !e.passed) {
+                push(&mut md, &format!("- **What to do:** {}", escape(help)));
+            }
+            md.push('\n');
+        }
+    }
+
     // Failures, both phases.
     for r in s.failed_steps() {
+        if gates.iter().any(|(g, _)| g.step.seq == r.step.seq) {
+            continue;
+        }
         let phase = match r.step.phase {
             stagegate_engine::event::Phase::Run => "",
             stagegate_engine::event::Phase::Rollback => "rollback step ",

@@ -27,6 +27,7 @@ use std::io::{IsTerminal, Write};
 use stagegate_engine::event::{Event, Outcome, StepResult, StepStatus};
 
 use crate::format::{format_duration_ms, last_lines, short_sha, strip_ansi};
+use crate::gate::{LineKind, evidence_lines};
 
 /// How many lines of a failed step's output the terminal shows.
 const TAIL_LINES: usize = 15;
@@ -119,7 +120,12 @@ impl TerminalReporter {
                 } else {
                     format!(" (sha {})", short_sha(&release.sha))
                 };
-                let what = if kind == "rollback" {
+                let what = if kind == "check" {
+                    format!(
+                        "checking the gates of {project} release {}{sha} for {environment}",
+                        release.version
+                    )
+                } else if kind == "rollback" {
                     format!(
                         "rolling back {project} to release {}{sha} in {environment}",
                         release.version
@@ -302,10 +308,50 @@ impl TerminalReporter {
         }
         self.line(&line);
 
+        // A gate shows its evidence whatever its outcome; its error's first line only
+        // repeats the failed checks, so only the help under it follows.
+        let gate = crate::gate::evidence(r);
+        if let Some(e) = &gate {
+            for l in evidence_lines(e) {
+                let text = self.clean(&l.text);
+                let line = match l.kind {
+                    LineKind::Finding => {
+                        format!(
+                            "{INDENT}       {}-{} {}",
+                            self.c(DIM),
+                            self.r(),
+                            text.trim_end()
+                        )
+                    }
+                    kind => {
+                        let color = match kind {
+                            LineKind::Ok => GREEN,
+                            LineKind::Failed => RED,
+                            _ => BOLD_YELLOW,
+                        };
+                        format!(
+                            "{INDENT}{}{:<6}{} {}",
+                            self.c(color),
+                            kind.mark(),
+                            self.r(),
+                            text.trim_end()
+                        )
+                    }
+                };
+                self.line(&line);
+            }
+        }
+
         if r.status.is_failure() {
             if let Some(error) = &r.error {
                 let error = self.clean(error);
-                for (i, l) in error.trim_end().lines().enumerate() {
+                let skip = usize::from(gate.is_some());
+                for (i, l) in error.trim_end().lines().enumerate().skip(skip) {
+                    if skip == 1 {
+                        let line = format!("{INDENT}{l}");
+                        self.line(&line);
+                        continue;
+                    }
                     let line = if i == 0 {
                         format!("{INDENT}{}error:{} {l}", self.c(RED), self.r())
                     } else {
