@@ -318,6 +318,25 @@ async fn an_abort_rule_stops_the_run() {
 }
 
 #[tokio::test]
+async fn a_windowed_abort_rule_judges_the_last_window_once_it_is_full() {
+    let s = server::start(Behaviour::default());
+    let mut t = LoadTest::new(
+        Scenario::single(Method::GET, &s.url("/status/502")).unwrap(),
+        LoadProfile::closed(2, Stop::Duration(Duration::from_secs(60))),
+    );
+    t.progress_interval = Duration::from_millis(50);
+    t.abort
+        .push(AbortRule::parse("error_rate > 50% over 200ms").unwrap());
+    let r = run(t).await;
+    let why = r.aborted.as_deref().expect("aborted");
+    assert!(
+        why.contains("100.00% > 50.00% over the last 200ms"),
+        "{why}"
+    );
+    assert!(r.duration_s >= 0.2, "judged only once the window was full");
+}
+
+#[tokio::test]
 async fn cancelling_reports_what_ran() {
     let s = server::start(Behaviour::default());
     let t = LoadTest::new(
