@@ -138,6 +138,9 @@ print(name, n, rps, cpu)
 PY
 }
 
+echo "stagegate load benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "machine:   nproc $(nproc), kernel $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "tools:     $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), $(have oha && oha --version | head -1 || echo 'no oha'), hey (Debian $(dpkg-query -W -f='${Version}' hey 2>/dev/null || echo '?')), $("$SG" --version)"
 tools=(wrk stagegate)
 have hey && tools+=(hey)
 have oha && [ -z "${SKIP_OHA:-}" ] && tools+=(oha)

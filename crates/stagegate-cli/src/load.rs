@@ -103,7 +103,7 @@ fn build(a: &LoadArgs) -> Result<(LoadTest, Vec<Threshold>, Option<LoadReport>),
     } = &mut profile.model
     {
         // hey's rule: no more users than requests.
-        *vus = (*vus).min(*n as usize).max(1);
+        *vus = (*vus).min(*n as usize);
     }
     profile.validate().map_err(invalid)?;
 

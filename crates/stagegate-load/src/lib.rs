@@ -38,6 +38,8 @@ pub mod report;
 pub mod request;
 pub mod slo;
 pub mod stats;
+mod user;
+mod worker;
 
 pub use http::Method;
 

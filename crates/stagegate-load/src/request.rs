@@ -111,6 +111,7 @@ pub fn parse_method(text: &str) -> Result<Method, LoadError> {
 /// Text with `${{ vu.NAME }}` placeholders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VuTemplate {
+    text: String,
     parts: Vec<Part>,
 }
 
@@ -156,7 +157,15 @@ impl VuTemplate {
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
         }
-        Ok(Self { parts })
+        Ok(Self {
+            text: text.to_string(),
+            parts,
+        })
+    }
+
+    /// The text as written, placeholders included.
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 
     /// The variables it names.
