@@ -142,6 +142,17 @@ pub enum Command {
         /// A key such as `services.health`, `steps.retries` or `on_failure`; none lists them
         key: Option<String>,
     },
+    /// Send HTTP load to a URL and report latency, throughput and errors (like hey or oha)
+    ///
+    /// Closed model by default: -c virtual users, each with its own keep-alive connection,
+    /// sending its next request when the previous one is answered, for -n requests or -z
+    /// time. With -q RATE, the open model: requests start at RATE per second whatever the
+    /// server does, and latency counts from each request's intended send time. Exit code 3
+    /// when an --slo threshold fails or an --abort rule stops the run. See docs/load.md.
+    #[command(
+        after_help = "Examples:\n  stagegate load http://127.0.0.1:8080/health -n 1000 -c 10 --slo 'p95 < 2s'\n  stagegate load https://staging.example.com/ -q 500/s -z 30s --warmup 5s --json\n  stagegate load http://127.0.0.1:8080/me --users users.csv -H 'X-User: ${{ vu.id }}' --isolation id"
+    )]
+    Load(Box<LoadArgs>),
     /// (internal) supervise one release's process
     #[command(name = "__supervise", hide = true)]
     Supervise { dir: PathBuf },
@@ -182,6 +193,118 @@ pub struct RunArgs {
         value_name = "NAME"
     )]
     pub actor: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LoadArgs {
+    /// The URL to load: http:// or https://, path and query included
+    pub url: String,
+
+    /// Number of requests to send (closed model; with -q, the run lasts N / RATE)
+    #[arg(
+        short = 'n',
+        long = "requests",
+        value_name = "N",
+        conflicts_with = "duration"
+    )]
+    pub requests: Option<u64>,
+
+    /// Virtual users, each with one connection [default: 50]; with -q, the most requests in flight [default: 1000]
+    #[arg(short = 'c', long = "concurrency", value_name = "N")]
+    pub concurrency: Option<usize>,
+
+    /// Send for this long instead of a number of requests (e.g. 30s, 2m)
+    #[arg(short = 'z', long = "duration", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+
+    /// Open model: start requests at this total rate (500, 500/s, 30000/m), whatever the server does
+    #[arg(short = 'q', long = "rate", value_name = "RATE", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+
+    /// Send load for this long first, without counting it
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub warmup: Option<std::time::Duration>,
+
+    /// Move to TARGET users (or, with -q, requests per second) over DURATION; repeat for more steps
+    #[arg(long = "ramp", value_name = "TARGET:DURATION", value_parser = parse_ramp)]
+    pub ramp: Vec<(f64, std::time::Duration)>,
+
+    /// HTTP method
+    #[arg(short = 'm', long, value_name = "METHOD", default_value = "GET")]
+    pub method: String,
+
+    /// A request header, `Name: value` (repeatable); may use ${{ vu.NAME }} with --users
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
+
+    /// The request body
+    #[arg(
+        short = 'd',
+        long = "body",
+        value_name = "TEXT",
+        conflicts_with = "body_file"
+    )]
+    pub body: Option<String>,
+
+    /// Read the request body from a file
+    #[arg(short = 'D', long = "body-file", value_name = "PATH")]
+    pub body_file: Option<PathBuf>,
+
+    /// The Content-Type header
+    #[arg(short = 'T', long = "content-type", value_name = "TYPE")]
+    pub content_type: Option<String>,
+
+    /// A request not answered within this long is a timeout error
+    #[arg(short = 't', long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+
+    /// Generator threads [default: the CPUs this process may use]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Virtual users' identities: a CSV (header row first) or JSON file; user i takes row i
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
+
+    /// Give each virtual user its own cookie jar
+    #[arg(long)]
+    pub cookies: bool,
+
+    /// Count responses that show a user another user's value of this identity column
+    #[arg(long, value_name = "COLUMN", requires = "users")]
+    pub isolation: Vec<String>,
+
+    /// Check every response's status is one of these (e.g. 200,204); failures are errors
+    #[arg(long = "expect-status", value_name = "CODES", value_delimiter = ',')]
+    pub expect_status: Vec<u16>,
+
+    /// A threshold, e.g. 'p95 < 500ms', 'error_rate < 1%', 'rps >= 100' (repeatable)
+    #[arg(long = "slo", value_name = "THRESHOLD")]
+    pub slo: Vec<String>,
+
+    /// Stop early when this holds, e.g. 'error_rate > 5% over 10s' (repeatable)
+    #[arg(long = "abort", value_name = "RULE")]
+    pub abort: Vec<String>,
+
+    /// A previous `--json` report, the baseline for thresholds such as 'p95 <= +10% vs last_pass'
+    #[arg(long, value_name = "FILE")]
+    pub compare: Option<PathBuf>,
+
+    /// Print the report as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    stagegate_load::parse_rate(s)
+}
+
+fn parse_ramp(s: &str) -> Result<(f64, std::time::Duration), String> {
+    let (t, d) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not TARGET:DURATION (e.g. 100:30s)"))?;
+    let target = stagegate_load::parse_rate(t)?;
+    Ok((target, parse_duration(d)?))
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -20,6 +20,7 @@ macro_rules! print {
 mod cli;
 mod context;
 mod explain;
+mod load;
 mod preflight;
 mod query;
 mod run;
@@ -174,6 +175,7 @@ async fn dispatch(cli: &Cli) -> CmdResult {
         }
         Command::Show { deployment, json } => query::show(cli, *deployment, *json).await,
         Command::Unlock { env } => query::unlock(cli, env).await,
+        Command::Load(args) => load::load(args).await,
     }
 }
 

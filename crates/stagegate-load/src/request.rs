@@ -1,0 +1,415 @@
+//! What each iteration sends: a [`Scenario`] of [`RequestSpec`]s to one origin.
+//!
+//! Paths, headers and bodies may name the virtual user's variables as `${{ vu.NAME }}`
+//! (see [`crate::Identities`]). They are filled in once per user, when the user starts,
+//! into a [`PreparedRequest`]: the hot path only clones it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Uri};
+
+use crate::LoadError;
+use crate::check::ResponseCheck;
+use crate::identity::Identity;
+
+/// Where requests go: every request of a run goes to this one origin, over connections
+/// kept per virtual user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Origin {
+    /// The `Host` header value.
+    pub fn authority(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// Splits `http://host:port/path?q` into its origin and the rest (`/path?q`, templated).
+pub fn split_url(url: &str) -> Result<(Origin, String), LoadError> {
+    let bad = |reason: &str| LoadError::InvalidUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else {
+        return Err(bad(
+            "it must start with http:// or https:// (for example http://127.0.0.1:8080/health)",
+        ));
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.contains('@') {
+        return Err(bad(
+            "user:password@ in URLs is not supported: send an Authorization header with -H",
+        ));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("an IPv6 address needs a closing `]`"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(bad("unexpected text after the IPv6 address")),
+        };
+        (h.to_string(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (authority.to_string(), None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("it has no host"));
+    }
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| bad(&format!("`{p}` is not a port number")))?,
+        None if tls => 443,
+        None => 80,
+    };
+    let path = path.split('#').next().unwrap_or("");
+    let path = if path.is_empty() {
+        "/".to_string()
+    } else if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    Ok((Origin { tls, host, port }, path))
+}
+
+/// Reads an HTTP method (`get` is `GET`).
+pub fn parse_method(text: &str) -> Result<Method, LoadError> {
+    let upper = text.trim().to_ascii_uppercase();
+    if upper.is_empty() || !upper.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(LoadError::InvalidMethod(text.to_string()));
+    }
+    Method::from_bytes(upper.as_bytes()).map_err(|_| LoadError::InvalidMethod(text.to_string()))
+}
+
+/// Text with `${{ vu.NAME }}` placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VuTemplate {
+    text: String,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Var(String),
+}
+
+impl VuTemplate {
+    pub fn parse(text: &str) -> Result<Self, LoadError> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("${{") {
+            if i > 0 {
+                parts.push(Part::Text(rest[..i].to_string()));
+            }
+            let after = &rest[i + 3..];
+            let close = after.find("}}").ok_or_else(|| LoadError::Template {
+                text: text.to_string(),
+                reason: "`${{` is not closed with `}}`".into(),
+            })?;
+            let expr = after[..close].trim();
+            let name = expr.strip_prefix("vu.").ok_or_else(|| LoadError::Template {
+                text: text.to_string(),
+                reason: format!(
+                    "`{expr}` cannot be used here: only a virtual user's variables, as `${{{{ vu.NAME }}}}`"
+                ),
+            })?;
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(LoadError::Template {
+                    text: text.to_string(),
+                    reason: format!("`{expr}` is not a variable name"),
+                });
+            }
+            parts.push(Part::Var(name.to_string()));
+            rest = &after[close + 2..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_string()));
+        }
+        Ok(Self {
+            text: text.to_string(),
+            parts,
+        })
+    }
+
+    /// The text as written, placeholders included.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The variables it names.
+    pub fn vars(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(v) => Some(v.as_str()),
+            Part::Text(_) => None,
+        })
+    }
+
+    pub fn is_static(&self) -> bool {
+        self.vars().next().is_none()
+    }
+
+    pub fn render(&self, id: &Identity) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Var(v) => out.push_str(id.get(v).unwrap_or_default()),
+            }
+        }
+        out
+    }
+}
+
+/// One request of a scenario.
+#[derive(Clone)]
+pub struct RequestSpec {
+    /// Names the request in per-request results and thresholds (`p95[login] < 300ms`).
+    pub name: String,
+    pub method: Method,
+    /// The path and query, templated.
+    pub path: VuTemplate,
+    pub headers: Vec<(HeaderName, VuTemplate)>,
+    pub body: Option<VuTemplate>,
+    /// Evaluated on every response; a failed check makes the request an `assertion` error.
+    pub checks: Vec<Arc<dyn ResponseCheck>>,
+}
+
+impl std::fmt::Debug for RequestSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestSpec")
+            .field("name", &self.name)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("headers", &self.headers.len())
+            .field("checks", &self.checks.len())
+            .finish()
+    }
+}
+
+impl RequestSpec {
+    pub fn new(name: impl Into<String>, method: Method, path: &str) -> Result<Self, LoadError> {
+        Ok(Self {
+            name: name.into(),
+            method,
+            path: VuTemplate::parse(path)?,
+            headers: Vec::new(),
+            body: None,
+            checks: Vec::new(),
+        })
+    }
+
+    /// Adds a header written as `Name: value`.
+    pub fn header_line(mut self, line: &str) -> Result<Self, LoadError> {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| LoadError::InvalidHeader {
+                text: line.to_string(),
+                reason: "write it as `Name: value`".into(),
+            })?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+            LoadError::InvalidHeader {
+                text: line.to_string(),
+                reason: format!("`{}` is not a header name", name.trim()),
+            }
+        })?;
+        self.headers
+            .push((name, VuTemplate::parse(value.trim_start())?));
+        Ok(self)
+    }
+
+    pub fn body(mut self, body: &str) -> Result<Self, LoadError> {
+        self.body = Some(VuTemplate::parse(body)?);
+        Ok(self)
+    }
+
+    pub fn check(mut self, check: Arc<dyn ResponseCheck>) -> Self {
+        self.checks.push(check);
+        self
+    }
+
+    fn vars(&self) -> impl Iterator<Item = &str> {
+        self.path
+            .vars()
+            .chain(self.headers.iter().flat_map(|(_, v)| v.vars()))
+            .chain(self.body.iter().flat_map(|b| b.vars()))
+    }
+
+    /// Fills in the user's variables. Values that do not fit a URI or header are errors.
+    pub(crate) fn prepare(
+        &self,
+        host: &HeaderValue,
+        id: &Identity,
+    ) -> Result<PreparedRequest, String> {
+        let path = self.path.render(id);
+        let uri: Uri = path
+            .parse()
+            .map_err(|e| format!("request `{}`: `{path}` is not a valid path: {e}", self.name))?;
+        let mut headers = HeaderMap::with_capacity(self.headers.len() + 2);
+        headers.insert(http::header::HOST, host.clone());
+        for (name, v) in &self.headers {
+            let value = v.render(id);
+            let value = HeaderValue::from_str(&value).map_err(|_| {
+                format!(
+                    "request `{}`: header `{name}` has a value that is not allowed in a header",
+                    self.name
+                )
+            })?;
+            if name == http::header::HOST {
+                headers.insert(name.clone(), value);
+            } else {
+                headers.append(name.clone(), value);
+            }
+        }
+        let body = self
+            .body
+            .as_ref()
+            .map(|b| Bytes::from(b.render(id)))
+            .unwrap_or_default();
+        Ok(PreparedRequest {
+            method: self.method.clone(),
+            uri,
+            headers,
+            body,
+        })
+    }
+}
+
+/// The requests of one iteration, in order, all to one origin.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub origin: Origin,
+    pub requests: Vec<RequestSpec>,
+}
+
+impl Scenario {
+    /// A scenario of one request to `url`.
+    pub fn single(method: Method, url: &str) -> Result<Self, LoadError> {
+        let (origin, path) = split_url(url)?;
+        let name = format!("{method} {path}");
+        Ok(Self {
+            origin,
+            requests: vec![RequestSpec::new(name, method, &path)?],
+        })
+    }
+
+    /// The variables the requests use that `columns` does not have.
+    pub fn missing_vars(&self, columns: &[String]) -> Vec<String> {
+        let mut missing: Vec<String> = self
+            .requests
+            .iter()
+            .flat_map(|r| r.vars())
+            .filter(|v| !columns.iter().any(|c| c == v))
+            .map(str::to_string)
+            .collect();
+        missing.sort();
+        missing.dedup();
+        missing
+    }
+
+    pub fn uses_vars(&self) -> bool {
+        self.requests.iter().any(|r| r.vars().next().is_some())
+    }
+
+    pub fn needs_body(&self) -> bool {
+        self.requests
+            .iter()
+            .any(|r| r.checks.iter().any(|c| c.needs_body()))
+    }
+}
+
+/// A request with the user's variables filled in.
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedRequest {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_origin_and_path() {
+        let (o, p) = split_url("http://127.0.0.1:8080/a/b?x=1").unwrap();
+        assert_eq!(
+            o,
+            Origin {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 8080
+            }
+        );
+        assert_eq!(p, "/a/b?x=1");
+        let (o, p) = split_url("https://example.com").unwrap();
+        assert_eq!((o.port, o.tls, p.as_str()), (443, true, "/"));
+        assert_eq!(o.authority(), "example.com");
+        let (o, _) = split_url("http://[::1]:9000/").unwrap();
+        assert_eq!((o.host.as_str(), o.port), ("::1", 9000));
+        assert_eq!(o.authority(), "[::1]:9000");
+        let e = split_url("ftp://x").unwrap_err().to_string();
+        assert!(e.contains("must start with http://"), "{e}");
+        let e = split_url("http://x:99999/").unwrap_err().to_string();
+        assert!(e.contains("`99999` is not a port number"), "{e}");
+    }
+
+    #[test]
+    fn templates_name_user_variables_only() {
+        let t = VuTemplate::parse("/users/${{ vu.id }}/orders?t=${{vu.token}}").unwrap();
+        assert_eq!(t.vars().collect::<Vec<_>>(), ["id", "token"]);
+        let id = Identity::new(0, [("id", "7"), ("token", "abc")]);
+        assert_eq!(t.render(&id), "/users/7/orders?t=abc");
+        let e = VuTemplate::parse("${{ secrets.X }}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only a virtual user's variables"), "{e}");
+        let e = VuTemplate::parse("${{ vu.id").unwrap_err().to_string();
+        assert!(e.contains("not closed"), "{e}");
+    }
+
+    #[test]
+    fn header_lines_need_a_colon() {
+        let r = RequestSpec::new("r", Method::GET, "/").unwrap();
+        let e = r.clone().header_line("Authorization Bearer x").unwrap_err();
+        assert!(e.to_string().contains("`Name: value`"), "{e}");
+        let r = r.header_line("X-Id: ${{ vu.id }}").unwrap();
+        let s = Scenario {
+            origin: split_url("http://h/").unwrap().0,
+            requests: vec![r],
+        };
+        assert_eq!(s.missing_vars(&["name".into()]), ["id"]);
+    }
+}
