@@ -380,7 +380,7 @@ fn a_secret_capture_is_masked_everywhere() {
         p.run(&cmd).code(0).lacks("tok-CAPTURED");
     }
     let mut files = 0;
-    for path in walk(&p.path().join(".stagegate")) {
+    for path in common::walk(&p.path().join(".stagegate")) {
         let bytes = std::fs::read(&path).unwrap();
         assert!(
             !bytes.windows(12).any(|w| w == b"tok-CAPTURED"),
@@ -401,19 +401,6 @@ fn a_secret_capture_is_masked_everywhere() {
         p.read(".stagegate/logs/1/001-login.log")
             .contains("\"access_token\":\"***\"")
     );
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]

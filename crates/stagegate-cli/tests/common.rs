@@ -205,3 +205,17 @@ pub fn status_json(p: &Project, env: &str) -> serde_json::Value {
     o.code(0);
     serde_json::from_str(&o.stdout).expect("status --json is JSON")
 }
+
+/// Every file below `dir`, for tests that scan what stagegate wrote.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

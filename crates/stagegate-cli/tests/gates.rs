@@ -548,7 +548,7 @@ fn secrets_from_a_command_never_show_a_value_anywhere() {
     ] {
         p.run(&cmd).lacks(LIVE).lacks(DB);
     }
-    for entry in walk(&p.path().join(".stagegate")) {
+    for entry in common::walk(&p.path().join(".stagegate")) {
         let bytes = std::fs::read(&entry).unwrap();
         for v in [LIVE, DB] {
             assert!(
@@ -573,19 +573,6 @@ fn stagegate_fingerprint(v: &str) -> String {
         })
         .expect("sha256sum runs");
     format!("sha256:{}", &String::from_utf8_lossy(&out.stdout)[..8])
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]

@@ -257,7 +257,7 @@ stages:
     }
     // Every file stagegate wrote: the SQLite store (and its WAL) and the step logs.
     let mut checked = 0;
-    for entry in walk(&p.path().join(".stagegate")) {
+    for entry in common::walk(&p.path().join(".stagegate")) {
         let bytes = std::fs::read(&entry).unwrap();
         assert!(
             !contains(&bytes, SECRET.as_bytes()),
@@ -274,19 +274,6 @@ stages:
         p.read(".stagegate/logs/1/001-leak.log")
             .contains("token is ***")
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
