@@ -727,27 +727,7 @@ fn a_file_check_reads_files_joined_in_order() {
 /// Every plan in docs/checks.md is valid (blocks that begin with `# stagegate.yml`).
 #[test]
 fn the_plans_in_the_checks_docs_are_valid() {
-    let doc = std::fs::read_to_string(repo_root().join("docs/checks.md")).expect("docs/checks.md");
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in doc.lines() {
-        match (&mut current, line.trim_start().starts_with("```")) {
-            (None, true) if line.trim_start().starts_with("```yaml") => {
-                current = Some(String::new())
-            }
-            (Some(b), true) => {
-                if b.starts_with("# stagegate.yml") {
-                    blocks.push(b.clone());
-                }
-                current = None;
-            }
-            (Some(b), false) => {
-                b.push_str(line);
-                b.push('\n');
-            }
-            _ => {}
-        }
-    }
+    let blocks = common::doc_plans("checks.md");
     assert!(
         blocks.len() >= 5,
         "found {} plans in docs/checks.md",

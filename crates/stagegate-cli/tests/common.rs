@@ -219,3 +219,33 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The plans in `docs/NAME`: fenced `yaml` blocks whose first line starts `# stagegate.yml`.
+pub fn doc_plans(name: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs")
+        .join(name);
+    let doc = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in doc.lines() {
+        let fence = line.trim_start().starts_with("```");
+        match (&mut current, fence) {
+            (None, true) if line.trim_start().starts_with("```yaml") => {
+                current = Some(String::new())
+            }
+            (Some(b), true) => {
+                if b.starts_with("# stagegate.yml") {
+                    blocks.push(b.clone());
+                }
+                current = None;
+            }
+            (Some(b), false) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            _ => {}
+        }
+    }
+    blocks
+}

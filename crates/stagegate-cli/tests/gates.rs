@@ -1083,27 +1083,7 @@ fn a_gate_that_cannot_be_evaluated_stops_the_run_before_any_step() {
 
 #[test]
 fn every_plan_example_in_the_gates_doc_validates() {
-    let doc =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/gates.md"))
-            .expect("docs/gates.md exists");
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in doc.lines() {
-        match (&mut current, line.trim_start().starts_with("```")) {
-            (None, true) if line.trim() == "```yaml" => current = Some(String::new()),
-            (Some(b), true) => {
-                if b.starts_with("# stagegate.yml") {
-                    blocks.push(b.clone());
-                }
-                current = None;
-            }
-            (Some(b), false) => {
-                b.push_str(line);
-                b.push('\n');
-            }
-            _ => {}
-        }
-    }
+    let blocks = common::doc_plans("gates.md");
     assert!(
         blocks.len() >= 8,
         "found only {} plan examples",

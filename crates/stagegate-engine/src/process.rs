@@ -105,19 +105,7 @@ pub async fn run_command(
     };
     let pid = child.id();
     let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<String>(256);
-    for reader in [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for reader in take_output(&mut child) {
         let tx = line_tx.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(reader).lines();
@@ -160,17 +148,7 @@ pub async fn run_command(
         }
     };
     let status = tokio::select! {
-        (status, ()) = async { tokio::join!(child.wait(), collect) } => match status {
-            Ok(s) => {
-                use std::os::unix::process::ExitStatusExt;
-                match (s.code(), s.signal()) {
-                    (Some(c), _) => Exit::Code(c),
-                    (None, Some(sig)) => Exit::Signal(sig),
-                    _ => Exit::Code(-1),
-                }
-            }
-            Err(e) => Exit::SpawnFailed(e.to_string()),
-        },
+        (status, ()) = async { tokio::join!(child.wait(), collect) } => exit_of(status),
         () = deadline => Exit::TimedOut,
         () = cancel.cancelled() => Exit::Cancelled,
     };
@@ -184,6 +162,34 @@ pub async fn run_command(
     CommandResult {
         exit: status,
         tail: lines.join("\n"),
+    }
+}
+
+/// A child's stdout and stderr, taken as boxed readers (in that order).
+pub fn take_output(
+    child: &mut tokio::process::Child,
+) -> Vec<Box<dyn tokio::io::AsyncRead + Unpin + Send>> {
+    let out = child
+        .stdout
+        .take()
+        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+    let err = child
+        .stderr
+        .take()
+        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+    out.into_iter().chain(err).collect()
+}
+
+/// How a child ended, from what waiting for it returned.
+pub fn exit_of(status: std::io::Result<std::process::ExitStatus>) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => Exit::Code(c),
+            (None, Some(sig)) => Exit::Signal(sig),
+            _ => Exit::Code(-1),
+        },
+        Err(e) => Exit::SpawnFailed(e.to_string()),
     }
 }
 

@@ -171,19 +171,7 @@ impl Prepared {
                 let pid = child.id();
                 window.following = false;
                 let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1024);
-                for r in [
-                    child
-                        .stdout
-                        .take()
-                        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-                    child
-                        .stderr
-                        .take()
-                        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-                ]
-                .into_iter()
-                .flatten()
-                {
+                for r in crate::process::take_output(&mut child) {
                     let tx = tx.clone();
                     tokio::spawn(async move {
                         let mut r = BufReader::new(r.take(u64::MAX));

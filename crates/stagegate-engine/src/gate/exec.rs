@@ -103,17 +103,7 @@ pub(crate) async fn capture(
         }
     };
     let exit = tokio::select! {
-        status = child.wait() => match status {
-            Ok(s) => {
-                use std::os::unix::process::ExitStatusExt;
-                match (s.code(), s.signal()) {
-                    (Some(c), _) => Exit::Code(c),
-                    (None, Some(sig)) => Exit::Signal(sig),
-                    _ => Exit::Code(-1),
-                }
-            }
-            Err(e) => Exit::SpawnFailed(e.to_string()),
-        },
+        status = child.wait() => crate::process::exit_of(status),
         () = deadline => Exit::TimedOut,
         () = cancel.cancelled() => Exit::Cancelled,
     };
