@@ -10,20 +10,41 @@
 //!   audit log (one object per line: `ts`, `event`, `actor`, `blob_id`, `ip`, `status`, `bytes`);
 //! - seed 003 (paper-trading smoke tests): `GET /api/v1/config` (`dry_run` and `alpaca_paper`
 //!   from `DRY_RUN` and `ALPACA_PAPER`) and `GET /api/v1/orchestration/status` (asks the
-//!   services in `DEMO_DEPENDENCIES` for their health).
+//!   services in `DEMO_DEPENDENCIES` for their health);
+//! - seed 002 (a load test of users who each log in and read their own data): 200 fixed users
+//!   `u001`..`u200`, email `u017@demo.test`, password `pass-u017`, each with three threads
+//!   `t-u017-1`..`t-u017-3`:
+//!   - `POST /api/session` with `{"email":…,"password":…}`: 200
+//!     `{"token":…,"user_id":"u017"}` and `Set-Cookie: sid=<token>; Path=/; HttpOnly`, a new
+//!     random token per login; 401 `{"error":"invalid credentials"}` for wrong or missing
+//!     ones; 400 `{"error":…}` for a body that is not such a JSON object (bodies of the
+//!     `/api/*` routes are read up to 64 KiB; 413 beyond);
+//!   - `GET /api/threads`, with `Authorization: Bearer <token>` or the `sid` cookie: 200
+//!     `{"user_id":"u017","email":"u017@demo.test","threads":[{"id","owner","title"},…]}`;
+//!   - `POST /api/threads` with `{"title":…}`: 201 `{"id":"t-u017-4","owner":"u017","title":…}`;
+//!   - `GET /api/threads/{id}`: 200 the thread when it is the caller's, else 404
+//!     `{"error":"not found"}`;
+//!
+//!   without a known token they answer 401 `{"error":"unauthorized"}`. The new endpoints
+//!   answer `{"error":…}` where the seed 000 ones answer `{"detail":…}`.
 //!
 //! Settings (environment): `PORT` (8000), `DEMO_VERSION`, `DEMO_SERVICE` (the name in
 //! `/health`), `DEMO_JWT_SECRET` (random when unset), `DEMO_ADMIN_USER` (`admin`),
 //! `DEMO_ADMIN_PASSWORD` (login is off without it), `DEMO_DATA_DIR` (`data`),
-//! `DEMO_AUDIT_LOG` (`logs/audit.log`), `DEMO_DEPENDENCIES` (`name=url,…`).
+//! `DEMO_AUDIT_LOG` (`logs/audit.log`), `DEMO_DEPENDENCIES` (`name=url,…`), `DEMO_SLOW_MS`
+//! (400: the delay of the `slow` fault, in milliseconds).
 //!
 //! Fault switches for tests, `DEMO_FAULT=a,b`: `wrong-version` (health reports another
 //! version), `ignore-range` (always 200 with the whole blob), `corrupt-byte` (flips the middle
-//! byte of every download), `log-error` (logs an ERROR line at start).
+//! byte of every download), `log-error` (logs an ERROR line at start), `leak-threads`
+//! (`GET /api/threads` keeps its last answer in one slot shared by all users and, on every
+//! tenth request, answers that instead of the caller's own: under concurrency users see each
+//! other's data), `slow` (every `/api/*` route waits `DEMO_SLOW_MS` before answering).
 //!
 //! `staging-demo token --secret S [--sub NAME] [--ttl SECONDS]` prints a token.
 
 mod jwt;
+mod users;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -31,9 +52,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -51,6 +74,8 @@ struct Faults {
     ignore_range: bool,
     corrupt_byte: bool,
     log_error: bool,
+    leak_threads: bool,
+    slow: bool,
 }
 
 impl Faults {
@@ -62,9 +87,11 @@ impl Faults {
                 "ignore-range" => f.ignore_range = true,
                 "corrupt-byte" => f.corrupt_byte = true,
                 "log-error" => f.log_error = true,
+                "leak-threads" => f.leak_threads = true,
+                "slow" => f.slow = true,
                 other => {
                     return Err(format!(
-                        "unknown fault `{other}` in DEMO_FAULT; known: wrong-version, ignore-range, corrupt-byte, log-error"
+                        "unknown fault `{other}` in DEMO_FAULT; known: wrong-version, ignore-range, corrupt-byte, log-error, leak-threads, slow"
                     ));
                 }
             }
@@ -106,6 +133,12 @@ struct App {
     alpaca_paper: bool,
     dependencies: Vec<(String, String)>,
     next_id: AtomicU64,
+    /// The `slow` fault's delay, `None` without the fault.
+    slow: Option<Duration>,
+    sessions: users::Sessions,
+    threads: users::Threads,
+    /// The `leak-threads` fault's shared slot.
+    last_threads: users::LastResponse,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -158,6 +191,14 @@ async fn serve() -> i32 {
         Ok(f) => f,
         Err(e) => {
             eprintln!("staging-demo: {e}");
+            return 2;
+        }
+    };
+    let slow_ms = match env("DEMO_SLOW_MS").map(|v| v.trim().parse::<u64>()) {
+        None => 400,
+        Some(Ok(ms)) => ms,
+        Some(Err(_)) => {
+            eprintln!("staging-demo: DEMO_SLOW_MS must be a whole number of milliseconds");
             return 2;
         }
     };
@@ -224,6 +265,10 @@ async fn serve() -> i32 {
         alpaca_paper: flag("ALPACA_PAPER"),
         dependencies,
         next_id: AtomicU64::new(1),
+        slow: faults.slow.then(|| Duration::from_millis(slow_ms)),
+        sessions: users::Sessions::new(),
+        threads: users::Threads::new(),
+        last_threads: users::LastResponse::default(),
     });
     let listener = match tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await {
         Ok(l) => l,
@@ -276,7 +321,19 @@ async fn serve() -> i32 {
     }
 }
 
+/// The largest JSON body the `/api/*` routes read.
+const API_BODY_LIMIT: usize = 64 * 1024;
+
 fn router(app: Arc<App>) -> Router {
+    // The `slow` fault delays exactly these routes.
+    let api = Router::new()
+        .route("/api/v1/config", get(config))
+        .route("/api/v1/orchestration/status", get(orchestration))
+        .route("/api/session", post(session))
+        .route("/api/threads", get(list_threads).post(create_thread))
+        .route("/api/threads/{id}", get(get_thread))
+        .route_layer(DefaultBodyLimit::max(API_BODY_LIMIT))
+        .route_layer(middleware::from_fn_with_state(app.clone(), slow));
     Router::new()
         .route("/", get(root))
         .route("/health", get(health))
@@ -285,8 +342,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/secure/files", get(list))
         .route("/secure/files/upload", post(upload))
         .route("/secure/files/{id}/stream", get(stream))
-        .route("/api/v1/config", get(config))
-        .route("/api/v1/orchestration/status", get(orchestration))
+        .merge(api)
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)
@@ -308,6 +364,14 @@ async fn count_requests(State(app): State<Arc<App>>, req: Request, next: Next) -
         println!("ERROR {method} {path} -> {}", resp.status().as_u16());
     }
     resp
+}
+
+/// The `slow` fault: wait before answering.
+async fn slow(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if let Some(delay) = app.slow {
+        tokio::time::sleep(delay).await;
+    }
+    next.run(req).await
 }
 
 fn detail(status: StatusCode, text: &str) -> Response {
@@ -652,6 +716,148 @@ async fn stream(
     resp
 }
 
+/// The seed 002 endpoints' error answer, `{"error": …}`.
+fn api_error(status: StatusCode, text: &str) -> Response {
+    (status, axum::Json(json!({ "error": text }))).into_response()
+}
+
+fn api_unauthorized() -> Response {
+    let mut r = api_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+/// The string fields `names` of a request body that must be a JSON object shaped like
+/// `shape`: each `None` when absent or null; a 400 answer (413 when too large) otherwise.
+fn json_strings<const N: usize>(
+    body: Result<Bytes, BytesRejection>,
+    shape: &str,
+    names: [&str; N],
+) -> Result<[Option<String>; N], Box<Response>> {
+    let bad = |text: String| Box::new(api_error(StatusCode::BAD_REQUEST, &text));
+    let body = body.map_err(|e| {
+        Box::new(api_error(
+            e.status(),
+            &format!("cannot read the body: {}", e.body_text()),
+        ))
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad(format!("the body is empty; expected {shape}")));
+    }
+    let mut fields = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(fields)) => fields,
+        Ok(_) => return Err(bad(format!("expected a JSON object {shape}"))),
+        Err(e) => return Err(bad(format!("the body is not JSON ({e}); expected {shape}"))),
+    };
+    let mut out = [const { None }; N];
+    for (slot, name) in out.iter_mut().zip(names) {
+        match fields.remove(name) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => *slot = Some(s),
+            Some(_) => return Err(bad(format!("`{name}` must be a string; expected {shape}"))),
+        }
+    }
+    Ok(out)
+}
+
+impl App {
+    /// The user a request's session token (bearer or `sid` cookie) belongs to.
+    fn session_user(&self, headers: &HeaderMap) -> Option<u32> {
+        users::request_token(headers).and_then(|t| self.sessions.user(t))
+    }
+}
+
+/// `POST /api/session`: log a demo user in.
+async fn session(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    const SHAPE: &str = r#"{"email": "...", "password": "..."}"#;
+    let user = match json_strings(body, SHAPE, ["email", "password"]) {
+        Ok([Some(email), Some(password)]) => users::check_credentials(&email, &password),
+        Ok(_) => None,
+        Err(r) => return *r,
+    };
+    let Some(n) = user else {
+        return api_error(StatusCode::UNAUTHORIZED, "invalid credentials");
+    };
+    let token = app.sessions.login(n);
+    let cookie = HeaderValue::from_str(&format!("sid={token}; Path=/; HttpOnly"));
+    let mut r = axum::Json(json!({ "token": token, "user_id": users::user_id(n) })).into_response();
+    if let Ok(v) = cookie {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// `GET /api/threads`: the caller's threads (with `leak-threads`, sometimes someone else's).
+async fn list_threads(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let Some(n) = app.session_user(&headers) else {
+        return api_unauthorized();
+    };
+    let build = || {
+        let threads: Vec<Value> = app
+            .threads
+            .list(n)
+            .iter()
+            .map(users::Thread::to_json)
+            .collect();
+        json!({ "user_id": users::user_id(n), "email": users::email(n), "threads": threads })
+    };
+    let body = if app.faults.leak_threads {
+        app.last_threads.answer(build)
+    } else {
+        build()
+    };
+    axum::Json(body).into_response()
+}
+
+/// The longest thread title, in characters.
+const TITLE_MAX: usize = 200;
+
+/// `POST /api/threads`: a new thread of the caller's.
+async fn create_thread(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    const SHAPE: &str = r#"{"title": "..."}"#;
+    let Some(n) = app.session_user(&headers) else {
+        return api_unauthorized();
+    };
+    let title = match json_strings(body, SHAPE, ["title"]) {
+        Ok([Some(t)]) if !t.trim().is_empty() => t.trim().to_string(),
+        Ok(_) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                &format!("`title` is missing or empty; expected {SHAPE}"),
+            );
+        }
+        Err(r) => return *r,
+    };
+    if title.chars().count() > TITLE_MAX {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            &format!("`title` is longer than {TITLE_MAX} characters"),
+        );
+    }
+    let thread = app.threads.create(n, &title);
+    (StatusCode::CREATED, axum::Json(thread.to_json())).into_response()
+}
+
+/// `GET /api/threads/{id}`: one of the caller's threads; anyone else's is not found.
+async fn get_thread(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(n) = app.session_user(&headers) else {
+        return api_unauthorized();
+    };
+    match app.threads.get(n, &id) {
+        Some(thread) => axum::Json(thread.to_json()).into_response(),
+        None => api_error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
 async fn config(State(app): State<Arc<App>>) -> axum::Json<Value> {
     axum::Json(json!({
         "service": app.service,
@@ -714,7 +920,20 @@ async fn probe(url: &str) -> Option<u16> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::{Faults, parse_range};
+
+    #[test]
+    fn faults() {
+        let f = Faults::parse("leak-threads, slow").unwrap();
+        assert!(f.leak_threads && f.slow && !f.wrong_version);
+        let f = Faults::parse("").unwrap();
+        assert!(!f.leak_threads && !f.slow);
+        let e = Faults::parse("slow,leak").unwrap_err();
+        assert!(
+            e.contains("`leak`") && e.contains("leak-threads, slow"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn ranges() {
