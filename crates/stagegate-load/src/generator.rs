@@ -118,22 +118,35 @@ impl LoadTest {
             return Err(LoadError::Profile("the scenario has no request".into()));
         }
         let identities = self.identities.clone().unwrap_or_default();
-        if self.scenario.uses_vars() {
-            if identities.is_empty() {
-                return Err(LoadError::Template {
-                    text: self.scenario.missing_vars(&[]).join(", "),
-                    reason: "requests use `vu.*` variables but no identities were given: give a CSV or JSON file of users".into(),
-                });
+        if let Some(r) = self
+            .scenario
+            .setup
+            .iter()
+            .find(|s| self.scenario.requests.iter().any(|r| r.name == s.name))
+        {
+            return Err(LoadError::Profile(format!(
+                "the setup request `{}` has the name of a request of the scenario: give it another name, so that its figures and thresholds such as `p95[{}]` are its own",
+                r.name, r.name
+            )));
+        }
+        for r in self.scenario.setup.iter().chain(&self.scenario.requests) {
+            for c in &r.captures {
+                let var = c.var();
+                if !crate::request::is_var_name(var) {
+                    return Err(LoadError::Template {
+                        text: var.to_string(),
+                        reason: format!(
+                            "request `{}` captures into `{var}`, which is not a variable name: use letters, digits, `_` and `-`",
+                            r.name
+                        ),
+                    });
+                }
             }
+        }
+        if self.scenario.uses_vars() {
             let missing = self.scenario.missing_vars(&identities.columns);
             if !missing.is_empty() {
-                return Err(LoadError::Template {
-                    text: missing.join(", "),
-                    reason: format!(
-                        "requests use variables the identities do not have (their columns: {})",
-                        identities.columns.join(", ")
-                    ),
-                });
+                return Err(missing_vars_error(&self.scenario, &identities, missing));
             }
         }
         let origin = &self.scenario.origin;
@@ -154,8 +167,7 @@ impl LoadTest {
         for id in &rows {
             let reqs = self
                 .scenario
-                .requests
-                .iter()
+                .all()
                 .map(|r| r.prepare(&host, id))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|reason| LoadError::Template {
@@ -191,11 +203,16 @@ impl LoadTest {
             Model::Closed { ramp, .. } if !ramp.is_empty() => Some(self.profile.timeline()),
             _ => None,
         };
-        let keep_body = !self.isolation.is_empty() || self.scenario.needs_body();
+        let keep_body = self
+            .scenario
+            .all()
+            .map(|r| !self.isolation.is_empty() || r.needs_body())
+            .collect();
         let stop = cancel.child_token();
         let shared = Arc::new(Shared {
             scenario: self.scenario.clone(),
             connector,
+            host,
             prepared,
             identities: identities.clone(),
             cookies: self.cookies,
@@ -235,7 +252,7 @@ impl LoadTest {
             warmup: self.profile.warmup,
         });
 
-        let requests = self.scenario.requests.len();
+        let requests = self.scenario.slots();
         let mut total = RunStats::new(requests);
         let mut pending = Stats::new();
         let mut warmup_requests = 0u64;
@@ -350,11 +367,12 @@ impl LoadTest {
             summary: Summary::from_stats(&total.total, measured_secs),
             requests: if requests > 1 {
                 self.scenario
-                    .requests
-                    .iter()
+                    .all()
                     .zip(&total.per_request)
-                    .map(|(r, s)| NamedSummary {
+                    .enumerate()
+                    .map(|(i, (r, s))| NamedSummary {
                         name: r.name.clone(),
+                        setup: i >= self.scenario.requests.len(),
                         summary: Summary::from_stats(s, measured_secs),
                     })
                     .collect()
@@ -502,6 +520,54 @@ impl LoadTest {
             valid: !cpu_saturated && !behind,
             notes,
         }
+    }
+}
+
+/// Requests use variables that nothing provides, or that are captured only after their use.
+fn missing_vars_error(
+    scenario: &Scenario,
+    identities: &Identities,
+    missing: Vec<String>,
+) -> LoadError {
+    let (late, absent): (Vec<&String>, Vec<&String>) = missing
+        .iter()
+        .partition(|v| scenario.captured_by(v).is_some());
+    let mut reasons = Vec::new();
+    if !absent.is_empty() {
+        let names = absent
+            .iter()
+            .map(|v| format!("`{v}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        reasons.push(if identities.is_empty() {
+            format!(
+                "requests use `vu.*` variables ({names}) but no identities were given and no request captures them: give a CSV or JSON file of users, or capture the values from an earlier response"
+            )
+        } else {
+            format!(
+                "requests use variables ({names}) that the identities do not have (their columns: {}) and no request captures: add the columns, or capture the values from an earlier response",
+                identities.columns.join(", ")
+            )
+        });
+    }
+    if !late.is_empty() {
+        let names = late
+            .iter()
+            .map(|v| {
+                format!(
+                    "`{v}` (captured by `{}`)",
+                    scenario.captured_by(v).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        reasons.push(format!(
+            "requests use variables before the request that captures them has run: {names}; capture them in an earlier request or in a setup request, which runs before the first iteration"
+        ));
+    }
+    LoadError::Template {
+        text: missing.join(", "),
+        reason: reasons.join("; "),
     }
 }
 

@@ -48,6 +48,29 @@ impl Identity {
     pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
         self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
+
+    /// Sets a variable (a captured value), replacing its value if it has one; returns the
+    /// value it replaced.
+    pub fn set(&mut self, name: &str, value: impl Into<String>) -> Option<String> {
+        let value = value.into();
+        match self.vars.iter_mut().find(|(k, _)| k == name) {
+            Some((_, v)) => Some(std::mem::replace(v, value)),
+            None => {
+                self.vars.push((name.to_string(), value));
+                None
+            }
+        }
+    }
+
+    /// Puts back what [`Identity::set`] replaced.
+    pub(crate) fn restore(&mut self, name: &str, old: Option<String>) {
+        match old {
+            Some(v) => {
+                self.set(name, v);
+            }
+            None => self.vars.retain(|(k, _)| k != name),
+        }
+    }
 }
 
 /// The identities virtual users take, in order.
@@ -245,5 +268,18 @@ mod tests {
         assert_eq!(ids.for_vu(0).get("id"), Some("1"));
         let e = Identities::from_json(r#"{"id": 1}"#).unwrap_err();
         assert!(e.contains("array of objects"), "{e}");
+    }
+
+    #[test]
+    fn set_replaces_or_adds_and_restore_undoes_it() {
+        let mut id = Identity::new(0, [("id", "1")]);
+        assert_eq!(id.set("token", "a"), None);
+        assert_eq!(id.set("token", "b").as_deref(), Some("a"));
+        assert_eq!(id.get("token"), Some("b"));
+        id.restore("token", Some("a".into()));
+        assert_eq!(id.get("token"), Some("a"));
+        id.restore("token", None);
+        assert_eq!(id.get("token"), None);
+        assert_eq!(id.get("id"), Some("1"));
     }
 }

@@ -24,6 +24,29 @@
 //! `${{ vu.NAME }}` in requests), its own [`CookieJar`] when asked, and [`IsolationRule`]s
 //! check that no user sees another's data.
 //!
+//! A [`Scenario`] may have `setup` requests: each virtual user sends them once, in order,
+//! before its first iteration (a login that yields a token or a cookie). They go through the
+//! same exchange, checks, cookie jar and captures as the scenario's requests, and have their
+//! own figures in the report, after the scenario's requests (so `p95[login] < 300ms` judges
+//! a setup request named `login`). During warm-up they run but are not counted, like any
+//! warm-up request. When one fails (no answer, 5xx, a failed check or capture), the failure
+//! is counted, the user's iteration ends there, and the user sends its setup again at its
+//! next iteration.
+//!
+//! A request's [`ResponseCapture`]s take values from its response into the user's own
+//! variables ([`JsonField`] reads a JSON field; other captures implement the trait). They
+//! run after a response whose checks all passed and whose status is below 500; the user's
+//! requests that name the variable are filled in again, so the rest of the iteration and
+//! later iterations send the value (`Authorization: Bearer ${{ vu.token }}`, or
+//! `/items/${{ vu.item }}` right after the request that created the item). A variable may be
+//! used by a request when an identity column has it or a capture before it (in a setup
+//! request or an earlier request of the iteration) provides it; without identities, each
+//! user starts from an empty identity. A failed capture makes the request an `assertion`
+//! error (``capture `token`: why``) and ends the user's iteration, since the requests after
+//! it would be meaningless; so does any other failure of a request that has captures. The
+//! next iteration starts normally. Without setup requests and captures, nothing of this
+//! costs a request anything.
+//!
 //! The library never prints: progress comes as [`LoadEvent`]s to a callback.
 
 pub mod check;
@@ -43,7 +66,7 @@ mod worker;
 
 pub use http::Method;
 
-pub use check::{ResponseCheck, ResponseView, StatusIn};
+pub use check::{JsonField, ResponseCapture, ResponseCheck, ResponseView, StatusIn};
 pub use cookies::CookieJar;
 pub use error::LoadError;
 pub use generator::{LoadEvent, LoadTest, Progress};

@@ -160,10 +160,14 @@ impl Summary {
     }
 }
 
-/// A summary of one request of the scenario.
+/// A summary of one request of the scenario, or of a setup request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NamedSummary {
     pub name: String,
+    /// A setup request: sent once per virtual user before its first iteration (and again
+    /// after a failed setup).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub setup: bool,
     #[serde(flatten)]
     pub summary: Summary,
 }
@@ -224,7 +228,8 @@ pub struct LoadReport {
     /// Open model: latency counts from each request's intended send time.
     pub latency_from_intended_time: bool,
     pub summary: Summary,
-    /// Per request of the scenario, when it has more than one.
+    /// Per request of the scenario, then per setup request, when there is more than one
+    /// request in all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requests: Vec<NamedSummary>,
     pub histogram: Vec<Bucket>,
@@ -246,7 +251,8 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
-    /// The summary of a named request, or of the whole run for `None`.
+    /// The summary of a named request (of the scenario, or a setup request), or of the whole
+    /// run for `None`.
     pub fn summary_for(&self, request: Option<&str>) -> Option<&Summary> {
         match request {
             None => Some(&self.summary),
@@ -430,8 +436,9 @@ impl LoadReport {
             for r in &self.requests {
                 let _ = writeln!(
                     o,
-                    "  {}: {} requests, {:.2}% errors, p50 {}, p95 {}, p99 {}",
+                    "  {}{}: {} requests, {:.2}% errors, p50 {}, p95 {}, p99 {}",
                     r.name,
+                    if r.setup { " (setup)" } else { "" },
                     r.summary.requests,
                     r.summary.error_rate * 100.0,
                     fmt_ms(r.summary.latency.p50_ms),

@@ -1,8 +1,11 @@
-//! What each iteration sends: a [`Scenario`] of [`RequestSpec`]s to one origin.
+//! What each iteration sends: a [`Scenario`] of [`RequestSpec`]s to one origin, and the
+//! setup requests each virtual user sends once before its first iteration.
 //!
-//! Paths, headers and bodies may name the virtual user's variables as `${{ vu.NAME }}`
-//! (see [`crate::Identities`]). They are filled in once per user, when the user starts,
-//! into a [`PreparedRequest`]: the hot path only clones it.
+//! Paths, headers and bodies may name the virtual user's variables as `${{ vu.NAME }}`: a
+//! column of its identity (see [`crate::Identities`]) or a value an earlier request captured
+//! ([`RequestSpec::capture`]). They are filled in once per user, when the user starts, into
+//! a [`PreparedRequest`]: the hot path only clones it. A capture fills in again only the
+//! requests that name its variable, in that user's own copy.
 
 use std::sync::Arc;
 
@@ -11,7 +14,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Uri};
 
 use crate::LoadError;
-use crate::check::ResponseCheck;
+use crate::check::{ResponseCapture, ResponseCheck};
 use crate::identity::Identity;
 
 /// Where requests go: every request of a run goes to this one origin, over connections
@@ -108,6 +111,14 @@ pub fn parse_method(text: &str) -> Result<Method, LoadError> {
     Method::from_bytes(upper.as_bytes()).map_err(|_| LoadError::InvalidMethod(text.to_string()))
 }
 
+/// Whether `${{ vu.NAME }}` can name it: letters, digits, `_` and `-`.
+pub(crate) fn is_var_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 /// Text with `${{ vu.NAME }}` placeholders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VuTemplate {
@@ -141,11 +152,7 @@ impl VuTemplate {
                     "`{expr}` cannot be used here: only a virtual user's variables, as `${{{{ vu.NAME }}}}`"
                 ),
             })?;
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
+            if !is_var_name(name) {
                 return Err(LoadError::Template {
                     text: text.to_string(),
                     reason: format!("`{expr}` is not a variable name"),
@@ -204,6 +211,12 @@ pub struct RequestSpec {
     pub body: Option<VuTemplate>,
     /// Evaluated on every response; a failed check makes the request an `assertion` error.
     pub checks: Vec<Arc<dyn ResponseCheck>>,
+    /// Run, in order, after a response whose checks all passed and whose status is below
+    /// 500: each puts a value into the user's variables for its later requests. A failed
+    /// capture makes the request an `assertion` error and ends the user's iteration, and so
+    /// does any failure of a request that has captures (they could not run, and the requests
+    /// after it would send a stale or empty value).
+    pub captures: Vec<Arc<dyn ResponseCapture>>,
 }
 
 impl std::fmt::Debug for RequestSpec {
@@ -214,6 +227,10 @@ impl std::fmt::Debug for RequestSpec {
             .field("path", &self.path)
             .field("headers", &self.headers.len())
             .field("checks", &self.checks.len())
+            .field(
+                "captures",
+                &self.captures.iter().map(|c| c.var()).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -227,6 +244,7 @@ impl RequestSpec {
             headers: Vec::new(),
             body: None,
             checks: Vec::new(),
+            captures: Vec::new(),
         })
     }
 
@@ -257,6 +275,23 @@ impl RequestSpec {
     pub fn check(mut self, check: Arc<dyn ResponseCheck>) -> Self {
         self.checks.push(check);
         self
+    }
+
+    /// Adds a capture: a value of the response for the user's later requests, as
+    /// `${{ vu.NAME }}` where `NAME` is the capture's [`ResponseCapture::var`].
+    pub fn capture(mut self, capture: Arc<dyn ResponseCapture>) -> Self {
+        self.captures.push(capture);
+        self
+    }
+
+    /// Whether a check or a capture reads the body.
+    pub(crate) fn needs_body(&self) -> bool {
+        self.checks.iter().any(|c| c.needs_body()) || self.captures.iter().any(|c| c.needs_body())
+    }
+
+    /// Whether the path, a header or the body names the variable.
+    pub(crate) fn uses_var(&self, name: &str) -> bool {
+        self.vars().any(|v| v == name)
     }
 
     fn vars(&self) -> impl Iterator<Item = &str> {
@@ -311,6 +346,12 @@ impl RequestSpec {
 pub struct Scenario {
     pub origin: Origin,
     pub requests: Vec<RequestSpec>,
+    /// Requests each virtual user sends once, in order, before its first iteration (a login
+    /// that yields a token or a cookie). They have checks, captures and the cookie jar like
+    /// any request, and their own figures in the report (after the scenario's requests). When
+    /// one fails (no answer, 5xx, a failed check or capture), the user's iteration ends there
+    /// and it sends its setup again at its next iteration.
+    pub setup: Vec<RequestSpec>,
 }
 
 impl Scenario {
@@ -321,31 +362,78 @@ impl Scenario {
         Ok(Self {
             origin,
             requests: vec![RequestSpec::new(name, method, &path)?],
+            setup: Vec::new(),
         })
     }
 
-    /// The variables the requests use that `columns` does not have.
+    /// The variables the requests use that neither `columns` nor a capture before them
+    /// provides (a setup request's, or an earlier request's of the iteration), sorted.
     pub fn missing_vars(&self, columns: &[String]) -> Vec<String> {
-        let mut missing: Vec<String> = self
-            .requests
-            .iter()
-            .flat_map(|r| r.vars())
-            .filter(|v| !columns.iter().any(|c| c == v))
-            .map(str::to_string)
-            .collect();
+        let mut captured: Vec<&str> = Vec::new();
+        let mut missing: Vec<String> = Vec::new();
+        for r in self.setup.iter().chain(&self.requests) {
+            for v in r.vars() {
+                if !columns.iter().any(|c| c == v) && !captured.contains(&v) {
+                    missing.push(v.to_string());
+                }
+            }
+            captured.extend(r.captures.iter().map(|c| c.var()));
+        }
         missing.sort();
         missing.dedup();
         missing
     }
 
-    pub fn uses_vars(&self) -> bool {
-        self.requests.iter().any(|r| r.vars().next().is_some())
+    /// The name of a request (setup first) that captures `var`, if any.
+    pub fn captured_by(&self, var: &str) -> Option<&str> {
+        self.setup
+            .iter()
+            .chain(&self.requests)
+            .find(|r| r.captures.iter().any(|c| c.var() == var))
+            .map(|r| r.name.as_str())
     }
 
-    pub fn needs_body(&self) -> bool {
-        self.requests
+    pub fn uses_vars(&self) -> bool {
+        self.setup
             .iter()
-            .any(|r| r.checks.iter().any(|c| c.needs_body()))
+            .chain(&self.requests)
+            .any(|r| r.vars().next().is_some())
+    }
+
+    /// Whether a check or a capture of any request, setup included, reads the body.
+    pub fn needs_body(&self) -> bool {
+        self.setup
+            .iter()
+            .chain(&self.requests)
+            .any(RequestSpec::needs_body)
+    }
+
+    /// Whether any request, setup included, captures a value.
+    pub fn has_captures(&self) -> bool {
+        self.setup
+            .iter()
+            .chain(&self.requests)
+            .any(|r| !r.captures.is_empty())
+    }
+
+    /// The scenario's requests, then the setup requests: the order of the prepared
+    /// requests, of the per-request figures and of the report's `requests`.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &RequestSpec> {
+        self.requests.iter().chain(&self.setup)
+    }
+
+    /// The request at `slot` of [`Scenario::all`].
+    #[inline]
+    pub(crate) fn slot(&self, slot: usize) -> &RequestSpec {
+        match self.requests.get(slot) {
+            Some(r) => r,
+            None => &self.setup[slot - self.requests.len()],
+        }
+    }
+
+    /// How many requests [`Scenario::all`] has.
+    pub(crate) fn slots(&self) -> usize {
+        self.requests.len() + self.setup.len()
     }
 }
 
@@ -409,7 +497,37 @@ mod tests {
         let s = Scenario {
             origin: split_url("http://h/").unwrap().0,
             requests: vec![r],
+            setup: Vec::new(),
         };
         assert_eq!(s.missing_vars(&["name".into()]), ["id"]);
+    }
+
+    #[test]
+    fn captured_variables_count_as_provided_only_after_their_capture() {
+        use crate::check::JsonField;
+        let req = |name: &str, path: &str| RequestSpec::new(name, Method::GET, path).unwrap();
+        let token = Arc::new(JsonField::new("token", "token"));
+        let item = Arc::new(JsonField::new("item", "id"));
+        let mut s = Scenario {
+            origin: split_url("http://h/").unwrap().0,
+            requests: vec![
+                req("create", "/items?u=${{ vu.user }}").capture(item),
+                req("fetch", "/items/${{ vu.item }}")
+                    .header_line("Authorization: Bearer ${{ vu.token }}")
+                    .unwrap(),
+            ],
+            setup: vec![req("login", "/login/${{ vu.user }}").capture(token)],
+        };
+        assert_eq!(s.missing_vars(&["user".into()]), Vec::<String>::new());
+        assert_eq!(s.missing_vars(&[]), ["user"]);
+        assert!(s.has_captures() && s.needs_body() && s.uses_vars());
+        // Used before the request that captures it.
+        s.requests.swap(0, 1);
+        assert_eq!(s.missing_vars(&["user".into()]), ["item"]);
+        assert_eq!(s.captured_by("item"), Some("create"));
+        assert_eq!(s.captured_by("nothing"), None);
+        assert_eq!(s.slots(), 3);
+        assert_eq!(s.slot(2).name, "login");
+        assert!(s.slot(0).uses_var("item") && !s.slot(1).uses_var("item"));
     }
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use http::header::HeaderValue;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -26,11 +27,16 @@ use crate::user::User;
 pub(crate) struct Shared {
     pub(crate) scenario: Scenario,
     pub(crate) connector: Connector,
+    /// The `Host` header, for requests filled in again after a capture.
+    pub(crate) host: HeaderValue,
+    /// Per identity row: the requests of [`Scenario::all`], filled in.
     pub(crate) prepared: Vec<Arc<Vec<PreparedRequest>>>,
     pub(crate) identities: Identities,
     pub(crate) cookies: bool,
     pub(crate) isolation: Vec<Arc<dyn IsolationRule>>,
-    pub(crate) keep_body: bool,
+    /// Per request of [`Scenario::all`]: whether its body is kept for a check, a capture
+    /// or an isolation rule.
+    pub(crate) keep_body: Vec<bool>,
     pub(crate) body_limit: usize,
     pub(crate) timeout: Duration,
     pub(crate) measure_from: Instant,
@@ -186,10 +192,7 @@ pub(crate) fn thread_main(
         }
     };
     let open = matches!(job, ThreadJob::Arrivals { .. });
-    let local = Rc::new(RefCell::new(Local::new(
-        shared.scenario.requests.len(),
-        open,
-    )));
+    let local = Rc::new(RefCell::new(Local::new(shared.scenario.slots(), open)));
     let set = tokio::task::LocalSet::new();
     set.block_on(&rt, async {
         let finished = Rc::new(Cell::new(false));

@@ -243,6 +243,7 @@ fn isolation_test(url_base: &str, n: usize, requests: u64) -> LoadTest {
                 .unwrap(),
             RequestSpec::new("me", Method::GET, "/me").unwrap(),
         ],
+        setup: Vec::new(),
     };
     let mut t = LoadTest::new(scenario, LoadProfile::closed(n, Stop::Requests(requests)));
     t.cookies = true;
