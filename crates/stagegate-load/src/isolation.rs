@@ -78,8 +78,10 @@ impl IsolationRule for NoForeignValues {
             let to = (m.end() + 40).min(body.len());
             let context = String::from_utf8_lossy(&body[from..to]).replace(['\n', '\r'], " ");
             return Some(format!(
-                "user {} (`{}` = {own}) got `{value}`, which belongs to another user, in the response to `{}`: …{context}…",
-                user.index, self.field, r.request
+                "the user of row {} (`{}` = {own}) got `{value}`, which belongs to another user, in the response to `{}`: …{context}…",
+                user.index + 1,
+                self.field,
+                r.request
             ));
         }
         None

@@ -85,6 +85,7 @@ pub struct Summary {
     pub rps: f64,
     pub latency: LatencySummary,
     /// Answers by status code.
+    #[serde(deserialize_with = "status_keys")]
     pub status: BTreeMap<u16, u64>,
     pub errors: ErrorCounts,
     /// The first message seen per error class.
@@ -158,6 +159,23 @@ impl Summary {
     pub fn status_range(&self, lo: u16, hi: u16) -> u64 {
         self.status.range(lo..=hi).map(|(_, c)| c).sum()
     }
+}
+
+/// Reads status counts whose keys are JSON strings (`"200"`): a flattened summary is read
+/// through a buffer that does not turn them back into numbers by itself.
+fn status_keys<'de, D>(d: D) -> Result<BTreeMap<u16, u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    let raw = BTreeMap::<String, u64>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            k.parse::<u16>()
+                .map(|k| (k, v))
+                .map_err(|_| serde::de::Error::custom(format!("`{k}` is not a status code")))
+        })
+        .collect()
 }
 
 /// A summary of one request of the scenario, or of a setup request.
@@ -549,5 +567,24 @@ mod tests {
         assert_eq!(b.iter().map(|b| b.count).sum::<u64>(), 6, "{b:?}");
         assert_eq!(b.first().unwrap().count, 1);
         assert!(b.len() <= 11);
+    }
+
+    #[test]
+    fn per_request_summaries_with_status_counts_read_back() {
+        let mut summary = Summary::default();
+        summary.status.insert(200, 7);
+        summary.status.insert(503, 1);
+        let named = NamedSummary {
+            name: "login".into(),
+            setup: true,
+            summary,
+        };
+        let text = serde_json::to_string(&named).unwrap();
+        assert!(text.contains(r#""200":7"#), "{text}");
+        let back: NamedSummary = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, named);
+        let value = serde_json::to_value(&named).unwrap();
+        let back: NamedSummary = serde_json::from_value(value).unwrap();
+        assert_eq!(back, named);
     }
 }

@@ -14,7 +14,7 @@ use crate::model::{Plan, StepKind};
 use crate::yaml::Cx;
 
 /// Action keys of the kinds defined outside `run` and `deploy`.
-pub const ACTIONS: &[&str] = &["gate", "http", "command", "tcp", "log", "file"];
+pub const ACTIONS: &[&str] = &["gate", "http", "command", "tcp", "log", "file", "load"];
 
 /// Reads a step whose action is `action` (one of [`ACTIONS`]).
 pub(crate) fn read(
@@ -31,6 +31,7 @@ pub(crate) fn read(
     }
     match action {
         "gate" => crate::gate::read(cx, m, what, common),
+        "load" => crate::load::read(cx, m, what, common),
         _ => {
             let span = cx.span(&marked_yaml::types::Node::Mapping(m.clone()));
             cx.error(
@@ -45,4 +46,5 @@ pub(crate) fn read(
 /// Checks of the kinds that need the whole plan (run after every section is read).
 pub(crate) fn check_plan(cx: &mut Cx, plan: &Plan) {
     crate::gate::check_plan(cx, plan);
+    crate::load::check_plan(cx, plan);
 }

@@ -201,6 +201,8 @@ pub enum StepKind {
     Gate(Box<GateSpec>),
     /// A check: an HTTP request, a command, a TCP port, a log or a file, with assertions.
     Check(Box<crate::check::CheckSpec>),
+    /// A load test with SLO thresholds (`load:`).
+    Load(Box<crate::load::LoadSpec>),
 }
 
 impl StepKind {
@@ -211,6 +213,7 @@ impl StepKind {
             StepKind::Deploy { .. } => "deploy",
             StepKind::Gate(_) => "gate",
             StepKind::Check(c) => c.kind(),
+            StepKind::Load(_) => "load",
         }
     }
 
@@ -221,6 +224,7 @@ impl StepKind {
             StepKind::Deploy { .. } => Vec::new(),
             StepKind::Gate(g) => g.templates(),
             StepKind::Check(c) => c.templates(),
+            StepKind::Load(l) => l.templates(),
         }
     }
 
@@ -234,6 +238,7 @@ impl StepKind {
         match self {
             StepKind::Gate(g) => g.default_name(),
             StepKind::Check(c) => c.default_name(),
+            StepKind::Load(l) => l.default_name(),
             other => other.name().to_string(),
         }
     }
@@ -248,6 +253,7 @@ impl StepKind {
             StepKind::Deploy { service } => vec![format!("deploy service {}", service.value)],
             StepKind::Gate(g) => g.describe(render),
             StepKind::Check(c) => c.describe(render),
+            StepKind::Load(l) => l.describe(render),
         }
     }
 }

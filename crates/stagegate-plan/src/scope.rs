@@ -230,6 +230,8 @@ impl Scope {
             Ref::ReleaseSha => Ok(self.release.sha.clone()),
             Ref::EnvironmentName => Ok(self.environment.clone()),
             Ref::Project => Ok(self.project.clone()),
+            // Filled in per virtual user by the load generator.
+            Ref::Vu(n) => Ok(format!("${{{{ vu.{n} }}}}")),
             Ref::StepOutput { step, name } => match self.step_outputs.get(step) {
                 None => Err(format!("step `{step}` has not run, so it has no outputs")),
                 Some(o) => o.get(name).cloned().ok_or_else(|| {

@@ -1,7 +1,8 @@
 //! `${{ ... }}` templates and the small expression language used inside them and in `when:`.
 //!
 //! An expression is a reference (`vars.base`, `secrets.TOKEN`, `env.HOME`, `release.version`,
-//! `release.sha`, `steps.ID.outputs.NAME`, `services.NAME.url`, `environment.name`), a quoted
+//! `release.sha`, `steps.ID.outputs.NAME`, `services.NAME.url`, `environment.name`, and in
+//! load steps `vu.NAME`), a quoted
 //! literal, or a combination with `==`, `!=`, `!`, `&&`, `||` and parentheses. `||` yields its
 //! first truthy operand, so `${{ env.PORT || '8080' }}` is a default value.
 
@@ -15,10 +16,20 @@ pub enum Ref {
     Env(String),
     ReleaseVersion,
     ReleaseSha,
-    StepOutput { step: String, name: String },
-    Service { name: String, field: ServiceField },
+    StepOutput {
+        step: String,
+        name: String,
+    },
+    Service {
+        name: String,
+        field: ServiceField,
+    },
     EnvironmentName,
     Project,
+    /// A virtual user's variable in a load step's requests (`vu.NAME`): a column of the
+    /// users file or a value captured by an earlier request. It is filled in per user while
+    /// the load test runs, so rendering keeps it as `${{ vu.NAME }}`.
+    Vu(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +58,7 @@ impl fmt::Display for Ref {
             }
             Ref::EnvironmentName => write!(f, "environment.name"),
             Ref::Project => write!(f, "project"),
+            Ref::Vu(n) => write!(f, "vu.{n}"),
         }
     }
 }
@@ -132,6 +144,7 @@ const ROOTS: &[&str] = &[
     "services",
     "environment",
     "project",
+    "vu",
 ];
 
 impl<'a> Parser<'a> {
@@ -261,6 +274,7 @@ fn parse_ref(word: &str) -> Result<Ref, String> {
         "secrets" => exact(2, Ref::Secret(name(1)?)),
         "env" => exact(2, Ref::Env(name(1)?)),
         "project" => exact(1, Ref::Project),
+        "vu" => exact(2, Ref::Vu(name(1)?)),
         "release" => match name(1)?.as_str() {
             "version" => exact(2, Ref::ReleaseVersion),
             "sha" => exact(2, Ref::ReleaseSha),
