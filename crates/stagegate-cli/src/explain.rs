@@ -253,6 +253,42 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
         "- gate: git\n  branch: [main]\n  clean: true",
     ),
     (
+        "steps.load",
+        "A load test: the built-in generator sends requests (an `http` check step by `check: ID`, or a `scenario` of several with `setup` and captures) under a closed (`vus` with `requests` or `duration`) or open (`rate`, `duration`, `max_in_flight`) model. Its `slo` thresholds gate the deploy: a failed one rolls it back. See docs/load.md.",
+        "-",
+        "- load:\n    vus: 10\n    requests: 100\n    check: download\n    slo: [\"p95 < 2s\", \"error_rate < 5%\"]",
+    ),
+    (
+        "load.slo",
+        "Thresholds judged on the load test's figures: `p95 < 500ms`, `error_rate < 1%`, `rps >= 100`, `checks >= 99.9%`, `status_5xx == 0`, `isolation_violations == 0`, one request's `p95[login] < 300ms`, or against the step's last passing run, `p95 <= +10% vs last_pass`.",
+        "none",
+        "slo: [\"p95 < 500ms\", \"p95 <= +10% vs last_pass\"]",
+    ),
+    (
+        "load.abort",
+        "Rules that stop the load test early and fail the step: `error_rate > 5% over 10s`, `p99 > 2s`.",
+        "none",
+        "abort: [\"error_rate > 5% over 10s\"]",
+    ),
+    (
+        "load.users",
+        "A CSV (header row) or JSON array of users, relative to the plan: virtual user i takes row i, whose values are `${{ vu.COLUMN }}` in the load step's requests.",
+        "none",
+        "users: users.csv",
+    ),
+    (
+        "load.setup",
+        "Requests each virtual user sends once before its first iteration (a login); their captures become the user's `${{ vu.NAME }}`.",
+        "none",
+        "setup:\n  - name: login\n    http: { method: POST, url: \"${{ vars.base }}/login\", json: { user: \"${{ vu.email }}\" } }\n    capture: { token: \"$.token\" }",
+    ),
+    (
+        "load.isolation",
+        "Columns of the users file whose values no other user may ever see in a response; violations are counted with an example (`isolation_violations == 0`).",
+        "none",
+        "isolation: [id, email]",
+    ),
+    (
         "steps.allow_override",
         "A failed gate with `allow_override: true` passes with `--override \"justification\"`; who, when and why are recorded and shown in history and reports.",
         "false",

@@ -210,48 +210,13 @@ pub async fn load(a: &LoadArgs) -> CmdResult {
 
 /// One line of live progress on stderr. Returns whether it drew anything.
 fn draw(e: &LoadEvent) -> bool {
-    let line = match e {
-        LoadEvent::Started {
-            model,
-            threads,
-            concurrency,
-            warmup,
-        } => format!(
-            "starting: {model} model, {concurrency} {}, {threads} thread{}{}",
-            if *model == "open" {
-                "in flight at most"
-            } else {
-                "users"
-            },
-            if *threads == 1 { "" } else { "s" },
-            if warmup.is_zero() {
-                String::new()
-            } else {
-                format!(", warm-up {:.1}s", warmup.as_secs_f64())
-            }
-        ),
-        LoadEvent::WarmupFinished { requests } => {
-            format!("warm-up done ({requests} requests not counted)")
-        }
-        LoadEvent::Progress(p) => format!(
-            "{} {:>6.1}s  {:>10} requests  {:>9.1} req/s  p95 {}  errors {}{}",
-            if p.warmup { "warm-up" } else { "running" },
-            p.elapsed.as_secs_f64(),
-            p.requests,
-            p.rps,
-            p.p95_ms
-                .map(stagegate_load::report::fmt_ms)
-                .unwrap_or_else(|| "-".into()),
-            p.errors,
-            p.error_rate
-                .map(|r| format!(" ({:.2}% now)", r * 100.0))
-                .unwrap_or_default()
-        ),
-        LoadEvent::Aborted { reason } => {
-            eprintln!("\r\x1b[2Kaborting: {reason}");
-            return false;
-        }
+    let Some(line) = stagegate_engine::load::progress_line(e) else {
+        return false;
     };
+    if let LoadEvent::Aborted { .. } = e {
+        eprintln!("\r\x1b[2K{line}");
+        return false;
+    }
     eprint!("\r\x1b[2K{line}");
     let _ = std::io::stderr().flush();
     true

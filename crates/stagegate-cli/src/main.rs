@@ -191,8 +191,9 @@ async fn deploy(
 ) -> CmdResult {
     let plan = load_plan(cli)?;
     let scope = prepare_scope(&plan, env, release)?;
-    let inputs = preflight::run_inputs(&plan, &scope, gates, run, at)?;
+    let mut inputs = preflight::run_inputs(&plan, &scope, gates, run, at)?;
     let store = open_store(cli, &plan).await?;
+    inputs.baselines = load_baselines(&store, &plan, env).await?;
     let exe = supervisor_exe()?;
     let (version, sha) = (scope.release.version.clone(), scope.release.sha.clone());
     let session = run::Session {
@@ -224,6 +225,28 @@ async fn deploy(
             })
         })
         .await
+}
+
+/// The last passing report of each load step in this environment, for `vs last_pass`.
+async fn load_baselines(
+    store: &stagegate_store::Store,
+    plan: &stagegate_plan::Plan,
+    env: &str,
+) -> Result<std::collections::BTreeMap<String, serde_json::Value>, Failure> {
+    let mut out = std::collections::BTreeMap::new();
+    for (_, step) in plan.steps() {
+        if !matches!(step.kind, stagegate_plan::StepKind::Load(_)) {
+            continue;
+        }
+        if let Some(run) = store
+            .last_passed_step(&plan.project, env, &step.id, "load")
+            .await?
+            && let Some(report) = run.details.get("load").filter(|r| !r.is_null())
+        {
+            out.insert(step.id.clone(), report.clone());
+        }
+    }
+    Ok(out)
 }
 
 fn supervisor_exe() -> Result<std::path::PathBuf, Failure> {

@@ -79,6 +79,7 @@ pub fn run_inputs(
         interactive,
         override_reason: gates.override_reason.clone(),
         at,
+        baselines: Default::default(),
     })
 }
 

@@ -693,6 +693,11 @@ pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
                 r["sent"], r["concurrency"], r["passed"], r["errors"], r["checks_per_second"]
             );
         }
+        if let Some(l) = stagegate_report::load::from_details(&s.details) {
+            for line in stagegate_report::load::lines(&l) {
+                println!("        {line}");
+            }
+        }
         for a in &assertions {
             println!(
                 "        {} {}",
@@ -700,7 +705,7 @@ pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
                 a.line()
             );
         }
-        if s.status != "passed" && !s.output_tail.is_empty() {
+        if s.status != "passed" && !s.output_tail.is_empty() && s.kind != "load" {
             for l in s
                 .output_tail
                 .lines()

@@ -160,6 +160,11 @@ pub enum Event {
         error: String,
     },
     StepFinished(StepResult),
+    /// A long step's progress (a load test's rate, p95 and errors), about once a second.
+    StepProgress {
+        step: StepRef,
+        message: String,
+    },
     ServiceStarting {
         service: String,
         release: String,
@@ -207,6 +212,7 @@ impl Event {
             Event::StepStarted { .. } => "step_started",
             Event::StepRetrying { .. } => "step_retrying",
             Event::StepFinished(_) => "step_finished",
+            Event::StepProgress { .. } => "step_progress",
             Event::ServiceStarting { .. } => "service_starting",
             Event::ServiceHealthy { .. } => "service_healthy",
             Event::ServiceRetired { .. } => "service_retired",

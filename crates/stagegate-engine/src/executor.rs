@@ -553,6 +553,14 @@ impl<'a> Runner<'a> {
                 let undo = self.undo_command(stage, step);
                 (self.complete(r, started, step, outcome), undo)
             }
+            StepKind::Load(spec) => {
+                let outcome = {
+                    let ctx = self.step_ctx(step, &r, cancel);
+                    crate::load::run(spec, &ctx).await
+                };
+                let undo = self.undo_command(stage, step);
+                (self.complete(r, started, step, outcome), undo)
+            }
         }
     }
 

@@ -15,6 +15,7 @@ pub mod executor;
 pub mod exit;
 pub mod gate;
 pub mod health;
+pub mod load;
 pub mod local;
 pub mod poll;
 pub mod process;

@@ -28,6 +28,9 @@ pub struct RunInputs {
     pub override_reason: Option<String>,
     /// Evaluate time-based gates (deploy windows) as if it were this time (`check --at`).
     pub at: Option<jiff::Timestamp>,
+    /// The report of each load step's last passing run in this environment (by step id), for
+    /// thresholds such as `p95 <= +10% vs last_pass`. Read from the state store by the caller.
+    pub baselines: BTreeMap<String, serde_json::Value>,
 }
 
 /// Which steps a run executes.

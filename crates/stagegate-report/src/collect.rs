@@ -177,6 +177,7 @@ impl RunSummary {
             }
             Event::StepStarted { .. }
             | Event::StepRetrying { .. }
+            | Event::StepProgress { .. }
             | Event::ServiceStarting { .. }
             | Event::ServiceRetired { .. } => {}
         }

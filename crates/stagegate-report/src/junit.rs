@@ -136,6 +136,15 @@ fn test_case(summary: &RunSummary, suite: &str, r: &StepResult) -> TestCase {
             case.add_property(("override_reason", o.reason.as_str()));
         }
     }
+    // A load test lists its figures and thresholds.
+    if let Some(l) = crate::load::report(r) {
+        let out: String = crate::load::lines(&l)
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect();
+        case.set_assertions(l.thresholds.len());
+        case.set_system_out(strip_ansi(&out));
+    }
     // A check lists its assertions: how many, and each with expected and actual.
     let assertions = crate::checks::assertions(r);
     if !assertions.is_empty() {

@@ -21,6 +21,8 @@
 //! - [`checks`]: the assertions of check steps (`details.assertions`), shown by the
 //!   terminal (failed ones, one per line), JUnit (`assertions` and `system-out`), Markdown
 //!   (a table of checks with expected and actual) and `stagegate show`.
+//! - [`load`]: a load step's report (`details.load`): a summary line and each SLO threshold
+//!   with its value, limit and verdict, shown by the terminal, JUnit, Markdown and `show`.
 //! - [`format`]: small helpers shared by the reporters: [`format_duration_ms`] and
 //!   [`format_time_ms`].
 
@@ -30,6 +32,7 @@ pub mod format;
 pub mod gate;
 pub mod json;
 pub mod junit;
+pub mod load;
 pub mod markdown;
 pub mod terminal;
 

@@ -170,6 +170,51 @@ fn render(s: &RunSummary) -> String {
         md.push('\n');
     }
 
+    // Load tests: figures and every SLO threshold with its value and limit.
+    let loads: Vec<(&StepResult, stagegate_load::LoadReport)> = run_steps
+        .iter()
+        .filter_map(|r| crate::load::report(r).map(|l| (*r, l)))
+        .collect();
+    if !loads.is_empty() {
+        push(&mut md, "### Load tests");
+        md.push('\n');
+        for (r, l) in &loads {
+            let mut head = format!("**{}**", escape(&r.step.name));
+            if r.step.id != r.step.name {
+                head.push_str(&format!(" ({})", code(&r.step.id)));
+            }
+            push(
+                &mut md,
+                &format!("{head}: {}", escape(&crate::load::summary_line(l))),
+            );
+            md.push('\n');
+            if !l.thresholds.is_empty() {
+                push(&mut md, "| Threshold | Value | Result |");
+                push(&mut md, "|---|---|:---:|");
+                for t in &l.thresholds {
+                    push(
+                        &mut md,
+                        &format!(
+                            "| {} | {} | {} |",
+                            code(&t.text),
+                            escape(&t.message),
+                            match crate::load::threshold_mark(t) {
+                                "✓" => "✅",
+                                "✗" => "❌",
+                                _ => "➖",
+                            }
+                        ),
+                    );
+                }
+                md.push('\n');
+            }
+            for n in crate::load::notes(l) {
+                push(&mut md, &format!("- {}", escape(&n)));
+            }
+            md.push('\n');
+        }
+    }
+
     // Services.
     if !s.services.is_empty() {
         push(&mut md, "### Services");

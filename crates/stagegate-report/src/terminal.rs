@@ -71,6 +71,8 @@ pub struct TerminalReporter {
     live_line: bool,
     /// The step running now, to redraw its live line after a retry line.
     running: Option<String>,
+    /// When a progress line was last printed in plain mode (printed at most every 5 s).
+    last_progress: Option<std::time::Instant>,
 }
 
 const RESET: &str = "\x1b[0m";
@@ -90,6 +92,7 @@ impl TerminalReporter {
             style,
             live_line: false,
             running: None,
+            last_progress: None,
         }
     }
 
@@ -168,8 +171,25 @@ impl TerminalReporter {
                 self.line(&line);
                 self.draw_live();
             }
+            Event::StepProgress { step, message } => {
+                let text = self.clean(message);
+                if self.style.live {
+                    self.draw_live_text(&format!("{}: {}", step.name, text.trim_end()));
+                } else {
+                    let now = std::time::Instant::now();
+                    let due = self
+                        .last_progress
+                        .is_none_or(|t| now.duration_since(t).as_secs() >= 5);
+                    if due || !text.starts_with("running") {
+                        self.last_progress = Some(now);
+                        let line = format!("{INDENT}{}", text.trim_end());
+                        self.line(&line);
+                    }
+                }
+            }
             Event::StepFinished(result) => {
                 self.running = None;
+                self.last_progress = None;
                 self.step_finished(result);
             }
             Event::ServiceStarting {
@@ -347,6 +367,37 @@ impl TerminalReporter {
             }
         }
 
+        // A load test shows its figures and every threshold, passing or not.
+        let load = crate::load::report(r);
+        if let Some(l) = &load {
+            let line = format!(
+                "{INDENT}{}{}{}",
+                self.c(DIM),
+                self.clean(&crate::load::summary_line(l)),
+                self.r()
+            );
+            self.line(&line);
+            for t in &l.thresholds {
+                let color = match crate::load::threshold_mark(t) {
+                    "✓" => GREEN,
+                    "✗" => RED,
+                    _ => DIM,
+                };
+                let line = format!(
+                    "{INDENT}{}{}{} {}",
+                    self.c(color),
+                    crate::load::threshold_mark(t),
+                    self.r(),
+                    self.clean(&crate::load::threshold_line(t))
+                );
+                self.line(&line);
+            }
+            for n in crate::load::notes(l) {
+                let line = format!("{INDENT}{}", self.clean(&n));
+                self.line(&line);
+            }
+        }
+
         if r.status.is_failure() {
             let assertions = crate::checks::assertions(r);
             let headline = r.error.as_deref().and_then(crate::checks::error_headline);
@@ -385,7 +436,12 @@ impl TerminalReporter {
                     self.line(&line);
                 }
             }
-            let tail = self.clean(&r.output_tail);
+            // A load test's tail is its report, shown above already.
+            let tail = if load.is_some() {
+                String::new()
+            } else {
+                self.clean(&r.output_tail)
+            };
             for l in last_lines(&tail, TAIL_LINES) {
                 let line = format!("{INDENT}{}|{} {l}", self.c(DIM), self.r());
                 self.line(line.trim_end());

@@ -252,6 +252,20 @@ impl Store {
     }
 
     /// All events of a deployment, ordered by `seq`.
+    /// The newest passing run of step `step_id` (of `kind`) in a project's environment: the
+    /// baseline of `vs last_pass` load thresholds.
+    pub async fn last_passed_step(
+        &self,
+        project: &str,
+        environment: &str,
+        step_id: &str,
+        kind: &str,
+    ) -> Result<Option<StepRun>, StoreError> {
+        self.backend
+            .last_passed_step(project, environment, step_id, kind)
+            .await
+    }
+
     pub async fn events(&self, deployment_id: i64) -> Result<Vec<EventRecord>, StoreError> {
         self.backend.events(deployment_id).await
     }

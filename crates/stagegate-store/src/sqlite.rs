@@ -282,6 +282,32 @@ impl SqliteStore {
         rows.iter().map(step_from_row).collect()
     }
 
+    pub(crate) async fn last_passed_step(
+        &self,
+        project: &str,
+        environment: &str,
+        step_id: &str,
+        kind: &str,
+    ) -> Result<Option<StepRun>, StoreError> {
+        let row = sqlx::query(
+            "SELECT s.deployment_id, s.seq, s.phase, s.stage, s.step_id, s.name, s.kind, s.status, \
+             s.started_at, s.finished_at, s.duration_ms, s.exit_code, s.attempts, s.output_tail, \
+             s.error, s.outputs, s.details \
+             FROM step_runs s JOIN deployments d ON d.id = s.deployment_id \
+             WHERE d.project = ?1 AND d.environment = ?2 AND s.step_id = ?3 AND s.kind = ?4 \
+             AND s.phase = 'run' AND s.status = 'passed' \
+             ORDER BY s.started_at DESC, s.deployment_id DESC LIMIT 1",
+        )
+        .bind(project)
+        .bind(environment)
+        .bind(step_id)
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query("reading the last passing run of a step"))?;
+        row.as_ref().map(step_from_row).transpose()
+    }
+
     pub(crate) async fn events(&self, deployment_id: i64) -> Result<Vec<EventRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT deployment_id, seq, at, kind, data FROM events \

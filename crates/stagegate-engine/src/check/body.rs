@@ -107,7 +107,6 @@ pub struct Body {
 
 impl Body {
     /// A body held in memory whole.
-    #[cfg(test)]
     pub fn from_bytes(bytes: Vec<u8>, sha256: bool) -> Self {
         Self {
             len: bytes.len() as u64,

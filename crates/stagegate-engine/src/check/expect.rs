@@ -263,6 +263,65 @@ impl Expectation {
         })
     }
 
+    /// The assertion's name and what it expects (`json $.id`, `== u017`).
+    pub fn label(&self) -> (String, String) {
+        match self {
+            Expectation::Value { name, expected, .. }
+            | Expectation::LogAbsent { name, expected, .. }
+            | Expectation::LogPresent { name, expected, .. } => (name.clone(), expected.clone()),
+        }
+    }
+
+    /// Whether evaluating it reads the body's text.
+    pub fn reads_body(&self) -> bool {
+        matches!(
+            self,
+            Expectation::Value {
+                target: Target::Body | Target::Json(_) | Target::Sha256 | Target::BodyLen,
+                ..
+            }
+        )
+    }
+
+    /// Whether evaluating it needs the body's sha256.
+    pub fn reads_sha256(&self) -> bool {
+        matches!(self, Expectation::Value { sha: true, .. })
+    }
+
+    /// The same assertion with each expected text passed through `fill` (a virtual user's
+    /// variables filled in, in load tests).
+    pub fn for_user(&self, fill: &dyn Fn(&str) -> String) -> Self {
+        fn rule(r: &Rule, fill: &dyn Fn(&str) -> String) -> Rule {
+            match r {
+                Rule::Equals(s) => Rule::Equals(fill(s)),
+                Rule::OneOf(v) => Rule::OneOf(v.iter().map(|s| fill(s)).collect()),
+                Rule::Contains(s) => Rule::Contains(fill(s)),
+                Rule::Count(i) => Rule::Count(Box::new(rule(i, fill))),
+                Rule::Length(i) => Rule::Length(Box::new(rule(i, fill))),
+                Rule::Not(i) => Rule::Not(Box::new(rule(i, fill))),
+                other => other.clone(),
+            }
+        }
+        match self {
+            Expectation::Value {
+                name,
+                expected,
+                target,
+                rule: r,
+                numeric,
+                sha,
+            } => Expectation::Value {
+                name: name.clone(),
+                expected: fill(expected),
+                target: target.clone(),
+                rule: rule(r, fill),
+                numeric: *numeric,
+                sha: *sha,
+            },
+            other => other.clone(),
+        }
+    }
+
     /// Evaluates on what was observed; the kind's word for the body (`body`, `stdout`) is
     /// used in messages.
     pub fn evaluate(&self, obs: &Observation, body_word: &str) -> AssertionResult {
@@ -732,6 +791,18 @@ impl Take {
             regex,
             secret: c.secret,
         })
+    }
+
+    /// Whether it reads the body (or its hash).
+    pub fn reads_body(&self) -> bool {
+        matches!(
+            self.source,
+            Source::Json(_) | Source::Body | Source::BodySha256
+        )
+    }
+
+    pub fn reads_sha256(&self) -> bool {
+        matches!(self.source, Source::BodySha256)
     }
 
     /// The captured value, or why there is none.

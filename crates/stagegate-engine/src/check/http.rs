@@ -115,7 +115,7 @@ fn render(scope: &Scope, t: &stagegate_plan::Template, what: &str) -> Result<Str
     scope.render(t).map_err(|e| format!("{what}: {e}"))
 }
 
-fn json_value(scope: &Scope, j: &JsonTemplate) -> Result<serde_json::Value, String> {
+pub(crate) fn json_value(scope: &Scope, j: &JsonTemplate) -> Result<serde_json::Value, String> {
     use serde_json::Value;
     Ok(match j {
         JsonTemplate::Null => Value::Null,

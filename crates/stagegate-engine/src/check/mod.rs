@@ -11,9 +11,9 @@
 //! Bodies are streamed ([`body`]): nothing is buffered beyond what assertions read.
 //! `repeat` sends one request many times with bounded concurrency ([`http::repeat`]).
 
-mod body;
+pub(crate) mod body;
 mod command;
-mod expect;
+pub(crate) mod expect;
 mod file;
 mod http;
 mod log;
@@ -35,6 +35,7 @@ use crate::step::{StepCtx, StepOutcome};
 
 pub use body::human_bytes;
 pub use http::DEFAULT_TIMEOUT;
+pub(crate) use http::json_value as json_body;
 
 use body::{BodyNeeds, PREVIEW_BYTES};
 use expect::{Expectation, Observation, Take};

@@ -1,0 +1,577 @@
+//! Load steps: the plan's `load:` run by the built-in generator (`stagegate-load`), judged by
+//! its SLO thresholds.
+//!
+//! The requests are HTTP check definitions: their templates are rendered once against the
+//! run's scope (a virtual user's `${{ vu.NAME }}` is kept for the generator to fill in per
+//! user), their `expect` assertions become [`ResponseCheck`]s evaluated on every response,
+//! and their `capture`s become [`ResponseCapture`]s that store a value in the user's own
+//! variables. Progress comes as [`Event::StepProgress`]; the report, with every threshold's
+//! value, limit and verdict, goes in the step's details (`details.load`) with secrets
+//! scrubbed. A failed threshold, an abort rule or an interrupted run fails the step, and so
+//! the stage (and the deploy is rolled back).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::HeaderName;
+use stagegate_load::report::fmt_ms;
+use stagegate_load::{
+    Identities, Identity, IsolationRule, LoadEvent, LoadReport, LoadTest, NoForeignValues,
+    RequestSpec, ResponseCapture, ResponseCheck, ResponseView, Scenario, VuTemplate, parse_method,
+    slo, split_url,
+};
+use stagegate_plan::check::{Auth, CheckTarget, HttpRequest, Payload, RequestBody};
+use stagegate_plan::{LoadRequest, LoadSpec, Scrubber};
+
+use crate::check::body::Body;
+use crate::check::expect::{Expectation, Observation, Take};
+use crate::event::{Event, StepStatus};
+use crate::step::{StepCtx, StepOutcome};
+
+/// Runs a load step to its outcome.
+pub async fn run(spec: &LoadSpec, ctx: &StepCtx<'_>) -> StepOutcome {
+    let at = format!(
+        "{}:{}",
+        ctx.step
+            .span
+            .path()
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        ctx.step.span.pos.line
+    );
+    let test = match build(spec, ctx) {
+        Ok(t) => t,
+        Err(e) => {
+            return StepOutcome::failed(
+                ctx.scrubber
+                    .scrub(&format!("cannot prepare the load test ({at}): {e}")),
+            );
+        }
+    };
+    let baseline: Option<LoadReport> = ctx
+        .inputs
+        .baselines
+        .get(&ctx.step.id)
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let thresholds: Vec<_> = spec.slo.iter().map(|t| t.value.clone()).collect();
+
+    let cancel = ctx.cancel.child_token();
+    // The step's own time limit stops the generator like an interrupt would.
+    let timer = ctx.step.timeout.map(|t| {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(t).await;
+            cancel.cancel();
+        })
+    });
+    let started = Instant::now();
+    let result = test
+        .run(cancel.clone(), |e| {
+            if let Some(line) = progress_line(e) {
+                ctx.events.emit(Event::StepProgress {
+                    step: ctx.step_ref.clone(),
+                    message: line,
+                });
+            }
+        })
+        .await;
+    if let Some(t) = timer {
+        t.abort();
+    }
+    let timed_out = ctx.step.timeout.is_some_and(|t| started.elapsed() >= t);
+    let mut report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            return StepOutcome::failed(
+                ctx.scrubber
+                    .scrub(&format!("the load test could not run ({at}): {e}")),
+            );
+        }
+    };
+    slo::evaluate_all(&mut report, &thresholds, baseline.as_ref());
+    outcome(report, ctx, baseline.is_some(), timed_out)
+}
+
+/// The step's outcome from the report: status, error, outputs and details.
+fn outcome(
+    report: LoadReport,
+    ctx: &StepCtx<'_>,
+    had_baseline: bool,
+    timed_out: bool,
+) -> StepOutcome {
+    let scrub = |s: &str| ctx.scrubber.scrub(s);
+    let text = scrub(&report.to_text());
+    if let Err(e) = std::fs::write(&ctx.log, &text) {
+        ctx.events.emit(Event::Warning {
+            message: format!("cannot write the step log {}: {e}", ctx.log.display()),
+        });
+    }
+    let s = &report.summary;
+    let mut outputs = BTreeMap::new();
+    outputs.insert("requests".to_string(), s.requests.to_string());
+    outputs.insert("rps".to_string(), format!("{:.1}", s.rps));
+    outputs.insert("p50_ms".to_string(), format!("{:.2}", s.latency.p50_ms));
+    outputs.insert("p95_ms".to_string(), format!("{:.2}", s.latency.p95_ms));
+    outputs.insert("p99_ms".to_string(), format!("{:.2}", s.latency.p99_ms));
+    outputs.insert("error_rate".to_string(), format!("{:.4}", s.error_rate));
+
+    let passed = report.passed();
+    let failed: Vec<String> = report
+        .thresholds
+        .iter()
+        .filter(|t| !t.passed())
+        .map(|t| format!("{}: {}", t.text, t.message))
+        .collect();
+    let mut error = None;
+    let mut status = StepStatus::Passed;
+    if report.cancelled {
+        status = if timed_out {
+            StepStatus::TimedOut
+        } else {
+            StepStatus::Cancelled
+        };
+        error = Some(if timed_out {
+            "the load test ran out of the step's `timeout`".to_string()
+        } else {
+            "the load test was interrupted".to_string()
+        });
+    } else if let Some(reason) = &report.aborted {
+        status = StepStatus::Failed;
+        error = Some(format!("the load test was aborted: {reason}"));
+    } else if !passed {
+        status = StepStatus::Failed;
+        let mut e = format!(
+            "{} of {} SLO threshold{} failed: {}",
+            failed.len(),
+            report.thresholds.len(),
+            if report.thresholds.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            failed.join("; ")
+        );
+        if let Some(x) = &s.isolation_example {
+            e.push_str(&format!("; isolation: {}", x.detail));
+        } else if let Some(c) = &s.check_example {
+            e.push_str(&format!("; failed check example: {c}"));
+        }
+        error = Some(e);
+    }
+    if let Some(e) = error.as_mut()
+        && !report.generator.valid
+    {
+        e.push_str(
+            " (the generator itself fell behind or ran out of CPU: its figures are not valid, see the report)",
+        );
+    }
+    if passed && !report.generator.valid {
+        ctx.events.emit(Event::Warning {
+            message: format!(
+                "step `{}`: the load generator fell behind or ran out of CPU, so its figures are not valid: {}",
+                ctx.step.id,
+                report.generator.notes.join("; ")
+            ),
+        });
+    }
+    let details = serde_json::to_string(&report)
+        .ok()
+        .map(|j| scrub(&j))
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let tail: String = text
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    StepOutcome {
+        status,
+        exit_code: None,
+        attempts: 1,
+        tail,
+        error: error.map(|e| scrub(&e)),
+        outputs,
+        secret_outputs: Vec::new(),
+        details: serde_json::json!({ "load": details, "baseline": had_baseline }),
+    }
+}
+
+/// One line of live progress, or `None` for events that need no line.
+pub fn progress_line(e: &LoadEvent) -> Option<String> {
+    Some(match e {
+        LoadEvent::Started {
+            model,
+            threads,
+            concurrency,
+            warmup,
+        } => format!(
+            "starting: {model} model, {concurrency} {}, {threads} thread{}{}",
+            if *model == "open" {
+                "in flight at most"
+            } else {
+                "users"
+            },
+            if *threads == 1 { "" } else { "s" },
+            if warmup.is_zero() {
+                String::new()
+            } else {
+                format!(", warm-up {:.1}s", warmup.as_secs_f64())
+            }
+        ),
+        LoadEvent::WarmupFinished { requests } => {
+            format!("warm-up done ({requests} requests not counted)")
+        }
+        LoadEvent::Progress(p) => format!(
+            "{} {:>6.1}s  {:>10} requests  {:>9.1} req/s  p95 {}  errors {}{}",
+            if p.warmup { "warm-up" } else { "running" },
+            p.elapsed.as_secs_f64(),
+            p.requests,
+            p.rps,
+            p.p95_ms.map(fmt_ms).unwrap_or_else(|| "-".into()),
+            p.errors,
+            p.error_rate
+                .map(|r| format!(" ({:.2}% now)", r * 100.0))
+                .unwrap_or_default()
+        ),
+        LoadEvent::Aborted { reason } => format!("aborting: {reason}"),
+    })
+}
+
+/// The load test the step describes, every template rendered.
+fn build(spec: &LoadSpec, ctx: &StepCtx<'_>) -> Result<LoadTest, String> {
+    let mut origin = None;
+    let mut requests = Vec::new();
+    for r in &spec.scenario {
+        requests.push(request(ctx, r, &mut origin)?);
+    }
+    let mut setup = Vec::new();
+    for r in &spec.setup {
+        setup.push(request(ctx, r, &mut origin)?);
+    }
+    let (origin, _) = origin.ok_or("the load step has no request")?;
+    let scenario = Scenario {
+        origin,
+        requests,
+        setup,
+    };
+    let mut test = LoadTest::new(scenario, spec.profile.clone());
+    test.cookies = spec.cookies;
+    test.abort = spec.abort.iter().map(|a| a.value.clone()).collect();
+    if let Some(u) = &spec.users {
+        let rel = ctx
+            .scope
+            .render(&u.value)
+            .map_err(|e| format!("users: {e}"))?;
+        let path = ctx.plan.dir.join(&rel);
+        let ids = Identities::from_path(&path).map_err(|e| e.to_string())?;
+        for f in &spec.isolation {
+            let rule = NoForeignValues::new(&f.value, &ids).ok_or_else(|| {
+                format!(
+                    "isolation: no user in {rel} has a `{}` value (its columns: {})",
+                    f.value,
+                    ids.columns.join(", ")
+                )
+            })?;
+            test.isolation
+                .push(Arc::new(rule) as Arc<dyn IsolationRule>);
+        }
+        test.identities = Some(ids);
+    }
+    Ok(test)
+}
+
+/// One request of the scenario, from its check definition.
+fn request(
+    ctx: &StepCtx<'_>,
+    r: &LoadRequest,
+    origin: &mut Option<(stagegate_load::request::Origin, String)>,
+) -> Result<RequestSpec, String> {
+    let check = LoadSpec::check_of(ctx.plan, r)
+        .ok_or_else(|| format!("request `{}`: its check is not in the plan", r.name))?;
+    let CheckTarget::Http(h) = &check.target else {
+        return Err(format!("request `{}` is not an `http` check", r.name));
+    };
+    let scope = ctx.scope;
+    let what = |w: &str| format!("request `{}`: {w}", r.name);
+    let url = scope.render(&h.url.value).map_err(|e| what(&e))?;
+    let (o, mut path) = split_url(&url).map_err(|e| what(&e.to_string()))?;
+    match origin {
+        None => *origin = Some((o, url.clone())),
+        Some((first, first_url)) if *first != o => {
+            return Err(what(&format!(
+                "it goes to {url}, but the first request went to {first_url}: every request of a load step goes to one origin (scheme, host and port)"
+            )));
+        }
+        Some(_) => {}
+    }
+    if !h.query.is_empty() {
+        let mut q = Vec::new();
+        for (k, v) in &h.query {
+            let value = scope
+                .render(&v.value)
+                .map_err(|e| what(&format!("query `{k}`: {e}")))?;
+            q.push(format!(
+                "{}={}",
+                encode_keeping_vu(k),
+                encode_keeping_vu(&value)
+            ));
+        }
+        path.push(if path.contains('?') { '&' } else { '?' });
+        path.push_str(&q.join("&"));
+    }
+    let method = parse_method(&h.method).map_err(|e| what(&e.to_string()))?;
+    let mut spec =
+        RequestSpec::new(r.name.clone(), method, &path).map_err(|e| what(&e.to_string()))?;
+    let (content_type, body) = body(h, ctx).map_err(|e| what(&e))?;
+    let mut header = |name: &str, value: String| -> Result<(), String> {
+        let n = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| what(&format!("`{name}` is not a valid header name")))?;
+        spec.headers.retain(|(k, _)| *k != n);
+        spec.headers.push((
+            n,
+            VuTemplate::parse(&value).map_err(|e| what(&e.to_string()))?,
+        ));
+        Ok(())
+    };
+    if let Some(ct) = content_type {
+        header("content-type", ct.to_string())?;
+    }
+    match &h.auth {
+        Some(Auth::Bearer(t)) => {
+            let token = scope.render(&t.value).map_err(|e| what(&e))?;
+            header("authorization", format!("Bearer {token}"))?;
+        }
+        Some(Auth::Basic { user, password }) => {
+            use base64::Engine;
+            let pair = format!(
+                "{}:{}",
+                scope.render(&user.value).map_err(|e| what(&e))?,
+                scope.render(&password.value).map_err(|e| what(&e))?
+            );
+            if pair.contains("${{ vu.") {
+                return Err(what(
+                    "basic auth cannot use `vu.*` variables: write the header, `headers: { Authorization: \"Basic ...\" }`, or log in with a `setup` request",
+                ));
+            }
+            let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+            header("authorization", format!("Basic {encoded}"))?;
+        }
+        None => {}
+    }
+    for (k, v) in &h.headers {
+        let value = scope
+            .render(&v.value)
+            .map_err(|e| what(&format!("header `{k}`: {e}")))?;
+        header(k, value)?;
+    }
+    if let Some(b) = body {
+        spec.body = Some(VuTemplate::parse(&b).map_err(|e| what(&e.to_string()))?);
+    }
+    for a in &check.expect {
+        let e = Expectation::render(a, scope, "http").map_err(|e| {
+            what(&if e.contains("vu.") {
+                format!("{e} (a virtual user's variables can be compared with `equals`, `one_of` and `contains`, not in regexes, JSONPaths or numbers)")
+            } else {
+                e
+            })
+        })?;
+        spec.checks
+            .push(Arc::new(PlanCheck::new(e, ctx.scrubber.clone())));
+    }
+    for c in &check.captures {
+        let t = Take::render(c, scope).map_err(|e| what(&e))?;
+        spec.captures.push(Arc::new(PlanCapture {
+            take: t,
+            mask: ctx.scrubber.clone(),
+        }));
+    }
+    Ok(spec)
+}
+
+/// The request body as text, and the content type it implies.
+fn body(
+    h: &HttpRequest,
+    ctx: &StepCtx<'_>,
+) -> Result<(Option<&'static str>, Option<String>), String> {
+    let scope = ctx.scope;
+    Ok(match &h.body {
+        None => (None, None),
+        Some(RequestBody::Json(j)) => (
+            Some("application/json"),
+            Some(crate::check::json_body(scope, j)?.to_string()),
+        ),
+        Some(RequestBody::Form(fields)) => {
+            let mut parts = Vec::new();
+            for (k, v) in fields {
+                let value = scope
+                    .render(&v.value)
+                    .map_err(|e| format!("form `{k}`: {e}"))?;
+                parts.push(format!(
+                    "{}={}",
+                    encode_keeping_vu(k),
+                    encode_keeping_vu(&value)
+                ));
+            }
+            (
+                Some("application/x-www-form-urlencoded"),
+                Some(parts.join("&")),
+            )
+        }
+        Some(RequestBody::Raw(Payload::Text(t))) => (None, Some(scope.render(&t.value)?)),
+        Some(RequestBody::Raw(Payload::File(f))) => {
+            let path = ctx.plan.dir.join(scope.render(&f.value)?);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read the body file {}: {e}", path.display()))?;
+            (None, Some(text))
+        }
+        Some(RequestBody::Raw(Payload::Random { .. }) | RequestBody::Multipart(_)) => {
+            return Err(
+                "multipart and random bodies cannot be load-tested; send `json`, `form` or a text `body`"
+                    .into(),
+            );
+        }
+    })
+}
+
+/// Form-encodes text, keeping `${{ vu.NAME }}` placeholders as they are.
+fn encode_keeping_vu(text: &str) -> String {
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${{") {
+        out.push_str(&enc(&rest[..i]));
+        match rest[i..].find("}}") {
+            Some(j) => {
+                out.push_str(&rest[i..i + j + 2]);
+                rest = &rest[i + j + 2..];
+            }
+            None => {
+                out.push_str(&enc(&rest[i..]));
+                rest = "";
+            }
+        }
+    }
+    out.push_str(&enc(rest));
+    out
+}
+
+/// What a check or capture sees of a response, as the check steps see it.
+fn observation(r: &ResponseView<'_>, sha256: bool, mask: &Scrubber) -> Observation {
+    let mut headers: Vec<(String, String)> = Vec::with_capacity(r.headers.len());
+    for (k, v) in r.headers {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        match headers.iter_mut().find(|(n, _)| n == k.as_str()) {
+            Some((_, existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&v);
+            }
+            None => headers.push((k.as_str().to_string(), v)),
+        }
+    }
+    let mut o = Observation {
+        status: Some(r.status),
+        headers,
+        body: Some(Body::from_bytes(r.body.to_vec(), sha256)),
+        ..Default::default()
+    };
+    o.set_mask(mask.clone());
+    o
+}
+
+/// An assertion of a check definition, evaluated on every response.
+struct PlanCheck {
+    name: String,
+    exp: Expectation,
+    needs_body: bool,
+    sha256: bool,
+    /// It compares with a virtual user's variable: filled in per user.
+    per_user: bool,
+    mask: Scrubber,
+}
+
+impl PlanCheck {
+    fn new(exp: Expectation, mask: Scrubber) -> Self {
+        let (name, expected) = exp.label();
+        Self {
+            name: format!("{name} {expected}"),
+            needs_body: exp.reads_body(),
+            sha256: exp.reads_sha256(),
+            per_user: expected.contains("${{ vu."),
+            exp,
+            mask,
+        }
+    }
+}
+
+impl ResponseCheck for PlanCheck {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn needs_body(&self) -> bool {
+        self.needs_body
+    }
+
+    fn check(&self, user: &Identity, r: &ResponseView<'_>) -> Result<(), String> {
+        let obs = observation(r, self.sha256, &self.mask);
+        let result = if self.per_user {
+            let fill = |s: &str| {
+                VuTemplate::parse(s)
+                    .map(|t| t.render(user))
+                    .unwrap_or_else(|_| s.to_string())
+            };
+            self.exp.for_user(&fill).evaluate(&obs, "body")
+        } else {
+            self.exp.evaluate(&obs, "body")
+        };
+        if result.passed {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected {}, actual {}",
+                result.expected, result.actual
+            ))
+        }
+    }
+}
+
+/// A capture of a check definition: the value goes into the user's variables.
+struct PlanCapture {
+    take: Take,
+    mask: Scrubber,
+}
+
+impl ResponseCapture for PlanCapture {
+    fn var(&self) -> &str {
+        &self.take.name
+    }
+
+    fn needs_body(&self) -> bool {
+        self.take.reads_body()
+    }
+
+    fn capture(&self, _user: &Identity, r: &ResponseView<'_>) -> Result<String, String> {
+        let obs = observation(r, self.take.reads_sha256(), &self.mask);
+        self.take.take(&obs, "body")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_encoding_keeps_user_variables() {
+        assert_eq!(
+            encode_keeping_vu("a b&${{ vu.id }}/x"),
+            "a+b%26${{ vu.id }}%2Fx"
+        );
+        assert_eq!(encode_keeping_vu("${{ vu.x"), "%24%7B%7B+vu.x");
+    }
+}
