@@ -5,56 +5,10 @@
 mod common;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{Out, Project, bin};
-
-/// The staging-demo binary, built on first use.
-fn staging_demo_bin() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-q", "-p", "staging-demo"])
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building staging-demo failed");
-            let path = bin().parent().unwrap().join("staging-demo");
-            assert!(path.exists(), "{} missing after build", path.display());
-            path
-        })
-        .clone()
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The example's build line compiles the demo with cargo in the repository; here the
-/// binary is already built and copied, so the build only checks that it is there.
-const EXAMPLE_BUILD: &str = "build: cargo build -q -p staging-demo && mkdir -p build && cp ../../target/debug/staging-demo build/";
-
-/// An example plan in a temporary directory, with the staging-demo binary in `build/`.
-fn example(name: &str) -> Project {
-    let text = std::fs::read_to_string(
-        repo_root()
-            .join("examples")
-            .join(name)
-            .join("stagegate.yml"),
-    )
-    .expect("the example plan exists");
-    assert!(
-        text.contains(EXAMPLE_BUILD),
-        "the example's build line changed; update EXAMPLE_BUILD"
-    );
-    let p = Project::new(&text.replace(EXAMPLE_BUILD, "build: test -x build/staging-demo"));
-    std::fs::create_dir_all(p.path().join("build")).unwrap();
-    std::fs::copy(staging_demo_bin(), p.path().join("build/staging-demo")).unwrap();
-    p
-}
+use common::{Out, Project, example, show_json, step};
 
 const ADMIN_PASSWORD: &str = "pw-Adm1n-unique-7731";
 const JWT_SECRET: &str = "jwt-s1gning-key-unique-4410";
@@ -71,21 +25,6 @@ fn erp_hub(p: &Project, extra: &[&str]) -> Out {
             ("BLOB_KEY", BLOB_KEY),
         ],
     )
-}
-
-fn show_json(p: &Project, id: &str) -> serde_json::Value {
-    let o = p.run(&["show", id, "--json"]);
-    o.code(0);
-    serde_json::from_str(&o.stdout).expect("show --json is JSON")
-}
-
-fn step<'a>(show: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    show["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["step_id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {show:#}"))
 }
 
 #[test]

@@ -249,3 +249,72 @@ pub fn doc_plans(name: &str) -> Vec<String> {
     }
     blocks
 }
+
+/// The staging-demo binary, built on first use.
+pub fn staging_demo_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-q", "-p", "staging-demo"])
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building staging-demo failed");
+            let path = bin().parent().unwrap().join("staging-demo");
+            assert!(path.exists(), "{} missing after build", path.display());
+            path
+        })
+        .clone()
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The example's build line compiles the demo with cargo in the repository; here the
+/// binary is already built and copied, so the build only checks that it is there.
+pub const EXAMPLE_BUILD: &str = "build: cargo build -q -p staging-demo && mkdir -p build && cp ../../target/debug/staging-demo build/";
+
+/// An example plan in a temporary directory, with the staging-demo binary in `build/`.
+pub fn example(name: &str) -> Project {
+    let text = std::fs::read_to_string(
+        repo_root()
+            .join("examples")
+            .join(name)
+            .join("stagegate.yml"),
+    )
+    .expect("the example plan exists");
+    assert!(
+        text.contains(EXAMPLE_BUILD),
+        "the example's build line changed; update EXAMPLE_BUILD"
+    );
+    let p = Project::new(&text.replace(EXAMPLE_BUILD, "build: test -x build/staging-demo"));
+    // Data files beside the plan (a users file) come along; the scripts do not.
+    let dir = repo_root().join("examples").join(name);
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        if entry.path().is_file() && file != "stagegate.yml" && !file.ends_with(".sh") {
+            std::fs::copy(entry.path(), p.path().join(&*file)).unwrap();
+        }
+    }
+    std::fs::create_dir_all(p.path().join("build")).unwrap();
+    std::fs::copy(staging_demo_bin(), p.path().join("build/staging-demo")).unwrap();
+    p
+}
+
+pub fn show_json(p: &Project, id: &str) -> serde_json::Value {
+    let o = p.run(&["show", id, "--json"]);
+    o.code(0);
+    serde_json::from_str(&o.stdout).expect("show --json is JSON")
+}
+
+pub fn step<'a>(show: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    show["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step_id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {show:#}"))
+}

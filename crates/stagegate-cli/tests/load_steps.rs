@@ -1,0 +1,239 @@
+//! Load steps through the real binary against the real staging-demo service on loopback:
+//! the seed 000, 001 and 002 example plan passes on a good release; a slow release fails its
+//! latency SLO and a leaking one its isolation rule, and both are rolled back to the good
+//! release; thresholds compare with the last passing run in the store; secrets stay out of
+//! every output; bad load steps are validation errors at their place.
+
+mod common;
+
+use common::{Project, example, show_json, status_json, step};
+
+const ADMIN_PASSWORD: &str = "pw-L0ad-admin-unique-5521";
+
+fn deploy(p: &Project, version: &str, extra: &[&str]) -> common::Out {
+    let mut args = vec!["deploy", "staging", "--release-version", version];
+    args.extend_from_slice(extra);
+    p.run_env(&args, &[("DEMO_ADMIN_PASSWORD", ADMIN_PASSWORD)])
+}
+
+fn last_id(p: &Project) -> String {
+    let o = p.run(&["history", "staging", "--json"]);
+    o.code(0);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    v[0]["id"].to_string()
+}
+
+/// The release the service runs now (`1.0.0-d1`: version and deployment).
+fn running_version(p: &Project) -> String {
+    let s = status_json(p, "staging");
+    let current = s["services"][0]["current"].as_str().unwrap_or_default();
+    current.split("-d").next().unwrap_or_default().to_string()
+}
+
+/// The thresholds a load step recorded, as (text, verdict).
+fn thresholds(show: &serde_json::Value, id: &str) -> Vec<(String, String)> {
+    step(show, id)["details"]["load"]["thresholds"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no thresholds for {id}"))
+        .iter()
+        .map(|t| {
+            (
+                t["text"].as_str().unwrap().to_string(),
+                t["verdict"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_seed_load_tests_pass_then_a_slow_and_a_leaking_release_are_rolled_back() {
+    let p = example("load");
+    let _stop = Stop(&p);
+
+    // 1. A good release: every load test passes, each threshold with its value.
+    let o = deploy(&p, "1.0.0", &[]);
+    o.code(0)
+        .stderr_has("seed 000: 100 downloads, 10 at a time")
+        .stderr_has("✓ p95 < 2s")
+        .stderr_has("✓ isolation_violations == 0")
+        .stderr_has("- p95 <= +200% vs last_pass")
+        .lacks(ADMIN_PASSWORD);
+    let first = last_id(&p);
+    let show = show_json(&p, &first);
+    let downloads = &step(&show, "load-downloads")["details"]["load"];
+    assert_eq!(downloads["summary"]["requests"], 100, "{downloads:#}");
+    assert_eq!(downloads["summary"]["failed"], 0, "{downloads:#}");
+    assert_eq!(downloads["concurrency"], 10);
+    let iso = &step(&show, "load-isolation")["details"]["load"];
+    assert_eq!(iso["summary"]["isolation_violations"], 0, "{iso:#}");
+    let names: Vec<&str> = iso["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["threads", "login"], "{iso:#}");
+    // Each of the 150 users logs in once, with its own row.
+    assert_eq!(iso["requests"][1]["requests"], 150, "{iso:#}");
+    assert_eq!(iso["requests"][1]["setup"], true, "{iso:#}");
+    assert!(
+        thresholds(&show, "load-config")
+            .iter()
+            .all(|(t, v)| v == "pass" || (t.contains("last_pass") && v == "no_baseline")),
+        "{:?}",
+        thresholds(&show, "load-config")
+    );
+
+    // 2. A slow release: seed 001's latency SLOs fail, compared with 1.0.0 too; rolled back.
+    let o = deploy(&p, "1.1.0", &["--var", "fault=slow"]);
+    o.code(4)
+        .stderr_has("✗ p50 < 100ms")
+        .stderr_has("✗ p95 <= +200% vs last_pass")
+        .stderr_has("SLO thresholds failed")
+        .lacks(ADMIN_PASSWORD);
+    assert_eq!(running_version(&p), "1.0.0");
+    let show = show_json(&p, &last_id(&p));
+    let t = thresholds(&show, "load-config");
+    assert!(
+        t.contains(&("p50 < 100ms".to_string(), "fail".to_string())),
+        "{t:?}"
+    );
+    assert!(
+        t.contains(&("p95 <= +200% vs last_pass".to_string(), "fail".to_string())),
+        "the baseline is 1.0.0's run: {t:?}"
+    );
+
+    // 3. A release that leaks one user's data to another: isolation fails; rolled back.
+    let o = deploy(&p, "1.2.0", &["--var", "fault=leak-threads"]);
+    o.code(4)
+        .stderr_has("✗ isolation_violations == 0")
+        .stderr_has("isolation: the user of row")
+        .lacks(ADMIN_PASSWORD);
+    assert_eq!(running_version(&p), "1.0.0");
+    let show = show_json(&p, &last_id(&p));
+    let iso = &step(&show, "load-isolation")["details"]["load"]["summary"];
+    assert!(iso["isolation_violations"].as_u64().unwrap() > 0, "{iso:#}");
+    let example = iso["isolation_example"]["detail"].as_str().unwrap();
+    assert!(
+        example.contains('u'),
+        "names the other user's value: {example}"
+    );
+
+    // The admin password and the captured admin token (a JWT, `eyJ...`), which every
+    // download of the load test sent, are in no stored byte: the store (and its WAL), the
+    // step logs and the release metadata.
+    for f in common::walk(&p.path().join(".stagegate")) {
+        if f.components().any(|c| c.as_os_str() == "data") {
+            continue; // the service's own uploaded blobs
+        }
+        let bytes = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        assert!(
+            !bytes.contains(ADMIN_PASSWORD),
+            "the password is in {}",
+            f.display()
+        );
+        assert!(!bytes.contains("eyJ"), "a token is in {}", f.display());
+    }
+}
+
+/// Stops the example's services when the test ends, passing or not.
+struct Stop<'a>(&'a Project);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["stop", "staging"]);
+    }
+}
+
+fn plan(stages: &str) -> String {
+    format!("project: t\nenvironments:\n  staging: {{}}\nstages:\n{stages}")
+}
+
+#[test]
+fn bad_load_steps_are_validation_errors_at_their_place() {
+    let p = Project::new(&plan(
+        r#"  load:
+    - id: a
+      load:
+        vus: 10
+        rate: 100/s
+        duration: 1s
+        check: nope
+    - id: b
+      load:
+        vus: 5
+        scenario:
+          - name: x
+            http: http://127.0.0.1:1/
+        slo: ["p95 < fast", "p95[y] < 1s"]
+    - id: c
+      load:
+        vus: 2
+        requests: 10
+        scenario:
+          - http: "http://127.0.0.1:1/u/${{ vu.id }}"
+        isolation: [id]
+    - id: d
+      run: echo ${{ vu.id }}
+"#,
+    ));
+    let o = p.run(&["validate"]);
+    o.code(2)
+        .stderr_has("has both `rate` (open model) and `vus` (closed model)")
+        .stderr_has("uses unknown check `nope`")
+        .stderr_has("says neither how many requests nor for how long")
+        .stderr_has("`slo` in `load` in")
+        .stderr_has("names request `y`, which this load step does not send")
+        .stderr_has("has an `isolation` rule but no `users` file")
+        .stderr_has("uses `vu.id`, which no users file or capture provides")
+        .stderr_has("`vu.id` is only known in the requests of a load step")
+        .stderr_has("stagegate.yml:");
+}
+
+#[test]
+fn an_abort_rule_stops_a_failing_load_test_early_and_fails_the_step() {
+    // Nothing listens on this port: every request is a connect error.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let p = Project::new(&plan(&format!(
+        r#"  load:
+    - id: l
+      load:
+        vus: 2
+        duration: 30s
+        scenario:
+          - name: root
+            http: http://127.0.0.1:{port}/
+        slo: ["error_rate < 1%"]
+        abort: ["error_rate > 50% over 1s"]
+"#
+    )));
+    let o = p.run(&["deploy", "staging"]);
+    o.code(3).stderr_has("the load test was aborted");
+    let show = show_json(&p, "1");
+    let load = &step(&show, "l")["details"]["load"];
+    let aborted = load["aborted"].as_str().unwrap_or_default();
+    assert!(aborted.contains("error_rate > 50% over 1s"), "{load:#}");
+    let ran = load["duration_s"].as_f64().unwrap();
+    assert!(
+        ran < 30.0,
+        "the abort rule stopped a 30 s run early: ran {ran} s"
+    );
+}
+
+/// Every plan in docs/load.md is valid (blocks that begin with `# stagegate.yml`).
+#[test]
+fn the_plans_in_the_load_docs_are_valid() {
+    let blocks = common::doc_plans("load.md");
+    assert!(!blocks.is_empty(), "no plan found in docs/load.md");
+    for b in blocks {
+        let o = Project::new(&b).run(&["validate"]);
+        assert_eq!(
+            o.code, 0,
+            "a plan in docs/load.md is invalid:\n{b}\n{}",
+            o.stderr
+        );
+    }
+}
