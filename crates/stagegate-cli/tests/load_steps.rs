@@ -172,9 +172,20 @@ fn bad_load_steps_are_validation_errors_at_their_place() {
         requests: 10
         scenario:
           - http: "http://127.0.0.1:1/u/${{ vu.id }}"
+          - http: "http://127.0.0.1:1/"
         isolation: [id]
     - id: d
       run: echo ${{ vu.id }}
+    - id: e
+      retries: 2
+      load:
+        rate: 10/s
+        duration: 1s
+        ramp: [{ target: fast, duration: 1s }, { duration: 1s }]
+        scenario:
+          - name: up
+            http: { url: "http://127.0.0.1:1/", save: out.bin }
+            retry: { attempts: 3, interval: 1s }
 "#,
     ));
     let o = p.run(&["validate"]);
@@ -187,6 +198,12 @@ fn bad_load_steps_are_validation_errors_at_their_place() {
         .stderr_has("has an `isolation` rule but no `users` file")
         .stderr_has("uses `vu.id`, which no users file or capture provides")
         .stderr_has("`vu.id` is only known in the requests of a load step")
+        .stderr_has("`retries` does not apply to a load step")
+        .stderr_has("each iteration of this scenario sends 2")
+        .stderr_has("`target` in `ramp` in")
+        .stderr_has("has no `target`")
+        .stderr_has("cannot be load-tested: it saves its body to a file")
+        .stderr_has("cannot be load-tested: it polls or repeats")
         .stderr_has("stagegate.yml:");
 }
 
@@ -236,4 +253,126 @@ fn the_plans_in_the_load_docs_are_valid() {
             o.stderr
         );
     }
+}
+
+/// A plan that deploys the staging demo (with `fault`) and runs `stages` after it.
+fn demo_plan(fault: &str, stages: &str) -> Project {
+    let p = Project::new(&format!(
+        r#"project: t
+environments:
+  staging: {{}}
+services:
+  api:
+    driver: local
+    build: test -x build/staging-demo
+    artifacts: [build/staging-demo]
+    start: ./build/staging-demo
+    env: {{ DEMO_FAULT: "{fault}", DEMO_SLOW_MS: "300" }}
+    health: {{ path: /health, interval: 100ms, timeout: 10s }}
+stages:
+  deploy:
+    - deploy: api
+{stages}"#
+    ));
+    std::fs::create_dir_all(p.path().join("build")).unwrap();
+    std::fs::copy(
+        common::staging_demo_bin(),
+        p.path().join("build/staging-demo"),
+    )
+    .unwrap();
+    p.write(
+        "users.json",
+        r#"[{"id": "u001", "email": "u001@demo.test", "password": "pass-u001"},
+            {"id": "u002", "email": "u002@demo.test", "password": "pass-u002"},
+            {"id": "u003", "email": "u003@demo.test", "password": "pass-u003"}]"#,
+    );
+    p
+}
+
+#[test]
+fn a_scenario_captures_per_user_and_each_user_keeps_its_own_cookies() {
+    let p = demo_plan(
+        "",
+        r#"  load:
+    # Each user logs in (its cookie jar keeps the session), creates a thread and reads it
+    # back by the id it captured: the thread must be the user's own.
+    - id: create-and-read
+      load:
+        vus: 3
+        iterations: 30
+        users: users.json
+        cookies: true
+        setup:
+          - name: login
+            http:
+              method: POST
+              url: "${{ services.api.url }}/api/session"
+              json: { email: "${{ vu.email }}", password: "${{ vu.password }}" }
+        scenario:
+          - name: create
+            http:
+              method: POST
+              url: "${{ services.api.url }}/api/threads"
+              json: { title: "load test of ${{ vu.id }}" }
+            expect: { status: 201, json: { "$.owner": "${{ vu.id }}" } }
+            capture: { thread: "$.id" }
+          - name: read
+            http: "${{ services.api.url }}/api/threads/${{ vu.thread }}"
+            expect:
+              status: 200
+              json:
+                "$.owner": "${{ vu.id }}"
+                "$.title": { contains: "${{ vu.id }}" }
+        isolation: [id]
+        slo: ["errors == 0", "checks == 100%", "isolation_violations == 0", "requests[read] == 30"]
+"#,
+    );
+    let _stop = Stop(&p);
+    let o = p.run(&["deploy", "staging"]);
+    o.code(0).stderr_has("✓ checks == 100%");
+    let show = show_json(&p, "1");
+    let load = &step(&show, "create-and-read")["details"]["load"];
+    let names: Vec<(&str, u64)> = load["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["requests"].as_u64().unwrap()))
+        .collect();
+    // 30 iterations of create then read, and one login per user.
+    assert_eq!(
+        names,
+        [("create", 30), ("read", 30), ("login", 3)],
+        "{load:#}"
+    );
+}
+
+#[test]
+fn without_its_own_cookie_jar_a_user_is_not_logged_in() {
+    // Without `cookies`, the session cookie the login set is not sent back: every read is
+    // a 401, the default status check fails, and the deploy is rolled back.
+    let p = demo_plan(
+        "",
+        r#"  load:
+    - id: read
+      load:
+        vus: 2
+        requests: 10
+        users: users.json
+        setup:
+          - name: login
+            http:
+              method: POST
+              url: "${{ services.api.url }}/api/session"
+              json: { email: "${{ vu.email }}", password: "${{ vu.password }}" }
+        scenario:
+          - name: threads
+            http: "${{ services.api.url }}/api/threads"
+        slo: ["checks == 100%"]
+"#,
+    );
+    let _stop = Stop(&p);
+    let o = p.run(&["deploy", "staging"]);
+    o.code(4)
+        .stderr_has("✗ checks == 100%")
+        .stderr_has("expected 2xx (default), actual 401");
 }

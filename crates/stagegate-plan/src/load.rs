@@ -34,6 +34,7 @@ use crate::yaml::{Cx, Spanned};
 const LOAD_KEYS: &[&str] = &[
     "vus",
     "requests",
+    "iterations",
     "duration",
     "rate",
     "max_in_flight",
@@ -117,6 +118,9 @@ impl LoadSpec {
     pub fn default_name(&self) -> String {
         let what = match &self.profile.model {
             Model::Closed { vus, stop, .. } => match stop {
+                Stop::Requests(n) if self.scenario.len() > 1 => {
+                    format!("{n} iterations, {vus} at a time")
+                }
                 Stop::Requests(n) => format!("{n} requests, {vus} at a time"),
                 Stop::Duration(d) => format!("{vus} users for {}", fmt_duration(*d)),
             },
@@ -190,6 +194,15 @@ pub(crate) fn read(
     let mut allowed: Vec<&str> = common.to_vec();
     allowed.push("load");
     cx.keys(m, what, &allowed);
+    for key in ["retries", "retry_delay"] {
+        if let Some((k, _)) = m.iter().find(|(k, _)| k.as_str() == key) {
+            cx.error_help(
+                format!("{what}: `{key}` does not apply to a load step"),
+                cx.key_span(k),
+                "a load test runs once and its thresholds judge it; running it again until it passes would hide a failure",
+            );
+        }
+    }
     let node = m.get_node("load")?;
     let lwhat = format!("`load` in {what}");
     let span = cx.span(node);
@@ -224,6 +237,18 @@ pub(crate) fn read(
             format!("{lwhat} has no requests"),
             span.clone(),
             "add `check: ID` (an `http` check step of this plan) or a `scenario:` list of requests",
+        );
+    }
+    if let Some(n) = lm.get_node("requests")
+        && scenario.len() > 1
+    {
+        cx.error_help(
+            format!(
+                "{lwhat}: `requests` counts requests, but each iteration of this scenario sends {}",
+                scenario.len()
+            ),
+            cx.span(n),
+            "write `iterations: N` (each runs the whole scenario), or `duration`",
         );
     }
     let setup = match lm.get_node("setup") {
@@ -332,7 +357,18 @@ fn read_profile(
     span: &Span,
 ) -> Option<LoadProfile> {
     let vus = cx.uint(m, "vus", what);
-    let requests = cx.uint(m, "requests", what);
+    // `requests` for one request per iteration, `iterations` for a scenario of several.
+    let requests = match (cx.uint(m, "requests", what), cx.uint(m, "iterations", what)) {
+        (Some(_), Some(_)) => {
+            cx.error_help(
+                format!("{what} has both `requests` and `iterations`"),
+                span.clone(),
+                "keep `requests` for one request per iteration, `iterations` for a scenario",
+            );
+            None
+        }
+        (r, i) => r.or(i),
+    };
     let duration = cx.duration(m, "duration", what);
     let rate = cx
         .string(m, "rate", what)
@@ -357,9 +393,9 @@ fn read_profile(
                 "the open model sends `rate` requests per second with at most `max_in_flight` at once; the closed model runs `vus` users that each wait for their answer. Keep one",
             );
         }
-        if let Some(n) = m.get_node("requests") {
+        if let Some(n) = m.get_node("requests").or(m.get_node("iterations")) {
             cx.error_help(
-                format!("{what}: the open model runs for a `duration`, not a number of `requests`"),
+                format!("{what}: the open model runs for a `duration`, not a number of requests"),
                 cx.span(n),
                 "replace `requests` with `duration: 30s`",
             );
@@ -400,7 +436,10 @@ fn read_profile(
                 return None;
             }
             (None, None) => {
-                if m.get_node("requests").is_none() && m.get_node("duration").is_none() {
+                if m.get_node("requests").is_none()
+                    && m.get_node("iterations").is_none()
+                    && m.get_node("duration").is_none()
+                {
                     cx.error_help(
                         format!("{what} says neither how many requests nor for how long"),
                         span.clone(),

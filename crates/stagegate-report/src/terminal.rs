@@ -176,12 +176,17 @@ impl TerminalReporter {
                 if self.style.live {
                     self.draw_live_text(&format!("{}: {}", step.name, text.trim_end()));
                 } else {
+                    // Figures at most every 5 s; other news (start, abort) at once.
                     let now = std::time::Instant::now();
+                    let figures = text.starts_with("running")
+                        || (text.starts_with("warm-up ") && !text.starts_with("warm-up done"));
                     let due = self
                         .last_progress
                         .is_none_or(|t| now.duration_since(t).as_secs() >= 5);
-                    if due || !text.starts_with("running") {
+                    if figures && due {
                         self.last_progress = Some(now);
+                    }
+                    if !figures || due {
                         let line = format!("{INDENT}{}", text.trim_end());
                         self.line(&line);
                     }
@@ -607,6 +612,40 @@ mod tests {
             out,
             "  retry   Build: attempt 1 of 2 failed: flaky\n  ok      Build [build]  1m03s (2 attempts)\n"
         );
+    }
+
+    #[test]
+    fn load_progress_is_a_live_line_or_a_plain_line_every_five_seconds() {
+        let progress = |message: &str| Event::StepProgress {
+            step: step("Load", "load"),
+            message: message.into(),
+        };
+        let events = [
+            Event::StepStarted {
+                step: step("Load", "load"),
+                at: 0,
+            },
+            progress("starting: closed model, 10 users, 2 threads"),
+            progress("running    1.0s  100 requests"),
+            progress("running    2.0s  200 requests"),
+        ];
+        // Plain: the start line and the first progress line; the next comes 5 s later.
+        let out = render(TerminalStyle::plain(), &events);
+        assert_eq!(
+            out,
+            "          starting: closed model, 10 users, 2 threads\n          running    1.0s  100 requests\n"
+        );
+        // Live: each progress replaces the running line, which is erased at the end.
+        let live = TerminalStyle {
+            live: true,
+            ..TerminalStyle::plain()
+        };
+        let out = render(live, &events);
+        assert!(
+            out.contains("\r\x1b[2K  Load: running    2.0s  200 requests"),
+            "{out:?}"
+        );
+        assert!(out.ends_with("\r\x1b[2K"), "{out:?}");
     }
 
     #[test]
