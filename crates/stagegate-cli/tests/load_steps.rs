@@ -104,7 +104,18 @@ fn the_seed_load_tests_pass_then_a_slow_and_a_leaking_release_are_rolled_back() 
     );
 
     // 3. A release that leaks one user's data to another: isolation fails; rolled back.
-    let o = deploy(&p, "1.2.0", &["--var", "fault=leak-threads"]);
+    let o = deploy(
+        &p,
+        "1.2.0",
+        &[
+            "--var",
+            "fault=leak-threads",
+            "--report",
+            "markdown=out/report.md",
+            "--report",
+            "junit=out/junit.xml",
+        ],
+    );
     o.code(4)
         .stderr_has("✗ isolation_violations == 0")
         .stderr_has("isolation: the user of row")
@@ -113,6 +124,20 @@ fn the_seed_load_tests_pass_then_a_slow_and_a_leaking_release_are_rolled_back() 
     let show = show_json(&p, &last_id(&p));
     let iso = &step(&show, "load-isolation")["details"]["load"]["summary"];
     assert!(iso["isolation_violations"].as_u64().unwrap() > 0, "{iso:#}");
+    // The reports show every threshold of every load test, with its value.
+    let md = p.read("out/report.md");
+    assert!(md.contains("### Load tests"), "{md}");
+    assert!(
+        md.contains("| `isolation_violations == 0` |") && md.contains("❌"),
+        "{md}"
+    );
+    assert!(md.contains("| `p95 < 2s` |"), "{md}");
+    let junit = p.read("out/junit.xml");
+    assert!(junit.contains("✗ isolation_violations == 0:"), "{junit}");
+    assert!(
+        junit.contains("✓ p95[login] &lt; 2s:") || junit.contains("✓ p95[login] < 2s:"),
+        "{junit}"
+    );
     let example = iso["isolation_example"]["detail"].as_str().unwrap();
     assert!(
         example.contains('u'),
@@ -294,14 +319,13 @@ fn a_scenario_captures_per_user_and_each_user_keeps_its_own_cookies() {
     let p = demo_plan(
         "",
         r#"  load:
-    # Each user logs in (its cookie jar keeps the session), creates a thread and reads it
-    # back by the id it captured: the thread must be the user's own.
+    # Each user logs in (its own cookie jar, on by default, keeps the session), creates a
+    # thread and reads it back by the id it captured: the thread must be the user's own.
     - id: create-and-read
       load:
         vus: 3
         iterations: 30
         users: users.json
-        cookies: true
         setup:
           - name: login
             http:
@@ -347,8 +371,8 @@ fn a_scenario_captures_per_user_and_each_user_keeps_its_own_cookies() {
 }
 
 #[test]
-fn without_its_own_cookie_jar_a_user_is_not_logged_in() {
-    // Without `cookies`, the session cookie the login set is not sent back: every read is
+fn with_cookies_off_a_user_is_not_logged_in() {
+    // With `cookies: false`, the session cookie the login set is not sent back: every read is
     // a 401, the default status check fails, and the deploy is rolled back.
     let p = demo_plan(
         "",
@@ -358,6 +382,7 @@ fn without_its_own_cookie_jar_a_user_is_not_logged_in() {
         vus: 2
         requests: 10
         users: users.json
+        cookies: false
         setup:
           - name: login
             http:

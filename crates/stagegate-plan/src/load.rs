@@ -67,7 +67,7 @@ pub struct LoadSpec {
     pub setup: Vec<LoadRequest>,
     /// A CSV or JSON file of users (relative to the plan): user `i` takes row `i`.
     pub users: Option<Spanned<Template>>,
-    /// Give each virtual user its own cookie jar.
+    /// Give each virtual user its own cookie jar (the default).
     pub cookies: bool,
     /// Columns of the users file whose values no other user may ever see.
     pub isolation: Vec<Spanned<String>>,
@@ -268,7 +268,7 @@ pub(crate) fn read(
     }
 
     let users = cx.string(lm, "users", &lwhat).and_then(|s| template(cx, s));
-    let cookies = cx.bool(lm, "cookies", &lwhat).unwrap_or(false);
+    let cookies = cx.bool(lm, "cookies", &lwhat).unwrap_or(true);
     let isolation = cx.string_list(lm, "isolation", &lwhat);
     if let (Some(first), None) = (isolation.first(), &users) {
         cx.error_help(
