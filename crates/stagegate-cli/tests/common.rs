@@ -11,22 +11,26 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_stagegate"))
 }
 
+/// The binary of a workspace package, built once per test process.
+fn built(package: &'static str, cell: &'static std::sync::OnceLock<PathBuf>) -> PathBuf {
+    cell.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", package])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building {package} failed");
+        let path = bin().parent().unwrap().join(package);
+        assert!(path.exists(), "{} missing after build", path.display());
+        path
+    })
+    .clone()
+}
+
 /// The demo service binary, built on first use (tests of the local driver run it).
 pub fn demo_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-q", "-p", "quickstart-demo"])
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building quickstart-demo failed");
-            let path = bin().parent().unwrap().join("quickstart-demo");
-            assert!(path.exists(), "{} missing after build", path.display());
-            path
-        })
-        .clone()
+    built("quickstart-demo", &BUILT)
 }
 
 pub struct Project {
@@ -253,19 +257,7 @@ pub fn doc_plans(name: &str) -> Vec<String> {
 /// The staging-demo binary, built on first use.
 pub fn staging_demo_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-q", "-p", "staging-demo"])
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building staging-demo failed");
-            let path = bin().parent().unwrap().join("staging-demo");
-            assert!(path.exists(), "{} missing after build", path.display());
-            path
-        })
-        .clone()
+    built("staging-demo", &BUILT)
 }
 
 pub fn repo_root() -> PathBuf {

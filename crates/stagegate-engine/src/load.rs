@@ -25,22 +25,13 @@ use stagegate_plan::check::{Auth, CheckTarget, HttpRequest, Payload, RequestBody
 use stagegate_plan::{LoadRequest, LoadSpec, Scrubber};
 
 use crate::check::body::Body;
-use crate::check::expect::{Expectation, Observation, Take};
+use crate::check::expect::{Expectation, Observation, Take, joined_headers};
 use crate::event::{Event, StepStatus};
 use crate::step::{StepCtx, StepOutcome};
 
 /// Runs a load step to its outcome.
 pub async fn run(spec: &LoadSpec, ctx: &StepCtx<'_>) -> StepOutcome {
-    let at = format!(
-        "{}:{}",
-        ctx.step
-            .span
-            .path()
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        ctx.step.span.pos.line
-    );
+    let at = ctx.place();
     let test = match build(spec, ctx) {
         Ok(t) => t,
         Err(e) => {
@@ -463,20 +454,9 @@ fn encode_keeping_vu(text: &str) -> String {
 
 /// What a check or capture sees of a response, as the check steps see it.
 fn observation(r: &ResponseView<'_>, sha256: bool, mask: &Scrubber) -> Observation {
-    let mut headers: Vec<(String, String)> = Vec::with_capacity(r.headers.len());
-    for (k, v) in r.headers {
-        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
-        match headers.iter_mut().find(|(n, _)| n == k.as_str()) {
-            Some((_, existing)) => {
-                existing.push_str(", ");
-                existing.push_str(&v);
-            }
-            None => headers.push((k.as_str().to_string(), v)),
-        }
-    }
     let mut o = Observation {
         status: Some(r.status),
-        headers,
+        headers: joined_headers(r.headers),
         body: Some(Body::from_bytes(r.body.to_vec(), sha256)),
         ..Default::default()
     };

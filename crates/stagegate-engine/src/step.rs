@@ -58,6 +58,22 @@ pub struct StepCtx<'a> {
     pub inputs: &'a RunInputs,
 }
 
+impl StepCtx<'_> {
+    /// Where the step is written, `stagegate.yml:42`, for errors the plan can fix.
+    pub fn place(&self) -> String {
+        format!(
+            "{}:{}",
+            self.step
+                .span
+                .path()
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            self.step.span.pos.line
+        )
+    }
+}
+
 /// How a step of any kind ended.
 #[derive(Debug, Clone)]
 pub struct StepOutcome {

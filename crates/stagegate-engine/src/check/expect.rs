@@ -57,6 +57,22 @@ impl Observation {
     }
 }
 
+/// A response's headers as checks see them: lowercase names, repeated ones joined with `, `.
+pub fn joined_headers(map: &http::HeaderMap) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        match headers.iter_mut().find(|(n, _)| n == k.as_str()) {
+            Some((_, existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&v);
+            }
+            None => headers.push((k.as_str().to_string(), v)),
+        }
+    }
+    headers
+}
+
 /// A matcher with its templates resolved.
 #[derive(Debug, Clone)]
 pub enum Rule {

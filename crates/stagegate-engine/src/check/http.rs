@@ -338,17 +338,7 @@ impl Prepared {
         let work = async {
             let mut resp = rb.send().await.map_err(|e| self.describe(&e))?;
             let status = resp.status().as_u16();
-            let mut headers: Vec<(String, String)> = Vec::new();
-            for (k, v) in resp.headers() {
-                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                match headers.iter_mut().find(|(n, _)| n == k.as_str()) {
-                    Some((_, existing)) => {
-                        existing.push_str(", ");
-                        existing.push_str(&v);
-                    }
-                    None => headers.push((k.as_str().to_string(), v)),
-                }
-            }
+            let headers = super::expect::joined_headers(resp.headers());
             let mut sink = BodySink::new(self.needs);
             if let Some(path) = &self.save {
                 sink.save_to(path).await?;

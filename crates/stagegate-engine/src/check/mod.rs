@@ -172,16 +172,7 @@ pub async fn run(spec: &CheckSpec, ctx: &StepCtx<'_>) -> StepOutcome {
         Ok::<_, String>((expect, until, takes))
     })();
     // Where the step is written, for errors the plan can fix.
-    let at = format!(
-        "{}:{}",
-        ctx.step
-            .span
-            .path()
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        ctx.step.span.pos.line
-    );
+    let at = ctx.place();
     let (expect, until, takes) = match prepared {
         Ok(p) => p,
         Err(e) => return StepOutcome::failed(format!("cannot prepare the check ({at}): {e}")),
