@@ -401,3 +401,54 @@ fn with_cookies_off_a_user_is_not_logged_in() {
         .stderr_has("✗ checks == 100%")
         .stderr_has("expected 2xx (default), actual 401");
 }
+
+#[test]
+fn a_ramp_moves_the_number_of_users_and_sets_the_length() {
+    let p = demo_plan(
+        "",
+        r#"  load:
+    # From 1 user to 6 over 1 s, then 6 users for 1 s: the ramp is the test's length.
+    - id: ramp
+      load:
+        vus: 1
+        ramp:
+          - { target: 6, duration: 1s }
+          - { target: 6, duration: 1s }
+        scenario:
+          - name: health
+            http: "${{ services.api.url }}/health"
+        slo: ["errors == 0"]
+"#,
+    );
+    let _stop = Stop(&p);
+    p.run(&["deploy", "staging"]).code(0);
+    let show = show_json(&p, "1");
+    let load = &step(&show, "ramp")["details"]["load"];
+    let ran = load["duration_s"].as_f64().unwrap();
+    assert!(
+        (1.9..3.0).contains(&ran),
+        "the ramp lasts 2 s: {ran} {load:#}"
+    );
+    assert_eq!(load["concurrency"], 6, "{load:#}");
+
+    // A ramp beside a duration or a number of requests is a validation error.
+    let bad = Project::new(&plan(
+        r#"  load:
+    - load:
+        vus: 1
+        duration: 5s
+        ramp: [{ target: 6, duration: 1s }]
+        scenario: [{ name: a, http: "http://127.0.0.1:1/" }]
+    - load:
+        vus: 1
+        requests: 5
+        ramp: [{ target: 6, duration: 1s }]
+        scenario: [{ name: a, http: "http://127.0.0.1:1/" }]
+"#,
+    ));
+    bad.run(&["validate"])
+        .code(2)
+        .stderr_has("has both a `ramp` and a `duration`")
+        .stderr_has("the ramp sets how long the test runs (1s): remove `duration`")
+        .stderr_has("has both a `ramp` and a number of requests");
+}

@@ -385,6 +385,26 @@ fn read_profile(
         Some(n) => read_ramp(cx, n, what, open)?,
         None => Vec::new(),
     };
+    // A ramp sets the run's length; a `duration` beside it would be ignored.
+    let duration = match (duration, ramp.is_empty()) {
+        (Some(d), false) => {
+            let total: Duration = ramp.iter().map(|s| s.duration).sum();
+            cx.error_help(
+                format!("{what} has both a `ramp` and a `duration`"),
+                d.span,
+                format!(
+                    "the ramp sets how long the test runs ({}): remove `duration`",
+                    fmt_duration(total)
+                ),
+            );
+            return None;
+        }
+        (None, false) => Some(Spanned {
+            value: Duration::ZERO,
+            span: span.clone(),
+        }),
+        (d, true) => d,
+    };
     let model = if open {
         if let Some(n) = m.get_node("vus") {
             cx.error_help(
@@ -423,6 +443,14 @@ fn read_profile(
                 cx.span(n),
                 "add `rate: 100/s`, or remove `max_in_flight` (`vus` sets the concurrency)",
             );
+        }
+        if let (Some(_), false) = (requests, ramp.is_empty()) {
+            cx.error_help(
+                format!("{what} has both a `ramp` and a number of requests"),
+                span.clone(),
+                "the ramp sets how long the test runs: remove `requests` (or `iterations`)",
+            );
+            return None;
         }
         let stop = match (requests, duration) {
             (Some(n), None) => Stop::Requests(n),
