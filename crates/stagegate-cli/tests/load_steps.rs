@@ -452,3 +452,27 @@ fn a_ramp_moves_the_number_of_users_and_sets_the_length() {
         .stderr_has("the ramp sets how long the test runs (1s): remove `duration`")
         .stderr_has("has both a `ramp` and a number of requests");
 }
+
+#[test]
+fn plan_and_explain_describe_load_steps() {
+    let p = example("load");
+    p.run_env(
+        &["plan", "staging"],
+        &[("DEMO_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    )
+    .code(0)
+    .stdout_has("load: 100 requests, 10 at a time (download)")
+    .stdout_has("load: 200/s for 3s (config)")
+    .stdout_has("setup: login")
+    .stdout_has("auth: bearer ${{ vu.token }}")
+    .stdout_has("isolation: no user sees another's `email`")
+    .stdout_has("slo: p95 <= +200% vs last_pass")
+    .stdout_has("abort: error_rate > 20% over 1s")
+    .lacks(ADMIN_PASSWORD);
+    p.run(&["explain", "steps.load"])
+        .code(0)
+        .stdout_has("closed (`vus` with `requests` or `duration`)");
+    p.run(&["explain", "load.slo"])
+        .code(0)
+        .stdout_has("vs last_pass");
+}
