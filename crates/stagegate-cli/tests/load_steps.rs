@@ -307,9 +307,10 @@ stages:
     .unwrap();
     p.write(
         "users.json",
-        r#"[{"id": "u001", "email": "u001@demo.test", "password": "pass-u001"},
-            {"id": "u002", "email": "u002@demo.test", "password": "pass-u002"},
-            {"id": "u003", "email": "u003@demo.test", "password": "pass-u003"}]"#,
+        // Nicknames with quotes and a backslash: inserted into JSON bodies, escaped.
+        r#"[{"id": "u001", "email": "u001@demo.test", "password": "pass-u001", "nick": "Ann \"A\""},
+            {"id": "u002", "email": "u002@demo.test", "password": "pass-u002", "nick": "back\\slash"},
+            {"id": "u003", "email": "u003@demo.test", "password": "pass-u003", "nick": "plain"}]"#,
     );
     p
 }
@@ -337,7 +338,7 @@ fn a_scenario_captures_per_user_and_each_user_keeps_its_own_cookies() {
             http:
               method: POST
               url: "${{ services.api.url }}/api/threads"
-              json: { title: "load test of ${{ vu.id }}" }
+              json: { title: "load test of ${{ vu.id }} by ${{ vu.nick }}" }
             expect: { status: 201, json: { "$.owner": "${{ vu.id }}" } }
             capture: { thread: "$.id" }
           - name: read

@@ -395,7 +395,10 @@ fn body(
         None => (None, None),
         Some(RequestBody::Json(j)) => (
             Some("application/json"),
-            Some(crate::check::json_body(scope, j)?.to_string()),
+            Some(with_filter(
+                &crate::check::json_body(scope, j)?.to_string(),
+                "json",
+            )),
         ),
         Some(RequestBody::Form(fields)) => {
             let mut parts = Vec::new();
@@ -430,7 +433,31 @@ fn body(
     })
 }
 
-/// Form-encodes text, keeping `${{ vu.NAME }}` placeholders as they are.
+/// Adds a filter to every `${{ vu.NAME }}` placeholder (as the scope renders them), so the
+/// generator escapes each user's value for where it goes: `json` in a JSON string, `form`
+/// in a query string or form body.
+fn with_filter(text: &str, filter: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("${{ vu.") {
+        out.push_str(&rest[..i]);
+        match rest[i..].find(" }}") {
+            Some(j) => {
+                out.push_str(&rest[i..i + j]);
+                out.push_str(&format!(" | {filter} }}}}"));
+                rest = &rest[i + j + 3..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Form-encodes text; a user's value in it is form-encoded when it is filled in.
 fn encode_keeping_vu(text: &str) -> String {
     let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let mut out = String::new();
@@ -439,7 +466,7 @@ fn encode_keeping_vu(text: &str) -> String {
         out.push_str(&enc(&rest[..i]));
         match rest[i..].find("}}") {
             Some(j) => {
-                out.push_str(&rest[i..i + j + 2]);
+                out.push_str(&with_filter(&rest[i..i + j + 2], "form"));
                 rest = &rest[i + j + 2..];
             }
             None => {
@@ -550,7 +577,11 @@ mod tests {
     fn form_encoding_keeps_user_variables() {
         assert_eq!(
             encode_keeping_vu("a b&${{ vu.id }}/x"),
-            "a+b%26${{ vu.id }}%2Fx"
+            "a+b%26${{ vu.id | form }}%2Fx"
+        );
+        assert_eq!(
+            with_filter(r#"{"a":"${{ vu.x }}-${{ vu.y }}","b":1}"#, "json"),
+            r#"{"a":"${{ vu.x | json }}-${{ vu.y | json }}","b":1}"#
         );
         assert_eq!(encode_keeping_vu("${{ vu.x"), "%24%7B%7B+vu.x");
     }

@@ -119,7 +119,9 @@ pub(crate) fn is_var_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// Text with `${{ vu.NAME }}` placeholders.
+/// Text with `${{ vu.NAME }}` placeholders. `${{ vu.NAME | json }}` inserts the value
+/// escaped for a JSON string, `${{ vu.NAME | form }}` form-encoded (for a query string or a
+/// form body).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VuTemplate {
     text: String,
@@ -129,7 +131,39 @@ pub struct VuTemplate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Text(String),
-    Var(String),
+    Var(String, Escape),
+}
+
+/// How a value is written where it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    None,
+    Json,
+    Form,
+}
+
+impl Escape {
+    fn write(self, value: &str, out: &mut String) {
+        match self {
+            Escape::None => out.push_str(value),
+            Escape::Json => {
+                // serde_json writes a string with its quotes; keep what is between them.
+                let quoted = serde_json::to_string(value).unwrap_or_default();
+                out.push_str(&quoted[1..quoted.len().saturating_sub(1).max(1)]);
+            }
+            Escape::Form => {
+                for b in value.bytes() {
+                    match b {
+                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                            out.push(b as char)
+                        }
+                        b' ' => out.push('+'),
+                        _ => out.push_str(&format!("%{b:02X}")),
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl VuTemplate {
@@ -146,6 +180,21 @@ impl VuTemplate {
                 reason: "`${{` is not closed with `}}`".into(),
             })?;
             let expr = after[..close].trim();
+            let (expr, escape) = match expr.split_once('|') {
+                None => (expr, Escape::None),
+                Some((e, filter)) => match filter.trim() {
+                    "json" => (e.trim(), Escape::Json),
+                    "form" => (e.trim(), Escape::Form),
+                    other => {
+                        return Err(LoadError::Template {
+                            text: text.to_string(),
+                            reason: format!(
+                                "`{other}` is not a filter: write `| json` or `| form`"
+                            ),
+                        });
+                    }
+                },
+            };
             let name = expr.strip_prefix("vu.").ok_or_else(|| LoadError::Template {
                 text: text.to_string(),
                 reason: format!(
@@ -158,7 +207,7 @@ impl VuTemplate {
                     reason: format!("`{expr}` is not a variable name"),
                 });
             }
-            parts.push(Part::Var(name.to_string()));
+            parts.push(Part::Var(name.to_string(), escape));
             rest = &after[close + 2..];
         }
         if !rest.is_empty() {
@@ -178,7 +227,7 @@ impl VuTemplate {
     /// The variables it names.
     pub fn vars(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
-            Part::Var(v) => Some(v.as_str()),
+            Part::Var(v, _) => Some(v.as_str()),
             Part::Text(_) => None,
         })
     }
@@ -192,7 +241,7 @@ impl VuTemplate {
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
-                Part::Var(v) => out.push_str(id.get(v).unwrap_or_default()),
+                Part::Var(v, e) => e.write(id.get(v).unwrap_or_default(), &mut out),
             }
         }
         out
@@ -486,6 +535,22 @@ mod tests {
         assert!(e.contains("only a virtual user's variables"), "{e}");
         let e = VuTemplate::parse("${{ vu.id").unwrap_err().to_string();
         assert!(e.contains("not closed"), "{e}");
+    }
+
+    #[test]
+    fn filters_escape_values_for_json_strings_and_forms() {
+        let id = Identity::new(0, [("name", "Ann \"A\" O'Neil\\x"), ("q", "a b&c=d/é")]);
+        let t = VuTemplate::parse(r#"{"name":"${{ vu.name | json }}"}"#).unwrap();
+        let body = t.render(&id);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["name"], "Ann \"A\" O'Neil\\x", "{body}");
+        let t = VuTemplate::parse("/s?q=${{vu.q|form}}").unwrap();
+        assert_eq!(t.render(&id), "/s?q=a+b%26c%3Dd%2F%C3%A9");
+        assert_eq!(t.vars().collect::<Vec<_>>(), ["q"]);
+        let e = VuTemplate::parse("${{ vu.q | upper }}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`upper` is not a filter"), "{e}");
     }
 
     #[test]
