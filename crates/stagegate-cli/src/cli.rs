@@ -200,16 +200,17 @@ pub struct LoadArgs {
     /// The URL to load: http:// or https://, path and query included
     pub url: String,
 
-    /// Number of requests to send (closed model; with -q, the run lasts N / RATE)
+    /// Number of requests to send [default: 200] (closed model; with -q, the run lasts N / RATE seconds)
     #[arg(
         short = 'n',
         long = "requests",
         value_name = "N",
-        conflicts_with = "duration"
+        conflicts_with_all = ["duration", "ramp"],
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub requests: Option<u64>,
 
-    /// Virtual users, each with one connection [default: 50]; with -q, the most requests in flight [default: 1000]
+    /// Virtual users, each with one connection [default: 50]; with -q, the most requests in flight [default: 1000]; with --ramp, the starting number of users [default: 0]
     #[arg(short = 'c', long = "concurrency", value_name = "N")]
     pub concurrency: Option<usize>,
 
@@ -225,8 +226,8 @@ pub struct LoadArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub warmup: Option<std::time::Duration>,
 
-    /// Move to TARGET users (or, with -q, requests per second) over DURATION; repeat for more steps
-    #[arg(long = "ramp", value_name = "TARGET:DURATION", value_parser = parse_ramp)]
+    /// Move to TARGET users (or, with -q, requests per second) over DURATION, e.g. 100:30s; repeat for more steps; the ramp sets the run's length
+    #[arg(long = "ramp", value_name = "TARGET:DURATION", value_parser = parse_ramp, conflicts_with = "duration")]
     pub ramp: Vec<(f64, std::time::Duration)>,
 
     /// HTTP method
@@ -259,7 +260,7 @@ pub struct LoadArgs {
     pub timeout: std::time::Duration,
 
     /// Generator threads [default: the CPUs this process may use]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub threads: Option<usize>,
 
     /// Virtual users' identities: a CSV (header row first) or JSON file; user i takes row i

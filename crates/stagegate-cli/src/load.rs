@@ -23,6 +23,26 @@ fn invalid(e: impl std::fmt::Display) -> Failure {
     Failure::invalid(format!("error: {e}"))
 }
 
+/// A profile error names the plan's keys (`vus`, `requests`); say the flags instead.
+fn in_flags(message: &str, open: bool) -> String {
+    let users = if open {
+        "`-c` (requests in flight)"
+    } else {
+        "`-c` (users)"
+    };
+    [
+        ("`vus`", users),
+        ("`max_in_flight`", "`-c` (requests in flight)"),
+        ("`requests`", "`-n`"),
+        ("`duration`", "`-z`"),
+        ("`rate`", "`-q`"),
+        ("`timeout`", "`-t`"),
+        ("`threads`", "`--threads`"),
+    ]
+    .iter()
+    .fold(message.to_string(), |m, (key, flag)| m.replace(key, flag))
+}
+
 /// Turns the flags into a load test, thresholds, abort rules and a baseline.
 fn build(a: &LoadArgs) -> Result<(LoadTest, Vec<Threshold>, Option<LoadReport>), Failure> {
     let method = parse_method(&a.method).map_err(invalid)?;
@@ -105,7 +125,9 @@ fn build(a: &LoadArgs) -> Result<(LoadTest, Vec<Threshold>, Option<LoadReport>),
         // hey's rule: no more users than requests.
         *vus = (*vus).min(*n as usize);
     }
-    profile.validate().map_err(invalid)?;
+    profile
+        .validate()
+        .map_err(|e| invalid(in_flags(&e.to_string(), a.rate.is_some())))?;
 
     let mut test = LoadTest::new(scenario, profile);
     if let Some(path) = &a.users {

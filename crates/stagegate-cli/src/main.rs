@@ -193,7 +193,9 @@ async fn deploy(
     let scope = prepare_scope(&plan, env, release)?;
     let mut inputs = preflight::run_inputs(&plan, &scope, gates, run, at)?;
     let store = open_store(cli, &plan).await?;
-    inputs.baselines = load_baselines(&store, &plan, env).await?;
+    if filter != StepFilter::GatesOnly {
+        inputs.baselines = load_baselines(&store, &plan, env).await?;
+    }
     let exe = supervisor_exe()?;
     let (version, sha) = (scope.release.version.clone(), scope.release.sha.clone());
     let session = run::Session {
@@ -227,7 +229,8 @@ async fn deploy(
         .await
 }
 
-/// The last passing report of each load step in this environment, for `vs last_pass`.
+/// The last passing report of each load step in this environment that compares with it
+/// (`p95 <= +10% vs last_pass`).
 async fn load_baselines(
     store: &stagegate_store::Store,
     plan: &stagegate_plan::Plan,
@@ -235,7 +238,14 @@ async fn load_baselines(
 ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, Failure> {
     let mut out = std::collections::BTreeMap::new();
     for (_, step) in plan.steps() {
-        if !matches!(step.kind, stagegate_plan::StepKind::Load(_)) {
+        let stagegate_plan::StepKind::Load(spec) = &step.kind else {
+            continue;
+        };
+        let compares = spec
+            .slo
+            .iter()
+            .any(|t| matches!(t.value.limit, stagegate_load::slo::Limit::VsLastPass(_)));
+        if !compares {
             continue;
         }
         if let Some(run) = store

@@ -164,6 +164,9 @@ pub enum Event {
     StepProgress {
         step: StepRef,
         message: String,
+        /// A periodic line of figures (rate, p95, errors), as opposed to news such as the
+        /// start or an abort: reporters may show fewer of them.
+        figures: bool,
     },
     ServiceStarting {
         service: String,

@@ -10,7 +10,9 @@
 //! scrubbed. A failed threshold, an abort rule or an interrupted run fails the step, and so
 //! the stage (and the deploy is rolled back).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,7 +24,7 @@ use stagegate_load::{
     slo, split_url,
 };
 use stagegate_plan::check::{Auth, CheckTarget, HttpRequest, Payload, RequestBody};
-use stagegate_plan::{LoadRequest, LoadSpec, Scrubber};
+use stagegate_plan::{LoadRequest, LoadSpec};
 
 use crate::check::body::Body;
 use crate::check::expect::{Expectation, Observation, Take, joined_headers};
@@ -35,17 +37,24 @@ pub async fn run(spec: &LoadSpec, ctx: &StepCtx<'_>) -> StepOutcome {
     let test = match build(spec, ctx) {
         Ok(t) => t,
         Err(e) => {
-            return StepOutcome::failed(
-                ctx.scrubber
-                    .scrub(&format!("cannot prepare the load test ({at}): {e}")),
-            );
+            return StepOutcome::failed(format!("cannot prepare the load test ({at}): {e}"));
         }
     };
-    let baseline: Option<LoadReport> = ctx
-        .inputs
-        .baselines
-        .get(&ctx.step.id)
-        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let baseline = match ctx.inputs.baselines.get(&ctx.step.id) {
+        None => None,
+        Some(v) => match LoadReport::deserialize(v) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                ctx.events.emit(Event::Warning {
+                    message: format!(
+                        "step `{}`: the last passing run's report cannot be read ({e}), so `vs last_pass` thresholds are not judged",
+                        ctx.step.id
+                    ),
+                });
+                None
+            }
+        },
+    };
     let thresholds: Vec<_> = spec.slo.iter().map(|t| t.value.clone()).collect();
 
     let cancel = ctx.cancel.child_token();
@@ -64,6 +73,7 @@ pub async fn run(spec: &LoadSpec, ctx: &StepCtx<'_>) -> StepOutcome {
                 ctx.events.emit(Event::StepProgress {
                     step: ctx.step_ref.clone(),
                     message: line,
+                    figures: matches!(e, LoadEvent::Progress(_)),
                 });
             }
         })
@@ -75,10 +85,7 @@ pub async fn run(spec: &LoadSpec, ctx: &StepCtx<'_>) -> StepOutcome {
     let mut report = match result {
         Ok(r) => r,
         Err(e) => {
-            return StepOutcome::failed(
-                ctx.scrubber
-                    .scrub(&format!("the load test could not run ({at}): {e}")),
-            );
+            return StepOutcome::failed(format!("the load test could not run ({at}): {e}"));
         }
     };
     slo::evaluate_all(&mut report, &thresholds, baseline.as_ref());
@@ -92,8 +99,8 @@ fn outcome(
     had_baseline: bool,
     timed_out: bool,
 ) -> StepOutcome {
-    let scrub = |s: &str| ctx.scrubber.scrub(s);
-    let text = scrub(&report.to_text());
+    // The log file is written here; everything returned is scrubbed by the executor.
+    let text = ctx.scrubber.scrub(&report.to_text());
     if let Err(e) = std::fs::write(&ctx.log, &text) {
         ctx.events.emit(Event::Warning {
             message: format!("cannot write the step log {}: {e}", ctx.log.display()),
@@ -167,11 +174,7 @@ fn outcome(
             ),
         });
     }
-    let details = serde_json::to_string(&report)
-        .ok()
-        .map(|j| scrub(&j))
-        .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
-        .unwrap_or(serde_json::Value::Null);
+    let details = serde_json::to_value(&report).unwrap_or_default();
     let tail: String = text
         .lines()
         .rev()
@@ -186,7 +189,7 @@ fn outcome(
         exit_code: None,
         attempts: 1,
         tail,
-        error: error.map(|e| scrub(&e)),
+        error,
         outputs,
         secret_outputs: Vec::new(),
         details: serde_json::json!({ "load": details, "baseline": had_baseline }),
@@ -372,14 +375,17 @@ fn request(
                 e
             })
         })?;
-        spec.checks
-            .push(Arc::new(PlanCheck::new(e, ctx.scrubber.clone())));
+        spec.checks.push(Arc::new(PlanCheck::new(e)));
     }
     for c in &check.captures {
         let t = Take::render(c, scope).map_err(|e| what(&e))?;
         spec.captures.push(Arc::new(PlanCapture {
+            reads: Reads {
+                headers: t.reads_headers(),
+                body: t.reads_body(),
+                sha256: t.reads_sha256(),
+            },
             take: t,
-            mask: ctx.scrubber.clone(),
         }));
     }
     Ok(spec)
@@ -479,39 +485,66 @@ fn encode_keeping_vu(text: &str) -> String {
     out
 }
 
-/// What a check or capture sees of a response, as the check steps see it.
-fn observation(r: &ResponseView<'_>, sha256: bool, mask: &Scrubber) -> Observation {
-    let mut o = Observation {
+/// What a response holds that a check or capture reads.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reads {
+    headers: bool,
+    body: bool,
+    sha256: bool,
+}
+
+/// What a check or capture sees of a response, as the check steps see it: only the parts it
+/// reads are copied. Nothing is masked here: the report the examples go into is scrubbed as
+/// a whole when the step is recorded.
+fn observation(r: &ResponseView<'_>, reads: Reads) -> Observation {
+    Observation {
         status: Some(r.status),
-        headers: joined_headers(r.headers),
-        body: Some(Body::from_bytes(r.body.to_vec(), sha256)),
+        headers: if reads.headers {
+            joined_headers(r.headers)
+        } else {
+            Vec::new()
+        },
+        body: reads
+            .body
+            .then(|| Body::from_bytes(r.body.to_vec(), reads.sha256)),
         ..Default::default()
-    };
-    o.set_mask(mask.clone());
-    o
+    }
 }
 
 /// An assertion of a check definition, evaluated on every response.
 struct PlanCheck {
     name: String,
     exp: Expectation,
-    needs_body: bool,
-    sha256: bool,
-    /// It compares with a virtual user's variable: filled in per user.
-    per_user: bool,
-    mask: Scrubber,
+    reads: Reads,
+    /// The expected texts that hold a virtual user's variables, parsed once: filled in per
+    /// user. Empty when the assertion does not compare with a user's variable.
+    per_user: HashMap<String, VuTemplate>,
 }
 
 impl PlanCheck {
-    fn new(exp: Expectation, mask: Scrubber) -> Self {
+    fn new(exp: Expectation) -> Self {
         let (name, expected) = exp.label();
+        // Every text the assertion compares with, once, to find the user's variables in it.
+        let texts = std::cell::RefCell::new(Vec::new());
+        exp.for_user(&|t| {
+            texts.borrow_mut().push(t.to_string());
+            t.to_string()
+        });
+        let per_user = texts
+            .into_inner()
+            .into_iter()
+            .filter(|t| t.contains("${{ vu."))
+            .filter_map(|t| VuTemplate::parse(&t).ok().map(|v| (t, v)))
+            .collect();
         Self {
             name: format!("{name} {expected}"),
-            needs_body: exp.reads_body(),
-            sha256: exp.reads_sha256(),
-            per_user: expected.contains("${{ vu."),
+            reads: Reads {
+                headers: exp.reads_headers(),
+                body: exp.reads_body(),
+                sha256: exp.reads_sha256(),
+            },
+            per_user,
             exp,
-            mask,
         }
     }
 }
@@ -522,20 +555,19 @@ impl ResponseCheck for PlanCheck {
     }
 
     fn needs_body(&self) -> bool {
-        self.needs_body
+        self.reads.body
     }
 
     fn check(&self, user: &Identity, r: &ResponseView<'_>) -> Result<(), String> {
-        let obs = observation(r, self.sha256, &self.mask);
-        let result = if self.per_user {
-            let fill = |s: &str| {
-                VuTemplate::parse(s)
-                    .map(|t| t.render(user))
-                    .unwrap_or_else(|_| s.to_string())
+        let obs = observation(r, self.reads);
+        let result = if self.per_user.is_empty() {
+            self.exp.evaluate(&obs, "body")
+        } else {
+            let fill = |t: &str| match self.per_user.get(t) {
+                Some(v) => v.render(user),
+                None => t.to_string(),
             };
             self.exp.for_user(&fill).evaluate(&obs, "body")
-        } else {
-            self.exp.evaluate(&obs, "body")
         };
         if result.passed {
             Ok(())
@@ -551,7 +583,7 @@ impl ResponseCheck for PlanCheck {
 /// A capture of a check definition: the value goes into the user's variables.
 struct PlanCapture {
     take: Take,
-    mask: Scrubber,
+    reads: Reads,
 }
 
 impl ResponseCapture for PlanCapture {
@@ -560,18 +592,62 @@ impl ResponseCapture for PlanCapture {
     }
 
     fn needs_body(&self) -> bool {
-        self.take.reads_body()
+        self.reads.body
     }
 
     fn capture(&self, _user: &Identity, r: &ResponseView<'_>) -> Result<String, String> {
-        let obs = observation(r, self.take.reads_sha256(), &self.mask);
-        self.take.take(&obs, "body")
+        self.take.take(&observation(r, self.reads), "body")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::check::expect::{Rule, Target};
+
+    /// `json $.user_id == ${{ vu.id }}` as a load check.
+    fn own_id_check() -> PlanCheck {
+        PlanCheck::new(Expectation::Value {
+            name: "json $.user_id".into(),
+            expected: "== ${{ vu.id }}".into(),
+            target: Target::Json(serde_json_path::JsonPath::parse("$.user_id").unwrap()),
+            rule: Rule::Equals("${{ vu.id }}".into()),
+            numeric: false,
+            sha: false,
+        })
+    }
+
+    #[test]
+    fn a_check_compares_with_each_users_own_value_and_never_shows_it() {
+        let check = own_id_check();
+        assert!(
+            check.reads.body && !check.reads.headers,
+            "{:?}",
+            check.reads
+        );
+        let headers = http::HeaderMap::new();
+        let view = |body: &'static [u8]| ResponseView {
+            request: "me",
+            status: 200,
+            headers: &headers,
+            body,
+        };
+        let ann = Identity::new(0, [("id", "u-ann-s3cret")]);
+        let bob = Identity::new(1, [("id", "u-bob-s3cret")]);
+        assert_eq!(
+            check.check(&ann, &view(br#"{"user_id":"u-ann-s3cret"}"#)),
+            Ok(())
+        );
+        let e = check
+            .check(&bob, &view(br#"{"user_id":"u-ann-s3cret"}"#))
+            .unwrap_err();
+        assert!(e.contains("expected == ${{ vu.id }}"), "{e}");
+        assert!(
+            !e.contains("u-bob-s3cret"),
+            "the user's own value is in {e}"
+        );
+    }
 
     #[test]
     fn form_encoding_keeps_user_variables() {

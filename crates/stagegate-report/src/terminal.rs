@@ -171,15 +171,18 @@ impl TerminalReporter {
                 self.line(&line);
                 self.draw_live();
             }
-            Event::StepProgress { step, message } => {
+            Event::StepProgress {
+                step,
+                message,
+                figures,
+            } => {
                 let text = self.clean(message);
                 if self.style.live {
                     self.draw_live_text(&format!("{}: {}", step.name, text.trim_end()));
                 } else {
                     // Figures at most every 5 s; other news (start, abort) at once.
                     let now = std::time::Instant::now();
-                    let figures = text.starts_with("running")
-                        || (text.starts_with("warm-up ") && !text.starts_with("warm-up done"));
+                    let figures = *figures;
                     let due = self
                         .last_progress
                         .is_none_or(|t| now.duration_since(t).as_secs() >= 5);
@@ -619,6 +622,7 @@ mod tests {
         let progress = |message: &str| Event::StepProgress {
             step: step("Load", "load"),
             message: message.into(),
+            figures: message.starts_with("running"),
         };
         let events = [
             Event::StepStarted {

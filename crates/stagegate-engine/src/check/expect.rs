@@ -299,13 +299,25 @@ impl Expectation {
         )
     }
 
+    /// Whether evaluating it reads a header.
+    pub fn reads_headers(&self) -> bool {
+        matches!(
+            self,
+            Expectation::Value {
+                target: Target::Header(_),
+                ..
+            }
+        )
+    }
+
     /// Whether evaluating it needs the body's sha256.
     pub fn reads_sha256(&self) -> bool {
         matches!(self, Expectation::Value { sha: true, .. })
     }
 
-    /// The same assertion with each expected text passed through `fill` (a virtual user's
-    /// variables filled in, in load tests).
+    /// The same assertion with each text it compares with passed through `fill` (a virtual
+    /// user's variables filled in, in load tests). Its label (`expected`) keeps the
+    /// placeholders, so a user's values (a password column, a token) stay out of messages.
     pub fn for_user(&self, fill: &dyn Fn(&str) -> String) -> Self {
         fn rule(r: &Rule, fill: &dyn Fn(&str) -> String) -> Rule {
             match r {
@@ -328,7 +340,7 @@ impl Expectation {
                 sha,
             } => Expectation::Value {
                 name: name.clone(),
-                expected: fill(expected),
+                expected: expected.clone(),
                 target: target.clone(),
                 rule: rule(r, fill),
                 numeric: *numeric,
@@ -819,6 +831,10 @@ impl Take {
 
     pub fn reads_sha256(&self) -> bool {
         matches!(self.source, Source::BodySha256)
+    }
+
+    pub fn reads_headers(&self) -> bool {
+        matches!(self.source, Source::Header(_))
     }
 
     /// The captured value, or why there is none.
