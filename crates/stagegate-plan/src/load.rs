@@ -18,6 +18,7 @@
 //!     slo: ["p95 < 2s", "status_5xx == 0", "error_rate < 5%"]
 //! ```
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use marked_yaml::types::{MarkedMappingNode, Node};
@@ -26,7 +27,7 @@ use stagegate_load::{AbortRule, LoadProfile, Model, RampStage, Stop, Threshold, 
 use crate::build::template;
 use crate::check::{Assertion, CheckSpec, CheckTarget, Payload, RequestBody, Subject};
 use crate::diagnostic::{Span, did_you_mean};
-use crate::model::{Plan, StepKind};
+use crate::model::{Plan, Step, StepKind};
 use crate::template::{Ref, Template};
 use crate::yaml::{Cx, Spanned};
 
@@ -716,6 +717,8 @@ pub(crate) fn check_plan(cx: &mut Cx, plan: &Plan) {
         .filter(|(_, s)| matches!(&s.kind, StepKind::Check(c) if c.kind() == "http"))
         .map(|(_, s)| s.id.as_str())
         .collect();
+    // Steps by id, once: a plan may have many load requests naming checks.
+    let by_id: HashMap<&str, &Step> = plan.steps().map(|(_, s)| (s.id.as_str(), s)).collect();
     for (_, step) in plan.steps() {
         let StepKind::Load(spec) = &step.kind else {
             // `vu.*` outside a load step.
@@ -745,40 +748,37 @@ pub(crate) fn check_plan(cx: &mut Cx, plan: &Plan) {
         let mut captured: Vec<String> = Vec::new();
         for r in spec.setup.iter().chain(&spec.scenario) {
             match &r.source {
-                RequestSource::Step(id) => {
-                    let found = plan.steps().find(|(_, s)| s.id == id.value);
-                    match found {
-                        None => {
-                            let help = match did_you_mean(&id.value, check_ids.iter().copied()) {
+                RequestSource::Step(id) => match by_id.get(id.value.as_str()) {
+                    None => {
+                        let help = match did_you_mean(&id.value, check_ids.iter().copied()) {
                                 Some(s) => format!("did you mean `{s}`?"),
                                 None if check_ids.is_empty() => {
                                     "the plan has no `http` check step: write the request inline with `http:`".into()
                                 }
                                 None => format!("`http` check steps: {}", check_ids.join(", ")),
                             };
-                            cx.error_help(
-                                format!("{what} uses unknown check `{}`", id.value),
-                                id.span.clone(),
-                                help,
-                            );
-                        }
-                        Some((_, s)) => match &s.kind {
-                            StepKind::Check(c) => {
-                                check_loadable(cx, c, &id.span, &format!("check `{}`", id.value));
-                                captured.extend(c.captures.iter().map(|c| c.name.clone()));
-                            }
-                            _ => cx.error_help(
-                                format!(
-                                    "{what} uses step `{}`, which is a `{}` step, not an `http` check",
-                                    id.value,
-                                    s.kind.name()
-                                ),
-                                id.span.clone(),
-                                "name an `http` check step, or write the request inline with `http:`",
-                            ),
-                        },
+                        cx.error_help(
+                            format!("{what} uses unknown check `{}`", id.value),
+                            id.span.clone(),
+                            help,
+                        );
                     }
-                }
+                    Some(s) => match &s.kind {
+                        StepKind::Check(c) => {
+                            check_loadable(cx, c, &id.span, &format!("check `{}`", id.value));
+                            captured.extend(c.captures.iter().map(|c| c.name.clone()));
+                        }
+                        _ => cx.error_help(
+                            format!(
+                                "{what} uses step `{}`, which is a `{}` step, not an `http` check",
+                                id.value,
+                                s.kind.name()
+                            ),
+                            id.span.clone(),
+                            "name an `http` check step, or write the request inline with `http:`",
+                        ),
+                    },
+                },
                 RequestSource::Inline(c) => {
                     captured.extend(c.captures.iter().map(|c| c.name.clone()));
                 }
