@@ -79,6 +79,25 @@ pub fn state_dir(cli: &Cli, plan: &Plan) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// The state store's default place: `.stagegate/state.db` in the plan's directory.
+pub fn default_store_path(plan_dir: &std::path::Path) -> PathBuf {
+    plan_dir.join(".stagegate").join("state.db")
+}
+
+/// The local driver of an environment, supervising with `supervisor_exe`.
+pub fn driver_for(
+    cli: &Cli,
+    plan: &Plan,
+    env: &str,
+    supervisor_exe: PathBuf,
+) -> stagegate_engine::LocalDriver {
+    stagegate_engine::LocalDriver {
+        root: state_dir(cli, plan).join("releases").join(env),
+        plan_dir: plan.dir.clone(),
+        supervisor_exe,
+    }
+}
+
 pub fn store_path(cli: &Cli, plan: &Plan) -> PathBuf {
     // Absolute, because services run in release directories under it.
     if let Some(p) = &cli.state {
@@ -87,7 +106,7 @@ pub fn store_path(cli: &Cli, plan: &Plan) -> PathBuf {
     match &plan.state.path {
         Some(p) if p.is_absolute() => p.clone(),
         Some(p) => plan.dir.join(p),
-        None => plan.dir.join(".stagegate").join("state.db"),
+        None => default_store_path(&plan.dir),
     }
 }
 

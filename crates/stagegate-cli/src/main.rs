@@ -124,11 +124,7 @@ async fn dispatch(cli: &Cli) -> CmdResult {
             let store = open_store(cli, &plan).await?;
             let exe = supervisor_exe()?;
             if let Some(t) = to {
-                let driver = stagegate_engine::LocalDriver {
-                    root: state_dir(cli, &plan).join("releases").join(env),
-                    plan_dir: plan.dir.clone(),
-                    supervisor_exe: exe.clone(),
-                };
+                let driver = context::driver_for(cli, &plan, env, exe.clone());
                 let found = plan
                     .services
                     .iter()

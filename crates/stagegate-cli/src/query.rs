@@ -1,12 +1,12 @@
 //! The read-mostly commands: validate, plan, status, stop, history, show, unlock.
 
-use stagegate_engine::{LocalDriver, exit, health};
+use stagegate_engine::{exit, health};
 use stagegate_plan::{Driver, HealthTarget, Plan, PortMode, Scope, StepKind};
-use stagegate_report::gate::{Evidence, LineKind, evidence_lines};
+use stagegate_report::gate::{Evidence, evidence_text};
 use stagegate_report::{format_duration_ms, format_time_ms};
 
 use crate::cli::Cli;
-use crate::context::{CmdResult, Failure, load_plan, open_store, plan_path, state_dir};
+use crate::context::{CmdResult, Failure, driver_for, load_plan, open_store, plan_path, state_dir};
 
 pub fn validate(cli: &Cli, json: bool) -> CmdResult {
     let path = plan_path(cli);
@@ -248,14 +248,6 @@ fn short_sha(s: &str) -> &str {
     &s[..s.len().min(12)]
 }
 
-fn driver_for(cli: &Cli, plan: &Plan, env: &str) -> LocalDriver {
-    LocalDriver {
-        root: state_dir(cli, plan).join("releases").join(env),
-        plan_dir: plan.dir.clone(),
-        supervisor_exe: std::env::current_exe().unwrap_or_default(),
-    }
-}
-
 fn check_env(plan: &Plan, env: &str) -> Result<(), Failure> {
     if plan.environment(env).is_none() {
         let names = plan.environment_names();
@@ -273,7 +265,7 @@ pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
     let plan = load_plan(cli)?;
     check_env(&plan, env)?;
     let store = open_store(cli, &plan).await?;
-    let driver = driver_for(cli, &plan, env);
+    let driver = driver_for(cli, &plan, env, std::env::current_exe().unwrap_or_default());
     let lock = store.lock_info(env).await?;
     let unfinished = store.unfinished(Some(env)).await?;
     let last = store.last_deployment(env, None).await?;
@@ -458,7 +450,7 @@ pub async fn stop(cli: &Cli, env: &str, service: Option<&str>) -> CmdResult {
             ),
         ));
     }
-    let driver = driver_for(cli, &plan, env);
+    let driver = driver_for(cli, &plan, env, std::env::current_exe().unwrap_or_default());
     let mut any = false;
     for svc in plan
         .services
@@ -490,7 +482,7 @@ async fn record_only(cli: &Cli) -> Result<(stagegate_store::Store, Option<Plan>)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(std::path::Path::new("."));
-        dir.join(".stagegate").join("state.db")
+        crate::context::default_store_path(dir)
     });
     if !path.exists() {
         return Err(Failure::invalid(format!(
@@ -601,11 +593,8 @@ fn print_gate_evidence(s: &stagegate_store::StepRun) {
     let Some(e) = Evidence::from_details(&s.details) else {
         return;
     };
-    for l in evidence_lines(&e) {
-        match l.kind {
-            LineKind::Finding => println!("               - {}", l.text),
-            k => println!("        {:<6} {}", k.mark(), l.text),
-        }
+    for l in evidence_text(&e).lines() {
+        println!("        {l}");
     }
 }
 
@@ -690,7 +679,14 @@ pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
         if let Some(r) = s.details.get("repeat") {
             println!(
                 "        {} requests, {} at a time: {} passed every assertion, {} errors, {} checks/s",
-                r["sent"], r["concurrency"], r["passed"], r["errors"], r["checks_per_second"]
+                r["sent"],
+                r["concurrency"],
+                r["passed"],
+                r["errors"],
+                r["checks_per_second"]
+                    .as_f64()
+                    .map(|v| format!("{v:.0}"))
+                    .unwrap_or_default()
             );
         }
         if let Some(l) = stagegate_report::load::from_details(&s.details) {
