@@ -52,6 +52,9 @@ fn build(a: &LoadArgs) -> Result<(LoadTest, Vec<Threshold>, Option<LoadReport>),
         req = req.header_line(h).map_err(invalid)?;
     }
     if let Some(t) = &a.content_type {
+        // -T wins over a Content-Type given with -H, as with hey.
+        req.headers
+            .retain(|(name, _)| !name.as_str().eq_ignore_ascii_case("content-type"));
         req = req
             .header_line(&format!("Content-Type: {t}"))
             .map_err(invalid)?;

@@ -156,6 +156,11 @@ pub struct Session<'a> {
 }
 
 impl Session<'_> {
+    /// A check changes nothing: it runs beside a deploy instead of waiting for its lock.
+    fn locks(&self) -> bool {
+        self.kind != "check"
+    }
+
     /// Runs `engine` (given the deployment id, events and cancel tokens) under the lock, recording everything.
     pub async fn run<F, Fut>(self, version: &str, sha: &str, engine: F) -> Result<i32, Failure>
     where
@@ -186,8 +191,7 @@ impl Session<'_> {
                 Some(JsonLinesReporter::new(Box::new(file)))
             }
         };
-        // A check changes nothing: it runs beside a deploy instead of waiting for its lock.
-        let locking = self.kind != "check";
+        let locking = self.locks();
         if locking {
             acquire_lock(&self.store, &self.env, &self.args, &who).await?;
         }
@@ -210,7 +214,7 @@ impl Session<'_> {
         F: FnOnce(i64, Events, CancellationToken, CancellationToken) -> Fut,
         Fut: std::future::Future<Output = RunReport>,
     {
-        let locking = self.kind != "check";
+        let locking = self.locks();
         if locking {
             reap_unfinished(&self.store, &self.env).await?;
         }
