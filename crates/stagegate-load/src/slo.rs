@@ -265,15 +265,19 @@ impl ThresholdResult {
         matches!(self.verdict, Verdict::Pass | Verdict::NoBaseline)
     }
 
+    /// The verdict as one character: `✓` passed, `✗` failed or had no data, `-` not judged
+    /// (no passing run to compare with).
+    pub fn mark(&self) -> &'static str {
+        match self.verdict {
+            Verdict::Pass => "✓",
+            Verdict::Fail | Verdict::NoData => "✗",
+            Verdict::NoBaseline => "-",
+        }
+    }
+
     /// `✓ p95 < 500ms: 12.30 ms (limit 500.0 ms)`.
     pub fn line(&self) -> String {
-        let mark = match self.verdict {
-            Verdict::Pass => "✓",
-            Verdict::Fail => "✗",
-            Verdict::NoData => "✗",
-            Verdict::NoBaseline => "-",
-        };
-        format!("{mark} {}: {}", self.text, self.message)
+        format!("{} {}: {}", self.mark(), self.text, self.message)
     }
 }
 
@@ -779,6 +783,30 @@ mod tests {
             res.message.contains("no request named `login`"),
             "{}",
             res.message
+        );
+    }
+
+    #[test]
+    fn marks_show_the_verdict() {
+        let r = report(420.0, 1000, 20);
+        let judge = |t: &str| Threshold::parse(t).unwrap().evaluate(&r, None);
+        let pass = judge("p95 < 500ms");
+        assert_eq!((pass.mark(), pass.passed()), ("✓", true));
+        assert!(
+            pass.line().starts_with("✓ p95 < 500ms: "),
+            "{}",
+            pass.line()
+        );
+        let fail = judge("error_rate < 1%");
+        assert_eq!((fail.mark(), fail.passed()), ("✗", false));
+        let no_data = judge("checks >= 99%");
+        assert_eq!((no_data.mark(), no_data.passed()), ("✗", false));
+        let not_judged = judge("p95 <= +10% vs last_pass");
+        assert_eq!((not_judged.mark(), not_judged.passed()), ("-", true));
+        assert!(
+            not_judged
+                .line()
+                .starts_with("- p95 <= +10% vs last_pass: ")
         );
     }
 
