@@ -577,28 +577,15 @@ fn split_op(t: &str) -> Option<(&str, Op, &str)> {
     Some((lhs, op, rhs))
 }
 
+/// ` (did you mean `p95`?)` for a metric name at most two edits from a known one.
 fn suggest(name: &str) -> String {
-    let best = METRIC_NAMES
+    METRIC_NAMES
         .iter()
-        .map(|m| (levenshtein(name, m), *m))
+        .map(|m| (strsim::levenshtein(name, m), *m))
         .min()
-        .filter(|(d, _)| *d <= 2);
-    best.map(|(_, m)| format!(" (did you mean `{m}`?)"))
+        .filter(|(d, _)| *d <= 2)
+        .map(|(_, m)| format!(" (did you mean `{m}`?)"))
         .unwrap_or_default()
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// A duration with a unit: `500ms`, `1s`, `1.5s`, `250us`, `2m`.
