@@ -151,17 +151,9 @@ impl Escape {
                 let quoted = serde_json::to_string(value).unwrap_or_default();
                 out.push_str(&quoted[1..quoted.len().saturating_sub(1).max(1)]);
             }
-            Escape::Form => {
-                for b in value.bytes() {
-                    match b {
-                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                            out.push(b as char)
-                        }
-                        b' ' => out.push('+'),
-                        _ => out.push_str(&format!("%{b:02X}")),
-                    }
-                }
-            }
+            // application/x-www-form-urlencoded: `*-._` and alphanumerics as they are, a
+            // space as `+`, any other byte as `%XX`.
+            Escape::Form => out.extend(url::form_urlencoded::byte_serialize(value.as_bytes())),
         }
     }
 }
