@@ -31,7 +31,7 @@ use crate::LoadError;
 use crate::conn::Connector;
 use crate::identity::{Identities, Identity};
 use crate::isolation::IsolationRule;
-use crate::profile::{Arrivals, LoadProfile, Model, Stop};
+use crate::profile::{LoadProfile, Model, Stop};
 use crate::report::{GeneratorHealth, LoadReport, NamedSummary, Summary, buckets};
 use crate::request::Scenario;
 use crate::slo::AbortRule;
@@ -351,11 +351,10 @@ impl LoadTest {
             target_rps: match &self.profile.model {
                 Model::Open { .. } => {
                     let d = self.profile.measured_duration().unwrap_or_default();
-                    let n = Arrivals::new(self.profile.timeline()).count() as f64;
                     Some(if d.is_zero() {
                         0.0
                     } else {
-                        n / d.as_secs_f64()
+                        self.profile.timeline().area() / d.as_secs_f64()
                     })
                 }
                 Model::Closed { .. } => None,
