@@ -262,8 +262,7 @@ impl LoadTest {
         let mut done = 0;
         let mut aborted: Option<String> = None;
         let mut said_warm = self.profile.warmup.is_zero();
-        let windowed = self.abort.iter().any(|a| a.window.is_some());
-        let mut window: VecDeque<(Instant, Stats)> = VecDeque::new();
+        let mut window = AbortWindow::new(&self.abort);
         let mut ticker = tokio::time::interval(self.progress_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
@@ -311,9 +310,7 @@ impl LoadTest {
                         error_rate: slice.error_rate(),
                     }));
                     if aborted.is_none() && !warm {
-                        if windowed {
-                            window.push_back((now, slice.coarse()));
-                        }
+                        window.push(now, &slice);
                         if let Some(reason) = self.check_abort(&total.total, &window, now, measure_from) {
                             on_event(&LoadEvent::Aborted { reason: reason.clone() });
                             aborted = Some(reason);
@@ -415,7 +412,7 @@ impl LoadTest {
     fn check_abort(
         &self,
         total: &Stats,
-        window: &VecDeque<(Instant, Stats)>,
+        window: &AbortWindow,
         now: Instant,
         measure_from: Instant,
     ) -> Option<String> {
@@ -428,11 +425,7 @@ impl LoadTest {
                     if elapsed < w {
                         continue;
                     }
-                    let mut s = Stats::coarse_new();
-                    for (_, slice) in window.iter().filter(|(t, _)| now.duration_since(*t) < w) {
-                        s.add(slice);
-                    }
-                    Summary::from_stats(&s, w.as_secs_f64())
+                    Summary::from_stats(&window.sum(now, w), w.as_secs_f64())
                 }
             };
             if let Some(reason) = rule.tripped(&summary) {
@@ -570,6 +563,52 @@ fn missing_vars_error(
     }
 }
 
+/// The recent progress slices that windowed abort rules judge (`error_rate > 5% over 10s`),
+/// none older than the longest window: a long run keeps a bounded number of them.
+struct AbortWindow {
+    /// The longest window of the rules; `None` when no rule has one (nothing is kept).
+    keep: Option<Duration>,
+    slices: VecDeque<(Instant, Stats)>,
+}
+
+impl AbortWindow {
+    fn new(rules: &[AbortRule]) -> Self {
+        Self {
+            keep: rules.iter().filter_map(|r| r.window).max(),
+            slices: VecDeque::new(),
+        }
+    }
+
+    /// Keeps the counts of the interval that ended at `now`, and drops the slices that no
+    /// rule looks at any more.
+    fn push(&mut self, now: Instant, slice: &Stats) {
+        let Some(keep) = self.keep else {
+            return;
+        };
+        self.slices.push_back((now, slice.coarse()));
+        while self
+            .slices
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) >= keep)
+        {
+            self.slices.pop_front();
+        }
+    }
+
+    /// The counts of the intervals that ended within `w` before `now`.
+    fn sum(&self, now: Instant, w: Duration) -> Stats {
+        let mut s = Stats::coarse_new();
+        for (_, slice) in self
+            .slices
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t) < w)
+        {
+            s.add(slice);
+        }
+        s
+    }
+}
+
 impl Stats {
     /// An empty `Stats` with a two-digit histogram (1% precision, an eighth of the size),
     /// for the slices an abort rule's window keeps.
@@ -585,5 +624,48 @@ impl Stats {
         let mut s = Stats::coarse_new();
         s.add(self);
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_abort_window_keeps_only_the_longest_rules_window() {
+        let rules = [
+            AbortRule::parse("error_rate > 5% over 1s").unwrap(),
+            AbortRule::parse("p95 > 2s over 300ms").unwrap(),
+            AbortRule::parse("p99 > 5s").unwrap(),
+        ];
+        let mut w = AbortWindow::new(&rules);
+        assert_eq!(w.keep, Some(Duration::from_secs(1)));
+        let t0 = Instant::now();
+        let mut one = Stats::new();
+        one.requests = 1;
+        // A tick every 100 ms for a minute: ten of them are within the last second.
+        for i in 0..600u64 {
+            let now = t0 + Duration::from_millis(100 * i);
+            w.push(now, &one);
+            assert_eq!(w.slices.len(), (i as usize + 1).min(10), "tick {i}");
+            assert!(
+                w.slices
+                    .iter()
+                    .all(|(t, _)| now.duration_since(*t) < Duration::from_secs(1))
+            );
+            assert_eq!(
+                w.sum(now, Duration::from_millis(300)).requests,
+                (i + 1).min(3)
+            );
+            assert_eq!(w.sum(now, Duration::from_secs(1)).requests, (i + 1).min(10));
+        }
+    }
+
+    #[test]
+    fn without_a_windowed_rule_the_abort_window_keeps_nothing() {
+        let mut w = AbortWindow::new(&[AbortRule::parse("error_rate > 5%").unwrap()]);
+        assert_eq!(w.keep, None);
+        w.push(Instant::now(), &Stats::new());
+        assert!(w.slices.is_empty());
     }
 }
