@@ -4,6 +4,7 @@
 //! future that does the I/O. [`Conn::drive`] polls both in the worker's own task, so a
 //! request costs no hop between tasks.
 
+use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -93,6 +94,32 @@ pub(crate) struct Connector {
     pub tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
 }
 
+/// Why no connection could be made. Formatted only when shown: a run against a dead port
+/// fails every request, and keeps one message.
+#[derive(Debug)]
+pub(crate) struct ConnectError {
+    addr: SocketAddr,
+    failure: ConnectFailure,
+}
+
+#[derive(Debug)]
+enum ConnectFailure {
+    Tcp(io::Error),
+    Tls(io::Error),
+    Http(hyper::Error),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addr = self.addr;
+        match &self.failure {
+            ConnectFailure::Tcp(e) => write!(f, "{addr}: {e}"),
+            ConnectFailure::Tls(e) => write!(f, "TLS handshake with {addr}: {e}"),
+            ConnectFailure::Http(e) => write!(f, "HTTP handshake with {addr}: {e}"),
+        }
+    }
+}
+
 impl Connector {
     pub async fn new(host: &str, port: u16, tls: bool) -> Result<Self, LoadError> {
         let resolve = |reason: String| LoadError::Resolve {
@@ -124,23 +151,27 @@ impl Connector {
     }
 
     /// Opens a connection and does the HTTP/1.1 handshake.
-    pub async fn connect(&self) -> Result<Conn, String> {
+    pub async fn connect(&self) -> Result<Conn, ConnectError> {
+        let failed = |failure| ConnectError {
+            addr: self.addr,
+            failure,
+        };
         let tcp = TcpStream::connect(self.addr)
             .await
-            .map_err(|e| format!("{}: {e}", self.addr))?;
+            .map_err(|e| failed(ConnectFailure::Tcp(e)))?;
         let _ = tcp.set_nodelay(true);
         let stream = match &self.tls {
             None => Stream::Plain(tcp),
             Some((c, name)) => Stream::Tls(Box::new(
                 c.connect(name.clone(), tcp)
                     .await
-                    .map_err(|e| format!("TLS handshake with {}: {e}", self.addr))?,
+                    .map_err(|e| failed(ConnectFailure::Tls(e)))?,
             )),
         };
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| format!("HTTP handshake with {}: {e}", self.addr))?;
+            .map_err(|e| failed(ConnectFailure::Http(e)))?;
         Ok(Conn {
             sender,
             driver: Some(conn),
