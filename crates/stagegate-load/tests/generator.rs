@@ -73,6 +73,23 @@ async fn server_errors_are_counted_as_5xx() {
     assert_eq!(r.summary.failed, 0);
 }
 
+/// `localhost` may resolve to `::1` before `127.0.0.1`: the generator tries each address
+/// until one answers (the server listens on `127.0.0.1` only).
+#[tokio::test]
+async fn a_host_name_reaches_the_server_on_whichever_address_it_listens() {
+    let s = server::start(Behaviour::default());
+    let r = run(closed(
+        &format!("http://localhost:{}/", s.addr.port()),
+        2,
+        20,
+    ))
+    .await;
+    assert_eq!(r.summary.requests, 20);
+    assert_eq!(r.summary.failed, 0, "{:?}", r.summary.error_examples);
+    assert_eq!(r.summary.status.get(&200), Some(&20));
+    assert_eq!(s.hits(), 20);
+}
+
 #[tokio::test]
 async fn a_refused_port_gives_connect_errors() {
     let port = {
