@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::LoadError;
 use crate::conn::Connector;
 use crate::identity::{Identities, Identity};
-use crate::isolation::IsolationRule;
+use crate::isolation::{IsolationRule, NoForeignValues};
 use crate::profile::{LoadProfile, Model, Stop};
 use crate::report::{GeneratorHealth, LoadReport, NamedSummary, Summary, buckets};
 use crate::request::Scenario;
@@ -69,6 +69,52 @@ impl LoadTest {
             body_limit: 1 << 20,
         }
     }
+
+    /// Gives the virtual users their identities (user `i` takes row `i`) and, for each
+    /// field of `isolation`, a [`NoForeignValues`] rule: no user may see another user's
+    /// value of that column. Each field must be a column of the users, with a value for at
+    /// least one of them; when one is not, the error names it and the columns, and the test
+    /// is left as it was. Rules already in [`LoadTest::isolation`] stay.
+    pub fn set_users(&mut self, ids: Identities, isolation: &[String]) -> Result<(), LoadError> {
+        let rules = isolation
+            .iter()
+            .map(|field| isolation_rule(&ids, field))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.isolation.extend(rules);
+        self.identities = Some(ids);
+        Ok(())
+    }
+}
+
+/// The rule that no user sees another's value of the column `field`.
+fn isolation_rule(ids: &Identities, field: &str) -> Result<Arc<dyn IsolationRule>, LoadError> {
+    let err = |reason: String| LoadError::Isolation {
+        field: field.to_string(),
+        reason,
+    };
+    let source = ids.source().map(|p| p.display().to_string());
+    if !ids.columns.iter().any(|c| c == field) {
+        let columns = ids.columns.join(", ");
+        return Err(err(match &source {
+            Some(s) => format!(
+                "{s} has no column `{field}` (its columns: {columns}): isolate on one of its columns, or add a `{field}` column to it"
+            ),
+            None => format!(
+                "the users have no column `{field}` (their columns: {columns}): isolate on one of their columns, or give them a `{field}` column"
+            ),
+        }));
+    }
+    let rule = NoForeignValues::new(field, ids).ok_or_else(|| {
+        err(match &source {
+            Some(s) => format!(
+                "no user in {s} has a value for `{field}`: give the users their `{field}` values, or isolate on another column"
+            ),
+            None => format!(
+                "no user has a value for `{field}`: give the users their `{field}` values, or isolate on another column"
+            ),
+        })
+    })?;
+    Ok(Arc::new(rule))
 }
 
 /// What happens while a load test runs, for live progress.
@@ -630,6 +676,77 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test() -> LoadTest {
+        LoadTest::new(
+            Scenario::single(http::Method::GET, "http://127.0.0.1:9/").unwrap(),
+            LoadProfile::closed(1, Stop::Requests(1)),
+        )
+    }
+
+    #[test]
+    fn set_users_adds_a_rule_per_isolation_field() {
+        let ids = Identities::from_csv("id,email\n1,a@x\n2,\n").unwrap();
+        let mut t = test();
+        t.set_users(ids, &["id".into(), "email".into()]).unwrap();
+        assert_eq!(t.isolation.len(), 2);
+        assert_eq!(t.identities.as_ref().map(Identities::len), Some(2));
+        let mut t = test();
+        t.set_users(Identities::from_csv("id\n1\n").unwrap(), &[])
+            .unwrap();
+        assert!(t.isolation.is_empty() && t.identities.is_some());
+    }
+
+    #[test]
+    fn set_users_names_a_field_the_users_do_not_have() {
+        let ids = || Identities::from_csv("id,email\n1,\n2,\n").unwrap();
+        let mut t = test();
+        let e = t
+            .set_users(ids(), &["id".into(), "name".into()])
+            .unwrap_err();
+        assert!(
+            matches!(&e, LoadError::Isolation { field, .. } if field == "name"),
+            "{e:?}"
+        );
+        let e = e.to_string();
+        assert!(
+            e.contains("the users have no column `name` (their columns: id, email)"),
+            "{e}"
+        );
+        assert!(e.contains("isolate on one of their columns"), "{e}");
+        assert!(
+            t.isolation.is_empty() && t.identities.is_none(),
+            "nothing changes"
+        );
+        let e = t
+            .set_users(ids(), &["email".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no user has a value for `email`"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.csv");
+        std::fs::write(&path, "id,email\n1,\n").unwrap();
+        let from_file = Identities::from_path(&path).unwrap();
+        assert_eq!(from_file.source(), Some(path.as_path()));
+        let e = t
+            .set_users(from_file.clone(), &["name".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("users.csv has no column `name` (its columns: id, email)"),
+            "{e}"
+        );
+        let e = t
+            .set_users(from_file, &["email".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cannot check isolation on `email`: no user in ")
+                && e.contains("users.csv has a value for `email`"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn the_abort_window_keeps_only_the_longest_rules_window() {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use http::Method;
 use stagegate_load::stats::{Stats, histogram_bytes};
 use stagegate_load::{
-    AbortRule, ErrorClass, Identities, LoadEvent, LoadProfile, LoadTest, Model, NoForeignValues,
-    RampStage, RequestSpec, Scenario, StatusIn, Stop,
+    AbortRule, ErrorClass, Identities, LoadEvent, LoadProfile, LoadTest, Model, RampStage,
+    RequestSpec, Scenario, StatusIn, Stop,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -264,9 +264,7 @@ fn isolation_test(url_base: &str, n: usize, requests: u64) -> LoadTest {
     };
     let mut t = LoadTest::new(scenario, LoadProfile::closed(n, Stop::Requests(requests)));
     t.cookies = true;
-    t.isolation
-        .push(Arc::new(NoForeignValues::new("id", &ids).unwrap()));
-    t.identities = Some(ids);
+    t.set_users(ids, &["id".into()]).unwrap();
     t
 }
 
