@@ -36,7 +36,4 @@ pub enum LoadError {
 
     #[error("cannot start the load generator: {0}")]
     Start(String),
-
-    #[error(transparent)]
-    Slo(#[from] crate::slo::SloError),
 }

@@ -45,10 +45,6 @@ impl Identity {
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-
     /// Sets a variable (a captured value), replacing its value if it has one; returns the
     /// value it replaced.
     pub fn set(&mut self, name: &str, value: impl Into<String>) -> Option<String> {

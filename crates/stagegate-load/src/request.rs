@@ -124,7 +124,6 @@ pub(crate) fn is_var_name(name: &str) -> bool {
 /// form body).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VuTemplate {
-    text: String,
     parts: Vec<Part>,
 }
 
@@ -205,15 +204,7 @@ impl VuTemplate {
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
         }
-        Ok(Self {
-            text: text.to_string(),
-            parts,
-        })
-    }
-
-    /// The text as written, placeholders included.
-    pub fn as_str(&self) -> &str {
-        &self.text
+        Ok(Self { parts })
     }
 
     /// The variables it names.
@@ -222,10 +213,6 @@ impl VuTemplate {
             Part::Var(v, _) => Some(v.as_str()),
             Part::Text(_) => None,
         })
-    }
-
-    pub fn is_static(&self) -> bool {
-        self.vars().next().is_none()
     }
 
     pub fn render(&self, id: &Identity) -> String {
@@ -442,7 +429,8 @@ impl Scenario {
     }
 
     /// Whether a check or a capture of any request, setup included, reads the body.
-    pub fn needs_body(&self) -> bool {
+    #[cfg(test)]
+    fn needs_body(&self) -> bool {
         self.setup
             .iter()
             .chain(&self.requests)
@@ -450,7 +438,8 @@ impl Scenario {
     }
 
     /// Whether any request, setup included, captures a value.
-    pub fn has_captures(&self) -> bool {
+    #[cfg(test)]
+    fn has_captures(&self) -> bool {
         self.setup
             .iter()
             .chain(&self.requests)

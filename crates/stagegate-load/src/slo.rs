@@ -297,14 +297,6 @@ pub fn fmt_value(unit: Unit, v: f64) -> String {
     }
 }
 
-impl std::str::FromStr for Threshold {
-    type Err = SloError;
-
-    fn from_str(text: &str) -> Result<Self, SloError> {
-        Threshold::parse(text)
-    }
-}
-
 impl Threshold {
     pub fn parse(text: &str) -> Result<Self, SloError> {
         let err = |reason: String| SloError {
@@ -467,14 +459,6 @@ pub struct AbortRule {
     pub text: String,
     pub condition: Threshold,
     pub window: Option<Duration>,
-}
-
-impl std::str::FromStr for AbortRule {
-    type Err = SloError;
-
-    fn from_str(text: &str) -> Result<Self, SloError> {
-        AbortRule::parse(text)
-    }
 }
 
 impl AbortRule {
