@@ -4,11 +4,13 @@
 //! future that does the I/O. [`Conn::drive`] polls both in the worker's own task, so a
 //! request costs no hop between tasks.
 
+use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -86,11 +88,47 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// How to reach the target: its address and, for https, the TLS settings.
-#[derive(Clone)]
+/// How to reach the target: its addresses and, for https, the TLS settings.
 pub(crate) struct Connector {
-    pub addr: SocketAddr,
-    pub tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    /// Every address the host resolved to, in the resolver's order (`localhost` may give
+    /// `::1` before `127.0.0.1` while the server listens on one of them only).
+    addrs: Vec<SocketAddr>,
+    /// The address the last connection was made to: tried first.
+    preferred: AtomicUsize,
+    tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
+}
+
+/// Why no connection could be made. Formatted only when shown: a run against a dead port
+/// fails every request, and keeps one message.
+#[derive(Debug)]
+pub(crate) struct ConnectError {
+    addr: SocketAddr,
+    failure: ConnectFailure,
+    /// The host's other addresses, tried after `addr` and refused too.
+    others: usize,
+}
+
+#[derive(Debug)]
+enum ConnectFailure {
+    Tcp(io::Error),
+    Tls(io::Error),
+    Http(hyper::Error),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addr = self.addr;
+        match &self.failure {
+            ConnectFailure::Tcp(e) => write!(f, "{addr}: {e}")?,
+            ConnectFailure::Tls(e) => write!(f, "TLS handshake with {addr}: {e}")?,
+            ConnectFailure::Http(e) => write!(f, "HTTP handshake with {addr}: {e}")?,
+        }
+        match self.others {
+            0 => Ok(()),
+            1 => write!(f, " (the host's other address failed too)"),
+            n => write!(f, " (the host's {n} other addresses failed too)"),
+        }
+    }
 }
 
 impl Connector {
@@ -99,11 +137,13 @@ impl Connector {
             host: host.to_string(),
             reason,
         };
-        let addr = tokio::net::lookup_host((host, port))
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
             .map_err(|e| resolve(e.to_string()))?
-            .next()
-            .ok_or_else(|| resolve("no address found".into()))?;
+            .collect();
+        if addrs.is_empty() {
+            return Err(resolve("no address found".into()));
+        }
         let tls = if tls {
             use rustls_platform_verifier::BuilderVerifierExt;
             let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -120,27 +160,71 @@ impl Connector {
         } else {
             None
         };
-        Ok(Self { addr, tls })
+        Ok(Self::with_addrs(addrs, tls))
+    }
+
+    fn with_addrs(
+        addrs: Vec<SocketAddr>,
+        tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    ) -> Self {
+        Self {
+            addrs,
+            preferred: AtomicUsize::new(0),
+            tls,
+        }
+    }
+
+    /// Opens a TCP connection: to the address that worked last, else to each of the others
+    /// in order (remembering the one that answers).
+    async fn tcp(&self) -> Result<(TcpStream, SocketAddr), ConnectError> {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut failed: Option<ConnectError> = None;
+        for i in 0..self.addrs.len() {
+            let at = (first + i) % self.addrs.len();
+            let addr = self.addrs[at];
+            match TcpStream::connect(addr).await {
+                Ok(tcp) => {
+                    if at != first {
+                        self.preferred.store(at, Ordering::Relaxed);
+                    }
+                    return Ok((tcp, addr));
+                }
+                Err(e) => match failed.as_mut() {
+                    None => {
+                        failed = Some(ConnectError {
+                            addr,
+                            failure: ConnectFailure::Tcp(e),
+                            others: 0,
+                        })
+                    }
+                    Some(f) => f.others += 1,
+                },
+            }
+        }
+        Err(failed.expect("a host has at least one address"))
     }
 
     /// Opens a connection and does the HTTP/1.1 handshake.
-    pub async fn connect(&self) -> Result<Conn, String> {
-        let tcp = TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| format!("{}: {e}", self.addr))?;
+    pub async fn connect(&self) -> Result<Conn, ConnectError> {
+        let (tcp, addr) = self.tcp().await?;
+        let failed = |failure| ConnectError {
+            addr,
+            failure,
+            others: 0,
+        };
         let _ = tcp.set_nodelay(true);
         let stream = match &self.tls {
             None => Stream::Plain(tcp),
             Some((c, name)) => Stream::Tls(Box::new(
                 c.connect(name.clone(), tcp)
                     .await
-                    .map_err(|e| format!("TLS handshake with {}: {e}", self.addr))?,
+                    .map_err(|e| failed(ConnectFailure::Tls(e)))?,
             )),
         };
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| format!("HTTP handshake with {}: {e}", self.addr))?;
+            .map_err(|e| failed(ConnectFailure::Http(e)))?;
         Ok(Conn {
             sender,
             driver: Some(conn),
@@ -192,5 +276,51 @@ impl Conn {
             Poll::Pending
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loopback port that refuses connections (nothing listens on it any more).
+    fn refused() -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_address_is_tried_in_order_and_the_one_that_worked_is_remembered() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let up = listener.local_addr().unwrap();
+        let down = refused();
+        let c = Connector::with_addrs(vec![down, up], None);
+        assert!(c.connect().await.is_ok());
+        assert_eq!(c.preferred.load(Ordering::Relaxed), 1, "remembers {up}");
+        assert!(c.connect().await.is_ok());
+        assert_eq!(c.preferred.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn when_every_address_fails_the_first_failure_is_shown() {
+        let (a, b) = (refused(), refused());
+        let e = Connector::with_addrs(vec![a, b], None)
+            .connect()
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.starts_with(&format!("{a}: ")), "{e}");
+        assert!(e.ends_with("(the host's other address failed too)"), "{e}");
+        let e = Connector::with_addrs(vec![a], None)
+            .connect()
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.starts_with(&format!("{a}: ")) && !e.contains("other"),
+            "{e}"
+        );
     }
 }

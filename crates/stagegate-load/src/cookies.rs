@@ -65,14 +65,16 @@ impl CookieJar {
         self.header.as_ref()
     }
 
-    pub fn get(&self, name: &str) -> Option<&str> {
+    #[cfg(test)]
+    fn get(&self, name: &str) -> Option<&str> {
         self.cookies
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.cookies.is_empty()
     }
 }

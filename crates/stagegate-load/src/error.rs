@@ -24,6 +24,10 @@ pub enum LoadError {
     #[error("cannot read user identities from {}: {reason}", path.display())]
     Identities { path: PathBuf, reason: String },
 
+    /// A field to check isolation on that the users do not have.
+    #[error("cannot check isolation on `{field}`: {reason}")]
+    Isolation { field: String, reason: String },
+
     #[error("cannot resolve `{host}`: {reason}")]
     Resolve { host: String, reason: String },
 
@@ -32,7 +36,4 @@ pub enum LoadError {
 
     #[error("cannot start the load generator: {0}")]
     Start(String),
-
-    #[error(transparent)]
-    Slo(#[from] crate::slo::SloError),
 }

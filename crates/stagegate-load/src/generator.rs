@@ -30,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 use crate::LoadError;
 use crate::conn::Connector;
 use crate::identity::{Identities, Identity};
-use crate::isolation::IsolationRule;
-use crate::profile::{Arrivals, LoadProfile, Model, Stop};
+use crate::isolation::{IsolationRule, NoForeignValues};
+use crate::profile::{LoadProfile, Model, Stop};
 use crate::report::{GeneratorHealth, LoadReport, NamedSummary, Summary, buckets};
 use crate::request::Scenario;
 use crate::slo::AbortRule;
@@ -69,6 +69,52 @@ impl LoadTest {
             body_limit: 1 << 20,
         }
     }
+
+    /// Gives the virtual users their identities (user `i` takes row `i`) and, for each
+    /// field of `isolation`, a [`NoForeignValues`] rule: no user may see another user's
+    /// value of that column. Each field must be a column of the users, with a value for at
+    /// least one of them; when one is not, the error names it and the columns, and the test
+    /// is left as it was. Rules already in [`LoadTest::isolation`] stay.
+    pub fn set_users(&mut self, ids: Identities, isolation: &[String]) -> Result<(), LoadError> {
+        let rules = isolation
+            .iter()
+            .map(|field| isolation_rule(&ids, field))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.isolation.extend(rules);
+        self.identities = Some(ids);
+        Ok(())
+    }
+}
+
+/// The rule that no user sees another's value of the column `field`.
+fn isolation_rule(ids: &Identities, field: &str) -> Result<Arc<dyn IsolationRule>, LoadError> {
+    let err = |reason: String| LoadError::Isolation {
+        field: field.to_string(),
+        reason,
+    };
+    let source = ids.source().map(|p| p.display().to_string());
+    if !ids.columns.iter().any(|c| c == field) {
+        let columns = ids.columns.join(", ");
+        return Err(err(match &source {
+            Some(s) => format!(
+                "{s} has no column `{field}` (its columns: {columns}): isolate on one of its columns, or add a `{field}` column to it"
+            ),
+            None => format!(
+                "the users have no column `{field}` (their columns: {columns}): isolate on one of their columns, or give them a `{field}` column"
+            ),
+        }));
+    }
+    let rule = NoForeignValues::new(field, ids).ok_or_else(|| {
+        err(match &source {
+            Some(s) => format!(
+                "no user in {s} has a value for `{field}`: give the users their `{field}` values, or isolate on another column"
+            ),
+            None => format!(
+                "no user has a value for `{field}`: give the users their `{field}` values, or isolate on another column"
+            ),
+        })
+    })?;
+    Ok(Arc::new(rule))
 }
 
 /// What happens while a load test runs, for live progress.
@@ -262,8 +308,7 @@ impl LoadTest {
         let mut done = 0;
         let mut aborted: Option<String> = None;
         let mut said_warm = self.profile.warmup.is_zero();
-        let windowed = self.abort.iter().any(|a| a.window.is_some());
-        let mut window: VecDeque<(Instant, Stats)> = VecDeque::new();
+        let mut window = AbortWindow::new(&self.abort);
         let mut ticker = tokio::time::interval(self.progress_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
@@ -311,9 +356,7 @@ impl LoadTest {
                         error_rate: slice.error_rate(),
                     }));
                     if aborted.is_none() && !warm {
-                        if windowed {
-                            window.push_back((now, slice.coarse()));
-                        }
+                        window.push(now, &slice);
                         if let Some(reason) = self.check_abort(&total.total, &window, now, measure_from) {
                             on_event(&LoadEvent::Aborted { reason: reason.clone() });
                             aborted = Some(reason);
@@ -351,11 +394,10 @@ impl LoadTest {
             target_rps: match &self.profile.model {
                 Model::Open { .. } => {
                     let d = self.profile.measured_duration().unwrap_or_default();
-                    let n = Arrivals::new(self.profile.timeline()).count() as f64;
                     Some(if d.is_zero() {
                         0.0
                     } else {
-                        n / d.as_secs_f64()
+                        self.profile.timeline().area() / d.as_secs_f64()
                     })
                 }
                 Model::Closed { .. } => None,
@@ -416,7 +458,7 @@ impl LoadTest {
     fn check_abort(
         &self,
         total: &Stats,
-        window: &VecDeque<(Instant, Stats)>,
+        window: &AbortWindow,
         now: Instant,
         measure_from: Instant,
     ) -> Option<String> {
@@ -429,11 +471,7 @@ impl LoadTest {
                     if elapsed < w {
                         continue;
                     }
-                    let mut s = Stats::coarse_new();
-                    for (_, slice) in window.iter().filter(|(t, _)| now.duration_since(*t) < w) {
-                        s.add(slice);
-                    }
-                    Summary::from_stats(&s, w.as_secs_f64())
+                    Summary::from_stats(&window.sum(now, w), w.as_secs_f64())
                 }
             };
             if let Some(reason) = rule.tripped(&summary) {
@@ -571,6 +609,52 @@ fn missing_vars_error(
     }
 }
 
+/// The recent progress slices that windowed abort rules judge (`error_rate > 5% over 10s`),
+/// none older than the longest window: a long run keeps a bounded number of them.
+struct AbortWindow {
+    /// The longest window of the rules; `None` when no rule has one (nothing is kept).
+    keep: Option<Duration>,
+    slices: VecDeque<(Instant, Stats)>,
+}
+
+impl AbortWindow {
+    fn new(rules: &[AbortRule]) -> Self {
+        Self {
+            keep: rules.iter().filter_map(|r| r.window).max(),
+            slices: VecDeque::new(),
+        }
+    }
+
+    /// Keeps the counts of the interval that ended at `now`, and drops the slices that no
+    /// rule looks at any more.
+    fn push(&mut self, now: Instant, slice: &Stats) {
+        let Some(keep) = self.keep else {
+            return;
+        };
+        self.slices.push_back((now, slice.coarse()));
+        while self
+            .slices
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) >= keep)
+        {
+            self.slices.pop_front();
+        }
+    }
+
+    /// The counts of the intervals that ended within `w` before `now`.
+    fn sum(&self, now: Instant, w: Duration) -> Stats {
+        let mut s = Stats::coarse_new();
+        for (_, slice) in self
+            .slices
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t) < w)
+        {
+            s.add(slice);
+        }
+        s
+    }
+}
+
 impl Stats {
     /// An empty `Stats` with a two-digit histogram (1% precision, an eighth of the size),
     /// for the slices an abort rule's window keeps.
@@ -586,5 +670,119 @@ impl Stats {
         let mut s = Stats::coarse_new();
         s.add(self);
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test() -> LoadTest {
+        LoadTest::new(
+            Scenario::single(http::Method::GET, "http://127.0.0.1:9/").unwrap(),
+            LoadProfile::closed(1, Stop::Requests(1)),
+        )
+    }
+
+    #[test]
+    fn set_users_adds_a_rule_per_isolation_field() {
+        let ids = Identities::from_csv("id,email\n1,a@x\n2,\n").unwrap();
+        let mut t = test();
+        t.set_users(ids, &["id".into(), "email".into()]).unwrap();
+        assert_eq!(t.isolation.len(), 2);
+        assert_eq!(t.identities.as_ref().map(Identities::len), Some(2));
+        let mut t = test();
+        t.set_users(Identities::from_csv("id\n1\n").unwrap(), &[])
+            .unwrap();
+        assert!(t.isolation.is_empty() && t.identities.is_some());
+    }
+
+    #[test]
+    fn set_users_names_a_field_the_users_do_not_have() {
+        let ids = || Identities::from_csv("id,email\n1,\n2,\n").unwrap();
+        let mut t = test();
+        let e = t
+            .set_users(ids(), &["id".into(), "name".into()])
+            .unwrap_err();
+        assert!(
+            matches!(&e, LoadError::Isolation { field, .. } if field == "name"),
+            "{e:?}"
+        );
+        let e = e.to_string();
+        assert!(
+            e.contains("the users have no column `name` (their columns: id, email)"),
+            "{e}"
+        );
+        assert!(e.contains("isolate on one of their columns"), "{e}");
+        assert!(
+            t.isolation.is_empty() && t.identities.is_none(),
+            "nothing changes"
+        );
+        let e = t
+            .set_users(ids(), &["email".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no user has a value for `email`"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.csv");
+        std::fs::write(&path, "id,email\n1,\n").unwrap();
+        let from_file = Identities::from_path(&path).unwrap();
+        assert_eq!(from_file.source(), Some(path.as_path()));
+        let e = t
+            .set_users(from_file.clone(), &["name".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("users.csv has no column `name` (its columns: id, email)"),
+            "{e}"
+        );
+        let e = t
+            .set_users(from_file, &["email".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cannot check isolation on `email`: no user in ")
+                && e.contains("users.csv has a value for `email`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_abort_window_keeps_only_the_longest_rules_window() {
+        let rules = [
+            AbortRule::parse("error_rate > 5% over 1s").unwrap(),
+            AbortRule::parse("p95 > 2s over 300ms").unwrap(),
+            AbortRule::parse("p99 > 5s").unwrap(),
+        ];
+        let mut w = AbortWindow::new(&rules);
+        assert_eq!(w.keep, Some(Duration::from_secs(1)));
+        let t0 = Instant::now();
+        let mut one = Stats::new();
+        one.requests = 1;
+        // A tick every 100 ms for a minute: ten of them are within the last second.
+        for i in 0..600u64 {
+            let now = t0 + Duration::from_millis(100 * i);
+            w.push(now, &one);
+            assert_eq!(w.slices.len(), (i as usize + 1).min(10), "tick {i}");
+            assert!(
+                w.slices
+                    .iter()
+                    .all(|(t, _)| now.duration_since(*t) < Duration::from_secs(1))
+            );
+            assert_eq!(
+                w.sum(now, Duration::from_millis(300)).requests,
+                (i + 1).min(3)
+            );
+            assert_eq!(w.sum(now, Duration::from_secs(1)).requests, (i + 1).min(10));
+        }
+    }
+
+    #[test]
+    fn without_a_windowed_rule_the_abort_window_keeps_nothing() {
+        let mut w = AbortWindow::new(&[AbortRule::parse("error_rate > 5%").unwrap()]);
+        assert_eq!(w.keep, None);
+        w.push(Instant::now(), &Stats::new());
+        assert!(w.slices.is_empty());
     }
 }

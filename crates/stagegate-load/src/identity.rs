@@ -3,7 +3,7 @@
 //! Virtual user `i` takes row `i` (wrapping around when there are fewer rows than users; the
 //! report says so, since users sharing an identity cannot prove isolation from each other).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::LoadError;
@@ -45,10 +45,6 @@ impl Identity {
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-
     /// Sets a variable (a captured value), replacing its value if it has one; returns the
     /// value it replaced.
     pub fn set(&mut self, name: &str, value: impl Into<String>) -> Option<String> {
@@ -78,6 +74,8 @@ impl Identity {
 pub struct Identities {
     pub columns: Vec<String>,
     rows: Vec<Arc<Identity>>,
+    /// The file they were read from, to name it in errors.
+    source: Option<PathBuf>,
 }
 
 impl Identities {
@@ -85,7 +83,13 @@ impl Identities {
         Self {
             columns,
             rows: rows.into_iter().map(Arc::new).collect(),
+            source: None,
         }
+    }
+
+    /// The file they were read from by [`Identities::from_path`], as it was given.
+    pub fn source(&self) -> Option<&Path> {
+        self.source.as_deref()
     }
 
     /// Reads a `.csv` (a header row, then one user per row) or `.json` file (an array of
@@ -109,7 +113,10 @@ impl Identities {
         if ids.is_empty() {
             return Err(err("it has no users: add at least one row".into()));
         }
-        Ok(ids)
+        Ok(Self {
+            source: Some(path.to_path_buf()),
+            ..ids
+        })
     }
 
     pub fn from_csv(text: &str) -> Result<Self, String> {

@@ -301,6 +301,16 @@ impl Timeline {
         self.segments.last().map(|s| s.to).unwrap_or(0.0)
     }
 
+    /// The area under the level over the whole timeline: users × seconds or, for a rate,
+    /// the number of requests the open model schedules ([`Arrivals`] yields this many,
+    /// within one), without counting them.
+    pub fn area(&self) -> f64 {
+        self.segments
+            .iter()
+            .map(|s| (s.from + s.to) / 2.0 * s.duration.as_secs_f64())
+            .sum()
+    }
+
     pub fn scaled(&self, factor: f64) -> Timeline {
         Timeline {
             segments: self
@@ -422,6 +432,34 @@ mod tests {
         assert!(times.windows(2).all(|w| w[0] <= w[1]));
         // Half the ramp's requests come in its last 0.59 s (sqrt(1/2) of the way).
         assert!((times[50].as_secs_f64() - 2.0 * 0.5f64.sqrt()).abs() < 0.02);
+    }
+
+    #[test]
+    fn the_area_under_a_ramp_is_the_number_of_arrivals() {
+        let mut p = LoadProfile::open(10.0, Duration::ZERO, 5);
+        if let Model::Open { ramp, .. } = &mut p.model {
+            ramp.push(RampStage {
+                target: 110.0,
+                duration: secs(2.0),
+            });
+            ramp.push(RampStage {
+                target: 110.0,
+                duration: secs(0.5),
+            });
+            ramp.push(RampStage {
+                target: 0.0,
+                duration: secs(1.5),
+            });
+        }
+        let t = p.timeline();
+        // (10 + 110) / 2 × 2 + 110 × 0.5 + 110 / 2 × 1.5
+        let area = 120.0 + 55.0 + 82.5;
+        assert!((t.area() - area).abs() < 1e-9, "{}", t.area());
+        let count = Arrivals::new(t.clone()).count() as f64;
+        assert!((t.area() - count).abs() <= 1.0, "{} vs {count}", t.area());
+        let flat = LoadProfile::open(200.0, secs(3.0), 5).timeline();
+        assert_eq!(flat.area(), 600.0);
+        assert_eq!(flat.area(), Arrivals::new(flat.clone()).count() as f64);
     }
 
     #[test]

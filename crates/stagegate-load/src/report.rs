@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::slo::{ThresholdResult, Verdict};
+use crate::slo::ThresholdResult;
 use crate::stats::{ErrorClass, IsolationExample, Stats};
 
 /// Latency figures in milliseconds.
@@ -286,10 +286,7 @@ impl LoadReport {
     pub fn passed(&self) -> bool {
         self.aborted.is_none()
             && !self.cancelled
-            && self
-                .thresholds
-                .iter()
-                .all(|t| matches!(t.verdict, Verdict::Pass | Verdict::NoBaseline))
+            && self.thresholds.iter().all(ThresholdResult::passed)
     }
 
     /// A plain-text rendering: summary, latency distribution, histogram, status codes,

@@ -124,7 +124,6 @@ pub(crate) fn is_var_name(name: &str) -> bool {
 /// form body).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VuTemplate {
-    text: String,
     parts: Vec<Part>,
 }
 
@@ -151,17 +150,9 @@ impl Escape {
                 let quoted = serde_json::to_string(value).unwrap_or_default();
                 out.push_str(&quoted[1..quoted.len().saturating_sub(1).max(1)]);
             }
-            Escape::Form => {
-                for b in value.bytes() {
-                    match b {
-                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                            out.push(b as char)
-                        }
-                        b' ' => out.push('+'),
-                        _ => out.push_str(&format!("%{b:02X}")),
-                    }
-                }
-            }
+            // application/x-www-form-urlencoded: `*-._` and alphanumerics as they are, a
+            // space as `+`, any other byte as `%XX`.
+            Escape::Form => out.extend(url::form_urlencoded::byte_serialize(value.as_bytes())),
         }
     }
 }
@@ -213,15 +204,7 @@ impl VuTemplate {
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
         }
-        Ok(Self {
-            text: text.to_string(),
-            parts,
-        })
-    }
-
-    /// The text as written, placeholders included.
-    pub fn as_str(&self) -> &str {
-        &self.text
+        Ok(Self { parts })
     }
 
     /// The variables it names.
@@ -230,10 +213,6 @@ impl VuTemplate {
             Part::Var(v, _) => Some(v.as_str()),
             Part::Text(_) => None,
         })
-    }
-
-    pub fn is_static(&self) -> bool {
-        self.vars().next().is_none()
     }
 
     pub fn render(&self, id: &Identity) -> String {
@@ -450,7 +429,8 @@ impl Scenario {
     }
 
     /// Whether a check or a capture of any request, setup included, reads the body.
-    pub fn needs_body(&self) -> bool {
+    #[cfg(test)]
+    fn needs_body(&self) -> bool {
         self.setup
             .iter()
             .chain(&self.requests)
@@ -458,7 +438,8 @@ impl Scenario {
     }
 
     /// Whether any request, setup included, captures a value.
-    pub fn has_captures(&self) -> bool {
+    #[cfg(test)]
+    fn has_captures(&self) -> bool {
         self.setup
             .iter()
             .chain(&self.requests)

@@ -265,15 +265,19 @@ impl ThresholdResult {
         matches!(self.verdict, Verdict::Pass | Verdict::NoBaseline)
     }
 
+    /// The verdict as one character: `✓` passed, `✗` failed or had no data, `-` not judged
+    /// (no passing run to compare with).
+    pub fn mark(&self) -> &'static str {
+        match self.verdict {
+            Verdict::Pass => "✓",
+            Verdict::Fail | Verdict::NoData => "✗",
+            Verdict::NoBaseline => "-",
+        }
+    }
+
     /// `✓ p95 < 500ms: 12.30 ms (limit 500.0 ms)`.
     pub fn line(&self) -> String {
-        let mark = match self.verdict {
-            Verdict::Pass => "✓",
-            Verdict::Fail => "✗",
-            Verdict::NoData => "✗",
-            Verdict::NoBaseline => "-",
-        };
-        format!("{mark} {}: {}", self.text, self.message)
+        format!("{} {}: {}", self.mark(), self.text, self.message)
     }
 }
 
@@ -290,14 +294,6 @@ pub fn fmt_value(unit: Unit, v: f64) -> String {
                 format!("{v}")
             }
         }
-    }
-}
-
-impl std::str::FromStr for Threshold {
-    type Err = SloError;
-
-    fn from_str(text: &str) -> Result<Self, SloError> {
-        Threshold::parse(text)
     }
 }
 
@@ -465,14 +461,6 @@ pub struct AbortRule {
     pub window: Option<Duration>,
 }
 
-impl std::str::FromStr for AbortRule {
-    type Err = SloError;
-
-    fn from_str(text: &str) -> Result<Self, SloError> {
-        AbortRule::parse(text)
-    }
-}
-
 impl AbortRule {
     pub fn parse(text: &str) -> Result<Self, SloError> {
         let t = text.trim();
@@ -537,7 +525,9 @@ impl AbortRule {
     }
 }
 
-fn fmt_duration(d: Duration) -> String {
+/// Writes a duration as whole seconds (`10s`) when it is one, else in milliseconds
+/// (`1500ms`, `200ms`).
+pub fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s >= 1.0 && s.fract() == 0.0 {
         format!("{s:.0}s")
@@ -573,57 +563,75 @@ fn split_op(t: &str) -> Option<(&str, Op, &str)> {
     Some((lhs, op, rhs))
 }
 
+/// ` (did you mean `p95`?)` for a metric name at most two edits from a known one.
 fn suggest(name: &str) -> String {
-    let best = METRIC_NAMES
+    METRIC_NAMES
         .iter()
-        .map(|m| (levenshtein(name, m), *m))
+        .map(|m| (strsim::levenshtein(name, m), *m))
         .min()
-        .filter(|(d, _)| *d <= 2);
-    best.map(|(_, m)| format!(" (did you mean `{m}`?)"))
+        .filter(|(d, _)| *d <= 2)
+        .map(|(_, m)| format!(" (did you mean `{m}`?)"))
         .unwrap_or_default()
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
+/// Reads a duration: a number and a unit (`500ms`, `1.5s`, `250us`, `2m`), several added
+/// up (`1h30m`, `1m 30s`), or a bare number of seconds (`30`). Units: `us` (or `µs`), `ms`,
+/// `s` (or `sec`), `m` (or `min`), `h` and `d`. The one duration parser of stagegate: plans
+/// read theirs with it too.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    const HOW: &str = "write 500ms, 30s, 1h30m or 2d";
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(format!("the duration is empty: {HOW}"));
     }
-    prev[b.len()]
-}
-
-/// A duration with a unit: `500ms`, `1s`, `1.5s`, `250us`, `2m`.
-pub fn parse_duration(t: &str) -> Result<Duration, String> {
-    let t = t.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("`{t}` needs a unit: write 500ms, 2s or 250us"))?;
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{t}` is not a duration: write 500ms, 2s or 250us"))?;
-    let secs = match unit.trim() {
-        "us" | "µs" => n / 1e6,
-        "ms" => n / 1e3,
-        "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        other => {
-            return Err(format!(
-                "`{t}` has an unknown unit `{other}`: use us, ms, s, m or h"
-            ));
-        }
-    };
-    Ok(Duration::from_secs_f64(secs))
+    let too_long = || format!("`{t}` is too long a duration");
+    if let Ok(secs) = t.parse::<f64>()
+        && secs >= 0.0
+        && secs.is_finite()
+    {
+        return Duration::try_from_secs_f64(secs).map_err(|_| too_long());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{t}` is not a duration: {HOW}"))?;
+        rest = rest[digits..].trim_start();
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = rest[unit_len..].trim_start();
+        let secs = match unit {
+            "" => return Err(format!("`{t}` has a number without a unit: {HOW}")),
+            "us" | "\u{b5}s" | "\u{3bc}s" => value / 1e6,
+            "ms" => value / 1e3,
+            "s" | "sec" => value,
+            "m" | "min" => value * 60.0,
+            "h" => value * 3600.0,
+            "d" => value * 86400.0,
+            other => {
+                return Err(format!(
+                    "`{t}` has an unknown unit `{other}`: use us, ms, s, m, h or d"
+                ));
+            }
+        };
+        let d = Duration::try_from_secs_f64(secs).map_err(|_| too_long())?;
+        total = total.checked_add(d).ok_or_else(too_long)?;
+    }
+    Ok(total)
 }
 
 fn parse_limit(unit: Unit, t: &str) -> Result<f64, String> {
     match unit {
+        // A bare number could be seconds or milliseconds: a latency limit says which.
+        Unit::Ms if t.chars().all(|c| c.is_ascii_digit() || c == '.') => Err(format!(
+            "`{t}` needs a unit: write 500ms, 2s or 250us (this metric is a latency)"
+        )),
         Unit::Ms => parse_duration(t)
             .map(|d| d.as_secs_f64() * 1000.0)
             .map_err(|e| format!("{e} (this metric is a latency)")),
@@ -783,6 +791,30 @@ mod tests {
     }
 
     #[test]
+    fn marks_show_the_verdict() {
+        let r = report(420.0, 1000, 20);
+        let judge = |t: &str| Threshold::parse(t).unwrap().evaluate(&r, None);
+        let pass = judge("p95 < 500ms");
+        assert_eq!((pass.mark(), pass.passed()), ("✓", true));
+        assert!(
+            pass.line().starts_with("✓ p95 < 500ms: "),
+            "{}",
+            pass.line()
+        );
+        let fail = judge("error_rate < 1%");
+        assert_eq!((fail.mark(), fail.passed()), ("✗", false));
+        let no_data = judge("checks >= 99%");
+        assert_eq!((no_data.mark(), no_data.passed()), ("✗", false));
+        let not_judged = judge("p95 <= +10% vs last_pass");
+        assert_eq!((not_judged.mark(), not_judged.passed()), ("-", true));
+        assert!(
+            not_judged
+                .line()
+                .starts_with("- p95 <= +10% vs last_pass: ")
+        );
+    }
+
+    #[test]
     fn compares_with_the_last_passing_run() {
         let t = Threshold::parse("p95 <= +10% vs last_pass").unwrap();
         let now = report(105.0, 100, 0);
@@ -794,6 +826,50 @@ mod tests {
         assert!((res.limit.unwrap() - 110.0).abs() < 1e-9);
         let slower = report(120.0, 100, 0);
         assert_eq!(t.evaluate(&slower, Some(&last)).verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn durations_are_read_with_units_compounds_or_as_seconds() {
+        let ok = |t: &str| parse_duration(t).unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("250us"), Duration::from_micros(250));
+        assert_eq!(ok("250\u{b5}s"), Duration::from_micros(250));
+        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+        assert_eq!(ok("2sec"), Duration::from_secs(2));
+        assert_eq!(ok("2m"), Duration::from_secs(120));
+        assert_eq!(ok("2min"), Duration::from_secs(120));
+        assert_eq!(ok("1h"), Duration::from_secs(3600));
+        assert_eq!(ok("2d"), Duration::from_secs(2 * 86400));
+        assert_eq!(ok("1h30m"), Duration::from_secs(5400));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        assert_eq!(ok("1m 30s"), Duration::from_secs(90));
+        assert_eq!(ok(" 500 ms "), Duration::from_millis(500));
+        assert_eq!(ok("2"), Duration::from_secs(2));
+        assert_eq!(ok("0.5"), Duration::from_millis(500));
+        assert_eq!(ok("0s"), Duration::ZERO);
+        let err = |t: &str| parse_duration(t).unwrap_err();
+        assert!(err("").contains("empty"), "{}", err(""));
+        assert!(err("soon").contains("`soon` is not a duration"));
+        assert!(err("s").contains("is not a duration"));
+        assert!(err("-5s").contains("is not a duration"));
+        assert!(
+            err("1h30").contains("a number without a unit"),
+            "{}",
+            err("1h30")
+        );
+        assert!(err("5x").contains("unknown unit `x`"), "{}", err("5x"));
+        assert!(err("10 parsecs").contains("unknown unit `parsecs`"));
+        assert!(err("1.2.3s").contains("is not a duration"));
+        assert!(err("99999999999999999999d").contains("too long"));
+        let a = AbortRule::parse("error_rate > 5% over 1m30s").unwrap();
+        assert_eq!(a.window, Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn durations_are_written_in_seconds_or_milliseconds() {
+        assert_eq!(fmt_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(fmt_duration(Duration::from_millis(200)), "200ms");
     }
 
     #[test]

@@ -151,7 +151,8 @@ impl Stats {
     }
 
     /// Answers with a status in `lo..=hi`.
-    pub fn status_range(&self, lo: u16, hi: u16) -> u64 {
+    #[cfg(test)]
+    fn status_range(&self, lo: u16, hi: u16) -> u64 {
         self.status[lo as usize..=hi as usize].iter().sum()
     }
 

@@ -46,7 +46,33 @@ enum Exchange {
     },
     /// The connection was closed before the request went out: try a new one.
     NotSent,
-    Broken(String),
+    Broken(hyper::Error),
+}
+
+/// Why a request got no answer. Its message is written only when it is the first of its
+/// class to be kept.
+enum Failure {
+    /// The connection closed before the request was sent, on a fresh connection.
+    NotSent,
+    Broken(hyper::Error),
+    Timeout(Duration),
+}
+
+impl Failure {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Failure::NotSent | Failure::Broken(_) => ErrorClass::Transport,
+            Failure::Timeout(_) => ErrorClass::Timeout,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Failure::NotSent => "the connection closed before the request was sent".to_string(),
+            Failure::Broken(e) => describe(e),
+            Failure::Timeout(t) => format!("no answer within {t:?}"),
+        }
+    }
 }
 
 /// What the iteration does after a request.
@@ -58,6 +84,23 @@ enum Next {
     Stop,
     /// No connection could be made: end the iteration and back off.
     NoConnection,
+}
+
+/// Why an answered request is an `assertion` error: its first failed check (the check's
+/// name and what it found) or its failed capture (the variable and why). Written out only
+/// when it is the example kept.
+enum Assertion<'a> {
+    Check(&'a str, String),
+    Capture(&'a str, String),
+}
+
+impl Assertion<'_> {
+    fn message(&self) -> String {
+        match self {
+            Assertion::Check(name, m) => format!("{name}: {m}"),
+            Assertion::Capture(var, m) => format!("capture `{var}`: {m}"),
+        }
+    }
 }
 
 impl User {
@@ -138,7 +181,7 @@ impl User {
                             local.borrow_mut().record(slot, |s| {
                                 s.requests += 1;
                                 s.failed += 1;
-                                s.record_error(ErrorClass::Connect, || e.clone());
+                                s.record_error(ErrorClass::Connect, || e.to_string());
                             });
                         } else {
                             local.borrow_mut().interval.warmup_requests += 1;
@@ -165,24 +208,14 @@ impl User {
                     self.conn = None;
                     continue;
                 }
-                Some(Exchange::NotSent) => {
-                    break Err((
-                        ErrorClass::Transport,
-                        "the connection closed before the request was sent".to_string(),
-                        None,
-                    ));
-                }
+                Some(Exchange::NotSent) => break Err(Failure::NotSent),
                 Some(Exchange::Broken(e)) => {
                     self.conn = None;
-                    break Err((ErrorClass::Transport, e, None));
+                    break Err(Failure::Broken(e));
                 }
                 None => {
                     self.conn = None;
-                    break Err((
-                        ErrorClass::Timeout,
-                        format!("no answer within {:?}", sh.timeout),
-                        Some(sh.timeout),
-                    ));
+                    break Err(Failure::Timeout(sh.timeout));
                 }
                 Some(Exchange::Answered {
                     status,
@@ -195,15 +228,15 @@ impl User {
         };
         let latency = Instant::now().saturating_duration_since(start);
         let (status, headers, bytes, sent) = match outcome {
-            Err((class, message, timed_out)) => {
+            Err(failure) => {
                 if measured {
                     local.borrow_mut().record(slot, |s| {
                         s.requests += 1;
                         s.failed += 1;
-                        if let Some(t) = timed_out {
+                        if let Failure::Timeout(t) = failure {
                             s.record_latency(t.max(latency));
                         }
-                        s.record_error(class, || message.clone());
+                        s.record_error(failure.class(), || failure.message());
                     });
                 } else {
                     local.borrow_mut().interval.warmup_requests += 1;
@@ -226,7 +259,7 @@ impl User {
             body: &self.body,
         };
         // The first failed check's message, or the failed capture's.
-        let mut assertion: Option<String> = None;
+        let mut assertion: Option<Assertion<'_>> = None;
         let (mut passed, mut failed) = (0u64, 0u64);
         for c in &spec.checks {
             match c.check(&self.identity, &view) {
@@ -234,7 +267,7 @@ impl User {
                 Err(m) => {
                     failed += 1;
                     if assertion.is_none() {
-                        assertion = Some(format!("{}: {m}", c.name()));
+                        assertion = Some(Assertion::Check(c.name(), m));
                     }
                 }
             }
@@ -261,7 +294,7 @@ impl User {
                     Err(m) => Err(m),
                 };
                 if let Err(m) = stored {
-                    assertion = Some(format!("capture `{}`: {m}", c.var()));
+                    assertion = Some(Assertion::Capture(c.var(), m));
                     class = Some(ErrorClass::Assertion);
                     break;
                 }
@@ -281,12 +314,12 @@ impl User {
                     && let Some(m) = &assertion
                     && s.check_example.is_none()
                 {
-                    s.check_example = Some(m.clone());
+                    s.check_example = Some(m.message());
                 }
                 if let Some(class) = class {
                     s.failed += 1;
                     s.record_error(class, || match (class, &assertion) {
-                        (ErrorClass::Assertion, Some(m)) => m.clone(),
+                        (ErrorClass::Assertion, Some(m)) => m.message(),
                         _ => format!("status {status} from `{name}`"),
                     });
                 }
@@ -377,7 +410,7 @@ async fn exchange(
     }
     let response = match sender.send_request(request).await {
         Ok(r) => r,
-        Err(e) => return Exchange::Broken(describe(&e)),
+        Err(e) => return Exchange::Broken(e),
     };
     let status = response.status().as_u16();
     let (parts, mut body) = response.into_parts();
@@ -393,7 +426,7 @@ async fn exchange(
                     }
                 }
             }
-            Err(e) => return Exchange::Broken(describe(&e)),
+            Err(e) => return Exchange::Broken(e),
         }
     }
     Exchange::Answered {

@@ -17,27 +17,6 @@ use tokio_util::sync::CancellationToken;
 
 use server::{Behaviour, TestServer};
 
-/// Reads a top-level string field of a JSON body, as the engine's own captures do.
-struct Field {
-    var: &'static str,
-    field: &'static str,
-}
-
-impl ResponseCapture for Field {
-    fn var(&self) -> &str {
-        self.var
-    }
-
-    fn capture(&self, _user: &Identity, r: &ResponseView<'_>) -> Result<String, String> {
-        let v: serde_json::Value =
-            serde_json::from_slice(r.body).map_err(|e| format!("not JSON: {e}"))?;
-        v.get(self.field)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| format!("no `{}` in the body", self.field))
-    }
-}
-
 /// Captures the same value whatever the response.
 struct Constant(&'static str, &'static str);
 
@@ -74,10 +53,7 @@ fn login() -> RequestSpec {
         .body(r#"{"user":"${{ vu.name }}"}"#)
         .unwrap()
         .check(ok())
-        .capture(Arc::new(Field {
-            var: "token",
-            field: "token",
-        }))
+        .capture(Arc::new(JsonField::new("token", "token")))
 }
 
 /// `GET /auth/me` with the captured token; the server answers 401 unless the token was
@@ -294,7 +270,8 @@ async fn setup_requests_have_their_own_summary_and_thresholds() {
     assert_eq!(login.requests, 2);
     assert!(login.latency.p95_ms >= 30.0, "{:?}", login.latency);
     let judge = |text: &str| Threshold::parse(text).unwrap().evaluate(&r, None);
-    assert_eq!(judge("p95[login] < 300ms").verdict, Verdict::Pass);
+    // A loose bound: it judges the setup request's own figures, not the machine's speed.
+    assert_eq!(judge("p95[login] < 10s").verdict, Verdict::Pass);
     assert_eq!(judge("p95[login] < 20ms").verdict, Verdict::Fail);
     assert_eq!(judge("requests[login] == 2").verdict, Verdict::Pass);
     assert_eq!(judge("requests[me] == 20").verdict, Verdict::Pass);

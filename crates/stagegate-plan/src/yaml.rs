@@ -266,47 +266,11 @@ fn describe_value(n: &Node) -> String {
     }
 }
 
-/// Parses `500ms`, `30s`, `10m`, `1h30m`, `2d`; a bare number is seconds.
+/// Parses `500ms`, `30s`, `10m`, `1h30m`, `2d`, `250us`; a bare number is seconds. The load
+/// generator's parser ([`stagegate_load::slo::parse_duration`]), so a plan and a load test
+/// read durations alike.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(secs) = t.parse::<f64>()
-        && secs >= 0.0
-        && secs.is_finite()
-    {
-        return Ok(Duration::from_secs_f64(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("`{t}` has a number without a unit"))?;
-        if digits == 0 {
-            return Err(format!("`{t}` is not a duration"));
-        }
-        let value: f64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("`{t}` is not a duration"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let secs = match unit {
-            "ms" => value / 1000.0,
-            "s" | "sec" => value,
-            "m" | "min" => value * 60.0,
-            "h" => value * 3600.0,
-            "d" => value * 86400.0,
-            _ => return Err(format!("`{t}` has an unknown unit `{unit}`")),
-        };
-        total += Duration::from_secs_f64(secs);
-    }
-    Ok(total)
+    stagegate_load::slo::parse_duration(text)
 }
 
 #[cfg(test)]
