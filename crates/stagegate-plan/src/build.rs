@@ -104,7 +104,10 @@ pub fn load_str(path: &Path, text: &str) -> Result<(Plan, Diagnostics), Diagnost
     let root = match marked_yaml::parse_yaml_with_options(
         0,
         text,
-        LoaderOptions::default().error_on_duplicate_keys(true),
+        // Only plain scalars coerce: a quoted `"1"` in a JSON body stays a string.
+        LoaderOptions::default()
+            .error_on_duplicate_keys(true)
+            .prevent_coercion(true),
     ) {
         Ok(root) => root,
         Err(e) => {
@@ -195,7 +198,7 @@ pub(crate) fn template(cx: &mut Cx, s: Spanned<String>) -> Option<Spanned<Templa
 }
 
 /// A quoted scalar's node starts at the quote; offsets into the value start one later.
-fn quote_shift(source: &Source, span: &Span) -> usize {
+pub(crate) fn quote_shift(source: &Source, span: &Span) -> usize {
     let line = source.line(span.pos.line).unwrap_or("");
     match line.chars().nth(span.pos.col.saturating_sub(1)) {
         Some('"') | Some('\'') => 1,

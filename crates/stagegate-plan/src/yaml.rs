@@ -148,7 +148,7 @@ impl Cx {
 
     pub fn bool(&mut self, m: &MarkedMappingNode, key: &str, what: &str) -> Option<bool> {
         let n = m.get_node(key)?;
-        match n.as_scalar().and_then(|s| s.as_bool()) {
+        match n.as_scalar().and_then(scalar_bool) {
             Some(b) => Some(b),
             None => {
                 let span = self.span(n);
@@ -256,6 +256,17 @@ impl Cx {
             }
         }
         out
+    }
+}
+
+/// `true` or `false` (or `True`, `FALSE`, ...), quoted or not. The loader keeps quoted
+/// scalars from coercing (so a quoted JSON value stays a string), and a flag reads the same
+/// either way.
+pub(crate) fn scalar_bool(s: &MarkedScalarNode) -> Option<bool> {
+    match s.as_str() {
+        "true" | "True" | "TRUE" => Some(true),
+        "false" | "False" | "FALSE" => Some(false),
+        _ => None,
     }
 }
 

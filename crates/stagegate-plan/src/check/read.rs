@@ -6,10 +6,10 @@ use std::time::Duration;
 use marked_yaml::types::{MarkedMappingNode, Node};
 
 use super::*;
-use crate::build::{template, template_field};
+use crate::build::{quote_shift, template, template_field};
 use crate::diagnostic::{Span, did_you_mean};
 use crate::template::Template;
-use crate::yaml::{Cx, Spanned};
+use crate::yaml::{Cx, Spanned, scalar_bool};
 
 /// Keys every check step may have besides its action and the common step keys.
 const CHECK_KEYS: &[&str] = &["expect", "capture", "retry", "until"];
@@ -468,9 +468,9 @@ fn read_json_template(cx: &mut Cx, n: &Node) -> Option<JsonTemplate> {
     Some(match n {
         Node::Scalar(s) => {
             let text = s.as_str();
-            // A quoted scalar is a string, whatever it looks like: `"1"` stays "1".
-            let quoted = quote_offset(&cx.span(n)) == 1;
-            if s.may_coerce() && !quoted {
+            // A quoted (or block) scalar is a string, whatever it looks like: `"1"` stays
+            // "1". The loader marks only plain scalars as coercible.
+            if s.may_coerce() {
                 if let Some(b) = s.as_bool() {
                     return Some(JsonTemplate::Bool(b));
                 }
@@ -829,7 +829,7 @@ fn read_matcher(cx: &mut Cx, n: &Node, subject: &Subject, what: &str) -> Vec<Mat
                         .scalar(v, &sub_what)
                         .and_then(|s| regex_spec(cx, s))
                         .map(Matcher::Matches),
-                    "exists" => match v.as_scalar().and_then(|s| s.as_bool()) {
+                    "exists" => match v.as_scalar().and_then(scalar_bool) {
                         Some(b) => Some(Matcher::Exists(b)),
                         None => {
                             cx.error_help(
@@ -1135,7 +1135,7 @@ fn json_path(cx: &mut Cx, text: &str, span: Span) -> Option<JsonPathSpec> {
             Err(e) => {
                 let mut at = span.clone();
                 if !text.contains('\n') {
-                    at.pos.col += quote_offset(&span) + e.position().min(text.len());
+                    at.pos.col += quote_shift(&span.source, &span) + e.position().min(text.len());
                     at.width = 1;
                 }
                 cx.error_help(
@@ -1168,7 +1168,7 @@ fn regex_spec(cx: &mut Cx, s: Spanned<String>) -> Option<RegexSpec> {
                 let (offset, message) = regex_error(&e);
                 let mut at = span.clone();
                 if let Some(o) = offset.filter(|_| !raw.contains('\n')) {
-                    at.pos.col += quote_offset(&span) + o;
+                    at.pos.col += quote_shift(&span.source, &span) + o;
                     at.width = 1;
                 }
                 cx.error_help(
@@ -1208,20 +1208,6 @@ pub fn regex_error(e: &regex::Error) -> (Option<usize>, String) {
     (offset, message)
 }
 
-/// One when the scalar at `span` is quoted (offsets into its value start after the quote).
-pub(super) fn quote_offset(span: &Span) -> usize {
-    let line = span
-        .source
-        .text
-        .lines()
-        .nth(span.pos.line.saturating_sub(1))
-        .unwrap_or("");
-    match line.chars().nth(span.pos.col.saturating_sub(1)) {
-        Some('"') | Some('\'') => 1,
-        _ => 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1234,5 +1220,59 @@ mod tests {
         let (offset, msg) = regex_error(&e);
         assert_eq!(offset, Some(2), "{e}");
         assert!(msg.contains("unclosed group"), "{msg}");
+    }
+
+    #[test]
+    fn a_quoted_json_scalar_stays_a_string_and_a_quoted_flag_reads_as_one() {
+        let text = r#"project: demo
+environments: { staging: {} }
+stages:
+  s:
+    - continue_on_error: "true"
+      http:
+        method: POST
+        url: "http://127.0.0.1:1/"
+        json: { a: 1, b: "1", c: true, d: 'true', e: null, f: "null", g: |
+            2
+          }
+"#;
+        let (plan, _) = crate::load_str(std::path::Path::new("stagegate.yml"), text).unwrap();
+        let (_, step) = plan.steps().next().unwrap();
+        // A flag reads the same quoted or not.
+        assert!(step.continue_on_error);
+        let crate::StepKind::Check(c) = &step.kind else {
+            panic!("{:?}", step.kind)
+        };
+        let CheckTarget::Http(h) = &c.target else {
+            panic!()
+        };
+        let Some(RequestBody::Json(JsonTemplate::Object(fields))) = &h.body else {
+            panic!("{:?}", h.body)
+        };
+        let kinds: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| {
+                let kind = match v {
+                    JsonTemplate::Null => "null",
+                    JsonTemplate::Bool(_) => "bool",
+                    JsonTemplate::Number(_) => "number",
+                    JsonTemplate::String(_) => "string",
+                    _ => "other",
+                };
+                (k.as_str(), kind)
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("a", "number"),
+                ("b", "string"),
+                ("c", "bool"),
+                ("d", "string"),
+                ("e", "null"),
+                ("f", "string"),
+                ("g", "string"),
+            ]
+        );
     }
 }
