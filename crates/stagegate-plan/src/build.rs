@@ -100,7 +100,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<(Plan, Diagnostics), Diagnost
     // Commands run in release directories: every path the engine derives must be absolute.
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
-    let mut cx = Cx::new(source.clone());
+    let mut cx = Cx::new(source.clone(), dir);
     let root = match marked_yaml::parse_yaml_with_options(
         0,
         text,
@@ -115,7 +115,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<(Plan, Diagnostics), Diagnost
             return Err(cx.diags);
         }
     };
-    let plan = read_plan(&mut cx, &root, source, dir, hash);
+    let plan = read_plan(&mut cx, &root, source, hash);
     // Freeing a large tree takes a noticeable while; nothing waits for it.
     std::thread::spawn(move || drop(root));
     cx.diags.sort();
@@ -228,13 +228,7 @@ pub(crate) fn template_map(
         .collect()
 }
 
-fn read_plan(
-    cx: &mut Cx,
-    root: &Node,
-    source: Arc<Source>,
-    dir: std::path::PathBuf,
-    hash: String,
-) -> Option<Plan> {
+fn read_plan(cx: &mut Cx, root: &Node, source: Arc<Source>, hash: String) -> Option<Plan> {
     let top = cx.mapping(root, "the plan")?;
     cx.keys(top, "the plan", TOP_KEYS);
     let whole = cx.span(root);
@@ -333,7 +327,7 @@ fn read_plan(
 
     let mut plan = Plan {
         source,
-        dir,
+        dir: cx.dir.clone(),
         hash,
         project,
         release,

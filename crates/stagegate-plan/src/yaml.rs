@@ -4,6 +4,7 @@
 //! for a type, so "10MiB" or "30s" never surprise anyone by turning into something else.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ impl<T> std::ops::Deref for Spanned<T> {
 /// The reading context: the source and the diagnostics found so far.
 pub(crate) struct Cx {
     pub source: Arc<Source>,
+    /// The plan's directory, canonical when it can be: where relative paths start.
+    pub dir: PathBuf,
     pub diags: Diagnostics,
     /// Every step id written in the plan, in order, even of steps that failed to read, so
     /// one broken step does not make every reference to it an error too.
@@ -44,9 +47,10 @@ fn describe(n: &Node) -> &'static str {
 }
 
 impl Cx {
-    pub fn new(source: Arc<Source>) -> Self {
+    pub fn new(source: Arc<Source>, dir: PathBuf) -> Self {
         Self {
             source,
+            dir,
             diags: Diagnostics::default(),
             step_ids: Vec::new(),
         }

@@ -3,7 +3,6 @@
 //! at its place in the plan, before anything runs.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 
 use jiff::civil::{Date, DateTime, Time, Weekday};
 use marked_yaml::types::{MarkedMappingNode, Node};
@@ -158,15 +157,6 @@ pub(crate) fn check_plan(cx: &mut Cx, plan: &Plan) {
     }
 }
 
-/// The plan's directory, where relative paths start.
-fn plan_dir(cx: &Cx) -> PathBuf {
-    let dir = match cx.source.path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::canonicalize(&dir).unwrap_or(dir)
-}
-
 fn globs(cx: &mut Cx, m: &MarkedMappingNode, key: &str, what: &str) -> Vec<Spanned<Glob>> {
     cx.string_list(m, key, what)
         .into_iter()
@@ -215,18 +205,27 @@ fn regex(cx: &mut Cx, s: Spanned<String>, key: &str) -> Option<Spanned<regex::Re
     }
 }
 
-/// A path (or file pattern) as a template. A literal one must name existing files now.
+/// A path (or file pattern) as a template. A literal path must name an existing file now;
+/// a literal pattern must be valid (the files it matches are looked for when the gate runs).
 fn path(cx: &mut Cx, s: Spanned<String>, key: &str) -> Option<Spanned<Template>> {
     let t = template(cx, s.clone())?;
-    if t.value.is_literal()
-        && let Err(e) = expand_files(&plan_dir(cx), &s.value)
-    {
+    if !t.value.is_literal() {
+        return Some(t);
+    }
+    let problem = if Glob::is_pattern(&s.value) {
+        Glob::new(&s.value)
+            .err()
+            .map(|e| format!("bad pattern `{}`: {e}", s.value))
+    } else {
+        expand_files(&cx.dir, &s.value).err()
+    };
+    if let Some(e) = problem {
         cx.error_help(
             format!("`{key}`: {e}"),
             s.span,
             format!(
                 "paths are relative to the plan's directory ({}); create the file or fix the path",
-                plan_dir(cx).display()
+                cx.dir.display()
             ),
         );
         return None;
@@ -265,7 +264,7 @@ fn read_git(
 ) -> Option<GitGate> {
     let repo = cx.string(m, "repo", what);
     if let Some(r) = &repo {
-        let dir = plan_dir(cx).join(&r.value);
+        let dir = cx.dir.join(&r.value);
         if !dir.is_dir() {
             cx.error_help(
                 format!("`repo`: directory `{}` does not exist", r.value),
@@ -1176,6 +1175,32 @@ pub(crate) fn parse_moment(text: &str, end: bool) -> Result<DateTime, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_literal_pattern_is_checked_for_syntax_and_a_literal_path_for_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = |files: &str| {
+            let text = format!(
+                "project: demo\nenvironments: {{ staging: {{}} }}\nstages:\n  s:\n    - gate: config\n      files: {files}\n      require_https: true\n"
+            );
+            let path = dir.path().join("stagegate.yml");
+            std::fs::write(&path, &text).unwrap();
+            crate::load_file(&path)
+        };
+        std::fs::write(dir.path().join("app.env"), "A=1\n").unwrap();
+        assert!(plan("[app.env]").is_ok());
+        // What a pattern matches is looked for when the gate runs.
+        assert!(plan("[\"conf/*.env\"]").is_ok());
+        let errors = plan("[missing.env, \"conf/[x\"]").unwrap_err().to_string();
+        assert!(
+            errors.contains("`files`: file `missing.env` does not exist"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("`files`: bad pattern `conf/[x`"),
+            "{errors}"
+        );
+    }
 
     #[test]
     fn days_hours_and_moments() {
