@@ -1034,12 +1034,22 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
                 refs_to_check.push((r, RefAt::At(&w.span), Some(index)));
             }
         }
-        // A reference to a step's outputs must point to an earlier step.
-        // This step's references were pushed last, from `first_ref` on.
+        // A reference to a step's outputs must point to an earlier step, and `vu.*` is
+        // known only in a load step. This step's references were pushed last, from
+        // `first_ref` on.
+        let load_step = matches!(step.kind, StepKind::Load(_));
         let mut own = Vec::new();
         for (r, at, from) in &refs_to_check[first_ref..] {
-            if let Ref::StepOutput { step: target, .. } = r {
-                own.push((target.clone(), at.span(), *from));
+            match r {
+                Ref::StepOutput { step: target, .. } => {
+                    own.push((target.clone(), at.span(), *from))
+                }
+                Ref::Vu(name) if !load_step => cx.error_help(
+                    format!("`vu.{name}` is only known in the requests of a load step"),
+                    at.span(),
+                    "a virtual user's variables exist while a load test runs; use `vars`, `secrets` or a step output here",
+                ),
+                _ => {}
             }
         }
         for (target, span, _) in own {
@@ -1331,4 +1341,48 @@ fn topo_order(services: Vec<Service>) -> Vec<Service> {
     drop(index);
     let mut slots: Vec<Option<Service>> = services.into_iter().map(Some).collect();
     order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(stages: &str) -> Vec<Diagnostic> {
+        let text = format!("project: demo\nenvironments: {{ staging: {{}} }}\nstages:\n{stages}");
+        match load_str(Path::new("stagegate.yml"), &text) {
+            Ok(_) => Vec::new(),
+            Err(d) => d.errors().cloned().collect(),
+        }
+    }
+
+    #[test]
+    fn vu_is_known_only_in_a_load_step() {
+        let found =
+            errors("  s:\n    - run: echo ${{ vu.id }}\n      env: { A: \"${{ vu.name }}\" }\n");
+        let vu: Vec<&Diagnostic> = found
+            .iter()
+            .filter(|d| {
+                d.message
+                    .contains("is only known in the requests of a load step")
+            })
+            .collect();
+        let at: Vec<(String, Option<String>)> = vu
+            .iter()
+            .map(|d| (d.message.clone(), d.location()))
+            .collect();
+        assert!(
+            at.contains(&(
+                "`vu.id` is only known in the requests of a load step".into(),
+                Some("stagegate.yml:5:21".into())
+            )),
+            "{at:?}"
+        );
+        assert!(
+            at.iter()
+                .any(|(m, _)| m == "`vu.name` is only known in the requests of a load step"),
+            "{at:?}"
+        );
+        assert!(vu.iter().all(|d| d.help.as_deref()
+            == Some("a virtual user's variables exist while a load test runs; use `vars`, `secrets` or a step output here")));
+    }
 }
