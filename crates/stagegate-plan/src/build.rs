@@ -800,12 +800,7 @@ fn read_step(cx: &mut Cx, stage: &str, index: usize, n: &Node) -> Option<Step> {
     let name = cx
         .string(m, "name", &what)
         .map(|s| s.value)
-        .unwrap_or_else(|| match &kind {
-            StepKind::Run { command } => first_line(&command.span.source.text, command),
-            StepKind::Deploy { service } => format!("deploy {}", service.value),
-            #[allow(unreachable_patterns)]
-            other => other.default_name(),
-        });
+        .unwrap_or_else(|| kind.default_name());
     Some(Step {
         id: id
             .as_ref()
@@ -829,22 +824,33 @@ fn read_step(cx: &mut Cx, stage: &str, index: usize, n: &Node) -> Option<Step> {
     })
 }
 
-/// A default step name: the command's first line, as written.
-fn first_line(_text: &str, command: &Spanned<Template>) -> String {
-    let mut s = String::new();
-    for p in &command.value.parts {
-        match p {
-            crate::template::Part::Lit(l) => s.push_str(l),
-            crate::template::Part::Expr(_) => s.push_str("${{…}}"),
-        }
-    }
-    let line = s
+/// A template as written, with `${{…}}` for its expressions.
+pub(crate) fn sketch(t: &Template) -> String {
+    t.parts
+        .iter()
+        .map(|p| match p {
+            crate::template::Part::Lit(l) => l.as_str(),
+            crate::template::Part::Expr(_) => "${{…}}",
+        })
+        .collect()
+}
+
+/// A template's first non-blank line, as written (see [`sketch`]), cut to `max` characters:
+/// default step names.
+pub(crate) fn first_line(t: &Template, max: usize) -> String {
+    first_text_line(&sketch(t), max)
+}
+
+/// The first non-blank line of `text`, trimmed and cut to `max` characters; `…` marks a cut
+/// or more lines after it.
+pub(crate) fn first_text_line(text: &str, max: usize) -> String {
+    let line = text
         .lines()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("")
         .trim();
-    let mut out: String = line.chars().take(60).collect();
-    if line.chars().count() > 60 || s.trim().lines().count() > 1 {
+    let mut out: String = line.chars().take(max).collect();
+    if line.chars().count() > max || text.trim().lines().count() > 1 {
         out.push('…');
     }
     out
@@ -1353,6 +1359,24 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(d) => d.errors().cloned().collect(),
         }
+    }
+
+    #[test]
+    fn default_names_are_a_first_line_cut_short() {
+        let long = "x".repeat(80);
+        let text = format!(
+            "project: demo\nenvironments: {{ staging: {{}} }}\nstages:\n  s:\n    - run: |\n        echo ${{{{ env.A }}}}\n        echo two\n    - run: {long}\n    - gate: command\n      command: {long}\n"
+        );
+        let (plan, _) = load_str(Path::new("stagegate.yml"), &text).unwrap();
+        let names: Vec<&str> = plan.steps().map(|(_, s)| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "echo ${{…}}…".to_string(),
+                format!("{}…", "x".repeat(60)),
+                format!("command gate: {}…", "x".repeat(50)),
+            ]
+        );
     }
 
     #[test]
