@@ -8,7 +8,8 @@ use jiff::civil::{Date, DateTime, Time, Weekday};
 use marked_yaml::types::{MarkedMappingNode, Node};
 
 use super::*;
-use crate::build::template;
+use crate::build::{quote_shift, template};
+use crate::check::regex_error;
 use crate::diagnostic::did_you_mean;
 use crate::glob::expand_files;
 use crate::model::{Plan, StepKind};
@@ -181,6 +182,7 @@ fn glob(cx: &mut Cx, s: Spanned<String>, key: &str) -> Option<Spanned<Glob>> {
     }
 }
 
+/// A regex; an error points at the bad character.
 fn regex(cx: &mut Cx, s: Spanned<String>, key: &str) -> Option<Spanned<regex::Regex>> {
     match regex::Regex::new(&s.value) {
         Ok(r) => Some(Spanned {
@@ -188,16 +190,15 @@ fn regex(cx: &mut Cx, s: Spanned<String>, key: &str) -> Option<Spanned<regex::Re
             span: s.span,
         }),
         Err(e) => {
-            let detail = e.to_string();
-            let detail = detail
-                .lines()
-                .rfind(|l| l.starts_with("error:"))
-                .unwrap_or("invalid regular expression")
-                .trim_start_matches("error: ")
-                .to_string();
+            let (offset, detail) = regex_error(&e);
+            let mut at = s.span.clone();
+            if let Some(o) = offset.filter(|_| !s.value.contains('\n')) {
+                at.pos.col += quote_shift(&at.source, &at) + o;
+                at.width = 1;
+            }
             cx.error_help(
                 format!("bad regular expression `{}` in `{key}`: {detail}", s.value),
-                s.span,
+                at,
                 "escape special characters with `\\`, e.g. `127\\.0\\.0\\.1`; `(?i)` makes it ignore case",
             );
             None
@@ -1200,6 +1201,19 @@ mod tests {
             errors.contains("`files`: bad pattern `conf/[x`"),
             "{errors}"
         );
+    }
+
+    #[test]
+    fn a_bad_regex_is_reported_at_the_bad_character() {
+        let text = "project: demo\nenvironments: { staging: {} }\nstages:\n  s:\n    - gate: command\n      command: ./check.sh\n      expect: { output_matches: \"ok(\" }\n";
+        let errors = crate::load_str(std::path::Path::new("stagegate.yml"), text).unwrap_err();
+        let e = errors.errors().next().unwrap();
+        assert_eq!(
+            e.message,
+            "bad regular expression `ok(` in `output_matches`: unclosed group"
+        );
+        // Column 33 is the quote; `(` is the third character of the value.
+        assert_eq!(e.location().as_deref(), Some("stagegate.yml:7:36"));
     }
 
     #[test]
