@@ -382,22 +382,30 @@ fn read_secrets(cx: &mut Cx, n: &Node, what: &str) -> SecretSpec {
         }
     }
     for s in spec.require.iter().chain(&spec.optional) {
-        let env_name = !s.value.is_empty()
-            && s.value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !env_name {
+        if !is_env_name(&s.value) {
             cx.error_help(
                 format!("`{}` is not a valid secret name", s.value),
                 s.span.clone(),
-                "use letters, digits and underscores, e.g. `ADMIN_TOKEN`",
+                ENV_NAME_HELP,
             );
         }
     }
     spec
 }
 
-fn is_name(s: &str) -> bool {
+/// The name of an environment variable, as secrets have: letters, digits and `_`, not
+/// starting with a digit.
+pub(crate) fn is_env_name(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| !c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The help for a name that [`is_env_name`] rejects.
+pub(crate) const ENV_NAME_HELP: &str =
+    "use letters, digits and underscores, not starting with a digit, e.g. `ADMIN_TOKEN`";
+
+/// A name of an environment, a service, a step or an output: letters, digits, `-` and `_`.
+pub(crate) fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
@@ -1377,6 +1385,27 @@ mod tests {
                 format!("command gate: {}…", "x".repeat(50)),
             ]
         );
+    }
+
+    #[test]
+    fn secret_names_follow_one_rule_in_secrets_and_in_a_secrets_gate() {
+        let found =
+            errors("  s:\n    - gate: secrets\n      require: [GOOD_1, bad-name, 1ST, a.b]\n");
+        let gate: Vec<&str> = found.iter().map(|d| d.message.as_str()).collect();
+        let text = "project: demo\nsecrets: [GOOD_1, bad-name, 1ST, a.b]\nenvironments: { staging: {} }\nstages: { s: [ { run: echo } ] }\n";
+        let top: Vec<String> = load_str(Path::new("stagegate.yml"), text)
+            .unwrap_err()
+            .errors()
+            .map(|d| d.message.clone())
+            .collect();
+        let expected = [
+            "`bad-name` is not a valid secret name",
+            "`1ST` is not a valid secret name",
+            "`a.b` is not a valid secret name",
+        ];
+        assert_eq!(gate, expected);
+        assert_eq!(top, expected);
+        assert!(is_env_name("_X") && !is_env_name("") && !is_env_name("9"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use marked_yaml::types::{MarkedMappingNode, Node};
 
 use super::*;
-use crate::build::{quote_shift, template, template_field};
+use crate::build::{is_name, quote_shift, template, template_field};
 use crate::diagnostic::{Span, did_you_mean};
 use crate::template::Template;
 use crate::yaml::{Cx, Spanned, scalar_bool};
@@ -1010,11 +1010,7 @@ fn read_captures(cx: &mut Cx, n: &Node, kind: &str) -> Vec<Capture> {
         let name = k.as_str();
         let span = cx.key_span(k);
         let cwhat = format!("capture `{name}`");
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if !is_name(name) {
             cx.error_help(
                 format!("`{name}` is not a valid output name"),
                 span.clone(),

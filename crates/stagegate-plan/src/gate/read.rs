@@ -8,7 +8,7 @@ use jiff::civil::{Date, DateTime, Time, Weekday};
 use marked_yaml::types::{MarkedMappingNode, Node};
 
 use super::*;
-use crate::build::{quote_shift, template};
+use crate::build::{ENV_NAME_HELP, is_env_name, quote_shift, template};
 use crate::check::regex_error;
 use crate::diagnostic::did_you_mean;
 use crate::glob::expand_files;
@@ -371,11 +371,11 @@ fn read_secrets(
         ..Default::default()
     };
     for r in &g.require {
-        if !is_var_name(&r.value) {
+        if !is_env_name(&r.value) {
             cx.error_help(
                 format!("`{}` is not a valid secret name", r.value),
                 r.span.clone(),
-                "use letters, digits and underscores, e.g. `ALPACA_PAPER_API_KEY`",
+                ENV_NAME_HELP,
             );
         }
     }
@@ -577,6 +577,7 @@ fn json_path(cx: &mut Cx, s: Spanned<String>) -> Option<Spanned<serde_json_path:
     }
 }
 
+/// A key a dotenv file may hold: letters, digits, `_`, `.` and `-` (as `dotenv` reads them).
 fn is_var_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
@@ -662,7 +663,7 @@ fn read_env(cx: &mut Cx, m: &MarkedMappingNode, what: &str, gate: &Span) -> Opti
                             cx.error_help(
                                 format!("`{}` is not a variable name", key.value),
                                 key.span.clone(),
-                                "use letters, digits and underscores; JSONPath keys need `from: { url: ... }`",
+                                "use letters, digits, `_`, `.` and `-`; JSONPath keys need `from: { url: ... }`",
                             );
                         }
                         None
