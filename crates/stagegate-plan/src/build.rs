@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::diagnostic::{Diagnostic, Diagnostics, Pos, Source, Span, did_you_mean};
 use crate::model::*;
 use crate::template::{Ref, Template, parse_expr};
-use crate::yaml::{Cx, Spanned};
+use crate::yaml::{Cx, Spanned, one_or_many};
 
 const TOP_KEYS: &[&str] = &[
     "project",
@@ -594,10 +594,7 @@ fn read_health(cx: &mut Cx, n: &Node, service: &str) -> Option<HealthCheck> {
     {
         cx.keys(em, "`expect`", EXPECT_KEYS);
         if let Some(sn) = em.get_node("status") {
-            let items: Vec<&Node> = match sn {
-                Node::Sequence(s) => s.iter().collect(),
-                other => vec![other],
-            };
+            let items = one_or_many(sn);
             status.clear();
             for item in items {
                 match item

@@ -263,6 +263,14 @@ impl Cx {
     }
 }
 
+/// The items of a list, or the one value written where a list may stand.
+pub(crate) fn one_or_many(n: &Node) -> Vec<&Node> {
+    match n {
+        Node::Sequence(s) => s.iter().collect(),
+        other => vec![other],
+    }
+}
+
 /// `true` or `false` (or `True`, `FALSE`, ...), quoted or not. The loader keeps quoted
 /// scalars from coercing (so a quoted JSON value stays a string), and a flag reads the same
 /// either way.

@@ -9,7 +9,7 @@ use super::*;
 use crate::build::{is_name, quote_shift, template, template_field};
 use crate::diagnostic::{Span, did_you_mean};
 use crate::template::Template;
-use crate::yaml::{Cx, Spanned, scalar_bool};
+use crate::yaml::{Cx, Spanned, one_or_many, scalar_bool};
 
 /// Keys every check step may have besides its action and the common step keys.
 const CHECK_KEYS: &[&str] = &["expect", "capture", "retry", "until"];
@@ -522,10 +522,7 @@ fn read_log(cx: &mut Cx, n: &Node, what: &str) -> Option<LogSource> {
 }
 
 fn read_files(cx: &mut Cx, n: &Node, what: &str) -> Option<Vec<Spanned<Template>>> {
-    let items: Vec<&Node> = match n {
-        Node::Sequence(s) => s.iter().collect(),
-        other => vec![other],
-    };
+    let items = one_or_many(n);
     let mut out = Vec::new();
     for item in items {
         if let Some(t) = cx
@@ -708,10 +705,7 @@ fn read_expect(cx: &mut Cx, n: &Node, kind: &str, key: &str) -> Vec<Assertion> {
                 }
             }
             "absent" => {
-                let items: Vec<&Node> = match v {
-                    Node::Sequence(s) => s.iter().collect(),
-                    other => vec![other],
-                };
+                let items = one_or_many(v);
                 for item in items {
                     if let Some(s) = cx.scalar(item, "a pattern in `absent`") {
                         let ispan = s.span.clone();
@@ -725,10 +719,7 @@ fn read_expect(cx: &mut Cx, n: &Node, kind: &str, key: &str) -> Vec<Assertion> {
                 }
             }
             "present" => {
-                let items: Vec<&Node> = match v {
-                    Node::Sequence(s) => s.iter().collect(),
-                    other => vec![other],
-                };
+                let items = one_or_many(v);
                 for item in items {
                     let ispan = cx.span(item);
                     if let Some(entry) = read_log_entry(cx, item) {

@@ -13,7 +13,7 @@ use crate::check::regex_error;
 use crate::diagnostic::did_you_mean;
 use crate::glob::expand_files;
 use crate::model::{Plan, StepKind};
-use crate::yaml::Cx;
+use crate::yaml::{Cx, one_or_many};
 
 /// Keys of a gate step beyond the common step keys.
 const GATE_KEYS: &[&str] = &["gate", "allow_override"];
@@ -380,10 +380,7 @@ fn read_secrets(
         }
     }
     if let Some(n) = m.get_node("forbid_values") {
-        let items: Vec<&Node> = match n {
-            Node::Sequence(s) => s.iter().collect(),
-            other => vec![other],
-        };
+        let items = one_or_many(n);
         for item in items {
             if let Some(shape) = value_shape(cx, item) {
                 g.forbid_values.push(shape);
@@ -391,10 +388,7 @@ fn read_secrets(
         }
     }
     if let Some(n) = m.get_node("from") {
-        let items: Vec<&Node> = match n {
-            Node::Sequence(s) => s.iter().collect(),
-            other => vec![other],
-        };
+        let items = one_or_many(n);
         for item in items {
             if let Some(src) = secret_source(cx, item) {
                 g.from.push(src);
@@ -731,10 +725,7 @@ fn read_config(
         });
     }
     if let Some(n) = m.get_node("forbid_patterns") {
-        let items: Vec<&Node> = match n {
-            Node::Sequence(s) => s.iter().collect(),
-            other => vec![other],
-        };
+        let items = one_or_many(n);
         for item in items {
             match item {
                 Node::Mapping(pm) => {
@@ -914,10 +905,7 @@ fn read_window(
     };
     let mut allow = Vec::new();
     if let Some(n) = m.get_node("allow") {
-        let items: Vec<&Node> = match n {
-            Node::Sequence(s) => s.iter().collect(),
-            other => vec![other],
-        };
+        let items = one_or_many(n);
         for item in items {
             let span = cx.span(item);
             let Some(am) = cx.mapping(item, "an item of `allow`") else {
@@ -965,10 +953,7 @@ fn read_window(
     }
     let mut freeze = Vec::new();
     if let Some(n) = m.get_node("freeze") {
-        let items: Vec<&Node> = match n {
-            Node::Sequence(s) => s.iter().collect(),
-            other => vec![other],
-        };
+        let items = one_or_many(n);
         for item in items {
             let span = cx.span(item);
             let fwhat = "a freeze";
