@@ -787,12 +787,14 @@ fn read_step(cx: &mut Cx, stage: &str, index: usize, n: &Node) -> Option<Step> {
             "rollback",
         ] {
             if let Some((k, _)) = m.iter().find(|(k, _)| k.as_str() == key) {
-                let help = match key {
+                let why = match key {
                     "timeout" => "the service's `health.timeout` bounds how long a deploy waits",
                     "rollback" => "a deploy step rolls back to the previous release by itself",
                     "env" => "set the service's environment under `services.NAME.env`",
+                    "cwd" => "a service's commands run in its release directory",
                     _ => "a deploy step runs once; a failed health check rolls back",
                 };
+                let help = format!("remove `{key}`: {why}");
                 cx.error_help(
                     format!("`{key}` does not apply to a deploy step ({what})"),
                     cx.key_span(k),
@@ -1403,6 +1405,25 @@ mod tests {
         assert_eq!(gate, expected);
         assert_eq!(top, expected);
         assert!(is_env_name("_X") && !is_env_name("") && !is_env_name("9"));
+    }
+
+    #[test]
+    fn keys_that_do_not_apply_to_a_deploy_step_say_remove() {
+        let text = "project: demo\nenvironments: { staging: {} }\nservices: { web: { start: ./web } }\nstages: { s: [ { deploy: web, retries: 2, cwd: x } ] }\n";
+        let found: Vec<(String, Option<String>)> = load_str(Path::new("stagegate.yml"), text)
+            .unwrap_err()
+            .errors()
+            .map(|d| (d.message.clone(), d.help.clone()))
+            .collect();
+        for key in ["retries", "cwd"] {
+            assert!(
+                found.iter().any(|(m, h)| m
+                    .starts_with(&format!("`{key}` does not apply to a deploy step"))
+                    && h.as_deref()
+                        .is_some_and(|h| h.starts_with(&format!("remove `{key}`: ")))),
+                "{found:?}"
+            );
+        }
     }
 
     #[test]
