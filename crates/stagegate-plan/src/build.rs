@@ -932,13 +932,13 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
         .cloned()
         .chain(plan.steps().map(|(_, s)| s.id.clone()))
         .collect();
-    let mut written_order: HashMap<&str, usize> = HashMap::new();
-    for (i, id) in cx.step_ids.iter().enumerate() {
-        written_order.entry(id.as_str()).or_insert(i);
-    }
-    let written_order: HashMap<String, usize> = written_order
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
+    // Where each id is first written (the last insert of an id wins, so go backwards).
+    let written_order: HashMap<String, usize> = cx
+        .step_ids
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, id)| (id.clone(), i))
         .collect();
     let declared_before = |target: &str, current: &str| -> bool {
         let t = written_order.get(target);

@@ -100,7 +100,6 @@ pub(crate) fn read(
         );
     }
     if let Some(n) = m.get_node("until")
-        && retry.is_none()
         && m.get_node("retries").is_none()
         && m.get_node("retry").is_none()
     {

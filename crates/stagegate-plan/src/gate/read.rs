@@ -106,9 +106,7 @@ pub(crate) fn read(
     let allowed: Vec<&str> = common.iter().chain(GATE_KEYS).chain(own).copied().collect();
     cx.keys(m, &gwhat, &allowed);
     // A misspelt key is reported once: not also as "nothing to check".
-    let typo = m
-        .iter()
-        .any(|(k, _)| !allowed.contains(&k.as_str()) && k.as_str() != "rollback");
+    let typo = m.iter().any(|(k, _)| !allowed.contains(&k.as_str()));
     if let Some((k, _)) = m.iter().find(|(k, _)| k.as_str() == "rollback") {
         cx.error_help(
             format!("{gwhat} has a `rollback`"),
