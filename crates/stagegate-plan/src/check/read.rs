@@ -546,9 +546,9 @@ fn read_retry(cx: &mut Cx, n: &Node, what: &str) -> Option<RetrySpec> {
     let rwhat = format!("`retry` in {what}");
     // `retry: 5` is five attempts a second apart.
     if let Node::Scalar(s) = n {
-        return match s.as_str().trim().parse::<u32>() {
+        return match s.as_str().trim().parse::<u64>() {
             Ok(a) if a >= 1 => Some(RetrySpec {
-                attempts: a,
+                attempts: max_attempts(cx, a, &rwhat, cx.span(n)),
                 interval: Duration::from_secs(1),
             }),
             _ => {
@@ -574,13 +574,33 @@ fn read_retry(cx: &mut Cx, n: &Node, what: &str) -> Option<RetrySpec> {
     if attempts == Some(0) {
         cx.error("`attempts` must be at least 1", cx.span(n));
     }
+    let attempts = attempts?;
+    let span = cx.span(m.get_node("attempts").unwrap_or(n));
     Some(RetrySpec {
-        attempts: attempts?.clamp(1, 100_000) as u32,
+        attempts: max_attempts(cx, attempts, &rwhat, span),
         interval: cx
             .duration(m, "interval", &rwhat)
             .map(|d| d.value)
             .unwrap_or(Duration::from_secs(1)),
     })
+}
+
+/// The most attempts a `retry` may make.
+const MAX_ATTEMPTS: u64 = 100_000;
+/// The most requests a `repeat` may send, and the most it may have in flight at once.
+const MAX_REPEAT: u64 = 10_000_000;
+const MAX_CONCURRENCY: u64 = 4096;
+
+/// `attempts`, at least 1; more than [`MAX_ATTEMPTS`] is an error.
+fn max_attempts(cx: &mut Cx, attempts: u64, rwhat: &str, span: Span) -> u32 {
+    if attempts > MAX_ATTEMPTS {
+        cx.error_help(
+            format!("`attempts` in {rwhat} is {attempts}; at most {MAX_ATTEMPTS}"),
+            span,
+            "poll less often: a longer `interval` needs fewer attempts",
+        );
+    }
+    attempts.clamp(1, MAX_ATTEMPTS) as u32
 }
 
 fn read_repeat(cx: &mut Cx, m: &MarkedMappingNode, what: &str) -> Option<RepeatSpec> {
@@ -608,9 +628,23 @@ fn read_repeat(cx: &mut Cx, m: &MarkedMappingNode, what: &str) -> Option<RepeatS
             cx.span(m.get_node("concurrency")?),
         );
     }
+    if count > MAX_REPEAT {
+        cx.error_help(
+            format!("`repeat` in {what} is {count}; at most {MAX_REPEAT}"),
+            cx.span(m.get_node("repeat")?),
+            "for a longer run, use a `load` step (see docs/load.md)",
+        );
+    }
+    if let Some(c) = concurrency.filter(|c| *c > MAX_CONCURRENCY) {
+        cx.error_help(
+            format!("`concurrency` in {what} is {c}; at most {MAX_CONCURRENCY}"),
+            cx.span(m.get_node("concurrency")?),
+            "for more requests in flight, use a `load` step (see docs/load.md)",
+        );
+    }
     Some(RepeatSpec {
-        count: count.clamp(1, 10_000_000) as u32,
-        concurrency: concurrency.unwrap_or(1).clamp(1, 4096) as u32,
+        count: count.clamp(1, MAX_REPEAT) as u32,
+        concurrency: concurrency.unwrap_or(1).clamp(1, MAX_CONCURRENCY) as u32,
     })
 }
 
@@ -833,7 +867,11 @@ fn read_matcher(cx: &mut Cx, n: &Node, subject: &Subject, what: &str) -> Vec<Mat
                     "one_of" => match read_matcher(cx, v, subject, &sub_what).pop() {
                         Some(m @ Matcher::OneOf(_)) => Some(m),
                         _ => {
-                            cx.error(format!("{sub_what} must be a list"), cx.span(v));
+                            cx.error_help(
+                                format!("{sub_what} must be a list"),
+                                cx.span(v),
+                                "write the values it may take, e.g. `one_of: [200, 204]`",
+                            );
                             None
                         }
                     },
@@ -1206,6 +1244,58 @@ mod tests {
         let (offset, msg) = regex_error(&e);
         assert_eq!(offset, Some(2), "{e}");
         assert!(msg.contains("unclosed group"), "{msg}");
+    }
+
+    #[test]
+    fn limits_are_errors_that_name_them() {
+        let text = r#"project: demo
+environments: { staging: {} }
+stages:
+  s:
+    - http: "http://127.0.0.1:1/"
+      retry: { attempts: 100001, interval: 1s }
+    - http: "http://127.0.0.1:1/"
+      retry: 200000
+    - http: "http://127.0.0.1:1/"
+      repeat: 10000001
+      concurrency: 5000
+    - http: "http://127.0.0.1:1/"
+      expect: { status: { one_of: 200 } }
+"#;
+        let errors = crate::load_str(std::path::Path::new("stagegate.yml"), text).unwrap_err();
+        let found: Vec<(&str, bool)> = errors
+            .errors()
+            .map(|d| (d.message.as_str(), d.help.is_some()))
+            .collect();
+        for (message, at) in [
+            (
+                "`attempts` in `retry` in step 1 of stage `s` is 100001; at most 100000",
+                6,
+            ),
+            (
+                "`attempts` in `retry` in step 2 of stage `s` is 200000; at most 100000",
+                8,
+            ),
+            (
+                "`repeat` in step 3 of stage `s` is 10000001; at most 10000000",
+                10,
+            ),
+            (
+                "`concurrency` in step 3 of stage `s` is 5000; at most 4096",
+                11,
+            ),
+            (
+                "`one_of` in `status` in `expect` of a http check must be a list",
+                13,
+            ),
+        ] {
+            let d = errors
+                .errors()
+                .find(|d| d.message == message)
+                .unwrap_or_else(|| panic!("{message} not in {found:?}"));
+            assert!(d.help.is_some(), "{message}");
+            assert_eq!(d.span.as_ref().map(|s| s.pos.line), Some(at), "{message}");
+        }
     }
 
     #[test]

@@ -497,9 +497,10 @@ fn value_shape(cx: &mut Cx, n: &Node) -> Option<ValueShape> {
             }
         }
         Node::Sequence(_) => {
-            cx.error(
+            cx.error_help(
                 "an item of `forbid_values` must be a shape name or a mapping",
                 span,
+                "write a shape name such as `stripe_live_key`, `{ prefix: sk_live_ }` or `{ pattern: REGEX, name: WHAT }`",
             );
             None
         }
@@ -842,7 +843,11 @@ fn read_checklist(
             },
         };
         if text.trim().is_empty() {
-            cx.error("a checklist item is empty", span);
+            cx.error_help(
+                "a checklist item is empty",
+                span,
+                "write what must be done, e.g. `- Database backup completed`, or remove the item",
+            );
             continue;
         }
         let id = id.unwrap_or_else(|| match slug(&text) {
@@ -1198,6 +1203,19 @@ mod tests {
         );
         // Column 33 is the quote; `(` is the third character of the value.
         assert_eq!(e.location().as_deref(), Some("stagegate.yml:7:36"));
+    }
+
+    #[test]
+    fn an_empty_checklist_item_and_a_listed_value_shape_come_with_help() {
+        let text = "project: demo\nenvironments: { staging: {} }\nstages:\n  s:\n    - gate: checklist\n      items: [\"  \", Backup done]\n    - gate: secrets\n      forbid_values: [[x]]\n";
+        let errors = crate::load_str(std::path::Path::new("stagegate.yml"), text).unwrap_err();
+        for message in [
+            "a checklist item is empty",
+            "an item of `forbid_values` must be a shape name or a mapping",
+        ] {
+            let d = errors.errors().find(|d| d.message == message);
+            assert!(d.is_some_and(|d| d.help.is_some()), "{message}: {errors}");
+        }
     }
 
     #[test]
