@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::diagnostic::{Diagnostic, Diagnostics, Pos, Source, Span, did_you_mean};
 use crate::model::*;
 use crate::template::{Ref, Template, parse_expr};
-use crate::yaml::{Cx, Spanned};
+use crate::yaml::{Cx, Spanned, one_or_many};
 
 const TOP_KEYS: &[&str] = &[
     "project",
@@ -100,11 +100,14 @@ pub fn load_str(path: &Path, text: &str) -> Result<(Plan, Diagnostics), Diagnost
     // Commands run in release directories: every path the engine derives must be absolute.
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
-    let mut cx = Cx::new(source.clone());
+    let mut cx = Cx::new(source.clone(), dir);
     let root = match marked_yaml::parse_yaml_with_options(
         0,
         text,
-        LoaderOptions::default().error_on_duplicate_keys(true),
+        // Only plain scalars coerce: a quoted `"1"` in a JSON body stays a string.
+        LoaderOptions::default()
+            .error_on_duplicate_keys(true)
+            .prevent_coercion(true),
     ) {
         Ok(root) => root,
         Err(e) => {
@@ -112,7 +115,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<(Plan, Diagnostics), Diagnost
             return Err(cx.diags);
         }
     };
-    let plan = read_plan(&mut cx, &root, source, dir, hash);
+    let plan = read_plan(&mut cx, &root, source, hash);
     // Freeing a large tree takes a noticeable while; nothing waits for it.
     std::thread::spawn(move || drop(root));
     cx.diags.sort();
@@ -195,7 +198,7 @@ pub(crate) fn template(cx: &mut Cx, s: Spanned<String>) -> Option<Spanned<Templa
 }
 
 /// A quoted scalar's node starts at the quote; offsets into the value start one later.
-fn quote_shift(source: &Source, span: &Span) -> usize {
+pub(crate) fn quote_shift(source: &Source, span: &Span) -> usize {
     let line = source.line(span.pos.line).unwrap_or("");
     match line.chars().nth(span.pos.col.saturating_sub(1)) {
         Some('"') | Some('\'') => 1,
@@ -225,13 +228,7 @@ pub(crate) fn template_map(
         .collect()
 }
 
-fn read_plan(
-    cx: &mut Cx,
-    root: &Node,
-    source: Arc<Source>,
-    dir: std::path::PathBuf,
-    hash: String,
-) -> Option<Plan> {
+fn read_plan(cx: &mut Cx, root: &Node, source: Arc<Source>, hash: String) -> Option<Plan> {
     let top = cx.mapping(root, "the plan")?;
     cx.keys(top, "the plan", TOP_KEYS);
     let whole = cx.span(root);
@@ -330,7 +327,7 @@ fn read_plan(
 
     let mut plan = Plan {
         source,
-        dir,
+        dir: cx.dir.clone(),
         hash,
         project,
         release,
@@ -385,22 +382,30 @@ fn read_secrets(cx: &mut Cx, n: &Node, what: &str) -> SecretSpec {
         }
     }
     for s in spec.require.iter().chain(&spec.optional) {
-        let env_name = !s.value.is_empty()
-            && s.value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !env_name {
+        if !is_env_name(&s.value) {
             cx.error_help(
                 format!("`{}` is not a valid secret name", s.value),
                 s.span.clone(),
-                "use letters, digits and underscores, e.g. `ADMIN_TOKEN`",
+                ENV_NAME_HELP,
             );
         }
     }
     spec
 }
 
-fn is_name(s: &str) -> bool {
+/// The name of an environment variable, as secrets have: letters, digits and `_`, not
+/// starting with a digit.
+pub(crate) fn is_env_name(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| !c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The help for a name that [`is_env_name`] rejects.
+pub(crate) const ENV_NAME_HELP: &str =
+    "use letters, digits and underscores, not starting with a digit, e.g. `ADMIN_TOKEN`";
+
+/// A name of an environment, a service, a step or an output: letters, digits, `-` and `_`.
+pub(crate) fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
@@ -589,10 +594,7 @@ fn read_health(cx: &mut Cx, n: &Node, service: &str) -> Option<HealthCheck> {
     {
         cx.keys(em, "`expect`", EXPECT_KEYS);
         if let Some(sn) = em.get_node("status") {
-            let items: Vec<&Node> = match sn {
-                Node::Sequence(s) => s.iter().collect(),
-                other => vec![other],
-            };
+            let items = one_or_many(sn);
             status.clear();
             for item in items {
                 match item
@@ -785,12 +787,14 @@ fn read_step(cx: &mut Cx, stage: &str, index: usize, n: &Node) -> Option<Step> {
             "rollback",
         ] {
             if let Some((k, _)) = m.iter().find(|(k, _)| k.as_str() == key) {
-                let help = match key {
+                let why = match key {
                     "timeout" => "the service's `health.timeout` bounds how long a deploy waits",
                     "rollback" => "a deploy step rolls back to the previous release by itself",
                     "env" => "set the service's environment under `services.NAME.env`",
+                    "cwd" => "a service's commands run in its release directory",
                     _ => "a deploy step runs once; a failed health check rolls back",
                 };
+                let help = format!("remove `{key}`: {why}");
                 cx.error_help(
                     format!("`{key}` does not apply to a deploy step ({what})"),
                     cx.key_span(k),
@@ -803,12 +807,7 @@ fn read_step(cx: &mut Cx, stage: &str, index: usize, n: &Node) -> Option<Step> {
     let name = cx
         .string(m, "name", &what)
         .map(|s| s.value)
-        .unwrap_or_else(|| match &kind {
-            StepKind::Run { command } => first_line(&command.span.source.text, command),
-            StepKind::Deploy { service } => format!("deploy {}", service.value),
-            #[allow(unreachable_patterns)]
-            other => other.default_name(),
-        });
+        .unwrap_or_else(|| kind.default_name());
     Some(Step {
         id: id
             .as_ref()
@@ -832,22 +831,33 @@ fn read_step(cx: &mut Cx, stage: &str, index: usize, n: &Node) -> Option<Step> {
     })
 }
 
-/// A default step name: the command's first line, as written.
-fn first_line(_text: &str, command: &Spanned<Template>) -> String {
-    let mut s = String::new();
-    for p in &command.value.parts {
-        match p {
-            crate::template::Part::Lit(l) => s.push_str(l),
-            crate::template::Part::Expr(_) => s.push_str("${{…}}"),
-        }
-    }
-    let line = s
+/// A template as written, with `${{…}}` for its expressions.
+pub(crate) fn sketch(t: &Template) -> String {
+    t.parts
+        .iter()
+        .map(|p| match p {
+            crate::template::Part::Lit(l) => l.as_str(),
+            crate::template::Part::Expr(_) => "${{…}}",
+        })
+        .collect()
+}
+
+/// A template's first non-blank line, as written (see [`sketch`]), cut to `max` characters:
+/// default step names.
+pub(crate) fn first_line(t: &Template, max: usize) -> String {
+    first_text_line(&sketch(t), max)
+}
+
+/// The first non-blank line of `text`, trimmed and cut to `max` characters; `…` marks a cut
+/// or more lines after it.
+pub(crate) fn first_text_line(text: &str, max: usize) -> String {
+    let line = text
         .lines()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("")
         .trim();
-    let mut out: String = line.chars().take(60).collect();
-    if line.chars().count() > 60 || s.trim().lines().count() > 1 {
+    let mut out: String = line.chars().take(max).collect();
+    if line.chars().count() > max || text.trim().lines().count() > 1 {
         out.push('…');
     }
     out
@@ -922,13 +932,13 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
         .cloned()
         .chain(plan.steps().map(|(_, s)| s.id.clone()))
         .collect();
-    let mut written_order: HashMap<&str, usize> = HashMap::new();
-    for (i, id) in cx.step_ids.iter().enumerate() {
-        written_order.entry(id.as_str()).or_insert(i);
-    }
-    let written_order: HashMap<String, usize> = written_order
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
+    // Where each id is first written (the last insert of an id wins, so go backwards).
+    let written_order: HashMap<String, usize> = cx
+        .step_ids
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, id)| (id.clone(), i))
         .collect();
     let declared_before = |target: &str, current: &str| -> bool {
         let t = written_order.get(target);
@@ -1037,12 +1047,22 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
                 refs_to_check.push((r, RefAt::At(&w.span), Some(index)));
             }
         }
-        // A reference to a step's outputs must point to an earlier step.
-        // This step's references were pushed last, from `first_ref` on.
+        // A reference to a step's outputs must point to an earlier step, and `vu.*` is
+        // known only in a load step. This step's references were pushed last, from
+        // `first_ref` on.
+        let load_step = matches!(step.kind, StepKind::Load(_));
         let mut own = Vec::new();
         for (r, at, from) in &refs_to_check[first_ref..] {
-            if let Ref::StepOutput { step: target, .. } = r {
-                own.push((target.clone(), at.span(), *from));
+            match r {
+                Ref::StepOutput { step: target, .. } => {
+                    own.push((target.clone(), at.span(), *from))
+                }
+                Ref::Vu(name) if !load_step => cx.error_help(
+                    format!("`vu.{name}` is only known in the requests of a load step"),
+                    at.span(),
+                    "a virtual user's variables exist while a load test runs; use `vars`, `secrets` or a step output here",
+                ),
+                _ => {}
             }
         }
         for (target, span, _) in own {
@@ -1334,4 +1354,106 @@ fn topo_order(services: Vec<Service>) -> Vec<Service> {
     drop(index);
     let mut slots: Vec<Option<Service>> = services.into_iter().map(Some).collect();
     order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(stages: &str) -> Vec<Diagnostic> {
+        let text = format!("project: demo\nenvironments: {{ staging: {{}} }}\nstages:\n{stages}");
+        match load_str(Path::new("stagegate.yml"), &text) {
+            Ok(_) => Vec::new(),
+            Err(d) => d.errors().cloned().collect(),
+        }
+    }
+
+    #[test]
+    fn default_names_are_a_first_line_cut_short() {
+        let long = "x".repeat(80);
+        let text = format!(
+            "project: demo\nenvironments: {{ staging: {{}} }}\nstages:\n  s:\n    - run: |\n        echo ${{{{ env.A }}}}\n        echo two\n    - run: {long}\n    - gate: command\n      command: {long}\n"
+        );
+        let (plan, _) = load_str(Path::new("stagegate.yml"), &text).unwrap();
+        let names: Vec<&str> = plan.steps().map(|(_, s)| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "echo ${{…}}…".to_string(),
+                format!("{}…", "x".repeat(60)),
+                format!("command gate: {}…", "x".repeat(50)),
+            ]
+        );
+    }
+
+    #[test]
+    fn secret_names_follow_one_rule_in_secrets_and_in_a_secrets_gate() {
+        let found =
+            errors("  s:\n    - gate: secrets\n      require: [GOOD_1, bad-name, 1ST, a.b]\n");
+        let gate: Vec<&str> = found.iter().map(|d| d.message.as_str()).collect();
+        let text = "project: demo\nsecrets: [GOOD_1, bad-name, 1ST, a.b]\nenvironments: { staging: {} }\nstages: { s: [ { run: echo } ] }\n";
+        let top: Vec<String> = load_str(Path::new("stagegate.yml"), text)
+            .unwrap_err()
+            .errors()
+            .map(|d| d.message.clone())
+            .collect();
+        let expected = [
+            "`bad-name` is not a valid secret name",
+            "`1ST` is not a valid secret name",
+            "`a.b` is not a valid secret name",
+        ];
+        assert_eq!(gate, expected);
+        assert_eq!(top, expected);
+        assert!(is_env_name("_X") && !is_env_name("") && !is_env_name("9"));
+    }
+
+    #[test]
+    fn keys_that_do_not_apply_to_a_deploy_step_say_remove() {
+        let text = "project: demo\nenvironments: { staging: {} }\nservices: { web: { start: ./web } }\nstages: { s: [ { deploy: web, retries: 2, cwd: x } ] }\n";
+        let found: Vec<(String, Option<String>)> = load_str(Path::new("stagegate.yml"), text)
+            .unwrap_err()
+            .errors()
+            .map(|d| (d.message.clone(), d.help.clone()))
+            .collect();
+        for key in ["retries", "cwd"] {
+            assert!(
+                found.iter().any(|(m, h)| m
+                    .starts_with(&format!("`{key}` does not apply to a deploy step"))
+                    && h.as_deref()
+                        .is_some_and(|h| h.starts_with(&format!("remove `{key}`: ")))),
+                "{found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn vu_is_known_only_in_a_load_step() {
+        let found =
+            errors("  s:\n    - run: echo ${{ vu.id }}\n      env: { A: \"${{ vu.name }}\" }\n");
+        let vu: Vec<&Diagnostic> = found
+            .iter()
+            .filter(|d| {
+                d.message
+                    .contains("is only known in the requests of a load step")
+            })
+            .collect();
+        let at: Vec<(String, Option<String>)> = vu
+            .iter()
+            .map(|d| (d.message.clone(), d.location()))
+            .collect();
+        assert!(
+            at.contains(&(
+                "`vu.id` is only known in the requests of a load step".into(),
+                Some("stagegate.yml:5:21".into())
+            )),
+            "{at:?}"
+        );
+        assert!(
+            at.iter()
+                .any(|(m, _)| m == "`vu.name` is only known in the requests of a load step"),
+            "{at:?}"
+        );
+        assert!(vu.iter().all(|d| d.help.as_deref()
+            == Some("a virtual user's variables exist while a load test runs; use `vars`, `secrets` or a step output here")));
+    }
 }

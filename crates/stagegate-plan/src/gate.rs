@@ -15,6 +15,7 @@ use jiff::civil::{DateTime, Time, Weekday};
 use jiff::tz::TimeZone;
 use serde_json_path::JsonPath;
 
+use crate::build::{first_line, sketch};
 use crate::diagnostic::Span;
 use crate::glob::Glob;
 use crate::template::Template;
@@ -380,15 +381,7 @@ impl GateSpec {
                 }
                 parts.join(", ")
             }
-            GateKind::Command(c) => {
-                let text = sketch(&c.run.value);
-                let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-                let mut s: String = line.trim().chars().take(50).collect();
-                if line.trim().chars().count() > 50 || text.trim().lines().count() > 1 {
-                    s.push('…');
-                }
-                s
-            }
+            GateKind::Command(c) => first_line(&c.run.value, 50),
             GateKind::Secrets(_) => String::new(),
             GateKind::Env(e) => e
                 .expect
@@ -587,15 +580,4 @@ fn join_globs(g: &[Spanned<Glob>]) -> String {
         .map(|x| x.value.as_str())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A template as written, with `${{…}}` for its expressions.
-fn sketch(t: &Template) -> String {
-    t.parts
-        .iter()
-        .map(|p| match p {
-            crate::template::Part::Lit(l) => l.as_str(),
-            crate::template::Part::Expr(_) => "${{…}}",
-        })
-        .collect()
 }

@@ -236,10 +236,12 @@ impl StepKind {
     /// A readable default name when the step has no `name`.
     pub fn default_name(&self) -> String {
         match self {
+            // A command's first line, as written.
+            StepKind::Run { command } => crate::build::first_line(&command.value, 60),
+            StepKind::Deploy { service } => format!("deploy {}", service.value),
             StepKind::Gate(g) => g.default_name(),
             StepKind::Check(c) => c.default_name(),
             StepKind::Load(l) => l.default_name(),
-            other => other.name().to_string(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! for a type, so "10MiB" or "30s" never surprise anyone by turning into something else.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ impl<T> std::ops::Deref for Spanned<T> {
 /// The reading context: the source and the diagnostics found so far.
 pub(crate) struct Cx {
     pub source: Arc<Source>,
+    /// The plan's directory, canonical when it can be: where relative paths start.
+    pub dir: PathBuf,
     pub diags: Diagnostics,
     /// Every step id written in the plan, in order, even of steps that failed to read, so
     /// one broken step does not make every reference to it an error too.
@@ -44,9 +47,10 @@ fn describe(n: &Node) -> &'static str {
 }
 
 impl Cx {
-    pub fn new(source: Arc<Source>) -> Self {
+    pub fn new(source: Arc<Source>, dir: PathBuf) -> Self {
         Self {
             source,
+            dir,
             diags: Diagnostics::default(),
             step_ids: Vec::new(),
         }
@@ -148,7 +152,7 @@ impl Cx {
 
     pub fn bool(&mut self, m: &MarkedMappingNode, key: &str, what: &str) -> Option<bool> {
         let n = m.get_node(key)?;
-        match n.as_scalar().and_then(|s| s.as_bool()) {
+        match n.as_scalar().and_then(scalar_bool) {
             Some(b) => Some(b),
             None => {
                 let span = self.span(n);
@@ -256,6 +260,25 @@ impl Cx {
             }
         }
         out
+    }
+}
+
+/// The items of a list, or the one value written where a list may stand.
+pub(crate) fn one_or_many(n: &Node) -> Vec<&Node> {
+    match n {
+        Node::Sequence(s) => s.iter().collect(),
+        other => vec![other],
+    }
+}
+
+/// `true` or `false` (or `True`, `FALSE`, ...), quoted or not. The loader keeps quoted
+/// scalars from coercing (so a quoted JSON value stays a string), and a flag reads the same
+/// either way.
+pub(crate) fn scalar_bool(s: &MarkedScalarNode) -> Option<bool> {
+    match s.as_str() {
+        "true" | "True" | "TRUE" => Some(true),
+        "false" | "False" | "FALSE" => Some(false),
+        _ => None,
     }
 }
 

@@ -251,7 +251,6 @@ impl Store {
         self.backend.steps(deployment_id).await
     }
 
-    /// All events of a deployment, ordered by `seq`.
     /// The newest passing run of step `step_id` (of `kind`) in a project's environment: the
     /// baseline of `vs last_pass` load thresholds.
     pub async fn last_passed_step(
@@ -266,6 +265,7 @@ impl Store {
             .await
     }
 
+    /// All events of a deployment, ordered by `seq`.
     pub async fn events(&self, deployment_id: i64) -> Result<Vec<EventRecord>, StoreError> {
         self.backend.events(deployment_id).await
     }

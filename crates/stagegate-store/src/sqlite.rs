@@ -27,15 +27,24 @@ use crate::{
 /// one file `migrations/sqlite/<version>_<description>.sql`; a unit test
 /// checks the list and the folder agree. Checksums are computed the same way
 /// as `sqlx::migrate!` does, so switching to the macro later is transparent.
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../migrations/sqlite/0001_initial.sql"),
-)];
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "step runs by step",
+        include_str!("../migrations/sqlite/0002_step_runs_by_step.sql"),
+    ),
+];
 
-static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrator(MIGRATIONS));
+
+fn migrator(migrations: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator::with_migrations(
-        MIGRATIONS
+        migrations
             .iter()
             .map(|&(version, description, sql)| {
                 Migration::new(
@@ -48,7 +57,7 @@ static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
             })
             .collect(),
     )
-});
+}
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: u32 = 4;
@@ -70,6 +79,28 @@ macro_rules! select_deployments {
         )
     };
 }
+
+/// `SELECT <all step_runs columns> FROM step_runs s` followed by `$tail`, as one
+/// `&'static str`.
+macro_rules! select_steps {
+    ($tail:literal) => {
+        concat!(
+            "SELECT s.deployment_id, s.seq, s.phase, s.stage, s.step_id, s.name, s.kind, \
+             s.status, s.started_at, s.finished_at, s.duration_ms, s.exit_code, s.attempts, \
+             s.output_tail, s.error, s.outputs, s.details \
+             FROM step_runs s ",
+            $tail
+        )
+    };
+}
+
+/// The newest passing run of a step in a project's environment (see `last_passed_step`).
+const LAST_PASSED_STEP: &str = select_steps!(
+    "JOIN deployments d ON d.id = s.deployment_id \
+     WHERE d.project = ?1 AND d.environment = ?2 AND s.step_id = ?3 AND s.kind = ?4 \
+     AND s.phase = 'run' AND s.status = 'passed' \
+     ORDER BY s.started_at DESC, s.deployment_id DESC LIMIT 1"
+);
 
 impl SqliteStore {
     pub(crate) async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -270,15 +301,12 @@ impl SqliteStore {
     }
 
     pub(crate) async fn steps(&self, deployment_id: i64) -> Result<Vec<StepRun>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT deployment_id, seq, phase, stage, step_id, name, kind, status, started_at, \
-             finished_at, duration_ms, exit_code, attempts, output_tail, error, outputs, details \
-             FROM step_runs WHERE deployment_id = ? ORDER BY seq",
-        )
-        .bind(deployment_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::query("reading steps"))?;
+        const SQL: &str = select_steps!("WHERE s.deployment_id = ? ORDER BY s.seq");
+        let rows = sqlx::query(SQL)
+            .bind(deployment_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("reading steps"))?;
         rows.iter().map(step_from_row).collect()
     }
 
@@ -289,22 +317,14 @@ impl SqliteStore {
         step_id: &str,
         kind: &str,
     ) -> Result<Option<StepRun>, StoreError> {
-        let row = sqlx::query(
-            "SELECT s.deployment_id, s.seq, s.phase, s.stage, s.step_id, s.name, s.kind, s.status, \
-             s.started_at, s.finished_at, s.duration_ms, s.exit_code, s.attempts, s.output_tail, \
-             s.error, s.outputs, s.details \
-             FROM step_runs s JOIN deployments d ON d.id = s.deployment_id \
-             WHERE d.project = ?1 AND d.environment = ?2 AND s.step_id = ?3 AND s.kind = ?4 \
-             AND s.phase = 'run' AND s.status = 'passed' \
-             ORDER BY s.started_at DESC, s.deployment_id DESC LIMIT 1",
-        )
-        .bind(project)
-        .bind(environment)
-        .bind(step_id)
-        .bind(kind)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::query("reading the last passing run of a step"))?;
+        let row = sqlx::query(LAST_PASSED_STEP)
+            .bind(project)
+            .bind(environment)
+            .bind(step_id)
+            .bind(kind)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::query("reading the last passing run of a step"))?;
         row.as_ref().map(step_from_row).transpose()
     }
 
@@ -615,7 +635,81 @@ fn lock_from_row(row: &SqliteRow) -> Result<LockInfo, StoreError> {
 mod tests {
     use std::path::Path;
 
-    use super::MIGRATIONS;
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use sqlx::{AssertSqlSafe, Row};
+
+    use super::{LAST_PASSED_STEP, MIGRATIONS, SqliteStore, migrator};
+
+    /// A store written by a stagegate that knew only the first migration is brought up to
+    /// date when it is opened again, its rows kept, and the last-passing-step query uses
+    /// the index the second migration adds.
+    #[tokio::test]
+    async fn an_old_store_is_migrated_when_reopened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        {
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .expect("create an old store");
+            migrator(&MIGRATIONS[..1])
+                .run(&pool)
+                .await
+                .expect("first migration");
+            sqlx::query(
+                "INSERT INTO deployments (project, environment, kind, release_version, \
+                 release_sha, plan_hash, actor, pid, host, started_at) \
+                 VALUES ('shop', 'staging', 'deploy', '1.0', 'abc', 'h', 'alice', 1, 'box', 1)",
+            )
+            .execute(&pool)
+            .await
+            .expect("an old row");
+            pool.close().await;
+        }
+
+        let store = SqliteStore::open(&path).await.expect("reopen");
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&store.pool)
+                .await
+                .expect("applied migrations");
+        assert_eq!(versions, MIGRATIONS.iter().map(|m| m.0).collect::<Vec<_>>());
+        let index: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'step_runs_by_step'",
+        )
+        .fetch_optional(&store.pool)
+        .await
+        .expect("index lookup");
+        assert_eq!(index.as_deref(), Some("step_runs_by_step"));
+        assert_eq!(
+            store.deployments(None, 10).await.expect("old rows")[0].release_version,
+            "1.0"
+        );
+
+        let plan = sqlx::query(AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {LAST_PASSED_STEP}"
+        )))
+        .bind("shop")
+        .bind("staging")
+        .bind("load")
+        .bind("load")
+        .fetch_all(&store.pool)
+        .await
+        .expect("query plan");
+        let details: Vec<String> = plan
+            .iter()
+            .map(|r| r.try_get::<String, _>("detail").expect("detail"))
+            .collect();
+        assert!(
+            details.iter().any(|d| d.contains("step_runs_by_step")),
+            "{details:?}"
+        );
+        store.close().await;
+    }
 
     /// Every file in `migrations/sqlite/` must be listed in `MIGRATIONS`
     /// (and vice versa) with matching version, description and contents.

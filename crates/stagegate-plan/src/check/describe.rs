@@ -2,6 +2,7 @@
 //! name, and the lines `stagegate plan` shows.
 
 use super::*;
+use crate::build::first_text_line;
 use crate::template::{Part, Template};
 use crate::yaml::Spanned;
 
@@ -111,18 +112,7 @@ impl CheckSpec {
 
     /// A readable name for a step without `name`: `GET ${{…}}/health`, `tcp HOST:PORT`, ...
     pub fn default_name(&self) -> String {
-        let short = |s: String| -> String {
-            let line = s
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .trim();
-            let mut out: String = line.chars().take(70).collect();
-            if line.chars().count() > 70 || s.trim().lines().count() > 1 {
-                out.push('…');
-            }
-            out
-        };
+        let short = |s: String| first_text_line(&s, 70);
         match &self.target {
             CheckTarget::Http(h) => short(format!("{} {}", h.method, h.url_text)),
             CheckTarget::Command(t) => short(format!("check: {}", template_text(&t.value))),

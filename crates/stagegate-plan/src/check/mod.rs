@@ -194,16 +194,6 @@ pub enum Assertion {
     LogPresent { span: Span, entry: LogEntry },
 }
 
-impl Assertion {
-    pub fn span(&self) -> &Span {
-        match self {
-            Assertion::Value { span, .. }
-            | Assertion::LogAbsent { span, .. }
-            | Assertion::LogPresent { span, .. } => span,
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub enum LogEntry {
     Matches(RegexSpec),

@@ -6,10 +6,10 @@ use std::time::Duration;
 use marked_yaml::types::{MarkedMappingNode, Node};
 
 use super::*;
-use crate::build::{template, template_field};
+use crate::build::{is_name, quote_shift, template, template_field};
 use crate::diagnostic::{Span, did_you_mean};
 use crate::template::Template;
-use crate::yaml::{Cx, Spanned};
+use crate::yaml::{Cx, Spanned, one_or_many, scalar_bool};
 
 /// Keys every check step may have besides its action and the common step keys.
 const CHECK_KEYS: &[&str] = &["expect", "capture", "retry", "until"];
@@ -100,7 +100,6 @@ pub(crate) fn read(
         );
     }
     if let Some(n) = m.get_node("until")
-        && retry.is_none()
         && m.get_node("retries").is_none()
         && m.get_node("retry").is_none()
     {
@@ -468,9 +467,9 @@ fn read_json_template(cx: &mut Cx, n: &Node) -> Option<JsonTemplate> {
     Some(match n {
         Node::Scalar(s) => {
             let text = s.as_str();
-            // A quoted scalar is a string, whatever it looks like: `"1"` stays "1".
-            let quoted = quote_offset(&cx.span(n)) == 1;
-            if s.may_coerce() && !quoted {
+            // A quoted (or block) scalar is a string, whatever it looks like: `"1"` stays
+            // "1". The loader marks only plain scalars as coercible.
+            if s.may_coerce() {
                 if let Some(b) = s.as_bool() {
                     return Some(JsonTemplate::Bool(b));
                 }
@@ -522,10 +521,7 @@ fn read_log(cx: &mut Cx, n: &Node, what: &str) -> Option<LogSource> {
 }
 
 fn read_files(cx: &mut Cx, n: &Node, what: &str) -> Option<Vec<Spanned<Template>>> {
-    let items: Vec<&Node> = match n {
-        Node::Sequence(s) => s.iter().collect(),
-        other => vec![other],
-    };
+    let items = one_or_many(n);
     let mut out = Vec::new();
     for item in items {
         if let Some(t) = cx
@@ -550,9 +546,9 @@ fn read_retry(cx: &mut Cx, n: &Node, what: &str) -> Option<RetrySpec> {
     let rwhat = format!("`retry` in {what}");
     // `retry: 5` is five attempts a second apart.
     if let Node::Scalar(s) = n {
-        return match s.as_str().trim().parse::<u32>() {
+        return match s.as_str().trim().parse::<u64>() {
             Ok(a) if a >= 1 => Some(RetrySpec {
-                attempts: a,
+                attempts: max_attempts(cx, a, &rwhat, cx.span(n)),
                 interval: Duration::from_secs(1),
             }),
             _ => {
@@ -578,13 +574,33 @@ fn read_retry(cx: &mut Cx, n: &Node, what: &str) -> Option<RetrySpec> {
     if attempts == Some(0) {
         cx.error("`attempts` must be at least 1", cx.span(n));
     }
+    let attempts = attempts?;
+    let span = cx.span(m.get_node("attempts").unwrap_or(n));
     Some(RetrySpec {
-        attempts: attempts?.clamp(1, 100_000) as u32,
+        attempts: max_attempts(cx, attempts, &rwhat, span),
         interval: cx
             .duration(m, "interval", &rwhat)
             .map(|d| d.value)
             .unwrap_or(Duration::from_secs(1)),
     })
+}
+
+/// The most attempts a `retry` may make.
+const MAX_ATTEMPTS: u64 = 100_000;
+/// The most requests a `repeat` may send, and the most it may have in flight at once.
+const MAX_REPEAT: u64 = 10_000_000;
+const MAX_CONCURRENCY: u64 = 4096;
+
+/// `attempts`, at least 1; more than [`MAX_ATTEMPTS`] is an error.
+fn max_attempts(cx: &mut Cx, attempts: u64, rwhat: &str, span: Span) -> u32 {
+    if attempts > MAX_ATTEMPTS {
+        cx.error_help(
+            format!("`attempts` in {rwhat} is {attempts}; at most {MAX_ATTEMPTS}"),
+            span,
+            "poll less often: a longer `interval` needs fewer attempts",
+        );
+    }
+    attempts.clamp(1, MAX_ATTEMPTS) as u32
 }
 
 fn read_repeat(cx: &mut Cx, m: &MarkedMappingNode, what: &str) -> Option<RepeatSpec> {
@@ -612,9 +628,23 @@ fn read_repeat(cx: &mut Cx, m: &MarkedMappingNode, what: &str) -> Option<RepeatS
             cx.span(m.get_node("concurrency")?),
         );
     }
+    if count > MAX_REPEAT {
+        cx.error_help(
+            format!("`repeat` in {what} is {count}; at most {MAX_REPEAT}"),
+            cx.span(m.get_node("repeat")?),
+            "for a longer run, use a `load` step (see docs/load.md)",
+        );
+    }
+    if let Some(c) = concurrency.filter(|c| *c > MAX_CONCURRENCY) {
+        cx.error_help(
+            format!("`concurrency` in {what} is {c}; at most {MAX_CONCURRENCY}"),
+            cx.span(m.get_node("concurrency")?),
+            "for more requests in flight, use a `load` step (see docs/load.md)",
+        );
+    }
     Some(RepeatSpec {
-        count: count.clamp(1, 10_000_000) as u32,
-        concurrency: concurrency.unwrap_or(1).clamp(1, 4096) as u32,
+        count: count.clamp(1, MAX_REPEAT) as u32,
+        concurrency: concurrency.unwrap_or(1).clamp(1, MAX_CONCURRENCY) as u32,
     })
 }
 
@@ -708,10 +738,7 @@ fn read_expect(cx: &mut Cx, n: &Node, kind: &str, key: &str) -> Vec<Assertion> {
                 }
             }
             "absent" => {
-                let items: Vec<&Node> = match v {
-                    Node::Sequence(s) => s.iter().collect(),
-                    other => vec![other],
-                };
+                let items = one_or_many(v);
                 for item in items {
                     if let Some(s) = cx.scalar(item, "a pattern in `absent`") {
                         let ispan = s.span.clone();
@@ -725,10 +752,7 @@ fn read_expect(cx: &mut Cx, n: &Node, kind: &str, key: &str) -> Vec<Assertion> {
                 }
             }
             "present" => {
-                let items: Vec<&Node> = match v {
-                    Node::Sequence(s) => s.iter().collect(),
-                    other => vec![other],
-                };
+                let items = one_or_many(v);
                 for item in items {
                     let ispan = cx.span(item);
                     if let Some(entry) = read_log_entry(cx, item) {
@@ -829,7 +853,7 @@ fn read_matcher(cx: &mut Cx, n: &Node, subject: &Subject, what: &str) -> Vec<Mat
                         .scalar(v, &sub_what)
                         .and_then(|s| regex_spec(cx, s))
                         .map(Matcher::Matches),
-                    "exists" => match v.as_scalar().and_then(|s| s.as_bool()) {
+                    "exists" => match v.as_scalar().and_then(scalar_bool) {
                         Some(b) => Some(Matcher::Exists(b)),
                         None => {
                             cx.error_help(
@@ -843,7 +867,11 @@ fn read_matcher(cx: &mut Cx, n: &Node, subject: &Subject, what: &str) -> Vec<Mat
                     "one_of" => match read_matcher(cx, v, subject, &sub_what).pop() {
                         Some(m @ Matcher::OneOf(_)) => Some(m),
                         _ => {
-                            cx.error(format!("{sub_what} must be a list"), cx.span(v));
+                            cx.error_help(
+                                format!("{sub_what} must be a list"),
+                                cx.span(v),
+                                "write the values it may take, e.g. `one_of: [200, 204]`",
+                            );
                             None
                         }
                     },
@@ -1010,11 +1038,7 @@ fn read_captures(cx: &mut Cx, n: &Node, kind: &str) -> Vec<Capture> {
         let name = k.as_str();
         let span = cx.key_span(k);
         let cwhat = format!("capture `{name}`");
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if !is_name(name) {
             cx.error_help(
                 format!("`{name}` is not a valid output name"),
                 span.clone(),
@@ -1135,7 +1159,7 @@ fn json_path(cx: &mut Cx, text: &str, span: Span) -> Option<JsonPathSpec> {
             Err(e) => {
                 let mut at = span.clone();
                 if !text.contains('\n') {
-                    at.pos.col += quote_offset(&span) + e.position().min(text.len());
+                    at.pos.col += quote_shift(&span.source, &span) + e.position().min(text.len());
                     at.width = 1;
                 }
                 cx.error_help(
@@ -1168,7 +1192,7 @@ fn regex_spec(cx: &mut Cx, s: Spanned<String>) -> Option<RegexSpec> {
                 let (offset, message) = regex_error(&e);
                 let mut at = span.clone();
                 if let Some(o) = offset.filter(|_| !raw.contains('\n')) {
-                    at.pos.col += quote_offset(&span) + o;
+                    at.pos.col += quote_shift(&span.source, &span) + o;
                     at.width = 1;
                 }
                 cx.error_help(
@@ -1208,20 +1232,6 @@ pub fn regex_error(e: &regex::Error) -> (Option<usize>, String) {
     (offset, message)
 }
 
-/// One when the scalar at `span` is quoted (offsets into its value start after the quote).
-pub(super) fn quote_offset(span: &Span) -> usize {
-    let line = span
-        .source
-        .text
-        .lines()
-        .nth(span.pos.line.saturating_sub(1))
-        .unwrap_or("");
-    match line.chars().nth(span.pos.col.saturating_sub(1)) {
-        Some('"') | Some('\'') => 1,
-        _ => 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1234,5 +1244,111 @@ mod tests {
         let (offset, msg) = regex_error(&e);
         assert_eq!(offset, Some(2), "{e}");
         assert!(msg.contains("unclosed group"), "{msg}");
+    }
+
+    #[test]
+    fn limits_are_errors_that_name_them() {
+        let text = r#"project: demo
+environments: { staging: {} }
+stages:
+  s:
+    - http: "http://127.0.0.1:1/"
+      retry: { attempts: 100001, interval: 1s }
+    - http: "http://127.0.0.1:1/"
+      retry: 200000
+    - http: "http://127.0.0.1:1/"
+      repeat: 10000001
+      concurrency: 5000
+    - http: "http://127.0.0.1:1/"
+      expect: { status: { one_of: 200 } }
+"#;
+        let errors = crate::load_str(std::path::Path::new("stagegate.yml"), text).unwrap_err();
+        let found: Vec<(&str, bool)> = errors
+            .errors()
+            .map(|d| (d.message.as_str(), d.help.is_some()))
+            .collect();
+        for (message, at) in [
+            (
+                "`attempts` in `retry` in step 1 of stage `s` is 100001; at most 100000",
+                6,
+            ),
+            (
+                "`attempts` in `retry` in step 2 of stage `s` is 200000; at most 100000",
+                8,
+            ),
+            (
+                "`repeat` in step 3 of stage `s` is 10000001; at most 10000000",
+                10,
+            ),
+            (
+                "`concurrency` in step 3 of stage `s` is 5000; at most 4096",
+                11,
+            ),
+            (
+                "`one_of` in `status` in `expect` of a http check must be a list",
+                13,
+            ),
+        ] {
+            let d = errors
+                .errors()
+                .find(|d| d.message == message)
+                .unwrap_or_else(|| panic!("{message} not in {found:?}"));
+            assert!(d.help.is_some(), "{message}");
+            assert_eq!(d.span.as_ref().map(|s| s.pos.line), Some(at), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_quoted_json_scalar_stays_a_string_and_a_quoted_flag_reads_as_one() {
+        let text = r#"project: demo
+environments: { staging: {} }
+stages:
+  s:
+    - continue_on_error: "true"
+      http:
+        method: POST
+        url: "http://127.0.0.1:1/"
+        json: { a: 1, b: "1", c: true, d: 'true', e: null, f: "null", g: |
+            2
+          }
+"#;
+        let (plan, _) = crate::load_str(std::path::Path::new("stagegate.yml"), text).unwrap();
+        let (_, step) = plan.steps().next().unwrap();
+        // A flag reads the same quoted or not.
+        assert!(step.continue_on_error);
+        let crate::StepKind::Check(c) = &step.kind else {
+            panic!("{:?}", step.kind)
+        };
+        let CheckTarget::Http(h) = &c.target else {
+            panic!()
+        };
+        let Some(RequestBody::Json(JsonTemplate::Object(fields))) = &h.body else {
+            panic!("{:?}", h.body)
+        };
+        let kinds: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| {
+                let kind = match v {
+                    JsonTemplate::Null => "null",
+                    JsonTemplate::Bool(_) => "bool",
+                    JsonTemplate::Number(_) => "number",
+                    JsonTemplate::String(_) => "string",
+                    _ => "other",
+                };
+                (k.as_str(), kind)
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("a", "number"),
+                ("b", "string"),
+                ("c", "bool"),
+                ("d", "string"),
+                ("e", "null"),
+                ("f", "string"),
+                ("g", "string"),
+            ]
+        );
     }
 }

@@ -3,17 +3,17 @@
 //! at its place in the plan, before anything runs.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 
 use jiff::civil::{Date, DateTime, Time, Weekday};
 use marked_yaml::types::{MarkedMappingNode, Node};
 
 use super::*;
-use crate::build::template;
+use crate::build::{ENV_NAME_HELP, is_env_name, quote_shift, template};
+use crate::check::regex_error;
 use crate::diagnostic::did_you_mean;
 use crate::glob::expand_files;
 use crate::model::{Plan, StepKind};
-use crate::yaml::Cx;
+use crate::yaml::{Cx, one_or_many};
 
 /// Keys of a gate step beyond the common step keys.
 const GATE_KEYS: &[&str] = &["gate", "allow_override"];
@@ -106,9 +106,7 @@ pub(crate) fn read(
     let allowed: Vec<&str> = common.iter().chain(GATE_KEYS).chain(own).copied().collect();
     cx.keys(m, &gwhat, &allowed);
     // A misspelt key is reported once: not also as "nothing to check".
-    let typo = m
-        .iter()
-        .any(|(k, _)| !allowed.contains(&k.as_str()) && k.as_str() != "rollback");
+    let typo = m.iter().any(|(k, _)| !allowed.contains(&k.as_str()));
     if let Some((k, _)) = m.iter().find(|(k, _)| k.as_str() == "rollback") {
         cx.error_help(
             format!("{gwhat} has a `rollback`"),
@@ -158,15 +156,6 @@ pub(crate) fn check_plan(cx: &mut Cx, plan: &Plan) {
     }
 }
 
-/// The plan's directory, where relative paths start.
-fn plan_dir(cx: &Cx) -> PathBuf {
-    let dir = match cx.source.path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::canonicalize(&dir).unwrap_or(dir)
-}
-
 fn globs(cx: &mut Cx, m: &MarkedMappingNode, key: &str, what: &str) -> Vec<Spanned<Glob>> {
     cx.string_list(m, key, what)
         .into_iter()
@@ -191,6 +180,7 @@ fn glob(cx: &mut Cx, s: Spanned<String>, key: &str) -> Option<Spanned<Glob>> {
     }
 }
 
+/// A regex; an error points at the bad character.
 fn regex(cx: &mut Cx, s: Spanned<String>, key: &str) -> Option<Spanned<regex::Regex>> {
     match regex::Regex::new(&s.value) {
         Ok(r) => Some(Spanned {
@@ -198,16 +188,15 @@ fn regex(cx: &mut Cx, s: Spanned<String>, key: &str) -> Option<Spanned<regex::Re
             span: s.span,
         }),
         Err(e) => {
-            let detail = e.to_string();
-            let detail = detail
-                .lines()
-                .rfind(|l| l.starts_with("error:"))
-                .unwrap_or("invalid regular expression")
-                .trim_start_matches("error: ")
-                .to_string();
+            let (offset, detail) = regex_error(&e);
+            let mut at = s.span.clone();
+            if let Some(o) = offset.filter(|_| !s.value.contains('\n')) {
+                at.pos.col += quote_shift(&at.source, &at) + o;
+                at.width = 1;
+            }
             cx.error_help(
                 format!("bad regular expression `{}` in `{key}`: {detail}", s.value),
-                s.span,
+                at,
                 "escape special characters with `\\`, e.g. `127\\.0\\.0\\.1`; `(?i)` makes it ignore case",
             );
             None
@@ -215,18 +204,27 @@ fn regex(cx: &mut Cx, s: Spanned<String>, key: &str) -> Option<Spanned<regex::Re
     }
 }
 
-/// A path (or file pattern) as a template. A literal one must name existing files now.
+/// A path (or file pattern) as a template. A literal path must name an existing file now;
+/// a literal pattern must be valid (the files it matches are looked for when the gate runs).
 fn path(cx: &mut Cx, s: Spanned<String>, key: &str) -> Option<Spanned<Template>> {
     let t = template(cx, s.clone())?;
-    if t.value.is_literal()
-        && let Err(e) = expand_files(&plan_dir(cx), &s.value)
-    {
+    if !t.value.is_literal() {
+        return Some(t);
+    }
+    let problem = if Glob::is_pattern(&s.value) {
+        Glob::new(&s.value)
+            .err()
+            .map(|e| format!("bad pattern `{}`: {e}", s.value))
+    } else {
+        expand_files(&cx.dir, &s.value).err()
+    };
+    if let Some(e) = problem {
         cx.error_help(
             format!("`{key}`: {e}"),
             s.span,
             format!(
                 "paths are relative to the plan's directory ({}); create the file or fix the path",
-                plan_dir(cx).display()
+                cx.dir.display()
             ),
         );
         return None;
@@ -265,7 +263,7 @@ fn read_git(
 ) -> Option<GitGate> {
     let repo = cx.string(m, "repo", what);
     if let Some(r) = &repo {
-        let dir = plan_dir(cx).join(&r.value);
+        let dir = cx.dir.join(&r.value);
         if !dir.is_dir() {
             cx.error_help(
                 format!("`repo`: directory `{}` does not exist", r.value),
@@ -371,19 +369,16 @@ fn read_secrets(
         ..Default::default()
     };
     for r in &g.require {
-        if !is_var_name(&r.value) {
+        if !is_env_name(&r.value) {
             cx.error_help(
                 format!("`{}` is not a valid secret name", r.value),
                 r.span.clone(),
-                "use letters, digits and underscores, e.g. `ALPACA_PAPER_API_KEY`",
+                ENV_NAME_HELP,
             );
         }
     }
     if let Some(n) = m.get_node("forbid_values") {
-        let items: Vec<&Node> = match n {
-            Node::Sequence(s) => s.iter().collect(),
-            other => vec![other],
-        };
+        let items = one_or_many(n);
         for item in items {
             if let Some(shape) = value_shape(cx, item) {
                 g.forbid_values.push(shape);
@@ -391,10 +386,7 @@ fn read_secrets(
         }
     }
     if let Some(n) = m.get_node("from") {
-        let items: Vec<&Node> = match n {
-            Node::Sequence(s) => s.iter().collect(),
-            other => vec![other],
-        };
+        let items = one_or_many(n);
         for item in items {
             if let Some(src) = secret_source(cx, item) {
                 g.from.push(src);
@@ -505,9 +497,10 @@ fn value_shape(cx: &mut Cx, n: &Node) -> Option<ValueShape> {
             }
         }
         Node::Sequence(_) => {
-            cx.error(
+            cx.error_help(
                 "an item of `forbid_values` must be a shape name or a mapping",
                 span,
+                "write a shape name such as `stripe_live_key`, `{ prefix: sk_live_ }` or `{ pattern: REGEX, name: WHAT }`",
             );
             None
         }
@@ -577,6 +570,7 @@ fn json_path(cx: &mut Cx, s: Spanned<String>) -> Option<Spanned<serde_json_path:
     }
 }
 
+/// A key a dotenv file may hold: letters, digits, `_`, `.` and `-` (as `dotenv` reads them).
 fn is_var_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
@@ -662,7 +656,7 @@ fn read_env(cx: &mut Cx, m: &MarkedMappingNode, what: &str, gate: &Span) -> Opti
                             cx.error_help(
                                 format!("`{}` is not a variable name", key.value),
                                 key.span.clone(),
-                                "use letters, digits and underscores; JSONPath keys need `from: { url: ... }`",
+                                "use letters, digits, `_`, `.` and `-`; JSONPath keys need `from: { url: ... }`",
                             );
                         }
                         None
@@ -730,10 +724,7 @@ fn read_config(
         });
     }
     if let Some(n) = m.get_node("forbid_patterns") {
-        let items: Vec<&Node> = match n {
-            Node::Sequence(s) => s.iter().collect(),
-            other => vec![other],
-        };
+        let items = one_or_many(n);
         for item in items {
             match item {
                 Node::Mapping(pm) => {
@@ -852,7 +843,11 @@ fn read_checklist(
             },
         };
         if text.trim().is_empty() {
-            cx.error("a checklist item is empty", span);
+            cx.error_help(
+                "a checklist item is empty",
+                span,
+                "write what must be done, e.g. `- Database backup completed`, or remove the item",
+            );
             continue;
         }
         let id = id.unwrap_or_else(|| match slug(&text) {
@@ -913,10 +908,7 @@ fn read_window(
     };
     let mut allow = Vec::new();
     if let Some(n) = m.get_node("allow") {
-        let items: Vec<&Node> = match n {
-            Node::Sequence(s) => s.iter().collect(),
-            other => vec![other],
-        };
+        let items = one_or_many(n);
         for item in items {
             let span = cx.span(item);
             let Some(am) = cx.mapping(item, "an item of `allow`") else {
@@ -964,10 +956,7 @@ fn read_window(
     }
     let mut freeze = Vec::new();
     if let Some(n) = m.get_node("freeze") {
-        let items: Vec<&Node> = match n {
-            Node::Sequence(s) => s.iter().collect(),
-            other => vec![other],
-        };
+        let items = one_or_many(n);
         for item in items {
             let span = cx.span(item);
             let fwhat = "a freeze";
@@ -1176,6 +1165,58 @@ pub(crate) fn parse_moment(text: &str, end: bool) -> Result<DateTime, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_literal_pattern_is_checked_for_syntax_and_a_literal_path_for_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = |files: &str| {
+            let text = format!(
+                "project: demo\nenvironments: {{ staging: {{}} }}\nstages:\n  s:\n    - gate: config\n      files: {files}\n      require_https: true\n"
+            );
+            let path = dir.path().join("stagegate.yml");
+            std::fs::write(&path, &text).unwrap();
+            crate::load_file(&path)
+        };
+        std::fs::write(dir.path().join("app.env"), "A=1\n").unwrap();
+        assert!(plan("[app.env]").is_ok());
+        // What a pattern matches is looked for when the gate runs.
+        assert!(plan("[\"conf/*.env\"]").is_ok());
+        let errors = plan("[missing.env, \"conf/[x\"]").unwrap_err().to_string();
+        assert!(
+            errors.contains("`files`: file `missing.env` does not exist"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("`files`: bad pattern `conf/[x`"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn a_bad_regex_is_reported_at_the_bad_character() {
+        let text = "project: demo\nenvironments: { staging: {} }\nstages:\n  s:\n    - gate: command\n      command: ./check.sh\n      expect: { output_matches: \"ok(\" }\n";
+        let errors = crate::load_str(std::path::Path::new("stagegate.yml"), text).unwrap_err();
+        let e = errors.errors().next().unwrap();
+        assert_eq!(
+            e.message,
+            "bad regular expression `ok(` in `output_matches`: unclosed group"
+        );
+        // Column 33 is the quote; `(` is the third character of the value.
+        assert_eq!(e.location().as_deref(), Some("stagegate.yml:7:36"));
+    }
+
+    #[test]
+    fn an_empty_checklist_item_and_a_listed_value_shape_come_with_help() {
+        let text = "project: demo\nenvironments: { staging: {} }\nstages:\n  s:\n    - gate: checklist\n      items: [\"  \", Backup done]\n    - gate: secrets\n      forbid_values: [[x]]\n";
+        let errors = crate::load_str(std::path::Path::new("stagegate.yml"), text).unwrap_err();
+        for message in [
+            "a checklist item is empty",
+            "an item of `forbid_values` must be a shape name or a mapping",
+        ] {
+            let d = errors.errors().find(|d| d.message == message);
+            assert!(d.is_some_and(|d| d.help.is_some()), "{message}: {errors}");
+        }
+    }
 
     #[test]
     fn days_hours_and_moments() {
