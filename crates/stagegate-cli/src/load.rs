@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use stagegate_engine::exit;
 use stagegate_load::{
-    AbortRule, Identities, LoadEvent, LoadProfile, LoadReport, LoadTest, Model, NoForeignValues,
-    RampStage, Scenario, StatusIn, Stop, Threshold, parse_method, slo,
+    AbortRule, Identities, LoadEvent, LoadProfile, LoadReport, LoadTest, Model, RampStage,
+    Scenario, StatusIn, Stop, Threshold, parse_method, slo,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -135,23 +135,12 @@ fn build(a: &LoadArgs) -> Result<(LoadTest, Vec<Threshold>, Option<LoadReport>),
     let mut test = LoadTest::new(scenario, profile);
     if let Some(path) = &a.users {
         let ids = Identities::from_path(path).map_err(invalid)?;
-        for field in &a.isolation {
-            if !ids.columns.iter().any(|c| c == field) {
-                return Err(invalid(format!(
-                    "--isolation {field}: {} has no column `{field}` (its columns: {})",
-                    path.display(),
-                    ids.columns.join(", ")
-                )));
+        test.set_users(ids, &a.isolation).map_err(|e| match e {
+            stagegate_load::LoadError::Isolation { field, reason } => {
+                invalid(format!("--isolation {field}: {reason}"))
             }
-            let rule = NoForeignValues::new(field, &ids).ok_or_else(|| {
-                invalid(format!(
-                    "--isolation {field}: no user in {} has a value for `{field}`",
-                    path.display()
-                ))
-            })?;
-            test.isolation.push(Arc::new(rule));
-        }
-        test.identities = Some(ids);
+            other => invalid(other),
+        })?;
     }
     test.cookies = a.cookies;
     test.abort = a

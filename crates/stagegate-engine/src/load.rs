@@ -19,9 +19,8 @@ use std::time::Instant;
 use http::HeaderName;
 use stagegate_load::report::fmt_ms;
 use stagegate_load::{
-    Identities, Identity, IsolationRule, LoadEvent, LoadReport, LoadTest, NoForeignValues,
-    RequestSpec, ResponseCapture, ResponseCheck, ResponseView, Scenario, VuTemplate, parse_method,
-    slo, split_url,
+    Identities, Identity, LoadEvent, LoadReport, LoadTest, RequestSpec, ResponseCapture,
+    ResponseCheck, ResponseView, Scenario, VuTemplate, parse_method, slo, split_url,
 };
 use stagegate_plan::check::{Auth, CheckTarget, HttpRequest, Payload, RequestBody};
 use stagegate_plan::{LoadRequest, LoadSpec};
@@ -264,18 +263,15 @@ fn build(spec: &LoadSpec, ctx: &StepCtx<'_>) -> Result<LoadTest, String> {
             .map_err(|e| format!("users: {e}"))?;
         let path = ctx.plan.dir.join(&rel);
         let ids = Identities::from_path(&path).map_err(|e| e.to_string())?;
-        for f in &spec.isolation {
-            let rule = NoForeignValues::new(&f.value, &ids).ok_or_else(|| {
-                format!(
-                    "isolation: no user in {rel} has a `{}` value (its columns: {})",
-                    f.value,
-                    ids.columns.join(", ")
-                )
-            })?;
-            test.isolation
-                .push(Arc::new(rule) as Arc<dyn IsolationRule>);
-        }
-        test.identities = Some(ids);
+        let isolation: Vec<String> = spec.isolation.iter().map(|f| f.value.clone()).collect();
+        test.set_users(ids, &isolation).map_err(|e| match e {
+            // Named as the plan names it, relative to the plan.
+            stagegate_load::LoadError::Isolation { field, reason } => format!(
+                "isolation: `{field}`: {}",
+                reason.replace(&path.display().to_string(), &rel)
+            ),
+            other => other.to_string(),
+        })?;
     }
     Ok(test)
 }

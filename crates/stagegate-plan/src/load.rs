@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use marked_yaml::types::{MarkedMappingNode, Node};
+use stagegate_load::slo::fmt_duration;
 use stagegate_load::{AbortRule, LoadProfile, Model, RampStage, Stop, Threshold, parse_rate};
 
 use crate::build::template;
@@ -173,15 +174,6 @@ impl LoadSpec {
             lines.push(format!("  abort: {}", a.value.text));
         }
         lines
-    }
-}
-
-fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
     }
 }
 
@@ -710,7 +702,7 @@ fn check_loadable(cx: &mut Cx, spec: &CheckSpec, span: &Span, what: &str) {
 }
 
 /// Checks across the plan: `check: ID` names an `http` check step that can be load-tested,
-/// `vu.NAME` is known, and `vu.*` appears only in load steps.
+/// and `vu.NAME` is known.
 pub(crate) fn check_plan(cx: &mut Cx, plan: &Plan) {
     let check_ids: Vec<&str> = plan
         .steps()
@@ -720,26 +712,8 @@ pub(crate) fn check_plan(cx: &mut Cx, plan: &Plan) {
     // Steps by id, once: a plan may have many load requests naming checks.
     let by_id: HashMap<&str, &Step> = plan.steps().map(|(_, s)| (s.id.as_str(), s)).collect();
     for (_, step) in plan.steps() {
+        // `vu.*` outside a load step is reported by `check_references`, at the reference.
         let StepKind::Load(spec) = &step.kind else {
-            // `vu.*` outside a load step.
-            let mut templates = step.kind.templates();
-            templates.extend(step.env.values());
-            templates.extend(step.cwd.iter());
-            templates.extend(step.rollback.iter());
-            for t in templates {
-                if let Some(r) = t
-                    .value
-                    .refs()
-                    .into_iter()
-                    .find(|(r, _)| matches!(r, Ref::Vu(_)))
-                {
-                    cx.error_help(
-                        format!("`{}` is only known in the requests of a load step", r.0),
-                        t.span.clone(),
-                        "a virtual user's variables exist while a load test runs; use `vars`, `secrets` or a step output here",
-                    );
-                }
-            }
             continue;
         };
         let what = format!("load step `{}`", step.id);

@@ -2,8 +2,8 @@
 //! as a summary line and one line per SLO threshold.
 
 use stagegate_engine::event::StepResult;
+use stagegate_load::LoadReport;
 use stagegate_load::report::fmt_ms;
-use stagegate_load::{LoadReport, ThresholdResult, Verdict};
 
 /// The load report of a step, `None` for steps that are not load tests.
 pub fn report(r: &StepResult) -> Option<LoadReport> {
@@ -21,7 +21,7 @@ pub fn from_details(details: &serde_json::Value) -> Option<LoadReport> {
 pub fn lines(l: &LoadReport) -> Vec<String> {
     let mut out = vec![summary_line(l)];
     for t in &l.thresholds {
-        out.push(format!("{} {}", threshold_mark(t), threshold_line(t)));
+        out.push(t.line());
     }
     out.extend(notes(l));
     out
@@ -88,18 +88,4 @@ pub fn notes(l: &LoadReport) -> Vec<String> {
         ));
     }
     out
-}
-
-/// `✓`, `✗` or `-` (no baseline to compare with).
-pub fn threshold_mark(t: &ThresholdResult) -> &'static str {
-    match t.verdict {
-        Verdict::Pass => "✓",
-        Verdict::NoBaseline => "-",
-        Verdict::Fail | Verdict::NoData => "✗",
-    }
-}
-
-/// `p95 < 2s: 12.30 ms (limit 2 s)`.
-pub fn threshold_line(t: &ThresholdResult) -> String {
-    format!("{}: {}", t.text, t.message)
 }

@@ -16,6 +16,8 @@ use stagegate_engine::event::{Outcome, StepResult, StepStatus};
 
 use crate::collect::RunSummary;
 use crate::format::{format_duration_ms, format_time_ms, short_sha, status_label, strip_ansi};
+use stagegate_load::Verdict;
+
 use crate::gate::{Evidence, LineKind, evidence_lines};
 
 /// Writes the summary as Markdown.
@@ -198,10 +200,10 @@ fn render(s: &RunSummary) -> String {
                             "| {} | {} | {} |",
                             code(&t.text),
                             escape(&t.message),
-                            match crate::load::threshold_mark(t) {
-                                "✓" => "✅",
-                                "✗" => "❌",
-                                _ => "➖",
+                            match t.verdict {
+                                Verdict::Pass => "✅",
+                                Verdict::NoBaseline => "➖",
+                                Verdict::Fail | Verdict::NoData => "❌",
                             }
                         ),
                     );

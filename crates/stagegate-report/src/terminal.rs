@@ -25,6 +25,7 @@
 use std::io::{IsTerminal, Write};
 
 use stagegate_engine::event::{Event, Outcome, StepResult, StepStatus};
+use stagegate_load::Verdict;
 
 use crate::format::{format_duration_ms, last_lines, short_sha, strip_ansi};
 use crate::gate::{LineKind, evidence_lines};
@@ -386,17 +387,18 @@ impl TerminalReporter {
             );
             self.line(&line);
             for t in &l.thresholds {
-                let color = match crate::load::threshold_mark(t) {
-                    "✓" => GREEN,
-                    "✗" => RED,
-                    _ => DIM,
+                let color = match t.verdict {
+                    Verdict::Pass => GREEN,
+                    Verdict::NoBaseline => DIM,
+                    Verdict::Fail | Verdict::NoData => RED,
                 };
                 let line = format!(
-                    "{INDENT}{}{}{} {}",
+                    "{INDENT}{}{}{} {}: {}",
                     self.c(color),
-                    crate::load::threshold_mark(t),
+                    t.mark(),
                     self.r(),
-                    self.clean(&crate::load::threshold_line(t))
+                    self.clean(&t.text),
+                    self.clean(&t.message)
                 );
                 self.line(&line);
             }
