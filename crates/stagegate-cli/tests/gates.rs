@@ -902,7 +902,7 @@ fn check_runs_only_the_gates_and_takes_no_lock() {
       expect: { HOME: "${{ env.HOME }}" }
   deploy:
     - id: release
-      run: touch started; echo "url=http://127.0.0.1:1" >> "$STAGEGATE_OUTPUT"; sleep 2
+      run: touch started; echo "url=http://127.0.0.1:1" >> "$STAGEGATE_OUTPUT"; while [ ! -f go ]; do sleep 0.05; done
   verify:
     - id: after
       gate: command
@@ -926,10 +926,18 @@ fn check_runs_only_the_gates_and_takes_no_lock() {
     assert!(!p.path().join("built").exists());
     assert!(!p.path().join("started").exists());
     p.run(&["history"]).code(0).stdout_has("check");
-    // A deploy holds the lock; a check runs beside it.
-    let deploy = p.spawn(&["deploy", "staging"]);
+    // A deploy holds the lock (its step waits for `go`); a check runs beside it.
+    let mut deploy = p.spawn(&["deploy", "staging"]);
     p.wait_for("started", std::time::Duration::from_secs(10));
+    p.run(&["status", "staging"])
+        .code(0)
+        .stdout_has("lock: held by tester@");
     p.run(&["check", "staging"]).code(0);
+    assert!(
+        deploy.try_wait().unwrap().is_none(),
+        "the deploy ended before the check ran beside it"
+    );
+    p.write("go", "");
     // The deploy itself evaluates that gate: nothing answers at the address, so it fails
     // (exit 3: the step before it has no rollback command).
     let out = deploy.wait_with_output().unwrap();

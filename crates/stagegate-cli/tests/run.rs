@@ -282,7 +282,10 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn a_second_deploy_waits_for_or_reports_the_lock() {
-    let p = Project::new(&plan("  s:\n    - run: touch started; sleep 1.5\n"));
+    // The step holds the deploy (and its lock) until the test writes `go`.
+    let p = Project::new(&plan(
+        "  s:\n    - run: touch started; while [ ! -f go ]; do sleep 0.05; done\n",
+    ));
     let mut first = p.spawn(&["deploy", "staging"]);
     p.wait_for("started", Duration::from_secs(10));
     p.run(&["deploy", "staging"])
@@ -294,11 +297,26 @@ fn a_second_deploy_waits_for_or_reports_the_lock() {
         .code(0)
         .stdout_has("lock: held by tester@")
         .stdout_has("is still running");
-    let waited = p.run(&["deploy", "staging", "--wait"]);
-    waited
-        .code(0)
-        .stderr_has("waiting: environment `staging` is locked");
+    // A deploy with --wait says it waits; once the first one ends, it runs.
+    let mut waiting = p.spawn(&["deploy", "staging", "--wait"]);
+    let mut stderr = std::io::BufReader::new(waiting.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("waiting: environment `staging` is locked") {
+        let before = said.len();
+        std::io::BufRead::read_line(&mut stderr, &mut said).unwrap();
+        assert!(
+            said.len() > before,
+            "the second deploy ended without waiting:\n{said}"
+        );
+    }
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first deploy ended before the second one waited"
+    );
+    p.write("go", "");
     assert!(first.wait().unwrap().success());
+    std::io::Read::read_to_string(&mut stderr, &mut said).unwrap();
+    assert!(waiting.wait().unwrap().success(), "{said}");
     let h = p.run(&["history", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&h.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
