@@ -666,26 +666,6 @@ fn a_file_check_reads_files_joined_in_order() {
         .stderr_has("step `missing` failed: file nope.bin: cannot read nope.bin: No such file");
 }
 
-/// Every plan in docs/checks.md is valid (blocks that begin with `# stagegate.yml`).
-#[test]
-fn the_plans_in_the_checks_docs_are_valid() {
-    let blocks = common::doc_plans("checks.md");
-    assert!(
-        blocks.len() >= 5,
-        "found {} plans in docs/checks.md",
-        blocks.len()
-    );
-    for b in blocks {
-        let p = Project::new(&b);
-        let o = p.run(&["validate"]);
-        assert_eq!(
-            o.code, 0,
-            "a plan in docs/checks.md is invalid:\n{b}\n{}",
-            o.stderr
-        );
-    }
-}
-
 #[test]
 fn plan_and_explain_describe_checks() {
     let p = Project::new(

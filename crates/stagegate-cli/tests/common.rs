@@ -224,34 +224,100 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The plans in `docs/NAME`: fenced `yaml` blocks whose first line starts `# stagegate.yml`.
-pub fn doc_plans(name: &str) -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../docs")
-        .join(name);
-    let doc = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+/// The first line of a plan shown in the docs: `# stagegate.yml`, alone or followed by a
+/// title (`# stagegate.yml: a config gate`).
+pub const DOC_PLAN: &str = "# stagegate.yml";
+
+/// One fenced code block of a Markdown file.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// The info string after the opening fence (`yaml`, `console`, ...).
+    pub info: String,
+    /// The 1-based line of the opening fence.
+    pub line: usize,
+    pub body: String,
+}
+
+impl Block {
+    pub fn first_line(&self) -> &str {
+        self.body.lines().next().unwrap_or("").trim_end()
+    }
+
+    /// Whether the block is a plan the docs show as valid (see `DOC_PLAN`).
+    pub fn is_plan(&self) -> bool {
+        self.first_line().starts_with(DOC_PLAN)
+    }
+}
+
+/// Fenced blocks (``` or ~~~, three or more) in document order. A closing fence uses the
+/// same character, at least as many times, and nothing else.
+pub fn fenced_blocks(text: &str) -> Vec<Block> {
     let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in doc.lines() {
-        let fence = line.trim_start().starts_with("```");
-        match (&mut current, fence) {
-            (None, true) if line.trim_start().starts_with("```yaml") => {
-                current = Some(String::new())
-            }
-            (Some(b), true) => {
-                if b.starts_with("# stagegate.yml") {
-                    blocks.push(b.clone());
+    let mut open: Option<(char, usize, Block)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_start();
+        let fence_char = line.chars().next().filter(|c| *c == '`' || *c == '~');
+        let fence_len = fence_char.map_or(0, |c| line.chars().take_while(|x| *x == c).count());
+        match &mut open {
+            None => {
+                if let Some(c) = fence_char
+                    && fence_len >= 3
+                {
+                    open = Some((
+                        c,
+                        fence_len,
+                        Block {
+                            info: line[fence_len..].trim().to_string(),
+                            line: i + 1,
+                            body: String::new(),
+                        },
+                    ));
                 }
-                current = None;
             }
-            (Some(b), false) => {
-                b.push_str(line);
-                b.push('\n');
+            Some((c, len, block)) => {
+                if fence_char == Some(*c)
+                    && fence_len >= *len
+                    && line[fence_len..].trim().is_empty()
+                {
+                    blocks.push(open.take().expect("a block is open").2);
+                } else {
+                    block.body.push_str(raw);
+                    block.body.push('\n');
+                }
             }
-            _ => {}
         }
     }
+    if let Some((_, _, block)) = open {
+        panic!("unclosed code block opened at line {}", block.line);
+    }
     blocks
+}
+
+pub fn docs_dir() -> PathBuf {
+    repo_root().join("docs")
+}
+
+/// Every `docs/*.md`, sorted.
+pub fn doc_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(docs_dir())
+        .expect("docs/ exists")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The plans in `docs/NAME`: fenced blocks whose first line starts with `# stagegate.yml`.
+pub fn doc_plans(name: &str) -> Vec<String> {
+    let path = docs_dir().join(name);
+    let doc = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    fenced_blocks(&doc)
+        .into_iter()
+        .filter(Block::is_plan)
+        .map(|b| b.body)
+        .collect()
 }
 
 /// The staging-demo binary, built on first use.

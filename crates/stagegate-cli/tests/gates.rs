@@ -1086,44 +1086,38 @@ fn a_gate_that_cannot_be_evaluated_stops_the_run_before_any_step() {
 }
 
 // ---------------------------------------------------------------------------------------
-// docs/gates.md: every plan example validates (those whose first line is exactly
-// `# stagegate.yml` are checked by docs.rs as well).
+// docs/gates.md: docs.rs validates every plan example; here the config and env examples run.
 
 #[test]
-fn every_plan_example_in_the_gates_doc_validates() {
-    let blocks = common::doc_plans("gates.md");
-    assert!(
-        blocks.len() >= 8,
-        "found only {} plan examples",
-        blocks.len()
-    );
-    for block in blocks {
-        let p = Project::new(&block);
-        let o = p.run(&["validate"]);
-        assert!(
-            o.code == 0,
-            "this example does not validate:\n{block}\n{}",
-            o.stderr
-        );
+fn the_config_and_env_examples_in_the_gates_doc_pass_with_their_files() {
+    let mut ran = 0;
+    for block in common::doc_plans("gates.md") {
+        if !(block.contains("gate: config") || block.contains("dotenv: \"deploy/")) {
+            continue;
+        }
         // What a templated path names is checked when a run starts: with the files there,
         // the gates of the config and env examples pass.
-        if block.contains("gate: config") || block.contains("dotenv: \"deploy/") {
-            p.write("config/staging.env", "URL=https://staging.example.com\n")
-                .write(
-                    "config/staging/services.yaml",
-                    "url: https://staging.example.com\n",
-                )
-                .write("deploy/staging.env", "ALPACA_PAPER=true\n");
-            let o = p.run_env(
-                &["check", "staging"],
-                &[("DRY_RUN", "true"), ("ENVIRONMENT", "staging")],
-            );
-            let read = if block.contains("gate: config") {
-                "read 2 file(s)"
-            } else {
-                "ALPACA_PAPER is `true` in deploy/staging.env"
-            };
-            assert!(o.stderr.contains(read), "{block}\n{}", o.stderr);
-        }
+        let p = Project::new(&block);
+        p.write("config/staging.env", "URL=https://staging.example.com\n")
+            .write(
+                "config/staging/services.yaml",
+                "url: https://staging.example.com\n",
+            )
+            .write("deploy/staging.env", "ALPACA_PAPER=true\n");
+        let o = p.run_env(
+            &["check", "staging"],
+            &[("DRY_RUN", "true"), ("ENVIRONMENT", "staging")],
+        );
+        let read = if block.contains("gate: config") {
+            "read 2 file(s)"
+        } else {
+            "ALPACA_PAPER is `true` in deploy/staging.env"
+        };
+        assert!(o.stderr.contains(read), "{block}\n{}", o.stderr);
+        ran += 1;
     }
+    assert!(
+        ran >= 2,
+        "expected a config and an env example in docs/gates.md, ran {ran}"
+    );
 }

@@ -268,21 +268,6 @@ fn an_abort_rule_stops_a_failing_load_test_early_and_fails_the_step() {
     );
 }
 
-/// Every plan in docs/load.md is valid (blocks that begin with `# stagegate.yml`).
-#[test]
-fn the_plans_in_the_load_docs_are_valid() {
-    let blocks = common::doc_plans("load.md");
-    assert!(!blocks.is_empty(), "no plan found in docs/load.md");
-    for b in blocks {
-        let o = Project::new(&b).run(&["validate"]);
-        assert_eq!(
-            o.code, 0,
-            "a plan in docs/load.md is invalid:\n{b}\n{}",
-            o.stderr
-        );
-    }
-}
-
 /// A plan that deploys the staging demo (with `fault`) and runs `stages` after it.
 fn demo_plan(fault: &str, stages: &str) -> Project {
     let p = Project::new(&format!(
