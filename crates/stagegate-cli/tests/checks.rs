@@ -290,44 +290,13 @@ fn a_secret_capture_is_masked_everywhere() {
         json: {{ "$.access_token": {{ equals: something-else }} }}
 "#
     )));
-    let o = p.run(&[
-        "deploy",
-        "staging",
-        "--report",
-        "json=r.json",
-        "--report",
-        "junit=r.xml",
-        "--report",
-        "markdown=r.md",
-        "--events",
-        "e.jsonl",
-    ]);
+    let o = p.run(&common::with_reports(&["deploy", "staging"]));
     o.code(3)
         .stderr_has("use *** [use]")
         .stderr_has("actual \"{\\\"access_token\\\":\\\"***\\\"")
         .lacks(TOKEN)
         .lacks("tok-CAPTURED");
-    for f in ["r.json", "r.xml", "r.md", "e.jsonl"] {
-        let text = p.read(f);
-        assert!(!text.is_empty(), "{f} is empty");
-        assert!(
-            !text.contains("tok-CAPTURED"),
-            "{f} leaks the token:\n{text}"
-        );
-    }
-    for cmd in [vec!["show", "1"], vec!["show", "1", "--json"]] {
-        p.run(&cmd).code(0).lacks("tok-CAPTURED");
-    }
-    let mut files = 0;
-    for path in common::walk(&p.path().join(".stagegate")) {
-        let bytes = std::fs::read(&path).unwrap();
-        assert!(
-            !bytes.windows(12).any(|w| w == b"tok-CAPTURED"),
-            "{} leaks the token",
-            path.display()
-        );
-        files += 1;
-    }
+    let files = common::assert_nowhere(&p, &["tok-CAPTURED"], "staging");
     assert!(
         files >= 4,
         "expected the store and step logs, found {files} files"

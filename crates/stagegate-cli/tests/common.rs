@@ -224,6 +224,79 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Every report kind and the events, written beside the plan: `REPORT_FILES`.
+pub const REPORT_ARGS: &[&str] = &[
+    "--report",
+    "json=r.json",
+    "--report",
+    "junit=r.xml",
+    "--report",
+    "markdown=r.md",
+    "--events",
+    "e.jsonl",
+];
+
+/// The files a run with `REPORT_ARGS` writes.
+pub const REPORT_FILES: &[&str] = &["r.json", "r.xml", "r.md", "e.jsonl"];
+
+/// `args` followed by `REPORT_ARGS`.
+pub fn with_reports<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    all.extend_from_slice(REPORT_ARGS);
+    all
+}
+
+fn has(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// No secret is anywhere a run with `REPORT_ARGS` (deployment 1) left it: the report and
+/// event files (each non-empty), `show 1`, `show 1 --json`, `history --json`, `plan ENV`
+/// (each exiting 0), and every byte under `.stagegate`. Returns how many files were read
+/// under `.stagegate`.
+pub fn assert_nowhere(p: &Project, secrets: &[&str], env: &str) -> usize {
+    for f in REPORT_FILES {
+        let text = p.read(f);
+        assert!(!text.is_empty(), "{f} is empty");
+        for s in secrets {
+            assert!(!text.contains(s), "{f} leaks {s:?}:\n{text}");
+        }
+    }
+    for cmd in [
+        vec!["show", "1"],
+        vec!["show", "1", "--json"],
+        vec!["history", "--json"],
+        vec!["plan", env],
+    ] {
+        let o = p.run(&cmd);
+        o.code(0);
+        for s in secrets {
+            o.lacks(s);
+        }
+    }
+    assert_not_stored(p, secrets)
+}
+
+/// No secret in any byte under `.stagegate`: the store (and its WAL), the step logs, the
+/// release metadata. What a service writes in its own release directory (the staging
+/// demo's uploaded blobs, under `data/`) is the service's. Returns how many files were read.
+pub fn assert_not_stored(p: &Project, secrets: &[&str]) -> usize {
+    let state = p.path().join(".stagegate");
+    let mut read = 0;
+    for f in walk(&state) {
+        let rel = f.strip_prefix(&state).unwrap();
+        if rel.starts_with("releases") && rel.components().any(|c| c.as_os_str() == "data") {
+            continue;
+        }
+        let bytes = std::fs::read(&f).unwrap();
+        for s in secrets {
+            assert!(!has(&bytes, s), "{} leaks {s:?}", f.display());
+        }
+        read += 1;
+    }
+    read
+}
+
 /// The first line of a plan shown in the docs: `# stagegate.yml`, alone or followed by a
 /// title (`# stagegate.yml: a config gate`).
 pub const DOC_PLAN: &str = "# stagegate.yml";
