@@ -3,12 +3,12 @@
 //! file checks against real servers on loopback and real processes.
 
 mod common;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{Out, Project, example, show_json, step};
+use common::{Out, Project, example, response, serve, show_json, step};
 
 const ADMIN_PASSWORD: &str = "pw-Adm1n-unique-7731";
 const JWT_SECRET: &str = "jwt-s1gning-key-unique-4410";
@@ -190,60 +190,6 @@ fn seed_003_smoke_tests_fail_on_a_wrong_version_or_live_trading() {
         .code(4)
         .stderr_has("FAIL    no error in the signal log")
         .stderr_has("✗ log absent: expected no line matches /(?i)error|critical/");
-}
-
-/// A tiny HTTP/1.1 server on loopback: every request gets `respond(request_line, body)`.
-fn serve(respond: impl Fn(&str, &[u8]) -> Vec<u8> + Send + Sync + 'static) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let respond = Arc::new(respond);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let respond = respond.clone();
-            std::thread::spawn(move || {
-                let mut s = stream;
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let head_end = loop {
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                    match s.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                };
-                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap_or(0))
-                    })
-                    .unwrap_or(0);
-                while buf.len() < head_end + len {
-                    match s.read(&mut chunk) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let line = head.lines().next().unwrap_or("").to_string();
-                let _ = s.write_all(&respond(&line, &buf[head_end..]));
-            });
-        }
-    });
-    port
-}
-
-fn response(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
-    let mut r = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    r.extend_from_slice(body);
-    r
 }
 
 fn plan(stages: &str) -> String {

@@ -96,12 +96,25 @@ impl Project {
         for (k, v) in env {
             c.env(k, v);
         }
-        let o = c.output().expect("stagegate runs");
-        Out {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        Out::of(c)
+    }
+
+    /// Runs with a clean environment (PATH, HOME and the given variables), so the machine's
+    /// own variables (an AWS key, DRY_RUN) play no part.
+    pub fn run_clean(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut c = self.cmd(args);
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "HOME",
+                std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()),
+            )
+            .env("CI", "true")
+            .env("STAGEGATE_ACTOR", "tester");
+        for (k, v) in env {
+            c.env(k, v);
         }
+        Out::of(c)
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
@@ -139,6 +152,15 @@ impl Drop for Project {
 }
 
 impl Out {
+    fn of(mut c: Command) -> Self {
+        let o = c.output().expect("stagegate runs");
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
     fn show(&self) -> String {
         format!(
             "exit code: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -436,9 +458,73 @@ pub fn example(name: &str) -> Project {
 }
 
 pub fn show_json(p: &Project, id: &str) -> serde_json::Value {
-    let o = p.run(&["show", id, "--json"]);
+    show_json_with(p, &[], id)
+}
+
+/// `show ID --json` after the global options `global` (`["-f", "other.yml"]`).
+pub fn show_json_with(p: &Project, global: &[&str], id: &str) -> serde_json::Value {
+    let mut args = global.to_vec();
+    args.extend_from_slice(&["show", id, "--json"]);
+    let o = p.run(&args);
     o.code(0);
     serde_json::from_str(&o.stdout).expect("show --json is JSON")
+}
+
+/// A tiny HTTP/1.1 server on loopback: every request gets `respond(request_line, body)`.
+/// Returns its port.
+pub fn serve(respond: impl Fn(&str, &[u8]) -> Vec<u8> + Send + Sync + 'static) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let respond = std::sync::Arc::new(respond);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let respond = respond.clone();
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let line = head.lines().next().unwrap_or("").to_string();
+                let _ = s.write_all(&respond(&line, &buf[head_end..]));
+            });
+        }
+    });
+    port
+}
+
+/// A whole HTTP/1.1 response that closes the connection.
+pub fn response(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
 }
 
 pub fn step<'a>(show: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
