@@ -239,7 +239,7 @@ fn windows_example_opens_tuesday_to_thursday_and_records_a_hotfix_override() {
     // Staging has no window.
     p.run(&["check", "staging", "--at", "2025-10-06T11:00:00+01:00"])
         .code(0)
-        .stderr_has("skip");
+        .stderr_has("  skip    production release window [release-window]");
 }
 
 // ---------------------------------------------------------------------------------------
