@@ -3,25 +3,12 @@
 # release passes every SLO; a slow one fails seed 001's latency SLO and a leaking one fails
 # seed 002's isolation rule, and both are rolled back to the good release.
 # Run from anywhere: bash examples/load/run.sh
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-cargo build -q -p stagegate-cli -p staging-demo
+source "$(dirname "$0")/../lib.sh"
+sg_build staging-demo
 # The admin password of the blob API: a dummy here; a real staging takes it from its secret store.
 export DEMO_ADMIN_PASSWORD="${DEMO_ADMIN_PASSWORD:-load-demo-admin}"
-sg() { ./target/debug/stagegate -f examples/load/stagegate.yml "$@"; }
-
-expect_code() {
-  local want=$1
-  shift
-  set +e
-  "$@"
-  local code=$?
-  set -e
-  if [ "$code" -ne "$want" ]; then
-    echo "expected exit code $want, got $code" >&2
-    exit 1
-  fi
-}
+sg_plan examples/load/stagegate.yml
+stop_on_exit staging
 
 echo "### 1. deploy 1.0.0: every load test passes its SLOs"
 sg deploy staging --release-version 1.0.0
@@ -36,6 +23,7 @@ expect_code 4 sg deploy staging --release-version 1.2.0 --var fault=leak-threads
 
 echo
 echo "### 4. what the last run measured"
-sg show "$(sg history staging --json | sed -n 's/^ *"id": \([0-9]*\),.*/\1/p' | head -1)"
+id=$(last_id staging)
+sg show "$id"
 sg status staging
 sg stop staging

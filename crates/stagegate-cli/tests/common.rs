@@ -96,12 +96,25 @@ impl Project {
         for (k, v) in env {
             c.env(k, v);
         }
-        let o = c.output().expect("stagegate runs");
-        Out {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        Out::of(c)
+    }
+
+    /// Runs with a clean environment (PATH, HOME and the given variables), so the machine's
+    /// own variables (an AWS key, DRY_RUN) play no part.
+    pub fn run_clean(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut c = self.cmd(args);
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "HOME",
+                std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()),
+            )
+            .env("CI", "true")
+            .env("STAGEGATE_ACTOR", "tester");
+        for (k, v) in env {
+            c.env(k, v);
         }
+        Out::of(c)
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
@@ -139,6 +152,15 @@ impl Drop for Project {
 }
 
 impl Out {
+    fn of(mut c: Command) -> Self {
+        let o = c.output().expect("stagegate runs");
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
     fn show(&self) -> String {
         format!(
             "exit code: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -224,34 +246,173 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The plans in `docs/NAME`: fenced `yaml` blocks whose first line starts `# stagegate.yml`.
-pub fn doc_plans(name: &str) -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../docs")
-        .join(name);
-    let doc = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in doc.lines() {
-        let fence = line.trim_start().starts_with("```");
-        match (&mut current, fence) {
-            (None, true) if line.trim_start().starts_with("```yaml") => {
-                current = Some(String::new())
-            }
-            (Some(b), true) => {
-                if b.starts_with("# stagegate.yml") {
-                    blocks.push(b.clone());
-                }
-                current = None;
-            }
-            (Some(b), false) => {
-                b.push_str(line);
-                b.push('\n');
-            }
-            _ => {}
+/// Every report kind and the events, written beside the plan: `REPORT_FILES`.
+pub const REPORT_ARGS: &[&str] = &[
+    "--report",
+    "json=r.json",
+    "--report",
+    "junit=r.xml",
+    "--report",
+    "markdown=r.md",
+    "--events",
+    "e.jsonl",
+];
+
+/// The files a run with `REPORT_ARGS` writes.
+pub const REPORT_FILES: &[&str] = &["r.json", "r.xml", "r.md", "e.jsonl"];
+
+/// `args` followed by `REPORT_ARGS`.
+pub fn with_reports<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    all.extend_from_slice(REPORT_ARGS);
+    all
+}
+
+fn has(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// No secret is anywhere a run with `REPORT_ARGS` (deployment 1) left it: the report and
+/// event files (each non-empty), `show 1`, `show 1 --json`, `history --json`, `plan ENV`
+/// (each exiting 0), and every byte under `.stagegate`. Returns how many files were read
+/// under `.stagegate`.
+pub fn assert_nowhere(p: &Project, secrets: &[&str], env: &str) -> usize {
+    for f in REPORT_FILES {
+        let text = p.read(f);
+        assert!(!text.is_empty(), "{f} is empty");
+        for s in secrets {
+            assert!(!text.contains(s), "{f} leaks {s:?}:\n{text}");
         }
     }
+    for cmd in [
+        vec!["show", "1"],
+        vec!["show", "1", "--json"],
+        vec!["history", "--json"],
+        vec!["plan", env],
+    ] {
+        let o = p.run(&cmd);
+        o.code(0);
+        for s in secrets {
+            o.lacks(s);
+        }
+    }
+    assert_not_stored(p, secrets)
+}
+
+/// No secret in any byte under `.stagegate`: the store (and its WAL), the step logs, the
+/// release metadata. What a service writes in its own release directory (the staging
+/// demo's uploaded blobs, under `data/`) is the service's. Returns how many files were read.
+pub fn assert_not_stored(p: &Project, secrets: &[&str]) -> usize {
+    let state = p.path().join(".stagegate");
+    let mut read = 0;
+    for f in walk(&state) {
+        let rel = f.strip_prefix(&state).unwrap();
+        if rel.starts_with("releases") && rel.components().any(|c| c.as_os_str() == "data") {
+            continue;
+        }
+        let bytes = std::fs::read(&f).unwrap();
+        for s in secrets {
+            assert!(!has(&bytes, s), "{} leaks {s:?}", f.display());
+        }
+        read += 1;
+    }
+    read
+}
+
+/// The first line of a plan shown in the docs: `# stagegate.yml`, alone or followed by a
+/// title (`# stagegate.yml: a config gate`).
+pub const DOC_PLAN: &str = "# stagegate.yml";
+
+/// One fenced code block of a Markdown file.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// The info string after the opening fence (`yaml`, `console`, ...).
+    pub info: String,
+    /// The 1-based line of the opening fence.
+    pub line: usize,
+    pub body: String,
+}
+
+impl Block {
+    pub fn first_line(&self) -> &str {
+        self.body.lines().next().unwrap_or("").trim_end()
+    }
+
+    /// Whether the block is a plan the docs show as valid (see `DOC_PLAN`).
+    pub fn is_plan(&self) -> bool {
+        self.first_line().starts_with(DOC_PLAN)
+    }
+}
+
+/// Fenced blocks (``` or ~~~, three or more) in document order. A closing fence uses the
+/// same character, at least as many times, and nothing else.
+pub fn fenced_blocks(text: &str) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(char, usize, Block)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_start();
+        let fence_char = line.chars().next().filter(|c| *c == '`' || *c == '~');
+        let fence_len = fence_char.map_or(0, |c| line.chars().take_while(|x| *x == c).count());
+        match &mut open {
+            None => {
+                if let Some(c) = fence_char
+                    && fence_len >= 3
+                {
+                    open = Some((
+                        c,
+                        fence_len,
+                        Block {
+                            info: line[fence_len..].trim().to_string(),
+                            line: i + 1,
+                            body: String::new(),
+                        },
+                    ));
+                }
+            }
+            Some((c, len, block)) => {
+                if fence_char == Some(*c)
+                    && fence_len >= *len
+                    && line[fence_len..].trim().is_empty()
+                {
+                    blocks.push(open.take().expect("a block is open").2);
+                } else {
+                    block.body.push_str(raw);
+                    block.body.push('\n');
+                }
+            }
+        }
+    }
+    if let Some((_, _, block)) = open {
+        panic!("unclosed code block opened at line {}", block.line);
+    }
     blocks
+}
+
+pub fn docs_dir() -> PathBuf {
+    repo_root().join("docs")
+}
+
+/// Every `docs/*.md`, sorted.
+pub fn doc_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(docs_dir())
+        .expect("docs/ exists")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The plans in `docs/NAME`: fenced blocks whose first line starts with `# stagegate.yml`.
+pub fn doc_plans(name: &str) -> Vec<String> {
+    let path = docs_dir().join(name);
+    let doc = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    fenced_blocks(&doc)
+        .into_iter()
+        .filter(Block::is_plan)
+        .map(|b| b.body)
+        .collect()
 }
 
 /// The staging-demo binary, built on first use.
@@ -297,9 +458,73 @@ pub fn example(name: &str) -> Project {
 }
 
 pub fn show_json(p: &Project, id: &str) -> serde_json::Value {
-    let o = p.run(&["show", id, "--json"]);
+    show_json_with(p, &[], id)
+}
+
+/// `show ID --json` after the global options `global` (`["-f", "other.yml"]`).
+pub fn show_json_with(p: &Project, global: &[&str], id: &str) -> serde_json::Value {
+    let mut args = global.to_vec();
+    args.extend_from_slice(&["show", id, "--json"]);
+    let o = p.run(&args);
     o.code(0);
     serde_json::from_str(&o.stdout).expect("show --json is JSON")
+}
+
+/// A tiny HTTP/1.1 server on loopback: every request gets `respond(request_line, body)`.
+/// Returns its port.
+pub fn serve(respond: impl Fn(&str, &[u8]) -> Vec<u8> + Send + Sync + 'static) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let respond = std::sync::Arc::new(respond);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let respond = respond.clone();
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let line = head.lines().next().unwrap_or("").to_string();
+                let _ = s.write_all(&respond(&line, &buf[head_end..]));
+            });
+        }
+    });
+    port
+}
+
+/// A whole HTTP/1.1 response that closes the connection.
+pub fn response(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
 }
 
 pub fn step<'a>(show: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {

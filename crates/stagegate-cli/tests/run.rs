@@ -29,7 +29,11 @@ fn runs_steps_in_order_and_passes_outputs_on() {
 "#,
     ));
     let o = p.run(&["deploy", "staging", "--release-version", "3.1"]);
-    o.code(0).stderr_has("ok").stderr_has("succeeded");
+    o.code(0)
+        .stderr_has("  ok      echo \"building\"… [version]")
+        .stderr_has("  ok      echo \"${{…}} $STAGEGATE_ENVIRONMENT\" > used.txt [use]")
+        .stderr_has("  skip    skipped one [verify-2]")
+        .stderr_has("stagegate: succeeded in ");
     assert_eq!(p.read("used.txt"), "v-3.1 staging\n");
     assert!(!p.path().join("skipped.txt").exists());
 
@@ -225,47 +229,15 @@ stages:
 "#,
     );
     p.write(".env.staging", &format!("API_TOKEN={SECRET}\n"));
-    let o = p.run(&[
-        "deploy",
-        "staging",
-        "--report",
-        "json=r.json",
-        "--report",
-        "junit=r.xml",
-        "--report",
-        "markdown=r.md",
-        "--events",
-        "e.jsonl",
-    ]);
+    let o = p.run(&common::with_reports(&["deploy", "staging"]));
     o.code(4)
         .stderr_has("failing with ***")
         .stderr_has("leak *** [leak]")
         .lacks(SECRET);
-    for f in ["r.json", "r.xml", "r.md", "e.jsonl"] {
-        let text = p.read(f);
-        assert!(!text.is_empty(), "{f} is empty");
-        assert!(!text.contains(SECRET), "{f} leaks the secret:\n{text}");
-    }
-    for cmd in [
-        vec!["show", "1"],
-        vec!["show", "1", "--json"],
-        vec!["history", "--json"],
-        vec!["plan", "staging"],
-        vec!["status", "staging", "--json"],
-    ] {
-        p.run(&cmd).lacks(SECRET);
-    }
-    // Every file stagegate wrote: the SQLite store (and its WAL) and the step logs.
-    let mut checked = 0;
-    for entry in common::walk(&p.path().join(".stagegate")) {
-        let bytes = std::fs::read(&entry).unwrap();
-        assert!(
-            !contains(&bytes, SECRET.as_bytes()),
-            "{} leaks the secret",
-            entry.display()
-        );
-        checked += 1;
-    }
+    // The reports, the record, the plan, and every file stagegate wrote: the SQLite store
+    // (and its WAL) and the step logs.
+    let checked = common::assert_nowhere(&p, &[SECRET], "staging");
+    p.run(&["status", "staging", "--json"]).lacks(SECRET);
     assert!(
         checked >= 3,
         "expected a store and step logs, found {checked} files"
@@ -276,13 +248,12 @@ stages:
     );
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
 #[test]
 fn a_second_deploy_waits_for_or_reports_the_lock() {
-    let p = Project::new(&plan("  s:\n    - run: touch started; sleep 1.5\n"));
+    // The step holds the deploy (and its lock) until the test writes `go`.
+    let p = Project::new(&plan(
+        "  s:\n    - run: touch started; while [ ! -f go ]; do sleep 0.05; done\n",
+    ));
     let mut first = p.spawn(&["deploy", "staging"]);
     p.wait_for("started", Duration::from_secs(10));
     p.run(&["deploy", "staging"])
@@ -294,11 +265,26 @@ fn a_second_deploy_waits_for_or_reports_the_lock() {
         .code(0)
         .stdout_has("lock: held by tester@")
         .stdout_has("is still running");
-    let waited = p.run(&["deploy", "staging", "--wait"]);
-    waited
-        .code(0)
-        .stderr_has("waiting: environment `staging` is locked");
+    // A deploy with --wait says it waits; once the first one ends, it runs.
+    let mut waiting = p.spawn(&["deploy", "staging", "--wait"]);
+    let mut stderr = std::io::BufReader::new(waiting.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("waiting: environment `staging` is locked") {
+        let before = said.len();
+        std::io::BufRead::read_line(&mut stderr, &mut said).unwrap();
+        assert!(
+            said.len() > before,
+            "the second deploy ended without waiting:\n{said}"
+        );
+    }
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first deploy ended before the second one waited"
+    );
+    p.write("go", "");
     assert!(first.wait().unwrap().success());
+    std::io::Read::read_to_string(&mut stderr, &mut said).unwrap();
+    assert!(waiting.wait().unwrap().success(), "{said}");
     let h = p.run(&["history", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&h.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
@@ -330,7 +316,7 @@ fn a_killed_run_leaves_a_lock_that_is_reported_and_can_be_broken() {
         .stderr_has("marked abandoned");
     p.run(&["history"]).code(0).stdout_has("abandoned");
     std::fs::remove_file(p.path().join("started")).unwrap();
-    // The next deploy runs; its long step is cut short by a timeout override in a new plan.
+    // The next deploy runs, with a new plan whose step ends at once.
     p.write("stagegate.yml", &plan("  s:\n    - run: 'true'\n"));
     p.run(&["deploy", "staging"]).code(0);
 }

@@ -54,11 +54,13 @@ stages:
         o.stderr
     );
     assert!(o.stderr.contains("  |     ^^^^^"), "{}", o.stderr);
+    // Every error at once: 11, then the line that counts them.
     assert!(
-        o.stderr.contains("has 12 errors") || o.stderr.matches("error:").count() >= 12,
+        o.stderr.contains("error: stagegate.yml has 11 errors"),
         "{}",
         o.stderr
     );
+    assert_eq!(o.stderr.matches("error:").count(), 12, "{}", o.stderr);
 }
 
 #[test]
