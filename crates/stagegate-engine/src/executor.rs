@@ -465,7 +465,7 @@ impl<'a> Runner<'a> {
                 };
                 let result = self.driver.deploy(svc, &ctx).await;
                 let tail = std::fs::read_to_string(&log)
-                    .map(|t| last_lines(&t, crate::process::TAIL_LINES))
+                    .map(|t| crate::process::last_lines(&t, crate::process::TAIL_LINES))
                     .unwrap_or_default();
                 match result {
                     Ok(d) => {
@@ -735,11 +735,6 @@ impl<'a> Runner<'a> {
         }
         (ok, failed)
     }
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn undo_is_empty(undo: &[Undo]) -> bool {

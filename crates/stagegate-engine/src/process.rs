@@ -57,18 +57,32 @@ impl CommandResult {
 
     /// A sentence saying how the command ended, for errors.
     pub fn describe(&self, timeout: Option<Duration>) -> String {
-        match &self.exit {
+        self.exit.describe(timeout)
+    }
+}
+
+impl Exit {
+    /// How a command ended, as the end of a sentence: `the command exited with code 2`.
+    /// `timeout` is the one that applied, for [`Exit::TimedOut`].
+    pub fn describe(&self, timeout: Option<Duration>) -> String {
+        match self {
             Exit::Code(0) => "succeeded".into(),
             Exit::Code(c) => format!("exited with code {c}"),
             Exit::Signal(s) => format!("was killed by signal {s}"),
             Exit::TimedOut => format!(
-                "did not finish within its timeout of {}; its process group was killed",
-                timeout.map(|t| format!("{t:?}")).unwrap_or_default()
+                "did not finish within its timeout{}; its process group was killed",
+                timeout.map(|t| format!(" of {t:?}")).unwrap_or_default()
             ),
             Exit::Cancelled => "was cancelled; its process group was killed".into(),
             Exit::SpawnFailed(e) => format!("could not start: {e}"),
         }
     }
+}
+
+/// The last `n` lines of `text`, trailing blank lines left out.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Runs `spec` to completion, or until its timeout or the cancel token, whichever is first.

@@ -97,7 +97,7 @@ fn client(insecure: bool, ca: Option<&Path>, follow: bool) -> Result<reqwest::Cl
 }
 
 /// An error and its causes on one line: `error sending request: connection refused`.
-pub fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {

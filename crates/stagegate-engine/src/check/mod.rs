@@ -35,7 +35,7 @@ use crate::step::{StepCtx, StepOutcome};
 
 pub use body::human_bytes;
 pub use http::DEFAULT_TIMEOUT;
-pub(crate) use http::json_value as json_body;
+pub(crate) use http::{chain, json_value as json_body};
 
 use body::{BodyNeeds, PREVIEW_BYTES};
 use expect::{Expectation, Observation, Take};

@@ -137,7 +137,7 @@ async fn load(from: &EnvSource, ctx: &StepCtx<'_>) -> Result<(Values, String), (
             let resp = req.send().await.map_err(|e| {
                 (
                     "GET".to_string(),
-                    format!("cannot get {url}: {}", error_chain(&e)),
+                    format!("cannot get {url}: {}", crate::check::chain(&e)),
                 )
             })?;
             let status = resp.status();
@@ -154,19 +154,4 @@ async fn load(from: &EnvSource, ctx: &StepCtx<'_>) -> Result<(Values, String), (
             Ok((Values::Json(json), label))
         }
     }
-}
-
-/// An error and its causes in one line: reqwest's own message rarely says why.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }

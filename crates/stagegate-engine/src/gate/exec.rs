@@ -69,28 +69,6 @@ pub(crate) async fn capture(
     }
 }
 
-/// A sentence saying how a command ended.
-pub(crate) fn describe_exit(exit: &Exit, timeout: Option<Duration>) -> String {
-    match exit {
-        Exit::Code(c) => format!("exited with code {c}"),
-        Exit::Signal(s) => format!("was killed by signal {s}"),
-        Exit::TimedOut => format!(
-            "did not finish within {}; its process group was killed",
-            timeout
-                .map(|t| format!("{t:?}"))
-                .unwrap_or_else(|| "its timeout".into())
-        ),
-        Exit::Cancelled => "was cancelled".into(),
-        Exit::SpawnFailed(e) => format!("could not start: {e}"),
-    }
-}
-
-/// The last `n` lines of `text`.
-pub(crate) fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.trim_end().lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

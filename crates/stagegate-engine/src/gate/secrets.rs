@@ -8,9 +8,9 @@ use stagegate_plan::dotenv::read_dotenv;
 use stagegate_plan::gate::{SecretSource, SecretsGate};
 use stagegate_plan::{Plan, Secret};
 
-use super::exec::{capture, describe_exit, last_lines};
+use super::exec::capture;
 use super::{Check, Findings};
-use crate::process::Exit;
+use crate::process::{Exit, last_lines};
 use crate::step::StepCtx;
 
 /// Names and values read from one source.
@@ -321,7 +321,7 @@ async fn read_source(src: &SecretSource, ctx: &StepCtx<'_>) -> Result<Source, (S
                     label,
                     format!(
                         "the source command {}{}",
-                        describe_exit(&out.exit, ctx.step.timeout),
+                        out.exit.describe(ctx.step.timeout),
                         if err.is_empty() {
                             String::new()
                         } else {
