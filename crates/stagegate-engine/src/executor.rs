@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde_json::json;
 use stagegate_plan::{
-    OnFailure, Plan, Scope, Scrubber, Service, ServiceEndpoint, Step, StepKind, Template, truthy,
+    OnFailure, Plan, Scope, Scrubber, Service, ServiceEndpoint, Step, StepKind, Template,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -265,46 +265,39 @@ impl<'a> Runner<'a> {
             at: started.0,
         });
 
-        if let Some(w) = &step.when {
-            // In a condition, an unset environment variable is empty, not an error.
-            let resolve = &mut |x: &stagegate_plan::Ref| match (x, self.scope.resolve(x)) {
-                (stagegate_plan::Ref::Env(_), Err(_)) => Ok(String::new()),
-                (_, r) => r,
-            };
-            match w.value.eval(resolve) {
-                Ok(v) if !truthy(&v) => {
-                    return (
-                        self.finish(
-                            r,
-                            StepStatus::Skipped,
-                            started,
-                            None,
-                            0,
-                            "",
-                            None,
-                            BTreeMap::new(),
-                            json!({ "when": "false" }),
-                        ),
+        match crate::step::when_holds(step, &self.scope) {
+            Ok(true) => {}
+            Ok(false) => {
+                return (
+                    self.finish(
+                        r,
+                        StepStatus::Skipped,
+                        started,
                         None,
-                    );
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    return (
-                        self.finish(
-                            r,
-                            StepStatus::Failed,
-                            started,
-                            None,
-                            0,
-                            "",
-                            Some(format!("cannot evaluate `when`: {e}")),
-                            BTreeMap::new(),
-                            json!({}),
-                        ),
+                        0,
+                        "",
                         None,
-                    );
-                }
+                        BTreeMap::new(),
+                        json!({ "when": "false" }),
+                    ),
+                    None,
+                );
+            }
+            Err(e) => {
+                return (
+                    self.finish(
+                        r,
+                        StepStatus::Failed,
+                        started,
+                        None,
+                        0,
+                        "",
+                        Some(format!("cannot evaluate `when`: {e}")),
+                        BTreeMap::new(),
+                        json!({}),
+                    ),
+                    None,
+                );
             }
         }
 

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 use stagegate_plan::gate::{EnvSource, GateKind, GateSpec, SecretSource};
 use stagegate_plan::glob::expand_files;
-use stagegate_plan::{Plan, Ref, Scope, StepKind, Template, truthy};
+use stagegate_plan::{Plan, Ref, Scope, StepKind, Template};
 
 pub use evidence::{Acknowledgement, Check, Evidence, Override};
 
@@ -276,16 +276,8 @@ pub fn preflight(plan: &Plan, scope: &Scope) -> Vec<String> {
         let StepKind::Gate(g) = &step.kind else {
             continue;
         };
-        if let Some(w) = &step.when {
-            let mut refs = Vec::new();
-            w.value.refs(&mut refs);
-            if refs.iter().any(|(r, _)| produced_during_run(r)) {
-                continue;
-            }
-            match w.value.eval(&mut |r| scope.resolve(r)) {
-                Ok(v) if !truthy(&v) => continue,
-                _ => {}
-            }
+        if skipped_up_front(step, scope) {
+            continue;
         }
         let mut paths: Vec<(&stagegate_plan::Spanned<Template>, &str)> = Vec::new();
         match &g.kind {
@@ -332,6 +324,19 @@ pub fn preflight(plan: &Plan, scope: &Scope) -> Vec<String> {
         }
     }
     errors
+}
+
+/// Whether a step's `when` is false before the run starts: it names no value the run
+/// produces (a step's outputs, a service's address) and does not hold. The executor
+/// evaluates the same `when` with [`crate::step::when_holds`] when the step's turn comes.
+pub fn skipped_up_front(step: &stagegate_plan::Step, scope: &Scope) -> bool {
+    let Some(w) = &step.when else {
+        return false;
+    };
+    let mut refs = Vec::new();
+    w.value.refs(&mut refs);
+    !refs.iter().any(|(r, _)| produced_during_run(r))
+        && matches!(crate::step::when_holds(step, scope), Ok(false))
 }
 
 /// What a gate needs that only the steps `check` leaves out produce: a service's address, or
