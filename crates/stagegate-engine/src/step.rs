@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use stagegate_plan::{Plan, Ref, Scope, Scrubber, Step, truthy};
+use stagegate_plan::{Plan, Ref, Scope, Scrubber, Step, Template, truthy};
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{Events, StepRef, StepStatus};
@@ -71,6 +71,71 @@ impl StepCtx<'_> {
                 .unwrap_or_default(),
             self.step.span.pos.line
         )
+    }
+
+    /// The environment of a command the step runs (see [`command_env`]).
+    pub fn command_env(&self) -> Result<BTreeMap<String, String>, String> {
+        command_env(
+            self.scope,
+            self.deployment_id,
+            self.step.env.iter().map(|(k, t)| (k, &t.value)),
+        )
+    }
+
+    /// The working directory of a command the step runs (see [`command_cwd`]).
+    pub fn command_cwd(&self) -> Result<PathBuf, String> {
+        command_cwd(
+            &self.plan.dir,
+            self.scope,
+            self.step.cwd.as_ref().map(|c| &c.value),
+        )
+    }
+}
+
+/// What a command stagegate runs for a step finds in its environment, besides stagegate's
+/// own: the run's identity (`STAGEGATE_ENVIRONMENT`, `STAGEGATE_RELEASE_VERSION`,
+/// `STAGEGATE_RELEASE_SHA`, `STAGEGATE_DEPLOYMENT`), then the step's `env`, rendered.
+pub fn command_env<'t>(
+    scope: &Scope,
+    deployment_id: i64,
+    step_env: impl IntoIterator<Item = (&'t String, &'t Template)>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut env = BTreeMap::from([
+        (
+            "STAGEGATE_ENVIRONMENT".to_string(),
+            scope.environment.clone(),
+        ),
+        (
+            "STAGEGATE_RELEASE_VERSION".to_string(),
+            scope.release.version.clone(),
+        ),
+        (
+            "STAGEGATE_RELEASE_SHA".to_string(),
+            scope.release.sha.clone(),
+        ),
+        (
+            "STAGEGATE_DEPLOYMENT".to_string(),
+            deployment_id.to_string(),
+        ),
+    ]);
+    for (k, t) in step_env {
+        env.insert(
+            k.clone(),
+            scope.render(t).map_err(|e| format!("env `{k}`: {e}"))?,
+        );
+    }
+    Ok(env)
+}
+
+/// Where a step's command runs: the plan's directory, or the step's `cwd` under it.
+pub fn command_cwd(
+    plan_dir: &Path,
+    scope: &Scope,
+    cwd: Option<&Template>,
+) -> Result<PathBuf, String> {
+    match cwd {
+        None => Ok(plan_dir.to_path_buf()),
+        Some(t) => Ok(plan_dir.join(scope.render(t).map_err(|e| format!("cwd: {e}"))?)),
     }
 }
 

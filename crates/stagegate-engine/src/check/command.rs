@@ -16,48 +16,6 @@ use crate::step::StepCtx;
 /// How much of stderr is kept for assertions.
 const STDERR_KEEP: u64 = 1024 * 1024;
 
-/// The environment a check's command sees: the run's identity and the step's `env`.
-pub fn command_env(ctx: &StepCtx<'_>) -> Result<BTreeMap<String, String>, String> {
-    let mut env = BTreeMap::new();
-    env.insert(
-        "STAGEGATE_ENVIRONMENT".to_string(),
-        ctx.scope.environment.clone(),
-    );
-    env.insert(
-        "STAGEGATE_RELEASE_VERSION".to_string(),
-        ctx.scope.release.version.clone(),
-    );
-    env.insert(
-        "STAGEGATE_RELEASE_SHA".to_string(),
-        ctx.scope.release.sha.clone(),
-    );
-    env.insert(
-        "STAGEGATE_DEPLOYMENT".to_string(),
-        ctx.deployment_id.to_string(),
-    );
-    for (k, t) in &ctx.step.env {
-        env.insert(
-            k.clone(),
-            ctx.scope
-                .render(&t.value)
-                .map_err(|e| format!("env `{k}`: {e}"))?,
-        );
-    }
-    Ok(env)
-}
-
-/// The working directory: the plan's, or the step's `cwd` under it.
-pub fn command_cwd(ctx: &StepCtx<'_>) -> Result<PathBuf, String> {
-    match &ctx.step.cwd {
-        None => Ok(ctx.plan.dir.clone()),
-        Some(t) => Ok(ctx.plan.dir.join(
-            ctx.scope
-                .render(&t.value)
-                .map_err(|e| format!("cwd: {e}"))?,
-        )),
-    }
-}
-
 pub struct Prepared {
     pub script: String,
     cwd: PathBuf,
@@ -72,8 +30,8 @@ impl Prepared {
                 .scope
                 .render(script)
                 .map_err(|e| format!("command: {e}"))?,
-            cwd: command_cwd(ctx)?,
-            env: command_env(ctx)?,
+            cwd: ctx.command_cwd()?,
+            env: ctx.command_env()?,
             needs,
         })
     }

@@ -85,8 +85,8 @@ impl Prepared {
                     .scope
                     .render(&t.value)
                     .map_err(|e| format!("log command: {e}"))?,
-                cwd: super::command::command_cwd(ctx)?,
-                env: super::command::command_env(ctx)?,
+                cwd: ctx.command_cwd()?,
+                env: ctx.command_env()?,
             },
         };
         Ok(Self {

@@ -13,8 +13,8 @@ pub(crate) async fn evaluate(c: &CommandGate, ctx: &StepCtx<'_>) -> Findings {
     let prepared = (|| {
         Ok::<_, String>((
             ctx.scope.render(&c.run.value)?,
-            super::command_env(ctx)?,
-            super::command_cwd(ctx)?,
+            ctx.command_env()?,
+            ctx.command_cwd()?,
         ))
     })();
     let (script, env, cwd) = match prepared {

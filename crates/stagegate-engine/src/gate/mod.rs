@@ -209,50 +209,6 @@ async fn evaluate(spec: &GateSpec, ctx: &StepCtx<'_>) -> Findings {
     }
 }
 
-/// The environment of a command a gate runs: what `run` steps get, and the step's `env`.
-pub(crate) fn command_env(ctx: &StepCtx<'_>) -> Result<BTreeMap<String, String>, String> {
-    let scope = ctx.scope;
-    let mut env = BTreeMap::from([
-        (
-            "STAGEGATE_ENVIRONMENT".to_string(),
-            scope.environment.clone(),
-        ),
-        (
-            "STAGEGATE_RELEASE_VERSION".to_string(),
-            scope.release.version.clone(),
-        ),
-        (
-            "STAGEGATE_RELEASE_SHA".to_string(),
-            scope.release.sha.clone(),
-        ),
-        (
-            "STAGEGATE_DEPLOYMENT".to_string(),
-            ctx.deployment_id.to_string(),
-        ),
-    ]);
-    for (k, t) in &ctx.step.env {
-        env.insert(
-            k.clone(),
-            scope
-                .render(&t.value)
-                .map_err(|e| format!("env `{k}`: {e}"))?,
-        );
-    }
-    Ok(env)
-}
-
-/// The step's working directory (`cwd`, relative to the plan).
-pub(crate) fn command_cwd(ctx: &StepCtx<'_>) -> Result<PathBuf, String> {
-    match &ctx.step.cwd {
-        None => Ok(ctx.plan.dir.clone()),
-        Some(t) => Ok(ctx.plan.dir.join(
-            ctx.scope
-                .render(&t.value)
-                .map_err(|e| format!("cwd: {e}"))?,
-        )),
-    }
-}
-
 /// A path relative to the plan, shown relative when it is inside the plan's directory.
 pub(crate) fn show_path(plan: &Plan, p: &std::path::Path) -> String {
     p.strip_prefix(&plan.dir).unwrap_or(p).display().to_string()

@@ -303,8 +303,8 @@ async fn read_source(src: &SecretSource, ctx: &StepCtx<'_>) -> Result<Source, (S
                 .collect::<Vec<_>>()
                 .join(" ");
             let label = format!("`{first}…`");
-            let env = super::command_env(ctx).map_err(|e| (label.clone(), e))?;
-            let cwd = super::command_cwd(ctx).map_err(|e| (label.clone(), e))?;
+            let env = ctx.command_env().map_err(|e| (label.clone(), e))?;
+            let cwd = ctx.command_cwd().map_err(|e| (label.clone(), e))?;
             let out = capture(&script, &cwd, &env, ctx.step.timeout, ctx.cancel).await;
             if out.exit != Exit::Code(0) {
                 // Whatever the command printed may hold secrets: show only its error stream,
