@@ -29,6 +29,7 @@ use stagegate_plan::{Plan, Ref, Scope, StepKind, Template};
 pub use evidence::{Acknowledgement, Check, Evidence, Override};
 
 use crate::event::{Event, StepStatus};
+use crate::poll::{Attempt, PollPolicy, poll};
 use crate::step::{StepCtx, StepOutcome};
 
 /// What evaluating a gate found.
@@ -56,54 +57,74 @@ pub async fn run(spec: &GateSpec, ctx: &StepCtx<'_>) -> StepOutcome {
     // A person's answer or the clock will not change if asked again a second later.
     let retryable = !matches!(spec.kind, GateKind::Checklist(_) | GateKind::Window(_));
     let attempts = if retryable { ctx.step.retries + 1 } else { 1 };
-    let mut attempt = 0;
-    let findings = loop {
-        attempt += 1;
-        let evaluation = evaluate(spec, ctx);
-        // A command gate kills its own command at the timeout; others are bounded here.
-        let bounded = async {
-            match ctx.step.timeout {
-                Some(t) if !matches!(spec.kind, GateKind::Command(_)) => {
-                    match tokio::time::timeout(t, evaluation).await {
-                        Ok(f) => f,
-                        Err(_) => Findings {
-                            checks: vec![Check::fail(
-                                spec.kind.type_name(),
-                                format!("the gate did not finish within its timeout of {t:?}"),
-                            )],
-                            timed_out: true,
-                            ..Default::default()
-                        },
+    let policy = PollPolicy {
+        attempts: Some(attempts),
+        interval: ctx.step.retry_delay,
+        deadline: None,
+    };
+    // An attempt's findings; none when the run was cancelled during it.
+    let result = poll(
+        &policy,
+        ctx.cancel,
+        |_| async {
+            tokio::select! {
+                f = evaluate_bounded(spec, ctx) => {
+                    if f.passed() { Attempt::Done(f) } else { Attempt::Again(Some(f)) }
+                }
+                () = ctx.cancel.cancelled() => Attempt::Stop(None),
+            }
+        },
+        |attempt, findings: &Option<Findings>| {
+            if let Some(f) = findings {
+                ctx.events.emit(Event::StepRetrying {
+                    step: ctx.step_ref.clone(),
+                    attempt,
+                    attempts,
+                    error: ctx.scrubber.scrub(&failure_summary(f)),
+                });
+            }
+        },
+    )
+    .await;
+    let (findings, attempt) = match result {
+        Ok(p) => (p.value, p.attempts),
+        Err(g) => {
+            let attempt = g.attempts();
+            match g.into_last().flatten() {
+                Some(f) => (f, attempt),
+                None => {
+                    return StepOutcome {
+                        attempts: attempt,
+                        ..StepOutcome::new(StepStatus::Cancelled)
                     }
+                    .with_details(serde_json::json!({ "gate": spec.kind.type_name(), "passed": false, "checks": [] }));
                 }
-                _ => evaluation.await,
             }
-        };
-        let findings = tokio::select! {
-            f = bounded => f,
-            () = ctx.cancel.cancelled() => {
-                return StepOutcome {
-                    attempts: attempt,
-                    ..StepOutcome::new(StepStatus::Cancelled)
-                }
-                .with_details(serde_json::json!({ "gate": spec.kind.type_name(), "passed": false, "checks": [] }));
-            }
-        };
-        if findings.passed() || attempt >= attempts || ctx.cancel.is_cancelled() {
-            break findings;
-        }
-        ctx.events.emit(Event::StepRetrying {
-            step: ctx.step_ref.clone(),
-            attempt,
-            attempts,
-            error: ctx.scrubber.scrub(&failure_summary(&findings)),
-        });
-        tokio::select! {
-            () = tokio::time::sleep(ctx.step.retry_delay) => {}
-            () = ctx.cancel.cancelled() => {}
         }
     };
     conclude(spec, ctx, findings, attempt)
+}
+
+/// Evaluates the gate once. A command gate kills its own command at the step's timeout;
+/// other gates are bounded here.
+async fn evaluate_bounded(spec: &GateSpec, ctx: &StepCtx<'_>) -> Findings {
+    let evaluation = evaluate(spec, ctx);
+    match ctx.step.timeout {
+        Some(t) if !matches!(spec.kind, GateKind::Command(_)) => {
+            match tokio::time::timeout(t, evaluation).await {
+                Ok(f) => f,
+                Err(_) => Findings {
+                    checks: vec![Check::fail(
+                        spec.kind.type_name(),
+                        format!("the gate did not finish within its timeout of {t:?}"),
+                    )],
+                    timed_out: true,
+                    ..Default::default()
+                },
+            }
+        }
+        _ => evaluation.await,
+    }
 }
 
 fn failure_summary(f: &Findings) -> String {
