@@ -266,27 +266,11 @@ impl Prepared {
         if let PreparedBody::Stream(s) = &body {
             headers.insert(reqwest::header::CONTENT_LENGTH, HeaderValue::from(s.len));
         }
-        match &h.auth {
-            Some(Auth::Bearer(t)) => {
-                let token = render(scope, &t.value, "bearer token")?;
-                headers.insert(
-                    reqwest::header::AUTHORIZATION,
-                    header_value(&format!("Bearer {token}"), "Authorization")?,
-                );
-            }
-            Some(Auth::Basic { user, password }) => {
-                let pair = format!(
-                    "{}:{}",
-                    render(scope, &user.value, "basic user")?,
-                    render(scope, &password.value, "basic password")?
-                );
-                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-                headers.insert(
-                    reqwest::header::AUTHORIZATION,
-                    header_value(&format!("Basic {encoded}"), "Authorization")?,
-                );
-            }
-            None => {}
+        if let Some(auth) = &h.auth {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                header_value(&auth_header(scope, auth)?, "Authorization")?,
+            );
         }
         // Headers written in the plan win over the ones derived above.
         for (k, v) in &h.headers {
@@ -385,6 +369,25 @@ impl Prepared {
             format!("the request failed: {detail}")
         }
     }
+}
+
+/// The value of the `Authorization` header for `auth`: `Bearer TOKEN`, or `Basic` and the
+/// base64 of `user:password`.
+pub(crate) fn auth_header(scope: &Scope, auth: &Auth) -> Result<String, String> {
+    Ok(match auth {
+        Auth::Bearer(t) => format!("Bearer {}", render(scope, &t.value, "bearer token")?),
+        Auth::Basic { user, password } => {
+            let pair = format!(
+                "{}:{}",
+                render(scope, &user.value, "basic user")?,
+                render(scope, &password.value, "basic password")?
+            );
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+        }
+    })
 }
 
 fn header_value(v: &str, name: &str) -> Result<HeaderValue, String> {

@@ -15,7 +15,7 @@ pub(crate) mod body;
 mod command;
 pub(crate) mod expect;
 mod file;
-mod http;
+pub(crate) mod http;
 mod log;
 mod payload;
 mod tcp;
