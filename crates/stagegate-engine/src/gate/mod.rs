@@ -343,6 +343,8 @@ pub(crate) fn needs_deploy_values(plan: &Plan, step: &stagegate_plan::Step) -> O
         })
         .map(|r| format!("`{r}`"))
         .collect();
+    // A value named twice (in the `when` and a template, or two templates) is listed once.
+    needs.sort();
     needs.dedup();
     (!needs.is_empty()).then(|| needs.join(", "))
 }
