@@ -169,10 +169,6 @@ impl StepOutcome {
         }
     }
 
-    pub fn passed() -> Self {
-        Self::new(StepStatus::Passed)
-    }
-
     pub fn failed(error: impl Into<String>) -> Self {
         Self {
             error: Some(error.into()),

@@ -33,11 +33,9 @@ use crate::event::{Event, StepStatus};
 use crate::poll::{Attempt, GaveUp, PollPolicy, poll};
 use crate::step::{StepCtx, StepOutcome};
 
-pub use body::human_bytes;
-pub use http::DEFAULT_TIMEOUT;
 pub(crate) use http::{chain, json_value as json_body};
 
-use body::{BodyNeeds, PREVIEW_BYTES};
+use body::{BodyNeeds, PREVIEW_BYTES, human_bytes};
 use expect::{Expectation, Observation, Take};
 
 /// One assertion as recorded: what was expected, what was found, whether it held.
@@ -640,12 +638,9 @@ async fn run_repeat(
         ctx.scrubber.clone(),
         ctx.cancel.child_token(),
     );
-    let (tally, timed_out) = match ctx.step.timeout {
-        Some(t) => match tokio::time::timeout(t, work).await {
-            Ok(t) => (Some(t), false),
-            Err(_) => (None, true),
-        },
-        None => (Some(work.await), false),
+    let tally = match ctx.step.timeout {
+        Some(t) => tokio::time::timeout(t, work).await.ok(),
+        None => Some(work.await),
     };
     let Some(t) = tally else {
         return StepOutcome {
@@ -657,7 +652,6 @@ async fn run_repeat(
             ))
         };
     };
-    let _ = timed_out;
     let results: Vec<AssertionResult> = names
         .into_iter()
         .zip(&t.failures)
