@@ -146,7 +146,6 @@ fn needs(spec: &CheckSpec, max_body: u64) -> (BodyNeeds, bool) {
 /// Runs a check step to its outcome. Never panics on a failed check.
 pub async fn run(spec: &CheckSpec, ctx: &StepCtx<'_>) -> StepOutcome {
     let kind = spec.kind();
-    let word = if kind == "command" { "stdout" } else { "body" };
     let started = Instant::now();
     let deadline = ctx.step.timeout.map(|t| started + t);
 
@@ -211,7 +210,7 @@ pub async fn run(spec: &CheckSpec, ctx: &StepCtx<'_>) -> StepOutcome {
         |_| {
             let (observer, expect, until, takes) = (&observer, &expect, &until, &takes);
             async move {
-                let tried = attempt(observer, ctx, expect, until, takes, word, deadline).await;
+                let tried = attempt(observer, ctx, expect, until, takes, deadline).await;
                 let until_ok = tried.until.iter().all(|r| r.passed);
                 let all_ok = tried.error.is_none() && until_ok && tried.failed().next().is_none();
                 if all_ok {
@@ -286,6 +285,12 @@ fn finish(
     if let Some(e) = &tried.error {
         log.push(format!("! {e}"));
     }
+    // The tail is what was seen; the assertions are in the details.
+    let tail = log
+        .iter()
+        .map(|l| tried.mask.scrub(l))
+        .collect::<Vec<_>>()
+        .join("\n");
     for r in tried.until.iter().chain(&tried.results) {
         log.push(format!(
             "{} {}",
@@ -318,13 +323,6 @@ fn finish(
             let _ = writeln!(f, "{}", tried.mask.scrub(l));
         }
     }
-    // The tail is what was seen; the assertions are in the details.
-    let tail = log
-        .iter()
-        .filter(|l| !l.starts_with("ok   ") && !l.starts_with("FAIL "))
-        .map(|l| tried.mask.scrub(l))
-        .collect::<Vec<_>>()
-        .join("\n");
 
     let mut details = json!({
         "check": spec.kind(),
@@ -459,9 +457,9 @@ async fn attempt(
     expect: &[Expectation],
     until: &[Expectation],
     takes: &[Take],
-    word: &str,
     deadline: Option<Instant>,
 ) -> Tried {
+    let word = observer.word();
     let mut mask = ctx.scrubber.clone();
     let mut tried = Tried {
         obs: None,
@@ -561,6 +559,14 @@ impl Observer {
             CheckTarget::Log(l) => Observer::Log(log::Prepared::new(ctx, l)?),
             CheckTarget::File(files) => Observer::File(file::Prepared::new(ctx, files, needs)?),
         })
+    }
+
+    /// What assertions call what the check received: a command's `stdout`, else `body`.
+    fn word(&self) -> &'static str {
+        match self {
+            Observer::Command(_) => "stdout",
+            _ => "body",
+        }
     }
 
     /// What the check looks at, for messages: `GET http://…`, `$ cmd`, `tcp host:port`.
