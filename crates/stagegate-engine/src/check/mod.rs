@@ -652,7 +652,7 @@ async fn run_repeat(
         return StepOutcome {
             status: StepStatus::TimedOut,
             ..StepOutcome::failed(format!(
-                "{target}: {} requests did not finish within the step's timeout of {}",
+                "{target}: {} requests did not finish within the step's timeout of {}; raise the step's `timeout` or lower `repeat` (or `concurrency`, if the service slows down when many requests come at once)",
                 r.count,
                 http::fmt_duration(ctx.step.timeout.unwrap_or_default())
             ))

@@ -80,7 +80,7 @@ pub async fn run(spec: &GateSpec, ctx: &StepCtx<'_>) -> StepOutcome {
                     step: ctx.step_ref.clone(),
                     attempt,
                     attempts,
-                    error: ctx.scrubber.scrub(&failure_summary(f)),
+                    error: ctx.scrubber.scrub(&failure_summary(spec, f)),
                 });
             }
         },
@@ -127,7 +127,7 @@ async fn evaluate_bounded(spec: &GateSpec, ctx: &StepCtx<'_>) -> Findings {
     }
 }
 
-fn failure_summary(f: &Findings) -> String {
+fn failure_summary(spec: &GateSpec, f: &Findings) -> String {
     let failed: Vec<&Check> = f.checks.iter().filter(|c| !c.ok).collect();
     let mut s = failed
         .iter()
@@ -138,9 +138,29 @@ fn failure_summary(f: &Findings) -> String {
         s = format!("{} checks failed: {s}", failed.len());
     }
     if s.is_empty() {
-        s = "the gate checked nothing".into();
+        s = format!(
+            "the gate checked nothing: it needs {}",
+            what_to_check(&spec.kind)
+        );
     }
     s
+}
+
+/// The keys that give a gate of this type something to check, for "it needs ...".
+fn what_to_check(kind: &GateKind) -> &'static str {
+    match kind {
+        GateKind::Git(_) => "one or more of `branch`, `clean`, `pushed`, `tag` and `ancestor_of`",
+        GateKind::Command(_) => {
+            "`expect` (`exit`, `output_contains`, `output_lacks`, `output_matches`)"
+        }
+        GateKind::Secrets(_) => "`require`, `forbid`, `forbid_values`, `only` or `drift`",
+        GateKind::Env(_) => "`expect: { NAME: value }`",
+        GateKind::Config(_) => {
+            "`files` that exist and a rule: `forbid_hosts`, `require_https`, `forbid_values` or `forbid_patterns`"
+        }
+        GateKind::Checklist(_) => "`items`",
+        GateKind::Window(_) => "`allow` and/or `freeze`",
+    }
 }
 
 /// Turns findings into the step's outcome: the verdict, the override, the evidence.
@@ -181,13 +201,16 @@ fn conclude(spec: &GateSpec, ctx: &StepCtx<'_>, f: Findings, attempts: u32) -> S
                     message: ctx.scrubber.scrub(&format!(
                         "gate `{}` failed ({}) and was overridden by {who}: {reason}",
                         ctx.step.id,
-                        failure_summary(&f)
+                        failure_summary(spec, &f)
                     )),
                 });
             }
             _ => {
-                let mut message =
-                    format!("{} gate: {}", spec.kind.type_name(), failure_summary(&f));
+                let mut message = format!(
+                    "{} gate: {}",
+                    spec.kind.type_name(),
+                    failure_summary(spec, &f)
+                );
                 if let Some(help) = &f.help {
                     message.push_str(&format!("\nhelp: {help}"));
                 }
