@@ -428,7 +428,7 @@ pub async fn repeat(
     expect: Arc<Vec<Expectation>>,
     count: u32,
     concurrency: u32,
-    mask: stagegate_plan::Scrubber,
+    mask: Arc<stagegate_plan::Scrubber>,
     cancel: CancellationToken,
 ) -> Tally {
     let started = Instant::now();
@@ -457,7 +457,7 @@ pub async fn repeat(
                 match prepared.exchange(&cancel).await {
                     Ok(mut obs) => {
                         t.answered += 1;
-                        obs.set_mask(mask.clone());
+                        obs.share_mask(mask.clone());
                         let mut all = true;
                         for (i, e) in expect.iter().enumerate() {
                             let r = e.evaluate(&obs, "body");

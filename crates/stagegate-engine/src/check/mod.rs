@@ -641,7 +641,7 @@ async fn run_repeat(
         Arc::new(expect),
         r.count,
         r.concurrency,
-        ctx.scrubber.clone(),
+        Arc::new(ctx.scrubber.clone()),
         ctx.cancel.child_token(),
     );
     let tally = match ctx.step.timeout {
