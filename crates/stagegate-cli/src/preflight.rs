@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use stagegate_engine::RunInputs;
 use stagegate_plan::gate::{ChecklistItem, GateKind};
-use stagegate_plan::{Plan, Ref, Scope, StepKind, truthy};
+use stagegate_plan::{Plan, Scope, StepKind};
 
 use crate::cli::{GateArgs, RunArgs};
 use crate::context::{Failure, actor};
@@ -94,15 +94,8 @@ fn checklist_items<'p>(plan: &'p Plan, scope: Option<&Scope>) -> Vec<&'p Checkli
         let GateKind::Checklist(c) = &g.kind else {
             continue;
         };
-        if let (Some(scope), Some(w)) = (scope, &step.when) {
-            let mut refs = Vec::new();
-            w.value.refs(&mut refs);
-            let known = !refs
-                .iter()
-                .any(|(r, _)| matches!(r, Ref::StepOutput { .. } | Ref::Service { .. }));
-            if known && matches!(w.value.eval(&mut |r| scope.resolve(r)), Ok(v) if !truthy(&v)) {
-                continue;
-            }
+        if scope.is_some_and(|scope| stagegate_engine::gate::skipped_up_front(step, scope)) {
+            continue;
         }
         out.extend(&c.items);
     }

@@ -7,14 +7,14 @@ use std::time::Instant;
 
 use serde_json::json;
 use stagegate_plan::{
-    OnFailure, Plan, Scope, Scrubber, Service, ServiceEndpoint, Step, StepKind, Template, truthy,
+    OnFailure, Plan, Scope, Scrubber, Service, ServiceEndpoint, Step, StepKind, Template,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, Events, Outcome, Phase, StepRef, StepResult, StepStatus, now_ms};
 use crate::local::{DriverCtx, LocalDriver};
 use crate::process::{CommandSpec, read_outputs, run_command};
-use crate::step::{RunInputs, StepCtx, StepFilter, StepOutcome};
+use crate::step::{RunInputs, StepCtx, StepFilter, StepOutcome, command_cwd, command_env};
 
 /// Everything a run needs. The caller has validated the plan, prepared the scope and
 /// created the deployment record (its id names logs and releases).
@@ -131,52 +131,6 @@ impl<'a> Runner<'a> {
         r
     }
 
-    fn command_env(
-        &self,
-        step_env: &BTreeMap<String, Template>,
-        outputs_file: Option<&PathBuf>,
-    ) -> Result<BTreeMap<String, String>, String> {
-        let mut env = BTreeMap::new();
-        env.insert(
-            "STAGEGATE_ENVIRONMENT".to_string(),
-            self.scope.environment.clone(),
-        );
-        env.insert(
-            "STAGEGATE_RELEASE_VERSION".to_string(),
-            self.scope.release.version.clone(),
-        );
-        env.insert(
-            "STAGEGATE_RELEASE_SHA".to_string(),
-            self.scope.release.sha.clone(),
-        );
-        env.insert(
-            "STAGEGATE_DEPLOYMENT".to_string(),
-            self.deployment_id.to_string(),
-        );
-        if let Some(f) = outputs_file {
-            env.insert("STAGEGATE_OUTPUT".to_string(), f.display().to_string());
-        }
-        for (k, t) in step_env {
-            env.insert(
-                k.clone(),
-                self.scope
-                    .render(t)
-                    .map_err(|e| format!("env `{k}`: {e}"))?,
-            );
-        }
-        Ok(env)
-    }
-
-    fn cwd(&self, cwd: Option<&Template>) -> Result<PathBuf, String> {
-        match cwd {
-            None => Ok(self.plan.dir.clone()),
-            Some(t) => Ok(self
-                .plan
-                .dir
-                .join(self.scope.render(t).map_err(|e| format!("cwd: {e}"))?)),
-        }
-    }
-
     /// The context a step kind's runner gets.
     fn step_ctx<'s>(
         &'s self,
@@ -265,46 +219,39 @@ impl<'a> Runner<'a> {
             at: started.0,
         });
 
-        if let Some(w) = &step.when {
-            // In a condition, an unset environment variable is empty, not an error.
-            let resolve = &mut |x: &stagegate_plan::Ref| match (x, self.scope.resolve(x)) {
-                (stagegate_plan::Ref::Env(_), Err(_)) => Ok(String::new()),
-                (_, r) => r,
-            };
-            match w.value.eval(resolve) {
-                Ok(v) if !truthy(&v) => {
-                    return (
-                        self.finish(
-                            r,
-                            StepStatus::Skipped,
-                            started,
-                            None,
-                            0,
-                            "",
-                            None,
-                            BTreeMap::new(),
-                            json!({ "when": "false" }),
-                        ),
+        match crate::step::when_holds(step, &self.scope) {
+            Ok(true) => {}
+            Ok(false) => {
+                return (
+                    self.finish(
+                        r,
+                        StepStatus::Skipped,
+                        started,
                         None,
-                    );
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    return (
-                        self.finish(
-                            r,
-                            StepStatus::Failed,
-                            started,
-                            None,
-                            0,
-                            "",
-                            Some(format!("cannot evaluate `when`: {e}")),
-                            BTreeMap::new(),
-                            json!({}),
-                        ),
+                        0,
+                        "",
                         None,
-                    );
-                }
+                        BTreeMap::new(),
+                        json!({ "when": "false" }),
+                    ),
+                    None,
+                );
+            }
+            Err(e) => {
+                return (
+                    self.finish(
+                        r,
+                        StepStatus::Failed,
+                        started,
+                        None,
+                        0,
+                        "",
+                        Some(format!("cannot evaluate `when`: {e}")),
+                        BTreeMap::new(),
+                        json!({}),
+                    ),
+                    None,
+                );
             }
         }
 
@@ -315,15 +262,19 @@ impl<'a> Runner<'a> {
                 let outputs_file = log.with_extension("outputs");
                 let prepared = (|| {
                     let script = self.scope.render(&command.value)?;
-                    let env = self.command_env(
-                        &step
-                            .env
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.value.clone()))
-                            .collect(),
-                        Some(&outputs_file),
+                    let mut env = command_env(
+                        &self.scope,
+                        self.deployment_id,
+                        step.env.iter().map(|(k, t)| (k, &t.value)),
                     )?;
-                    let cwd = self.cwd(step.cwd.as_ref().map(|c| &c.value))?;
+                    // A step's own `env` may set it; otherwise the step writes its outputs there.
+                    env.entry("STAGEGATE_OUTPUT".to_string())
+                        .or_insert_with(|| outputs_file.display().to_string());
+                    let cwd = command_cwd(
+                        &self.plan.dir,
+                        &self.scope,
+                        step.cwd.as_ref().map(|c| &c.value),
+                    )?;
                     Ok::<_, String>(CommandSpec {
                         script,
                         cwd,
@@ -465,7 +416,7 @@ impl<'a> Runner<'a> {
                 };
                 let result = self.driver.deploy(svc, &ctx).await;
                 let tail = std::fs::read_to_string(&log)
-                    .map(|t| last_lines(&t, crate::process::TAIL_LINES))
+                    .map(|t| crate::process::last_lines(&t, crate::process::TAIL_LINES))
                     .unwrap_or_default();
                 match result {
                     Ok(d) => {
@@ -616,8 +567,8 @@ impl<'a> Runner<'a> {
                     let spec = (|| {
                         Ok::<_, String>(CommandSpec {
                             script: self.scope.render(&script)?,
-                            cwd: self.cwd(cwd.as_ref())?,
-                            env: self.command_env(&env, None)?,
+                            cwd: command_cwd(&self.plan.dir, &self.scope, cwd.as_ref())?,
+                            env: command_env(&self.scope, self.deployment_id, &env)?,
                             timeout,
                             log: Some(log),
                         })
@@ -735,11 +686,6 @@ impl<'a> Runner<'a> {
         }
         (ok, failed)
     }
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn undo_is_empty(undo: &[Undo]) -> bool {

@@ -752,7 +752,7 @@ impl LocalDriver {
     /// The release directories beyond `keep` to delete: releases that never became healthy
     /// go first (oldest first), then the oldest good ones. The current release, running ones
     /// and the newest good release before the current one (the rollback target) always stay.
-    pub fn prunable(&self, service: &str, keep: usize) -> Vec<PathBuf> {
+    fn prunable(&self, service: &str, keep: usize) -> Vec<PathBuf> {
         let all = self.releases(service);
         let target = self.previous_good(service).map(|r| r.meta.id);
         let mut excess = all.len().saturating_sub(keep);

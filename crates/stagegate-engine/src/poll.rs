@@ -17,17 +17,6 @@ pub struct PollPolicy {
     pub deadline: Option<Duration>,
 }
 
-impl PollPolicy {
-    /// One attempt, no waiting.
-    pub fn once() -> Self {
-        Self {
-            attempts: Some(1),
-            interval: Duration::ZERO,
-            deadline: None,
-        }
-    }
-}
-
 /// What one attempt found.
 pub enum Attempt<T, E> {
     /// Success: stop polling.

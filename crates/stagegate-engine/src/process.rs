@@ -2,13 +2,15 @@
 //! and cancellation that kill the whole group.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use stagegate_plan::Scrubber;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// How many lines of output a step keeps for its record.
@@ -55,18 +57,32 @@ impl CommandResult {
 
     /// A sentence saying how the command ended, for errors.
     pub fn describe(&self, timeout: Option<Duration>) -> String {
-        match &self.exit {
+        self.exit.describe(timeout)
+    }
+}
+
+impl Exit {
+    /// How a command ended, as the end of a sentence: `the command exited with code 2`.
+    /// `timeout` is the one that applied, for [`Exit::TimedOut`].
+    pub fn describe(&self, timeout: Option<Duration>) -> String {
+        match self {
             Exit::Code(0) => "succeeded".into(),
             Exit::Code(c) => format!("exited with code {c}"),
             Exit::Signal(s) => format!("was killed by signal {s}"),
             Exit::TimedOut => format!(
-                "did not finish within its timeout of {}; its process group was killed",
-                timeout.map(|t| format!("{t:?}")).unwrap_or_default()
+                "did not finish within its timeout{}; its process group was killed",
+                timeout.map(|t| format!(" of {t:?}")).unwrap_or_default()
             ),
             Exit::Cancelled => "was cancelled; its process group was killed".into(),
             Exit::SpawnFailed(e) => format!("could not start: {e}"),
         }
     }
+}
+
+/// The last `n` lines of `text`, trailing blank lines left out.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Runs `spec` to completion, or until its timeout or the cancel token, whichever is first.
@@ -75,49 +91,17 @@ pub async fn run_command(
     scrubber: &Scrubber,
     cancel: &CancellationToken,
 ) -> CommandResult {
-    if !spec.cwd.is_dir() {
-        return CommandResult {
-            exit: Exit::SpawnFailed(format!(
-                "working directory {} does not exist",
-                spec.cwd.display()
-            )),
-            tail: String::new(),
-        };
-    }
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(&spec.script)
-        .current_dir(&spec.cwd)
-        .envs(&spec.env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
+    let mut child = match spawn_shell(&spec.script, &spec.cwd, &spec.env) {
         Ok(c) => c,
         Err(e) => {
             return CommandResult {
-                exit: Exit::SpawnFailed(e.to_string()),
+                exit: Exit::SpawnFailed(e),
                 tail: String::new(),
             };
         }
     };
-    let pid = child.id();
-    let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<String>(256);
-    for reader in take_output(&mut child) {
-        let tx = line_tx.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(reader).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if tx.send(line).await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    drop(line_tx);
-
+    let deadline = spec.timeout.map(|t| Instant::now() + t);
+    let mut output = read_output(&mut child, Split::Lines);
     let mut log = match &spec.log {
         Some(p) => tokio::fs::OpenOptions::new()
             .create(true)
@@ -129,8 +113,8 @@ pub async fn run_command(
     };
     let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
     let collect = async {
-        while let Some(line) = line_rx.recv().await {
-            let clean = scrubber.scrub(&line);
+        while let Some((_, line)) = output.recv().await {
+            let clean = scrubber.scrub(&line_text(&line));
             if let Some(f) = log.as_mut() {
                 let _ = f.write_all(clean.as_bytes()).await;
                 let _ = f.write_all(b"\n").await;
@@ -141,43 +125,168 @@ pub async fn run_command(
             tail.push_back(clean);
         }
     };
-    let deadline = async {
-        match spec.timeout {
-            Some(t) => tokio::time::sleep(t).await,
-            None => std::future::pending().await,
-        }
-    };
-    let status = tokio::select! {
-        (status, ()) = async { tokio::join!(child.wait(), collect) } => exit_of(status),
-        () = deadline => Exit::TimedOut,
-        () = cancel.cancelled() => Exit::Cancelled,
-    };
-    if matches!(status, Exit::TimedOut | Exit::Cancelled) {
-        if let Some(pid) = pid {
-            terminate_group(pid, &mut child, Duration::from_secs(3)).await;
-        }
-        let _ = child.wait().await;
-    }
+    let exit = wait_then_drain(&mut child, collect, deadline, cancel).await;
     let lines: Vec<String> = tail.into_iter().collect();
     CommandResult {
-        exit: status,
+        exit,
         tail: lines.join("\n"),
     }
 }
 
+/// `sh -c script` in a process group of its own (a timeout stops everything it started),
+/// in `cwd`, with `env` added to stagegate's environment; stdin closed, stdout and stderr
+/// piped. The shell is killed if its handle is dropped.
+pub fn spawn_shell(
+    script: &str,
+    cwd: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<Child, String> {
+    if !cwd.is_dir() {
+        return Err(format!(
+            "working directory {} does not exist",
+            cwd.display()
+        ));
+    }
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("sh: {e}"))
+}
+
+/// Which stream of a command a piece of its output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// How [`read_output`] hands output over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// One line at a time, its line break included (see [`line_text`]).
+    Lines,
+    /// As it is read.
+    Chunks,
+}
+
 /// A child's stdout and stderr, taken as boxed readers (in that order).
 pub fn take_output(
-    child: &mut tokio::process::Child,
-) -> Vec<Box<dyn tokio::io::AsyncRead + Unpin + Send>> {
-    let out = child
-        .stdout
-        .take()
-        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
-    let err = child
-        .stderr
-        .take()
-        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+    child: &mut Child,
+) -> Vec<(Stream, Box<dyn tokio::io::AsyncRead + Unpin + Send>)> {
+    let out = child.stdout.take().map(|s| {
+        (
+            Stream::Stdout,
+            Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        )
+    });
+    let err = child.stderr.take().map(|s| {
+        (
+            Stream::Stderr,
+            Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        )
+    });
     out.into_iter().chain(err).collect()
+}
+
+/// Reads the child's stdout and stderr, each in a task of its own, and hands over what they
+/// read as it comes. When the receiver is dropped the tasks go on reading to the end and
+/// drop what they read, so a process the command left in the background that still writes
+/// there does not get a broken pipe.
+pub fn read_output(child: &mut Child, split: Split) -> mpsc::Receiver<(Stream, Vec<u8>)> {
+    let (tx, rx) = mpsc::channel(256);
+    for (stream, reader) in take_output(child) {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::with_capacity(64 * 1024, reader);
+            let mut listened = true;
+            loop {
+                let mut buf = Vec::new();
+                let n = match split {
+                    Split::Lines => reader.read_until(b'\n', &mut buf).await.unwrap_or(0),
+                    Split::Chunks => match reader.fill_buf().await {
+                        Ok(chunk) => {
+                            buf.extend_from_slice(chunk);
+                            chunk.len()
+                        }
+                        Err(_) => 0,
+                    },
+                };
+                if n == 0 {
+                    break;
+                }
+                if split == Split::Chunks {
+                    reader.consume(n);
+                }
+                if listened && tx.send((stream, buf)).await.is_err() {
+                    listened = false;
+                }
+            }
+        });
+    }
+    rx
+}
+
+/// A line as [`Split::Lines`] hands it over, as text: line break removed, invalid UTF-8
+/// replaced.
+pub fn line_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .trim_end_matches(['\n', '\r'])
+        .to_string()
+}
+
+/// How long a command's output may go on coming after its shell has exited. A process the
+/// command started in the background (`srv &`) inherits the pipes and may hold them open
+/// for ever.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a process group has between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(3);
+
+/// Waits for the shell `child` to exit while `drain` consumes its output (see
+/// [`read_output`]), then gives `drain` up to [`DRAIN_GRACE`] more to reach the end of it.
+/// When `deadline` passes or `cancel` fires first, the whole process group is stopped
+/// (SIGTERM, then SIGKILL) and the exit says which.
+pub async fn wait_then_drain(
+    child: &mut Child,
+    drain: impl Future<Output = ()>,
+    deadline: Option<Instant>,
+    cancel: &CancellationToken,
+) -> Exit {
+    let pid = child.id();
+    let mut drain = std::pin::pin!(drain);
+    let mut drained = false;
+    let mut until = std::pin::pin!(async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d.into()).await,
+            None => std::future::pending().await,
+        }
+    });
+    let exit = loop {
+        tokio::select! {
+            status = child.wait() => break exit_of(status),
+            () = &mut drain, if !drained => drained = true,
+            () = &mut until => break Exit::TimedOut,
+            () = cancel.cancelled() => break Exit::Cancelled,
+        }
+    };
+    if matches!(exit, Exit::TimedOut | Exit::Cancelled) {
+        if let Some(pid) = pid {
+            terminate_group(pid, child, KILL_GRACE).await;
+        }
+        let _ = child.wait().await;
+    }
+    if !drained {
+        let _ = tokio::time::timeout(DRAIN_GRACE, drain).await;
+    }
+    exit
 }
 
 /// How a child ended, from what waiting for it returned.
@@ -195,7 +304,7 @@ pub fn exit_of(status: std::io::Result<std::process::ExitStatus>) -> Exit {
 
 /// Stops the process group led by our own `child`: SIGTERM, then SIGKILL for whatever is
 /// left after `grace`. The child is reaped here, so its zombie does not look alive.
-pub async fn terminate_group(pgid: u32, child: &mut tokio::process::Child, grace: Duration) {
+pub async fn terminate_group(pgid: u32, child: &mut Child, grace: Duration) {
     use nix::sys::signal::{Signal, killpg};
     use nix::unistd::Pid;
     let pg = Pid::from_raw(pgid as i32);
@@ -329,4 +438,87 @@ pub fn read_outputs(path: &Path) -> Result<BTreeMap<String, String>, String> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory of this test's own.
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("stagegate-process-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Stops the background process whose pid the script wrote to `bg.pid`.
+    fn stop_background(dir: &Path) {
+        if let Some(pid) = std::fs::read_to_string(dir.join("bg.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_process_left_in_the_background_does_not_hold_up_the_command() {
+        let dir = scratch("run");
+        let spec = CommandSpec {
+            // `sleep` inherits the pipes and holds them open after the shell exits.
+            script: "sleep 30 & echo $! > bg.pid; echo hi".into(),
+            cwd: dir.clone(),
+            env: BTreeMap::new(),
+            timeout: None,
+            log: None,
+        };
+        let res = tokio::time::timeout(
+            Duration::from_secs(20),
+            run_command(&spec, &Scrubber::default(), &CancellationToken::new()),
+        )
+        .await;
+        stop_background(&dir);
+        let res = res.expect("the command returns although `sleep 30` holds its pipes");
+        assert_eq!(res.exit, Exit::Code(0));
+        assert_eq!(res.tail, "hi");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_group_and_keeps_what_was_printed() {
+        let spec = CommandSpec {
+            script: "echo started; sleep 30".into(),
+            cwd: std::env::temp_dir(),
+            env: BTreeMap::new(),
+            timeout: Some(Duration::from_millis(300)),
+            log: None,
+        };
+        let res = tokio::time::timeout(
+            Duration::from_secs(20),
+            run_command(&spec, &Scrubber::default(), &CancellationToken::new()),
+        )
+        .await
+        .expect("the timeout ends the command");
+        assert_eq!(res.exit, Exit::TimedOut);
+        assert_eq!(res.tail, "started");
+    }
+
+    #[test]
+    fn a_missing_working_directory_is_said() {
+        let e = spawn_shell(
+            "true",
+            Path::new("/nonexistent/stagegate"),
+            &BTreeMap::new(),
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(
+            e.contains("working directory /nonexistent/stagegate does not exist"),
+            "{e}"
+        );
+    }
 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use stagegate_plan::{Plan, Scope, Scrubber, Step};
+use stagegate_plan::{Plan, Ref, Scope, Scrubber, Step, Template, truthy};
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{Events, StepRef, StepStatus};
@@ -72,6 +72,71 @@ impl StepCtx<'_> {
             self.step.span.pos.line
         )
     }
+
+    /// The environment of a command the step runs (see [`command_env`]).
+    pub fn command_env(&self) -> Result<BTreeMap<String, String>, String> {
+        command_env(
+            self.scope,
+            self.deployment_id,
+            self.step.env.iter().map(|(k, t)| (k, &t.value)),
+        )
+    }
+
+    /// The working directory of a command the step runs (see [`command_cwd`]).
+    pub fn command_cwd(&self) -> Result<PathBuf, String> {
+        command_cwd(
+            &self.plan.dir,
+            self.scope,
+            self.step.cwd.as_ref().map(|c| &c.value),
+        )
+    }
+}
+
+/// What a command stagegate runs for a step finds in its environment, besides stagegate's
+/// own: the run's identity (`STAGEGATE_ENVIRONMENT`, `STAGEGATE_RELEASE_VERSION`,
+/// `STAGEGATE_RELEASE_SHA`, `STAGEGATE_DEPLOYMENT`), then the step's `env`, rendered.
+pub fn command_env<'t>(
+    scope: &Scope,
+    deployment_id: i64,
+    step_env: impl IntoIterator<Item = (&'t String, &'t Template)>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut env = BTreeMap::from([
+        (
+            "STAGEGATE_ENVIRONMENT".to_string(),
+            scope.environment.clone(),
+        ),
+        (
+            "STAGEGATE_RELEASE_VERSION".to_string(),
+            scope.release.version.clone(),
+        ),
+        (
+            "STAGEGATE_RELEASE_SHA".to_string(),
+            scope.release.sha.clone(),
+        ),
+        (
+            "STAGEGATE_DEPLOYMENT".to_string(),
+            deployment_id.to_string(),
+        ),
+    ]);
+    for (k, t) in step_env {
+        env.insert(
+            k.clone(),
+            scope.render(t).map_err(|e| format!("env `{k}`: {e}"))?,
+        );
+    }
+    Ok(env)
+}
+
+/// Where a step's command runs: the plan's directory, or the step's `cwd` under it.
+pub fn command_cwd(
+    plan_dir: &Path,
+    scope: &Scope,
+    cwd: Option<&Template>,
+) -> Result<PathBuf, String> {
+    match cwd {
+        None => Ok(plan_dir.to_path_buf()),
+        Some(t) => Ok(plan_dir.join(scope.render(t).map_err(|e| format!("cwd: {e}"))?)),
+    }
 }
 
 /// How a step of any kind ended.
@@ -104,10 +169,6 @@ impl StepOutcome {
         }
     }
 
-    pub fn passed() -> Self {
-        Self::new(StepStatus::Passed)
-    }
-
     pub fn failed(error: impl Into<String>) -> Self {
         Self {
             error: Some(error.into()),
@@ -118,5 +179,66 @@ impl StepOutcome {
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = details;
         self
+    }
+}
+
+/// Whether a step's `when` holds (a step without one always runs). In a condition, an unset
+/// environment variable is empty, not an error.
+pub fn when_holds(step: &Step, scope: &Scope) -> Result<bool, String> {
+    let Some(w) = &step.when else {
+        return Ok(true);
+    };
+    w.value
+        .eval(&mut |r| match (r, scope.resolve(r)) {
+            (Ref::Env(_), Err(_)) => Ok(String::new()),
+            (_, v) => v,
+        })
+        .map(|v| truthy(&v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(steps: &str) -> Plan {
+        let text = format!("project: demo\nenvironments:\n  staging: {{}}\nstages:\n  s:\n{steps}");
+        match stagegate_plan::load_str(std::path::Path::new("stagegate.yml"), &text) {
+            Ok((plan, _)) => plan,
+            Err(d) => panic!("the plan is valid: {d:?}"),
+        }
+    }
+
+    fn scope(plan: &Plan) -> Scope {
+        let opts = stagegate_plan::ScopeOptions {
+            release_version: Some("1.0.0".into()),
+            release_sha: Some("abc".into()),
+            vars: Vec::new(),
+            process_env: [("SET".to_string(), "yes".to_string())].into(),
+        };
+        Scope::prepare(plan, "staging", opts).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn an_unset_env_var_is_empty_in_when_for_the_run_and_up_front() {
+        let plan = plan(
+            "    - id: unset\n      run: 'true'\n      when: env.UNSET == 'yes'\n    \
+             - id: set\n      run: 'true'\n      when: env.SET == 'yes'\n    \
+             - id: later\n      run: 'true'\n      when: steps.unset.outputs.x == 'y'\n    \
+             - id: always\n      run: 'true'\n",
+        );
+        let scope = scope(&plan);
+        let step = |id: &str| {
+            plan.steps()
+                .map(|(_, s)| s)
+                .find(|s| s.id == id)
+                .unwrap_or_else(|| panic!("step {id}"))
+        };
+        assert_eq!(when_holds(step("unset"), &scope), Ok(false));
+        assert_eq!(when_holds(step("set"), &scope), Ok(true));
+        assert_eq!(when_holds(step("always"), &scope), Ok(true));
+        assert!(crate::gate::skipped_up_front(step("unset"), &scope));
+        assert!(!crate::gate::skipped_up_front(step("set"), &scope));
+        // What the run produces is not known up front.
+        assert!(!crate::gate::skipped_up_front(step("later"), &scope));
     }
 }

@@ -101,7 +101,7 @@ pub struct Body {
     keep: u64,
     pub saved: Option<PathBuf>,
     /// Secrets to mask in previews.
-    pub mask: stagegate_plan::Scrubber,
+    pub mask: std::sync::Arc<stagegate_plan::Scrubber>,
     json: OnceLock<Result<serde_json::Value, String>>,
 }
 

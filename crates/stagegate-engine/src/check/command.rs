@@ -3,62 +3,18 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use stagegate_plan::Template;
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
 
 use super::Observed;
 use super::body::{BodyNeeds, BodySink};
 use super::expect::Observation;
+use crate::process::{Exit, Split, Stream, read_output, spawn_shell, wait_then_drain};
 use crate::step::StepCtx;
 
 /// How much of stderr is kept for assertions.
 const STDERR_KEEP: u64 = 1024 * 1024;
-
-/// The environment a check's command sees: the run's identity and the step's `env`.
-pub fn command_env(ctx: &StepCtx<'_>) -> Result<BTreeMap<String, String>, String> {
-    let mut env = BTreeMap::new();
-    env.insert(
-        "STAGEGATE_ENVIRONMENT".to_string(),
-        ctx.scope.environment.clone(),
-    );
-    env.insert(
-        "STAGEGATE_RELEASE_VERSION".to_string(),
-        ctx.scope.release.version.clone(),
-    );
-    env.insert(
-        "STAGEGATE_RELEASE_SHA".to_string(),
-        ctx.scope.release.sha.clone(),
-    );
-    env.insert(
-        "STAGEGATE_DEPLOYMENT".to_string(),
-        ctx.deployment_id.to_string(),
-    );
-    for (k, t) in &ctx.step.env {
-        env.insert(
-            k.clone(),
-            ctx.scope
-                .render(&t.value)
-                .map_err(|e| format!("env `{k}`: {e}"))?,
-        );
-    }
-    Ok(env)
-}
-
-/// The working directory: the plan's, or the step's `cwd` under it.
-pub fn command_cwd(ctx: &StepCtx<'_>) -> Result<PathBuf, String> {
-    match &ctx.step.cwd {
-        None => Ok(ctx.plan.dir.clone()),
-        Some(t) => Ok(ctx.plan.dir.join(
-            ctx.scope
-                .render(&t.value)
-                .map_err(|e| format!("cwd: {e}"))?,
-        )),
-    }
-}
 
 pub struct Prepared {
     pub script: String,
@@ -74,8 +30,8 @@ impl Prepared {
                 .scope
                 .render(script)
                 .map_err(|e| format!("command: {e}"))?,
-            cwd: command_cwd(ctx)?,
-            env: command_env(ctx)?,
+            cwd: ctx.command_cwd()?,
+            env: ctx.command_env()?,
             needs,
         })
     }
@@ -86,110 +42,51 @@ impl Prepared {
         deadline: Option<Instant>,
     ) -> Result<Observation, Observed> {
         let started = Instant::now();
-        let mut child = spawn(&self.script, &self.cwd, &self.env).map_err(Observed::Failed)?;
-        let pid = child.id();
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        let needs = self.needs;
-        let read_out = async move { drain(stdout, needs).await };
-        let read_err = async move {
-            drain(
-                stderr,
-                BodyNeeds {
-                    sha256: false,
-                    keep: STDERR_KEEP,
-                },
-            )
-            .await
-        };
-        let until = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        let ended = tokio::select! {
-            (status, out, err) = async { tokio::join!(child.wait(), read_out, read_err) } => {
-                Ok((status, out, err))
-            }
-            () = until => Err(true),
-            () = ctx.cancel.cancelled() => Err(false),
-        };
-        match ended {
-            Ok((status, out, err)) => {
-                let status = status.map_err(|e| Observed::Failed(e.to_string()))?;
-                use std::os::unix::process::ExitStatusExt;
-                Ok(Observation {
-                    exit_code: status.code(),
-                    exit_note: status
-                        .signal()
-                        .map(|s| format!("the command was killed by signal {s}")),
-                    body: Some(out.map_err(Observed::Failed)?),
-                    stderr: Some(err.map_err(Observed::Failed)?),
-                    duration: started.elapsed(),
-                    ..Default::default()
-                })
-            }
-            Err(timed_out) => {
-                if let Some(pid) = pid {
-                    crate::process::terminate_group(pid, &mut child, Duration::from_secs(3)).await;
-                }
-                let _ = child.wait().await;
-                if timed_out {
-                    Err(Observed::TimedOut(
-                        "the command was still running when the step's timeout came; its process group was killed".into(),
-                    ))
-                } else {
-                    Err(Observed::Failed("cancelled".into()))
+        let mut child = spawn_shell(&self.script, &self.cwd, &self.env)
+            .map_err(|e| Observed::Failed(format!("the command could not start: {e}")))?;
+        let mut stdout = BodySink::new(self.needs);
+        let mut stderr = BodySink::new(BodyNeeds {
+            sha256: false,
+            keep: STDERR_KEEP,
+        });
+        let mut failure = None;
+        let mut output = read_output(&mut child, Split::Chunks);
+        let drain = async {
+            while let Some((stream, chunk)) = output.recv().await {
+                let sink = match stream {
+                    Stream::Stdout => &mut stdout,
+                    Stream::Stderr => &mut stderr,
+                };
+                if failure.is_none()
+                    && let Err(e) = sink.push(&chunk).await
+                {
+                    failure = Some(e);
                 }
             }
-        }
-    }
-}
-
-/// `sh -c script` in its own process group, output piped.
-pub fn spawn(
-    script: &str,
-    cwd: &std::path::Path,
-    env: &BTreeMap<String, String>,
-) -> Result<tokio::process::Child, String> {
-    if !cwd.is_dir() {
-        return Err(format!(
-            "working directory {} does not exist",
-            cwd.display()
-        ));
-    }
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(cwd)
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start `sh`: {e}"))
-}
-
-async fn drain<R: AsyncRead + Unpin>(
-    reader: Option<R>,
-    needs: BodyNeeds,
-) -> Result<super::body::Body, String> {
-    let mut sink = BodySink::new(needs);
-    if let Some(mut r) = reader {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = r
-                .read(&mut buf)
-                .await
-                .map_err(|e| format!("reading the command's output failed: {e}"))?;
-            if n == 0 {
-                break;
+        };
+        let exit = wait_then_drain(&mut child, drain, deadline, ctx.cancel).await;
+        let duration = started.elapsed();
+        let (exit_code, exit_note) = match exit {
+            Exit::Code(c) => (Some(c), None),
+            Exit::Signal(s) => (None, Some(format!("the command was killed by signal {s}"))),
+            Exit::TimedOut => {
+                return Err(Observed::TimedOut(
+                    "the command was still running when the step's timeout came; its process group was killed".into(),
+                ));
             }
-            sink.push(&buf[..n]).await?;
+            Exit::Cancelled => return Err(Observed::Failed("cancelled".into())),
+            Exit::SpawnFailed(e) => return Err(Observed::Failed(e)),
+        };
+        if let Some(e) = failure {
+            return Err(Observed::Failed(e));
         }
+        Ok(Observation {
+            exit_code,
+            exit_note,
+            body: Some(stdout.finish().await.map_err(Observed::Failed)?),
+            stderr: Some(stderr.finish().await.map_err(Observed::Failed)?),
+            duration,
+            ..Default::default()
+        })
     }
-    sink.finish().await
 }

@@ -5,6 +5,7 @@
 //! can run in many tasks at once (`repeat`). Every assertion is evaluated, passing or not,
 //! and yields an [`AssertionResult`] with the expected and the actual value.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -34,12 +35,18 @@ pub struct Observation {
     /// The log window, for log checks.
     pub lines: Vec<String>,
     /// Secret values to mask in every value shown, before it is shortened.
-    pub mask: Scrubber,
+    pub mask: Arc<Scrubber>,
 }
 
 impl Observation {
     /// Masks these secrets in everything shown from now on (the body's previews too).
     pub fn set_mask(&mut self, mask: Scrubber) {
+        self.share_mask(Arc::new(mask));
+    }
+
+    /// [`Observation::set_mask`] with a scrubber shared by many observations (`repeat`):
+    /// cloning a `Scrubber` copies every secret value, cloning the `Arc` does not.
+    pub fn share_mask(&mut self, mask: Arc<Scrubber>) {
         if let Some(b) = self.body.as_mut() {
             b.mask = mask.clone();
         }

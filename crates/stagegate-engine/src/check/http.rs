@@ -26,7 +26,7 @@ pub struct Prepared {
     pub method: reqwest::Method,
     pub url: reqwest::Url,
     pub headers: HeaderMap,
-    pub body: PreparedBody,
+    send: Sendable,
     pub timeout: Duration,
     pub save: Option<PathBuf>,
     pub needs: BodyNeeds,
@@ -38,10 +38,19 @@ pub struct Prepared {
     client: reqwest::Client,
 }
 
-#[derive(Debug, Clone)]
-pub enum PreparedBody {
+/// The request body as the plan gives it.
+enum PreparedBody {
     None,
     Bytes(Vec<u8>),
+    Stream(StreamedBody),
+}
+
+/// What each send starts from.
+#[derive(Debug)]
+enum Sendable {
+    /// The whole request, built once: a clone shares its body's bytes instead of copying them.
+    Built(Box<reqwest::Request>),
+    /// A streamed body (files, random bytes, multipart) is made anew for each send.
     Stream(StreamedBody),
 }
 
@@ -97,7 +106,7 @@ fn client(insecure: bool, ca: Option<&Path>, follow: bool) -> Result<reqwest::Cl
 }
 
 /// An error and its causes on one line: `error sending request: connection refused`.
-pub fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
@@ -266,27 +275,11 @@ impl Prepared {
         if let PreparedBody::Stream(s) = &body {
             headers.insert(reqwest::header::CONTENT_LENGTH, HeaderValue::from(s.len));
         }
-        match &h.auth {
-            Some(Auth::Bearer(t)) => {
-                let token = render(scope, &t.value, "bearer token")?;
-                headers.insert(
-                    reqwest::header::AUTHORIZATION,
-                    header_value(&format!("Bearer {token}"), "Authorization")?,
-                );
-            }
-            Some(Auth::Basic { user, password }) => {
-                let pair = format!(
-                    "{}:{}",
-                    render(scope, &user.value, "basic user")?,
-                    render(scope, &password.value, "basic password")?
-                );
-                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-                headers.insert(
-                    reqwest::header::AUTHORIZATION,
-                    header_value(&format!("Basic {encoded}"), "Authorization")?,
-                );
-            }
-            None => {}
+        if let Some(auth) = &h.auth {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                header_value(&auth_header(scope, auth)?, "Authorization")?,
+            );
         }
         // Headers written in the plan win over the ones derived above.
         for (k, v) in &h.headers {
@@ -307,13 +300,30 @@ impl Prepared {
         if shown_url.password().is_some() {
             let _ = shown_url.set_password(Some("***"));
         }
+        let client = client(h.insecure, ca.as_deref(), h.follow_redirects)?;
+        let built = |body: Option<Vec<u8>>| {
+            let mut rb = client
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
+            if let Some(b) = body {
+                rb = rb.body(b);
+            }
+            rb.build()
+                .map(|r| Sendable::Built(Box::new(r)))
+                .map_err(|e| format!("cannot build the request: {}", chain(&e)))
+        };
+        let send = match body {
+            PreparedBody::None => built(None)?,
+            PreparedBody::Bytes(b) => built(Some(b))?,
+            PreparedBody::Stream(s) => Sendable::Stream(s),
+        };
         Ok(Self {
             target: format!("{method} {shown_url}"),
-            client: client(h.insecure, ca.as_deref(), h.follow_redirects)?,
+            client,
             method,
             url,
             headers,
-            body,
+            send,
             timeout: h.timeout.or(step_timeout).unwrap_or(DEFAULT_TIMEOUT),
             save,
             needs,
@@ -326,17 +336,25 @@ impl Prepared {
     pub async fn exchange(&self, cancel: &CancellationToken) -> Result<Observation, String> {
         let started = Instant::now();
         let sent: SentHash = Arc::default();
-        let mut rb = self
-            .client
-            .request(self.method.clone(), self.url.clone())
-            .headers(self.headers.clone());
-        rb = match &self.body {
-            PreparedBody::None => rb,
-            PreparedBody::Bytes(b) => rb.body(b.clone()),
-            PreparedBody::Stream(s) => rb.body(s.clone().into_body(self.hash_sent, sent.clone())),
+        let request = match &self.send {
+            // Never `None`: only streamed bodies cannot be cloned.
+            Sendable::Built(r) => r
+                .try_clone()
+                .ok_or_else(|| format!("cannot send {} again", self.target))?,
+            Sendable::Stream(s) => self
+                .client
+                .request(self.method.clone(), self.url.clone())
+                .headers(self.headers.clone())
+                .body(s.clone().into_body(self.hash_sent, sent.clone()))
+                .build()
+                .map_err(|e| self.describe(&e))?,
         };
         let work = async {
-            let mut resp = rb.send().await.map_err(|e| self.describe(&e))?;
+            let mut resp = self
+                .client
+                .execute(request)
+                .await
+                .map_err(|e| self.describe(&e))?;
             let status = resp.status().as_u16();
             let headers = super::expect::joined_headers(resp.headers());
             let mut sink = BodySink::new(self.needs);
@@ -387,6 +405,25 @@ impl Prepared {
     }
 }
 
+/// The value of the `Authorization` header for `auth`: `Bearer TOKEN`, or `Basic` and the
+/// base64 of `user:password`.
+pub(crate) fn auth_header(scope: &Scope, auth: &Auth) -> Result<String, String> {
+    Ok(match auth {
+        Auth::Bearer(t) => format!("Bearer {}", render(scope, &t.value, "bearer token")?),
+        Auth::Basic { user, password } => {
+            let pair = format!(
+                "{}:{}",
+                render(scope, &user.value, "basic user")?,
+                render(scope, &password.value, "basic password")?
+            );
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+        }
+    })
+}
+
 fn header_value(v: &str, name: &str) -> Result<HeaderValue, String> {
     HeaderValue::from_str(v).map_err(|_| {
         format!("the value of header `{name}` has characters a header cannot carry (a line break?)")
@@ -425,7 +462,7 @@ pub async fn repeat(
     expect: Arc<Vec<Expectation>>,
     count: u32,
     concurrency: u32,
-    mask: stagegate_plan::Scrubber,
+    mask: Arc<stagegate_plan::Scrubber>,
     cancel: CancellationToken,
 ) -> Tally {
     let started = Instant::now();
@@ -454,7 +491,7 @@ pub async fn repeat(
                 match prepared.exchange(&cancel).await {
                     Ok(mut obs) => {
                         t.answered += 1;
-                        obs.set_mask(mask.clone());
+                        obs.share_mask(mask.clone());
                         let mut all = true;
                         for (i, e) in expect.iter().enumerate() {
                             let r = e.evaluate(&obs, "body");

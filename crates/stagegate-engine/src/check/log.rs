@@ -6,10 +6,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use stagegate_plan::check::{LogFrom, LogSource};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncSeekExt, BufReader};
 
 use super::Observed;
 use super::expect::Observation;
+use crate::process::{
+    Exit, Split, line_text, read_output, spawn_shell, terminate_group, wait_then_drain,
+};
 use crate::step::StepCtx;
 
 /// The window when `tail` is not given: the last lines kept from a file or a command.
@@ -82,8 +85,8 @@ impl Prepared {
                     .scope
                     .render(&t.value)
                     .map_err(|e| format!("log command: {e}"))?,
-                cwd: super::command::command_cwd(ctx)?,
-                env: super::command::command_env(ctx)?,
+                cwd: ctx.command_cwd()?,
+                env: ctx.command_env()?,
             },
         };
         Ok(Self {
@@ -136,7 +139,7 @@ impl Prepared {
                     if n > 0 {
                         partial.extend_from_slice(&buf);
                         if partial.ends_with(b"\n") {
-                            window.push(line_of(&partial));
+                            window.push(line_text(&partial));
                             partial.clear();
                         }
                         continue;
@@ -162,56 +165,30 @@ impl Prepared {
                     }
                 }
                 if !partial.is_empty() {
-                    window.push(line_of(&partial));
+                    window.push(line_text(&partial));
                 }
             }
             Source::Command { script, cwd, env } => {
-                let mut child =
-                    super::command::spawn(script, cwd, env).map_err(Observed::Failed)?;
+                let mut child = spawn_shell(script, cwd, env).map_err(|e| {
+                    Observed::Failed(format!("the log command could not start: {e}"))
+                })?;
                 let pid = child.id();
-                window.following = false;
-                let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1024);
-                for r in crate::process::take_output(&mut child) {
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        let mut r = BufReader::new(r.take(u64::MAX));
-                        let mut buf = Vec::new();
-                        while let Ok(n) = r.read_until(b'\n', &mut buf).await {
-                            if n == 0 || tx.send(line_of(&buf)).await.is_err() {
-                                break;
-                            }
-                            buf.clear();
-                        }
-                    });
-                }
-                drop(tx);
-                let stop_at = follow_until.or(deadline);
-                let stop = async {
-                    match stop_at {
-                        Some(t) => tokio::time::sleep_until(t.into()).await,
-                        None => std::future::pending().await,
+                let mut output = read_output(&mut child, Split::Lines);
+                let collect = async {
+                    while let Some((_, line)) = output.recv().await {
+                        window.push(line_text(&line));
                     }
                 };
-                tokio::pin!(stop);
-                let mut timed_out = false;
-                loop {
-                    tokio::select! {
-                        line = rx.recv() => match line {
-                            Some(l) => window.push(l),
-                            None => break,
-                        },
-                        () = &mut stop => {
-                            timed_out = follow_until.is_none();
-                            break;
-                        }
-                        () = ctx.cancel.cancelled() => break,
-                    }
+                // Following ends at its end (or the step's deadline); without it, the
+                // command must end by the step's deadline.
+                let exit =
+                    wait_then_drain(&mut child, collect, follow_until.or(deadline), ctx.cancel)
+                        .await;
+                // A log command only reads: what it left running in the background goes too.
+                if let (Some(pid), Exit::Code(_) | Exit::Signal(_)) = (pid, &exit) {
+                    terminate_group(pid, &mut child, Duration::from_secs(2)).await;
                 }
-                if let Some(pid) = pid {
-                    crate::process::terminate_group(pid, &mut child, Duration::from_secs(2)).await;
-                }
-                let _ = child.wait().await;
-                if timed_out {
+                if exit == Exit::TimedOut && follow_until.is_none() {
                     return Err(Observed::TimedOut(
                         "the log command was still running when the step's timeout came (add `follow: 30s` to watch a command that does not end)".into(),
                     ));
@@ -224,9 +201,4 @@ impl Prepared {
             ..Default::default()
         })
     }
-}
-
-fn line_of(bytes: &[u8]) -> String {
-    let s = String::from_utf8_lossy(bytes);
-    s.trim_end_matches(['\n', '\r']).to_string()
 }

@@ -15,7 +15,7 @@ pub(crate) mod body;
 mod command;
 pub(crate) mod expect;
 mod file;
-mod http;
+pub(crate) mod http;
 mod log;
 mod payload;
 mod tcp;
@@ -33,11 +33,9 @@ use crate::event::{Event, StepStatus};
 use crate::poll::{Attempt, GaveUp, PollPolicy, poll};
 use crate::step::{StepCtx, StepOutcome};
 
-pub use body::human_bytes;
-pub use http::DEFAULT_TIMEOUT;
-pub(crate) use http::json_value as json_body;
+pub(crate) use http::{chain, json_value as json_body};
 
-use body::{BodyNeeds, PREVIEW_BYTES};
+use body::{BodyNeeds, PREVIEW_BYTES, human_bytes};
 use expect::{Expectation, Observation, Take};
 
 /// One assertion as recorded: what was expected, what was found, whether it held.
@@ -148,7 +146,6 @@ fn needs(spec: &CheckSpec, max_body: u64) -> (BodyNeeds, bool) {
 /// Runs a check step to its outcome. Never panics on a failed check.
 pub async fn run(spec: &CheckSpec, ctx: &StepCtx<'_>) -> StepOutcome {
     let kind = spec.kind();
-    let word = if kind == "command" { "stdout" } else { "body" };
     let started = Instant::now();
     let deadline = ctx.step.timeout.map(|t| started + t);
 
@@ -213,7 +210,7 @@ pub async fn run(spec: &CheckSpec, ctx: &StepCtx<'_>) -> StepOutcome {
         |_| {
             let (observer, expect, until, takes) = (&observer, &expect, &until, &takes);
             async move {
-                let tried = attempt(observer, ctx, expect, until, takes, word, deadline).await;
+                let tried = attempt(observer, ctx, expect, until, takes, deadline).await;
                 let until_ok = tried.until.iter().all(|r| r.passed);
                 let all_ok = tried.error.is_none() && until_ok && tried.failed().next().is_none();
                 if all_ok {
@@ -288,6 +285,12 @@ fn finish(
     if let Some(e) = &tried.error {
         log.push(format!("! {e}"));
     }
+    // The tail is what was seen; the assertions are in the details.
+    let tail = log
+        .iter()
+        .map(|l| tried.mask.scrub(l))
+        .collect::<Vec<_>>()
+        .join("\n");
     for r in tried.until.iter().chain(&tried.results) {
         log.push(format!(
             "{} {}",
@@ -320,13 +323,6 @@ fn finish(
             let _ = writeln!(f, "{}", tried.mask.scrub(l));
         }
     }
-    // The tail is what was seen; the assertions are in the details.
-    let tail = log
-        .iter()
-        .filter(|l| !l.starts_with("ok   ") && !l.starts_with("FAIL "))
-        .map(|l| tried.mask.scrub(l))
-        .collect::<Vec<_>>()
-        .join("\n");
 
     let mut details = json!({
         "check": spec.kind(),
@@ -461,9 +457,9 @@ async fn attempt(
     expect: &[Expectation],
     until: &[Expectation],
     takes: &[Take],
-    word: &str,
     deadline: Option<Instant>,
 ) -> Tried {
+    let word = observer.word();
     let mut mask = ctx.scrubber.clone();
     let mut tried = Tried {
         obs: None,
@@ -565,6 +561,14 @@ impl Observer {
         })
     }
 
+    /// What assertions call what the check received: a command's `stdout`, else `body`.
+    fn word(&self) -> &'static str {
+        match self {
+            Observer::Command(_) => "stdout",
+            _ => "body",
+        }
+    }
+
     /// What the check looks at, for messages: `GET http://…`, `$ cmd`, `tcp host:port`.
     fn target(&self) -> String {
         match self {
@@ -637,27 +641,23 @@ async fn run_repeat(
         Arc::new(expect),
         r.count,
         r.concurrency,
-        ctx.scrubber.clone(),
+        Arc::new(ctx.scrubber.clone()),
         ctx.cancel.child_token(),
     );
-    let (tally, timed_out) = match ctx.step.timeout {
-        Some(t) => match tokio::time::timeout(t, work).await {
-            Ok(t) => (Some(t), false),
-            Err(_) => (None, true),
-        },
-        None => (Some(work.await), false),
+    let tally = match ctx.step.timeout {
+        Some(t) => tokio::time::timeout(t, work).await.ok(),
+        None => Some(work.await),
     };
     let Some(t) = tally else {
         return StepOutcome {
             status: StepStatus::TimedOut,
             ..StepOutcome::failed(format!(
-                "{target}: {} requests did not finish within the step's timeout of {}",
+                "{target}: {} requests did not finish within the step's timeout of {}; raise the step's `timeout` or lower `repeat` (or `concurrency`, if the service slows down when many requests come at once)",
                 r.count,
                 http::fmt_duration(ctx.step.timeout.unwrap_or_default())
             ))
         };
     };
-    let _ = timed_out;
     let results: Vec<AssertionResult> = names
         .into_iter()
         .zip(&t.failures)

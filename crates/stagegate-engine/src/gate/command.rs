@@ -3,9 +3,9 @@
 
 use stagegate_plan::gate::{CommandGate, OutputRule};
 
-use super::exec::{capture, describe_exit, last_lines};
+use super::exec::capture;
 use super::{Check, Findings};
-use crate::process::{Exit, TAIL_LINES};
+use crate::process::{Exit, TAIL_LINES, last_lines};
 use crate::step::StepCtx;
 
 pub(crate) async fn evaluate(c: &CommandGate, ctx: &StepCtx<'_>) -> Findings {
@@ -13,8 +13,8 @@ pub(crate) async fn evaluate(c: &CommandGate, ctx: &StepCtx<'_>) -> Findings {
     let prepared = (|| {
         Ok::<_, String>((
             ctx.scope.render(&c.run.value)?,
-            super::command_env(ctx)?,
-            super::command_cwd(ctx)?,
+            ctx.command_env()?,
+            ctx.command_cwd()?,
         ))
     })();
     let (script, env, cwd) = match prepared {
@@ -56,10 +56,15 @@ pub(crate) async fn evaluate(c: &CommandGate, ctx: &StepCtx<'_>) -> Findings {
         }
         other => {
             f.timed_out = matches!(other, Exit::TimedOut);
-            f.checks.push(Check::fail(
-                "exit",
-                format!("the command {}", describe_exit(other, ctx.step.timeout)),
-            ));
+            let how = match (other, ctx.step.timeout) {
+                // The gate's own wording: the time first.
+                (Exit::TimedOut, Some(t)) => {
+                    format!("did not finish within {t:?}; its process group was killed")
+                }
+                _ => other.describe(ctx.step.timeout),
+            };
+            f.checks
+                .push(Check::fail("exit", format!("the command {how}")));
             return f;
         }
     }

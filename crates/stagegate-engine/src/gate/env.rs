@@ -137,18 +137,36 @@ async fn load(from: &EnvSource, ctx: &StepCtx<'_>) -> Result<(Values, String), (
             let resp = req.send().await.map_err(|e| {
                 (
                     "GET".to_string(),
-                    format!("cannot get {url}: {}", error_chain(&e)),
+                    format!("cannot get {url}: {}", crate::check::chain(&e)),
                 )
             })?;
             let status = resp.status();
             let body = resp.text().await.unwrap_or_default();
             if !status.is_success() {
-                return Err(("GET".to_string(), format!("GET {url} answered {status}")));
+                let hint = match status.as_u16() {
+                    401 | 403 => "it wants credentials: add them under `from: { headers: ... }`",
+                    404 => {
+                        "check the path in `from: { url }`: it must be the service's configuration endpoint"
+                    }
+                    _ => {
+                        "check that the service is up and healthy, or give the step `retries` to wait for it"
+                    }
+                };
+                return Err((
+                    "GET".to_string(),
+                    format!(
+                        "GET {url} answered {status}: {}; {hint}",
+                        preview(ctx, &body)
+                    ),
+                ));
             }
             let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
                 (
                     "GET".to_string(),
-                    format!("GET {url} did not answer JSON: {e}"),
+                    format!(
+                        "GET {url} did not answer JSON: {e}; it answered {}; `from: {{ url }}` must be an endpoint that returns the settings as a JSON document",
+                        preview(ctx, &body)
+                    ),
                 )
             })?;
             Ok((Values::Json(json), label))
@@ -156,17 +174,12 @@ async fn load(from: &EnvSource, ctx: &StepCtx<'_>) -> Result<(Values, String), (
     }
 }
 
-/// An error and its causes in one line: reqwest's own message rarely says why.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
+/// The start of a body, on one line, secrets masked: what an error shows of an answer.
+fn preview(ctx: &StepCtx<'_>, body: &str) -> String {
+    let body = body.trim();
+    if body.is_empty() {
+        "an empty body".into()
+    } else {
+        format!("`{}`", crate::check::expect::short(ctx.scrubber, body))
     }
-    s
 }

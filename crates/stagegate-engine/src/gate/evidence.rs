@@ -84,10 +84,6 @@ impl Evidence {
         details.get("gate")?.as_str()?;
         serde_json::from_value(details.clone()).ok()
     }
-
-    pub fn failed_checks(&self) -> impl Iterator<Item = &Check> {
-        self.checks.iter().filter(|c| !c.ok)
-    }
 }
 
 /// The current time as RFC 3339 UTC, to the second.

@@ -3,14 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::process::{Exit, terminate_group};
+use crate::process::{Exit, Split, Stream, read_output, spawn_shell, wait_then_drain};
 
 /// How much of each stream is kept; the rest is read and dropped.
 const MAX_CAPTURE: usize = 4 * 1024 * 1024;
@@ -41,90 +38,30 @@ pub(crate) async fn capture(
     timeout: Option<Duration>,
     cancel: &CancellationToken,
 ) -> Captured {
-    let failed = |e: String| Captured {
-        exit: Exit::SpawnFailed(e),
-        stdout: String::new(),
-        stderr: String::new(),
-    };
-    if !cwd.is_dir() {
-        return failed(format!(
-            "working directory {} does not exist",
-            cwd.display()
-        ));
-    }
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(script)
-        .current_dir(cwd)
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
+    let mut child = match spawn_shell(script, cwd, env) {
         Ok(c) => c,
-        Err(e) => return failed(e.to_string()),
-    };
-    let pid = child.id();
-    let read_all = |stream: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
-        tokio::spawn(async move {
-            let mut kept = Vec::new();
-            let Some(mut s) = stream else {
-                return kept;
+        Err(e) => {
+            return Captured {
+                exit: Exit::SpawnFailed(e),
+                stdout: String::new(),
+                stderr: String::new(),
             };
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = s.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                let room = MAX_CAPTURE.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-            }
-            kept
-        })
-    };
-    let out = read_all(
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-    );
-    let err = read_all(
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-    );
-    let deadline = async {
-        match timeout {
-            Some(t) => tokio::time::sleep(t).await,
-            None => std::future::pending().await,
         }
     };
-    let exit = tokio::select! {
-        status = child.wait() => crate::process::exit_of(status),
-        () = deadline => Exit::TimedOut,
-        () = cancel.cancelled() => Exit::Cancelled,
-    };
-    if matches!(exit, Exit::TimedOut | Exit::Cancelled) {
-        if let Some(pid) = pid {
-            terminate_group(pid, &mut child, Duration::from_secs(3)).await;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut output = read_output(&mut child, Split::Chunks);
+    let drain = async {
+        while let Some((stream, chunk)) = output.recv().await {
+            let kept = match stream {
+                Stream::Stdout => &mut stdout,
+                Stream::Stderr => &mut stderr,
+            };
+            let room = MAX_CAPTURE.saturating_sub(kept.len());
+            kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
         }
-        let _ = child.wait().await;
-    }
-    // A grandchild may hold the pipes open after the shell exits: do not wait for it long.
-    let grace = Duration::from_secs(2);
-    let stdout = tokio::time::timeout(grace, out)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    let stderr = tokio::time::timeout(grace, err)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    };
+    let exit = wait_then_drain(&mut child, drain, deadline, cancel).await;
     Captured {
         exit,
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -132,24 +69,37 @@ pub(crate) async fn capture(
     }
 }
 
-/// A sentence saying how a command ended.
-pub(crate) fn describe_exit(exit: &Exit, timeout: Option<Duration>) -> String {
-    match exit {
-        Exit::Code(c) => format!("exited with code {c}"),
-        Exit::Signal(s) => format!("was killed by signal {s}"),
-        Exit::TimedOut => format!(
-            "did not finish within {}; its process group was killed",
-            timeout
-                .map(|t| format!("{t:?}"))
-                .unwrap_or_else(|| "its timeout".into())
-        ),
-        Exit::Cancelled => "was cancelled".into(),
-        Exit::SpawnFailed(e) => format!("could not start: {e}"),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The last `n` lines of `text`.
-pub(crate) fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.trim_end().lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    #[tokio::test]
+    async fn a_process_left_in_the_background_does_not_hold_up_the_capture() {
+        let dir = std::env::temp_dir().join(format!("stagegate-exec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            capture(
+                "sleep 30 & echo $! > bg.pid; echo hi",
+                &dir,
+                &BTreeMap::new(),
+                None,
+                &CancellationToken::new(),
+            ),
+        )
+        .await;
+        if let Some(pid) = std::fs::read_to_string(dir.join("bg.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = out.expect("the capture returns although `sleep 30` holds the pipes");
+        assert_eq!(out.exit, Exit::Code(0));
+        assert_eq!(out.stdout, "hi\n");
+    }
 }

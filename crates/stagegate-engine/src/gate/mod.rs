@@ -24,11 +24,12 @@ use std::path::PathBuf;
 
 use stagegate_plan::gate::{EnvSource, GateKind, GateSpec, SecretSource};
 use stagegate_plan::glob::expand_files;
-use stagegate_plan::{Plan, Ref, Scope, StepKind, Template, truthy};
+use stagegate_plan::{Plan, Ref, Scope, StepKind, Template};
 
 pub use evidence::{Acknowledgement, Check, Evidence, Override};
 
 use crate::event::{Event, StepStatus};
+use crate::poll::{Attempt, PollPolicy, poll};
 use crate::step::{StepCtx, StepOutcome};
 
 /// What evaluating a gate found.
@@ -56,57 +57,77 @@ pub async fn run(spec: &GateSpec, ctx: &StepCtx<'_>) -> StepOutcome {
     // A person's answer or the clock will not change if asked again a second later.
     let retryable = !matches!(spec.kind, GateKind::Checklist(_) | GateKind::Window(_));
     let attempts = if retryable { ctx.step.retries + 1 } else { 1 };
-    let mut attempt = 0;
-    let findings = loop {
-        attempt += 1;
-        let evaluation = evaluate(spec, ctx);
-        // A command gate kills its own command at the timeout; others are bounded here.
-        let bounded = async {
-            match ctx.step.timeout {
-                Some(t) if !matches!(spec.kind, GateKind::Command(_)) => {
-                    match tokio::time::timeout(t, evaluation).await {
-                        Ok(f) => f,
-                        Err(_) => Findings {
-                            checks: vec![Check::fail(
-                                spec.kind.type_name(),
-                                format!("the gate did not finish within its timeout of {t:?}"),
-                            )],
-                            timed_out: true,
-                            ..Default::default()
-                        },
+    let policy = PollPolicy {
+        attempts: Some(attempts),
+        interval: ctx.step.retry_delay,
+        deadline: None,
+    };
+    // An attempt's findings; none when the run was cancelled during it.
+    let result = poll(
+        &policy,
+        ctx.cancel,
+        |_| async {
+            tokio::select! {
+                f = evaluate_bounded(spec, ctx) => {
+                    if f.passed() { Attempt::Done(f) } else { Attempt::Again(Some(f)) }
+                }
+                () = ctx.cancel.cancelled() => Attempt::Stop(None),
+            }
+        },
+        |attempt, findings: &Option<Findings>| {
+            if let Some(f) = findings {
+                ctx.events.emit(Event::StepRetrying {
+                    step: ctx.step_ref.clone(),
+                    attempt,
+                    attempts,
+                    error: ctx.scrubber.scrub(&failure_summary(spec, f)),
+                });
+            }
+        },
+    )
+    .await;
+    let (findings, attempt) = match result {
+        Ok(p) => (p.value, p.attempts),
+        Err(g) => {
+            let attempt = g.attempts();
+            match g.into_last().flatten() {
+                Some(f) => (f, attempt),
+                None => {
+                    return StepOutcome {
+                        attempts: attempt,
+                        ..StepOutcome::new(StepStatus::Cancelled)
                     }
+                    .with_details(serde_json::json!({ "gate": spec.kind.type_name(), "passed": false, "checks": [] }));
                 }
-                _ => evaluation.await,
             }
-        };
-        let findings = tokio::select! {
-            f = bounded => f,
-            () = ctx.cancel.cancelled() => {
-                return StepOutcome {
-                    attempts: attempt,
-                    ..StepOutcome::new(StepStatus::Cancelled)
-                }
-                .with_details(serde_json::json!({ "gate": spec.kind.type_name(), "passed": false, "checks": [] }));
-            }
-        };
-        if findings.passed() || attempt >= attempts || ctx.cancel.is_cancelled() {
-            break findings;
-        }
-        ctx.events.emit(Event::StepRetrying {
-            step: ctx.step_ref.clone(),
-            attempt,
-            attempts,
-            error: ctx.scrubber.scrub(&failure_summary(&findings)),
-        });
-        tokio::select! {
-            () = tokio::time::sleep(ctx.step.retry_delay) => {}
-            () = ctx.cancel.cancelled() => {}
         }
     };
     conclude(spec, ctx, findings, attempt)
 }
 
-fn failure_summary(f: &Findings) -> String {
+/// Evaluates the gate once. A command gate kills its own command at the step's timeout;
+/// other gates are bounded here.
+async fn evaluate_bounded(spec: &GateSpec, ctx: &StepCtx<'_>) -> Findings {
+    let evaluation = evaluate(spec, ctx);
+    match ctx.step.timeout {
+        Some(t) if !matches!(spec.kind, GateKind::Command(_)) => {
+            match tokio::time::timeout(t, evaluation).await {
+                Ok(f) => f,
+                Err(_) => Findings {
+                    checks: vec![Check::fail(
+                        spec.kind.type_name(),
+                        format!("the gate did not finish within its timeout of {t:?}"),
+                    )],
+                    timed_out: true,
+                    ..Default::default()
+                },
+            }
+        }
+        _ => evaluation.await,
+    }
+}
+
+fn failure_summary(spec: &GateSpec, f: &Findings) -> String {
     let failed: Vec<&Check> = f.checks.iter().filter(|c| !c.ok).collect();
     let mut s = failed
         .iter()
@@ -117,9 +138,29 @@ fn failure_summary(f: &Findings) -> String {
         s = format!("{} checks failed: {s}", failed.len());
     }
     if s.is_empty() {
-        s = "the gate checked nothing".into();
+        s = format!(
+            "the gate checked nothing: it needs {}",
+            what_to_check(&spec.kind)
+        );
     }
     s
+}
+
+/// The keys that give a gate of this type something to check, for "it needs ...".
+fn what_to_check(kind: &GateKind) -> &'static str {
+    match kind {
+        GateKind::Git(_) => "one or more of `branch`, `clean`, `pushed`, `tag` and `ancestor_of`",
+        GateKind::Command(_) => {
+            "`expect` (`exit`, `output_contains`, `output_lacks`, `output_matches`)"
+        }
+        GateKind::Secrets(_) => "`require`, `forbid`, `forbid_values`, `only` or `drift`",
+        GateKind::Env(_) => "`expect: { NAME: value }`",
+        GateKind::Config(_) => {
+            "`files` that exist and a rule: `forbid_hosts`, `require_https`, `forbid_values` or `forbid_patterns`"
+        }
+        GateKind::Checklist(_) => "`items`",
+        GateKind::Window(_) => "`allow` and/or `freeze`",
+    }
 }
 
 /// Turns findings into the step's outcome: the verdict, the override, the evidence.
@@ -160,13 +201,16 @@ fn conclude(spec: &GateSpec, ctx: &StepCtx<'_>, f: Findings, attempts: u32) -> S
                     message: ctx.scrubber.scrub(&format!(
                         "gate `{}` failed ({}) and was overridden by {who}: {reason}",
                         ctx.step.id,
-                        failure_summary(&f)
+                        failure_summary(spec, &f)
                     )),
                 });
             }
             _ => {
-                let mut message =
-                    format!("{} gate: {}", spec.kind.type_name(), failure_summary(&f));
+                let mut message = format!(
+                    "{} gate: {}",
+                    spec.kind.type_name(),
+                    failure_summary(spec, &f)
+                );
                 if let Some(help) = &f.help {
                     message.push_str(&format!("\nhelp: {help}"));
                 }
@@ -209,50 +253,6 @@ async fn evaluate(spec: &GateSpec, ctx: &StepCtx<'_>) -> Findings {
     }
 }
 
-/// The environment of a command a gate runs: what `run` steps get, and the step's `env`.
-pub(crate) fn command_env(ctx: &StepCtx<'_>) -> Result<BTreeMap<String, String>, String> {
-    let scope = ctx.scope;
-    let mut env = BTreeMap::from([
-        (
-            "STAGEGATE_ENVIRONMENT".to_string(),
-            scope.environment.clone(),
-        ),
-        (
-            "STAGEGATE_RELEASE_VERSION".to_string(),
-            scope.release.version.clone(),
-        ),
-        (
-            "STAGEGATE_RELEASE_SHA".to_string(),
-            scope.release.sha.clone(),
-        ),
-        (
-            "STAGEGATE_DEPLOYMENT".to_string(),
-            ctx.deployment_id.to_string(),
-        ),
-    ]);
-    for (k, t) in &ctx.step.env {
-        env.insert(
-            k.clone(),
-            scope
-                .render(&t.value)
-                .map_err(|e| format!("env `{k}`: {e}"))?,
-        );
-    }
-    Ok(env)
-}
-
-/// The step's working directory (`cwd`, relative to the plan).
-pub(crate) fn command_cwd(ctx: &StepCtx<'_>) -> Result<PathBuf, String> {
-    match &ctx.step.cwd {
-        None => Ok(ctx.plan.dir.clone()),
-        Some(t) => Ok(ctx.plan.dir.join(
-            ctx.scope
-                .render(&t.value)
-                .map_err(|e| format!("cwd: {e}"))?,
-        )),
-    }
-}
-
 /// A path relative to the plan, shown relative when it is inside the plan's directory.
 pub(crate) fn show_path(plan: &Plan, p: &std::path::Path) -> String {
     p.strip_prefix(&plan.dir).unwrap_or(p).display().to_string()
@@ -276,16 +276,8 @@ pub fn preflight(plan: &Plan, scope: &Scope) -> Vec<String> {
         let StepKind::Gate(g) = &step.kind else {
             continue;
         };
-        if let Some(w) = &step.when {
-            let mut refs = Vec::new();
-            w.value.refs(&mut refs);
-            if refs.iter().any(|(r, _)| produced_during_run(r)) {
-                continue;
-            }
-            match w.value.eval(&mut |r| scope.resolve(r)) {
-                Ok(v) if !truthy(&v) => continue,
-                _ => {}
-            }
+        if skipped_up_front(step, scope) {
+            continue;
         }
         let mut paths: Vec<(&stagegate_plan::Spanned<Template>, &str)> = Vec::new();
         match &g.kind {
@@ -334,6 +326,19 @@ pub fn preflight(plan: &Plan, scope: &Scope) -> Vec<String> {
     errors
 }
 
+/// Whether a step's `when` is false before the run starts: it names no value the run
+/// produces (a step's outputs, a service's address) and does not hold. The executor
+/// evaluates the same `when` with [`crate::step::when_holds`] when the step's turn comes.
+pub fn skipped_up_front(step: &stagegate_plan::Step, scope: &Scope) -> bool {
+    let Some(w) = &step.when else {
+        return false;
+    };
+    let mut refs = Vec::new();
+    w.value.refs(&mut refs);
+    !refs.iter().any(|(r, _)| produced_during_run(r))
+        && matches!(crate::step::when_holds(step, scope), Ok(false))
+}
+
 /// What a gate needs that only the steps `check` leaves out produce: a service's address, or
 /// the outputs of a step that is not a gate. `None` when `check` can evaluate it.
 pub(crate) fn needs_deploy_values(plan: &Plan, step: &stagegate_plan::Step) -> Option<String> {
@@ -361,6 +366,8 @@ pub(crate) fn needs_deploy_values(plan: &Plan, step: &stagegate_plan::Step) -> O
         })
         .map(|r| format!("`{r}`"))
         .collect();
+    // A value named twice (in the `when` and a template, or two templates) is listed once.
+    needs.sort();
     needs.dedup();
     (!needs.is_empty()).then(|| needs.join(", "))
 }

@@ -8,9 +8,9 @@ use stagegate_plan::dotenv::read_dotenv;
 use stagegate_plan::gate::{SecretSource, SecretsGate};
 use stagegate_plan::{Plan, Secret};
 
-use super::exec::{capture, describe_exit, last_lines};
+use super::exec::capture;
 use super::{Check, Findings};
-use crate::process::Exit;
+use crate::process::{Exit, last_lines};
 use crate::step::StepCtx;
 
 /// Names and values read from one source.
@@ -303,8 +303,8 @@ async fn read_source(src: &SecretSource, ctx: &StepCtx<'_>) -> Result<Source, (S
                 .collect::<Vec<_>>()
                 .join(" ");
             let label = format!("`{first}…`");
-            let env = super::command_env(ctx).map_err(|e| (label.clone(), e))?;
-            let cwd = super::command_cwd(ctx).map_err(|e| (label.clone(), e))?;
+            let env = ctx.command_env().map_err(|e| (label.clone(), e))?;
+            let cwd = ctx.command_cwd().map_err(|e| (label.clone(), e))?;
             let out = capture(&script, &cwd, &env, ctx.step.timeout, ctx.cancel).await;
             if out.exit != Exit::Code(0) {
                 // Whatever the command printed may hold secrets: show only its error stream,
@@ -321,7 +321,7 @@ async fn read_source(src: &SecretSource, ctx: &StepCtx<'_>) -> Result<Source, (S
                     label,
                     format!(
                         "the source command {}{}",
-                        describe_exit(&out.exit, ctx.step.timeout),
+                        out.exit.describe(ctx.step.timeout),
                         if err.is_empty() {
                             String::new()
                         } else {
