@@ -23,7 +23,7 @@ use stagegate_load::{
     ResponseCheck, ResponseView, Scenario, VuTemplate, parse_method, slo, split_url,
 };
 use stagegate_plan::check::{Auth, CheckTarget, HttpRequest, Payload, RequestBody};
-use stagegate_plan::{LoadRequest, LoadSpec};
+use stagegate_plan::{LoadRequest, LoadSpec, Ref};
 
 use crate::check::body::Body;
 use crate::check::expect::{Expectation, Observation, Take, joined_headers};
@@ -174,15 +174,7 @@ fn outcome(
         });
     }
     let details = serde_json::to_value(&report).unwrap_or_default();
-    let tail: String = text
-        .lines()
-        .rev()
-        .take(40)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>()
-        .join("\n");
+    let tail = crate::process::last_lines(&text, 40);
     StepOutcome {
         status,
         exit_code: None,
@@ -332,27 +324,21 @@ fn request(
     if let Some(ct) = content_type {
         header("content-type", ct.to_string())?;
     }
-    match &h.auth {
-        Some(Auth::Bearer(t)) => {
-            let token = scope.render(&t.value).map_err(|e| what(&e))?;
-            header("authorization", format!("Bearer {token}"))?;
-        }
-        Some(Auth::Basic { user, password }) => {
-            use base64::Engine;
-            let pair = format!(
-                "{}:{}",
-                scope.render(&user.value).map_err(|e| what(&e))?,
-                scope.render(&password.value).map_err(|e| what(&e))?
-            );
-            if pair.contains("${{ vu.") {
+    if let Some(auth) = &h.auth {
+        if let Auth::Basic { user, password } = auth {
+            let uses_vu = [user, password]
+                .iter()
+                .any(|t| t.value.refs().iter().any(|(r, _)| matches!(r, Ref::Vu(_))));
+            if uses_vu {
                 return Err(what(
                     "basic auth cannot use `vu.*` variables: write the header, `headers: { Authorization: \"Basic ...\" }`, or log in with a `setup` request",
                 ));
             }
-            let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-            header("authorization", format!("Basic {encoded}"))?;
         }
-        None => {}
+        header(
+            "authorization",
+            crate::check::http::auth_header(scope, auth).map_err(|e| what(&e))?,
+        )?;
     }
     for (k, v) in &h.headers {
         let value = scope
