@@ -225,44 +225,33 @@ fn every_user_has_an_identity_and_a_leak_fails_the_isolation_rule() {
         csv.push_str(&format!("user-{i},name {i}\n"));
     }
     p.write("users.csv", &csv);
-    let o = p.run(&[
-        "load",
-        &s.url("/me"),
-        "-n",
-        "300",
-        "-c",
-        "30",
-        "--users",
-        "users.csv",
-        "-H",
-        "X-User: ${{ vu.id }}",
-        "--isolation",
-        "id",
-        "--slo",
-        "isolation_violations == 0",
-    ]);
+    // 30 users, each sending its own id, judged on isolation.
+    let isolated = |url: &str| {
+        p.run(&[
+            "load",
+            url,
+            "-n",
+            "300",
+            "-c",
+            "30",
+            "--users",
+            "users.csv",
+            "-H",
+            "X-User: ${{ vu.id }}",
+            "--isolation",
+            "id",
+            "--slo",
+            "isolation_violations == 0",
+        ])
+    };
+    let o = isolated(&s.url("/me"));
     o.code(3)
         .stdout_has("Identities:   30, isolation violations: ")
         .stdout_has("which belongs to another user")
         .stdout_has("✗ isolation_violations == 0");
 
     let ok = server::start(Behaviour::default());
-    let o = p.run(&[
-        "load",
-        &ok.url("/me"),
-        "-n",
-        "300",
-        "-c",
-        "30",
-        "--users",
-        "users.csv",
-        "-H",
-        "X-User: ${{ vu.id }}",
-        "--isolation",
-        "id",
-        "--slo",
-        "isolation_violations == 0",
-    ]);
+    let o = isolated(&ok.url("/me"));
     o.code(0).stdout_has("✓ isolation_violations == 0: 0");
 
     p.run(&[
