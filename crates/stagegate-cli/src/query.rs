@@ -742,7 +742,10 @@ pub async fn unlock(cli: &Cli, env: &str) -> CmdResult {
         ));
     }
     let removed = store.break_lock(env).await?;
-    crate::run::reap_unfinished(&store, env).await?;
+    stagegate_engine::session::reap_unfinished(&store, env, &mut |n| {
+        eprintln!("{}", stagegate_report::describe_notice(n))
+    })
+    .await?;
     match removed {
         Some(l) => println!(
             "unlocked {env}: removed the lock of {} (pid {}) taken {}",

@@ -19,10 +19,15 @@ pub mod load;
 pub mod local;
 pub mod poll;
 pub mod process;
+pub mod session;
 pub mod step;
 pub mod supervisor;
 
 pub use event::{Event, Events, Millis, Outcome, Phase, StepRef, StepResult, StepStatus, now_ms};
 pub use executor::{RunReport, RunRequest, ServiceRequest, run_deploy, run_manual_rollback};
 pub use local::{LocalDriver, ReleaseMeta, ReleaseState};
+pub use session::{
+    EventSink, LockPolicy, LockRefusal, Notice, RunControl, Session, SessionError, SessionKind,
+    SessionRelease, SinkError,
+};
 pub use step::{RunInputs, StepCtx, StepFilter, StepOutcome};

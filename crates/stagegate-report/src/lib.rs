@@ -23,6 +23,8 @@
 //!   (a table of checks with expected and actual) and `stagegate show`.
 //! - [`load`]: a load step's report (`details.load`): a summary line and each SLO threshold
 //!   with its value, limit and verdict, shown by the terminal, JUnit, Markdown and `show`.
+//! - [`sink`]: the reporters as event sinks of an engine session, and [`ReportFiles`],
+//!   which writes the file reports when the run ends.
 //! - [`format`]: small helpers shared by the reporters: [`format_duration_ms`] and
 //!   [`format_time_ms`].
 
@@ -34,6 +36,7 @@ pub mod json;
 pub mod junit;
 pub mod load;
 pub mod markdown;
+pub mod sink;
 pub mod terminal;
 
 pub use collect::{RollbackSummary, RunSummary, ServiceSummary};
@@ -41,4 +44,5 @@ pub use format::{format_duration_ms, format_time_ms};
 pub use json::{JsonLinesReporter, write_json};
 pub use junit::write_junit;
 pub use markdown::write_markdown;
+pub use sink::{ReportFiles, ReportFormat, describe_lock, describe_notice};
 pub use terminal::{TerminalReporter, TerminalStyle};

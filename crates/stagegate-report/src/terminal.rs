@@ -109,6 +109,13 @@ impl TerminalReporter {
         let _ = self.out.flush();
     }
 
+    /// A line that is not an event (a notice of the session): shown as is, below any live line.
+    pub fn note(&mut self, text: &str) {
+        self.clear_live();
+        let _ = writeln!(self.out, "{text}");
+        let _ = self.out.flush();
+    }
+
     fn render(&mut self, e: &Event) {
         match e {
             Event::RunStarted {

@@ -1,0 +1,583 @@
+//! A session: one recorded run of a plan against an environment.
+//!
+//! Whoever starts a deploy, a check or a rollback (the CLI today, a server next) builds a
+//! [`Session`] and calls [`Session::run`] with the engine call to make. The session does the
+//! rest, in this order:
+//!
+//! 1. takes the environment's lock in the store (a check, which changes nothing, does not),
+//!    waiting behind the holder if asked ([`LockPolicy`]);
+//! 2. marks runs of the environment whose process is gone as abandoned ([`Notice::Reaped`]);
+//! 3. begins the deployment record and ties the lock to it;
+//! 4. runs the engine, fanning each [`Event`] out to every [`EventSink`] (terminal, JSON
+//!    lines, reports) and recording it in the store;
+//! 5. finishes the record with the outcome, tells the sinks the run is over, and frees the lock.
+//!
+//! The session never prints: what a person should hear about on the way (waiting for a lock,
+//! an abandoned run, a store write that failed) reaches the sinks as a [`Notice`].
+
+use std::time::{Duration, Instant};
+
+use stagegate_plan::Plan;
+use stagegate_store::{LockAttempt, LockInfo, NewDeployment, StepRun, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{Event, Events, now_ms};
+use crate::executor::RunReport;
+use crate::process::pid_alive;
+
+/// What a session runs; it names the record (`deployments.kind`) and decides whether it locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    Deploy,
+    /// Only the gates: changes nothing, so it takes no lock and runs beside a deploy.
+    Check,
+    Rollback,
+}
+
+impl SessionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Deploy => "deploy",
+            SessionKind::Check => "check",
+            SessionKind::Rollback => "rollback",
+        }
+    }
+
+    fn locks(self) -> bool {
+        self != SessionKind::Check
+    }
+}
+
+/// What to do when another process holds the environment's lock.
+#[derive(Debug, Clone, Copy)]
+pub struct LockPolicy {
+    /// Queue behind the holder instead of failing at once.
+    pub wait: bool,
+    /// How long to queue before giving up.
+    pub wait_timeout: Duration,
+}
+
+/// Why the lock could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockRefusal {
+    /// A live process holds it and the policy says not to wait.
+    Busy,
+    /// The holder's process is gone: it was killed before it finished.
+    HolderGone,
+    /// Waited the whole `wait_timeout`.
+    GaveUp(Duration),
+}
+
+/// Something a person should hear about that is not an event of the run itself.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// Queued behind another process's lock (said once).
+    WaitingForLock {
+        environment: String,
+        holder: LockInfo,
+    },
+    /// A run of the environment whose process is gone was marked abandoned.
+    Reaped {
+        environment: String,
+        deployment_id: i64,
+        release_version: String,
+        /// ` during step `x` (status)`, or empty when no step had started.
+        during: String,
+    },
+    /// Recording an event to the store failed (said once per run; the run goes on).
+    RecordFailed { error: String },
+}
+
+/// Receives everything a session has to tell: the run's events, then `finish` once.
+pub trait EventSink: Send {
+    fn on_event(&mut self, event: &Event);
+
+    fn on_notice(&mut self, _notice: &Notice) {}
+
+    /// The run's last event has been delivered. A sink that writes a file at the end (a
+    /// report) does it here; its error is returned by [`Session::run`] after the record is
+    /// finished.
+    fn finish(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// A sink could not write what it owed (a report file, typically).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SinkError(pub String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("environment `{environment}` is locked by {} (pid {})", holder.holder, holder.pid)]
+    Locked {
+        environment: String,
+        holder: LockInfo,
+        refusal: LockRefusal,
+    },
+    /// Cancelled while queued for the lock: nothing ran and nothing was recorded.
+    #[error("interrupted while waiting for the lock of `{environment}`; nothing ran")]
+    Interrupted { environment: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// Cancel the run (what began is rolled back) and abort that rollback: the two presses of Ctrl-C.
+#[derive(Debug, Clone, Default)]
+pub struct RunControl {
+    pub cancel: CancellationToken,
+    pub abort: CancellationToken,
+}
+
+/// The release a run is about, as recorded.
+#[derive(Debug, Clone)]
+pub struct SessionRelease {
+    pub version: String,
+    pub sha: String,
+}
+
+/// One recorded run. Build it, then [`Session::run`].
+pub struct Session<'a> {
+    pub plan: &'a Plan,
+    pub store: Store,
+    pub environment: String,
+    pub kind: SessionKind,
+    /// Who runs it (recorded, and shown in the lock).
+    pub actor: String,
+    pub host: String,
+    pub lock: LockPolicy,
+    pub control: RunControl,
+    pub sinks: Vec<Box<dyn EventSink + 'a>>,
+}
+
+impl Session<'_> {
+    fn notify(&mut self, n: &Notice) {
+        for s in &mut self.sinks {
+            s.on_notice(n);
+        }
+    }
+
+    /// Runs `engine` (given the deployment id, the event sender and the run's control) under
+    /// the lock, recording everything; returns the engine's report.
+    pub async fn run<F, Fut>(
+        mut self,
+        release: SessionRelease,
+        engine: F,
+    ) -> Result<RunReport, SessionError>
+    where
+        F: FnOnce(i64, Events, RunControl) -> Fut,
+        Fut: std::future::Future<Output = RunReport>,
+    {
+        let locking = self.kind.locks();
+        if locking {
+            self.acquire_lock().await?;
+        }
+        let result = self.run_locked(&release, engine).await;
+        if locking {
+            let _ = self
+                .store
+                .release_lock(&self.environment, std::process::id())
+                .await;
+        }
+        result
+    }
+
+    /// Takes the lock, waiting if the policy says so. A lock left by a dead process is refused
+    /// with [`LockRefusal::HolderGone`]: what it left running must be looked at first.
+    async fn acquire_lock(&mut self) -> Result<(), SessionError> {
+        let me = LockInfo {
+            environment: self.environment.clone(),
+            deployment_id: None,
+            holder: format!("{}@{}", self.actor, self.host),
+            pid: std::process::id(),
+            host: self.host.clone(),
+            acquired_at: stagegate_store::now_millis(),
+        };
+        let started = Instant::now();
+        let mut said_waiting = false;
+        loop {
+            let holder = match self.store.try_lock(&self.environment, &me).await? {
+                LockAttempt::Acquired => return Ok(()),
+                LockAttempt::Held(h) => h,
+            };
+            let refusal = if holder.host == self.host && !pid_alive(holder.pid) {
+                Some(LockRefusal::HolderGone)
+            } else if !self.lock.wait {
+                Some(LockRefusal::Busy)
+            } else if started.elapsed() > self.lock.wait_timeout {
+                Some(LockRefusal::GaveUp(self.lock.wait_timeout))
+            } else {
+                None
+            };
+            if let Some(refusal) = refusal {
+                return Err(SessionError::Locked {
+                    environment: self.environment.clone(),
+                    holder,
+                    refusal,
+                });
+            }
+            if !said_waiting {
+                let n = Notice::WaitingForLock {
+                    environment: self.environment.clone(),
+                    holder,
+                };
+                self.notify(&n);
+                said_waiting = true;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                () = self.control.cancel.cancelled() => {
+                    return Err(SessionError::Interrupted {
+                        environment: self.environment.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn reap(&mut self) -> Result<(), SessionError> {
+        let sinks = &mut self.sinks;
+        reap_unfinished(&self.store, &self.environment, &mut |n| {
+            for s in sinks.iter_mut() {
+                s.on_notice(n);
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn run_locked<F, Fut>(
+        &mut self,
+        release: &SessionRelease,
+        engine: F,
+    ) -> Result<RunReport, SessionError>
+    where
+        F: FnOnce(i64, Events, RunControl) -> Fut,
+        Fut: std::future::Future<Output = RunReport>,
+    {
+        if self.kind.locks() {
+            self.reap().await?;
+        }
+        let id = self
+            .store
+            .begin_deployment(&NewDeployment {
+                project: self.plan.project.clone(),
+                environment: self.environment.clone(),
+                kind: self.kind.as_str().into(),
+                release_version: release.version.clone(),
+                release_sha: release.sha.clone(),
+                plan_hash: self.plan.hash.clone(),
+                actor: self.actor.clone(),
+                pid: std::process::id(),
+                host: self.host.clone(),
+                started_at: stagegate_store::now_millis(),
+            })
+            .await?;
+        if self.kind.locks() {
+            self.store
+                .set_lock_deployment(&self.environment, std::process::id(), id)
+                .await?;
+        }
+
+        let (events, mut rx) = Events::channel();
+        let store = &self.store;
+        let sinks = &mut self.sinks;
+        let consume = async {
+            let mut said_record_failed = false;
+            while let Some(e) = rx.recv().await {
+                for s in sinks.iter_mut() {
+                    s.on_event(&e);
+                }
+                if let Err(err) = record(store, id, &e).await
+                    && !said_record_failed
+                {
+                    said_record_failed = true;
+                    let n = Notice::RecordFailed {
+                        error: err.to_string(),
+                    };
+                    for s in sinks.iter_mut() {
+                        s.on_notice(&n);
+                    }
+                }
+            }
+        };
+        let (report, ()) = tokio::join!(engine(id, events, self.control.clone()), consume);
+        // The sinks hear the end first (the terminal's last line), then the record is finished.
+        let mut sink_error = None;
+        for s in &mut self.sinks {
+            if let Err(e) = s.finish()
+                && sink_error.is_none()
+            {
+                sink_error = Some(e);
+            }
+        }
+        self.store
+            .finish_deployment(
+                id,
+                report.outcome.as_str(),
+                report.exit_code,
+                &report.summary,
+                stagegate_store::now_millis(),
+            )
+            .await?;
+        match sink_error {
+            Some(e) => Err(e.into()),
+            None => Ok(report),
+        }
+    }
+}
+
+/// Marks runs of `environment` whose process is gone as abandoned, telling `notify` of each.
+/// The current process's own run, and a check still running beside it, are left alone.
+pub async fn reap_unfinished(
+    store: &Store,
+    environment: &str,
+    notify: &mut dyn FnMut(&Notice),
+) -> Result<(), StoreError> {
+    for d in store.unfinished(Some(environment)).await? {
+        // A check takes no lock, so one may be running beside this deploy.
+        if d.pid == std::process::id() || (d.kind == "check" && pid_alive(d.pid)) {
+            continue;
+        }
+        let steps = store.steps(d.id).await?;
+        let last = steps.iter().rev().find(|s| s.phase == "run");
+        let during = last
+            .map(|s| format!(" during step `{}` ({})", s.step_id, s.status))
+            .unwrap_or_default();
+        let reason = format!(
+            "stagegate (pid {}) stopped before the run finished{during}; it was not rolled back",
+            d.pid
+        );
+        store
+            .mark_abandoned(d.id, &reason, stagegate_store::now_millis())
+            .await?;
+        notify(&Notice::Reaped {
+            environment: environment.to_string(),
+            deployment_id: d.id,
+            release_version: d.release_version.clone(),
+            during,
+        });
+    }
+    Ok(())
+}
+
+/// Records one event, and the step row it starts or finishes.
+async fn record(store: &Store, id: i64, e: &Event) -> Result<(), StoreError> {
+    let data = serde_json::to_value(e).unwrap_or_default();
+    store.record_event(id, e.kind(), &data, now_ms()).await?;
+    match e {
+        Event::StepStarted { step, at } => {
+            store
+                .upsert_step(&StepRun {
+                    deployment_id: id,
+                    seq: step.seq as i64,
+                    phase: step.phase.as_str().into(),
+                    stage: step.stage.clone(),
+                    step_id: step.id.clone(),
+                    name: step.name.clone(),
+                    kind: step.kind.clone(),
+                    status: "running".into(),
+                    started_at: *at,
+                    finished_at: None,
+                    duration_ms: None,
+                    exit_code: None,
+                    attempts: 0,
+                    output_tail: String::new(),
+                    error: None,
+                    outputs: serde_json::json!({}),
+                    details: serde_json::json!({}),
+                })
+                .await
+        }
+        Event::StepFinished(r) => {
+            store
+                .upsert_step(&StepRun {
+                    deployment_id: id,
+                    seq: r.step.seq as i64,
+                    phase: r.step.phase.as_str().into(),
+                    stage: r.step.stage.clone(),
+                    step_id: r.step.id.clone(),
+                    name: r.step.name.clone(),
+                    kind: r.step.kind.clone(),
+                    status: r.status.as_str().into(),
+                    started_at: r.started_at,
+                    finished_at: Some(r.started_at + r.duration_ms as i64),
+                    duration_ms: Some(r.duration_ms as i64),
+                    exit_code: r.exit_code,
+                    attempts: r.attempts as i64,
+                    output_tail: r.output_tail.clone(),
+                    error: r.error.clone(),
+                    outputs: serde_json::to_value(&r.outputs).unwrap_or_default(),
+                    details: r.details.clone(),
+                })
+                .await
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::event::Outcome;
+
+    /// Keeps what it hears, for the test to read after the session consumed it.
+    #[derive(Clone, Default)]
+    struct Tape(Arc<Mutex<Vec<String>>>);
+
+    impl EventSink for Tape {
+        fn on_event(&mut self, e: &Event) {
+            self.0.lock().unwrap().push(e.kind().to_string());
+        }
+        fn on_notice(&mut self, n: &Notice) {
+            self.0.lock().unwrap().push(format!("notice {n:?}"));
+        }
+        fn finish(&mut self) -> Result<(), SinkError> {
+            self.0.lock().unwrap().push("finish".into());
+            Ok(())
+        }
+    }
+
+    fn plan() -> Plan {
+        let text =
+            "project: lib\nenvironments:\n  staging: {}\nstages:\n  s:\n    - run: \"true\"\n";
+        stagegate_plan::load_str(std::path::Path::new("stagegate.yml"), text)
+            .expect("a valid plan")
+            .0
+    }
+
+    fn session<'a>(plan: &'a Plan, store: Store, tape: &Tape, wait: bool) -> Session<'a> {
+        Session {
+            plan,
+            store,
+            environment: "staging".into(),
+            kind: SessionKind::Deploy,
+            actor: "tester".into(),
+            host: "test-host".into(),
+            lock: LockPolicy {
+                wait,
+                wait_timeout: Duration::from_secs(5),
+            },
+            control: RunControl::default(),
+            sinks: vec![Box::new(tape.clone())],
+        }
+    }
+
+    fn report() -> RunReport {
+        RunReport {
+            outcome: Outcome::Succeeded,
+            exit_code: 0,
+            summary: "done".into(),
+        }
+    }
+
+    /// A caller other than the CLI (a server) runs a session with its own sink: events fan out
+    /// to it, the record is finished with the engine's outcome, and the lock is freed.
+    #[tokio::test]
+    async fn a_session_records_fans_out_and_unlocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        let plan = plan();
+        let tape = Tape::default();
+        let s = session(&plan, Store::open(&db).await.unwrap(), &tape, false);
+        let report = s
+            .run(
+                SessionRelease {
+                    version: "1.2.3".into(),
+                    sha: "abc".into(),
+                },
+                |_id, events, _ctl| async move {
+                    events.emit(Event::Warning {
+                        message: "hello".into(),
+                    });
+                    report()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.exit_code, 0);
+        assert_eq!(*tape.0.lock().unwrap(), vec!["warning", "finish"]);
+        let store = Store::open(&db).await.unwrap();
+        let d = store.last_deployment("staging", None).await.unwrap();
+        let d = d.expect("a recorded deployment");
+        assert_eq!(d.outcome, "succeeded");
+        assert_eq!(d.release_version, "1.2.3");
+        assert_eq!(store.events(d.id).await.unwrap().len(), 1);
+        assert!(store.lock_info("staging").await.unwrap().is_none());
+    }
+
+    /// While one session holds the lock, a second is refused (Busy) without waiting, and a
+    /// waiting one gives up when cancelled, having recorded nothing.
+    #[tokio::test]
+    async fn a_held_lock_refuses_and_a_cancelled_wait_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        let plan = plan();
+        let tape = Tape::default();
+        let holder = Store::open(&db).await.unwrap();
+        let me = LockInfo {
+            environment: "staging".into(),
+            deployment_id: None,
+            holder: "other@test-host".into(),
+            // This process is alive, so the lock is not stale.
+            pid: std::process::id(),
+            host: "another-host".into(),
+            acquired_at: 0,
+        };
+        assert!(matches!(
+            holder.try_lock("staging", &me).await.unwrap(),
+            LockAttempt::Acquired
+        ));
+        let busy = session(&plan, Store::open(&db).await.unwrap(), &tape, false)
+            .run(
+                SessionRelease {
+                    version: "1".into(),
+                    sha: String::new(),
+                },
+                |_, _, _| async { report() },
+            )
+            .await;
+        assert!(
+            matches!(
+                busy,
+                Err(SessionError::Locked {
+                    refusal: LockRefusal::Busy,
+                    ..
+                })
+            ),
+            "{busy:?}"
+        );
+        let waiting = session(&plan, Store::open(&db).await.unwrap(), &tape, true);
+        let cancel = waiting.control.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cancel.cancel();
+        });
+        let r = waiting
+            .run(
+                SessionRelease {
+                    version: "1".into(),
+                    sha: String::new(),
+                },
+                |_, _, _| async { report() },
+            )
+            .await;
+        assert!(matches!(r, Err(SessionError::Interrupted { .. })), "{r:?}");
+        assert!(
+            tape.0.lock().unwrap()[0].starts_with("notice WaitingForLock"),
+            "{:?}",
+            tape.0.lock().unwrap()
+        );
+        assert!(
+            holder
+                .last_deployment("staging", None)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
