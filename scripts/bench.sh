@@ -222,3 +222,31 @@ for line in open(sys.argv[1]):
 done
 echo "  goal: failure -> restored < 1000 ms (the deploy step includes the 3 s health timeout)"
 rb stop bench >/dev/null 2>&1
+
+# --- 4. against an earlier build (BENCH_BASELINE=DIR) --------------------------------------
+# DIR holds a `stagegate` built from an earlier commit (e.g. `git worktree add` of that commit
+# and `cargo build --release -p stagegate-cli`, then copy the binary). Sections 1 and 2's
+# commands run with both binaries in interleaved rounds, so the machine's load drifts alike.
+if [ -n "${BENCH_BASELINE:-}" ]; then
+  BASE="$TMP/bin/stagegate-baseline"
+  cp "$BENCH_BASELINE/stagegate" "$BASE"
+  echo
+  echo "== 4. this build against the baseline $("$BASE" --version) ($BENCH_BASELINE/stagegate)"
+  res="$(python3 "$HELPERS" interleaved "$VALIDATE_RUNS" \
+    "$SG" -f "$BIG" --color never validate :: "$BASE" -f "$BIG" --color never validate)"
+  read -r new_val old_val <<<"$res"
+  "$BASE" -f "$STEPS_PLAN" --color never deploy bench --state "$TMP/engine/base.db" \
+    --release-version 1 >/dev/null 2>&1
+  res="$(python3 "$HELPERS" interleaved "$ENGINE_RUNS" \
+    "$SG" -f "$STEPS_PLAN" --color never deploy bench --state "$TMP/engine/state.db" --release-version 1 \
+    :: "$BASE" -f "$STEPS_PLAN" --color never deploy bench --state "$TMP/engine/base.db" --release-version 1 \
+    :: bash -c "for ((i = 0; i < $ENGINE_STEPS; i++)); do sh -c true; done")"
+  read -r new_dep old_dep sh_dep <<<"$res"
+  printf '  %-44s %12s %12s %8s\n' "median ms" "this build" "baseline" "ratio"
+  printf '  %-44s %12s %12s %8s\n' "validate, $VALIDATE_SERVICES services / $VALIDATE_STEPS steps" \
+    "$new_val" "$old_val" "$(ratio "$new_val" "$old_val")"
+  printf '  %-44s %12s %12s %8s\n' "deploy, $ENGINE_STEPS x run: true" "$new_dep" "$old_dep" \
+    "$(ratio "$new_dep" "$old_dep")"
+  printf '  %-44s %12s %12s\n' "overhead per step ms (vs the bash loop)" \
+    "$(per_step "$new_dep" "$sh_dep" "$ENGINE_STEPS")" "$(per_step "$old_dep" "$sh_dep" "$ENGINE_STEPS")"
+fi
