@@ -1,8 +1,8 @@
 //! The read-mostly commands: validate, plan, status, stop, history, show, unlock.
 
-use stagegate_engine::{exit, health};
+use stagegate_engine::{StepDetails, exit, health};
 use stagegate_plan::{Driver, HealthTarget, Plan, PortMode, Scope, StepKind};
-use stagegate_report::gate::{Evidence, evidence_text};
+use stagegate_report::gate::evidence_text;
 use stagegate_report::{format_duration_ms, format_time_ms};
 
 use crate::cli::Cli;
@@ -579,7 +579,7 @@ async fn gate_overrides(
         .iter()
         .filter(|s| s.kind == "gate")
         .filter_map(|s| {
-            let o = Evidence::from_details(&s.details)?.overridden?;
+            let o = StepDetails::from_json(&s.details).gate()?.overridden.clone()?;
             Some(serde_json::json!({ "step": s.step_id, "by": o.by, "at": o.at, "reason": o.reason }))
         })
         .collect())
@@ -590,10 +590,11 @@ fn print_gate_evidence(s: &stagegate_store::StepRun) {
     if s.kind != "gate" {
         return;
     }
-    let Some(e) = Evidence::from_details(&s.details) else {
+    let details = StepDetails::from_json(&s.details);
+    let Some(e) = details.gate() else {
         return;
     };
-    for l in evidence_text(&e).lines() {
+    for l in evidence_text(e).lines() {
         println!("        {l}");
     }
 }
@@ -665,7 +666,8 @@ pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
         );
         print_gate_evidence(s);
         // A check lists its assertions; its error then needs only its headline.
-        let assertions = stagegate_engine::check::AssertionResult::from_details(&s.details);
+        let details = StepDetails::from_json(&s.details);
+        let assertions = details.assertions();
         if let Some(e) = &s.error {
             match stagegate_report::checks::error_headline(e).filter(|_| !assertions.is_empty()) {
                 Some(head) => println!("        {head}"),
@@ -676,25 +678,18 @@ pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
                 }
             }
         }
-        if let Some(r) = s.details.get("repeat") {
+        if let Some(r) = details.check().and_then(|c| c.repeat.as_ref()) {
             println!(
-                "        {} requests, {} at a time: {} passed every assertion, {} errors, {} checks/s",
-                r["sent"],
-                r["concurrency"],
-                r["passed"],
-                r["errors"],
-                r["checks_per_second"]
-                    .as_f64()
-                    .map(|v| format!("{v:.0}"))
-                    .unwrap_or_default()
+                "        {} requests, {} at a time: {} passed every assertion, {} errors, {:.0} checks/s",
+                r.sent, r.concurrency, r.passed, r.errors, r.checks_per_second
             );
         }
-        if let Some(l) = stagegate_report::load::from_details(&s.details) {
-            for line in stagegate_report::load::lines(&l) {
+        if let Some(l) = details.load() {
+            for line in stagegate_report::load::lines(&l.load) {
                 println!("        {line}");
             }
         }
-        for a in &assertions {
+        for a in assertions {
             println!(
                 "        {} {}",
                 stagegate_report::checks::mark(a.passed),

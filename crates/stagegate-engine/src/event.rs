@@ -128,7 +128,7 @@ pub struct StepResult {
     pub error: Option<String>,
     pub outputs: BTreeMap<String, String>,
     /// Evidence: what the step checked and found (release ids, URLs, health answers).
-    pub details: serde_json::Value,
+    pub details: crate::details::StepDetails,
 }
 
 #[derive(Debug, Clone, Serialize)]

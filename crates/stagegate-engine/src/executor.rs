@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use serde_json::json;
 use stagegate_plan::{
     OnFailure, Plan, Scope, Scrubber, Service, ServiceEndpoint, Step, StepKind, Template,
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::details::{ServiceDetails, SkipDetails, StepDetails};
 use crate::event::{Event, Events, Outcome, Phase, StepRef, StepResult, StepStatus, now_ms};
 use crate::local::{DriverCtx, LocalDriver};
 use crate::process::{CommandSpec, read_outputs, run_command};
@@ -110,7 +110,7 @@ impl<'a> Runner<'a> {
         tail: &str,
         error: Option<String>,
         outputs: BTreeMap<String, String>,
-        details: serde_json::Value,
+        details: StepDetails,
     ) -> StepResult {
         let r = StepResult {
             step,
@@ -125,7 +125,7 @@ impl<'a> Runner<'a> {
                 .into_iter()
                 .map(|(k, v)| (k, self.scrubber.scrub(&v)))
                 .collect(),
-            details: self.scrubber.scrub_json(&details),
+            details: details.scrubbed(|v| self.scrubber.scrub_json(v)),
         };
         self.events.emit(Event::StepFinished(r.clone()));
         r
@@ -201,7 +201,7 @@ impl<'a> Runner<'a> {
             "",
             Some(reason),
             BTreeMap::new(),
-            json!({}),
+            StepDetails::default(),
         )
     }
 
@@ -232,7 +232,9 @@ impl<'a> Runner<'a> {
                         "",
                         None,
                         BTreeMap::new(),
-                        json!({ "when": "false" }),
+                        StepDetails::Skipped(SkipDetails {
+                            when: "false".into(),
+                        }),
                     ),
                     None,
                 );
@@ -248,7 +250,7 @@ impl<'a> Runner<'a> {
                         "",
                         Some(format!("cannot evaluate `when`: {e}")),
                         BTreeMap::new(),
-                        json!({}),
+                        StepDetails::default(),
                     ),
                     None,
                 );
@@ -296,7 +298,7 @@ impl<'a> Runner<'a> {
                                 "",
                                 Some(e),
                                 BTreeMap::new(),
-                                json!({}),
+                                StepDetails::default(),
                             ),
                             None,
                         );
@@ -333,7 +335,7 @@ impl<'a> Runner<'a> {
                                         &res.tail,
                                         None,
                                         outputs,
-                                        json!({}),
+                                        StepDetails::default(),
                                     ),
                                     undo,
                                 )
@@ -348,7 +350,7 @@ impl<'a> Runner<'a> {
                                     &res.tail,
                                     Some(e),
                                     BTreeMap::new(),
-                                    json!({}),
+                                    StepDetails::default(),
                                 ),
                                 undo,
                             ),
@@ -377,7 +379,7 @@ impl<'a> Runner<'a> {
                             &res.tail,
                             Some(error),
                             BTreeMap::new(),
-                            json!({}),
+                            StepDetails::default(),
                         ),
                         undo,
                     );
@@ -395,7 +397,7 @@ impl<'a> Runner<'a> {
                             "",
                             Some(format!("unknown service `{}`", service.value)),
                             BTreeMap::new(),
-                            json!({}),
+                            StepDetails::default(),
                         ),
                         None,
                     );
@@ -434,7 +436,16 @@ impl<'a> Runner<'a> {
                             ("port".to_string(), d.port.to_string()),
                             ("release".to_string(), d.release.clone()),
                         ]);
-                        let details = json!({ "service": svc.name, "driver": "local", "release": d.release, "previous": d.previous, "url": d.url, "artifacts": d.artifacts, "health": d.health });
+                        let details = StepDetails::Service(Box::new(ServiceDetails {
+                            service: svc.name.clone(),
+                            driver: Some("local".into()),
+                            release: Some(d.release.clone()),
+                            previous: d.previous.clone(),
+                            url: Some(d.url.clone()),
+                            artifacts: d.artifacts.clone(),
+                            health: d.health.clone(),
+                            ..ServiceDetails::default()
+                        }));
                         let undo = Undo::Service {
                             service: svc.name.clone(),
                             target: d.previous.clone(),
@@ -470,7 +481,12 @@ impl<'a> Runner<'a> {
                             target: e.previous.clone(),
                             from,
                         });
-                        let details = json!({ "service": svc.name, "release": e.release, "previous": e.previous });
+                        let details = StepDetails::Service(Box::new(ServiceDetails {
+                            service: svc.name.clone(),
+                            release: e.release.clone(),
+                            previous: e.previous.clone(),
+                            ..ServiceDetails::default()
+                        }));
                         (
                             self.finish(
                                 r,
@@ -605,7 +621,7 @@ impl<'a> Runner<'a> {
                         &tail,
                         error,
                         BTreeMap::new(),
-                        json!({}),
+                        StepDetails::default(),
                     );
                 }
                 Undo::Service {
@@ -659,7 +675,12 @@ impl<'a> Runner<'a> {
                                 &msg,
                                 None,
                                 BTreeMap::new(),
-                                json!({ "service": service, "release": target, "from": from }),
+                                StepDetails::Service(Box::new(ServiceDetails {
+                                    service: service.clone(),
+                                    release: target.clone(),
+                                    from: Some(from.clone()),
+                                    ..ServiceDetails::default()
+                                })),
                             );
                         }
                         Err(e) => {
@@ -677,7 +698,12 @@ impl<'a> Runner<'a> {
                                 "",
                                 Some(e),
                                 BTreeMap::new(),
-                                json!({ "service": service, "release": target, "from": from }),
+                                StepDetails::Service(Box::new(ServiceDetails {
+                                    service: service.clone(),
+                                    release: target.clone(),
+                                    from: Some(from.clone()),
+                                    ..ServiceDetails::default()
+                                })),
                             );
                         }
                     }
@@ -1134,7 +1160,12 @@ pub async fn run_manual_rollback(
             output_tail: scrubber.scrub(&tail),
             error,
             outputs: BTreeMap::new(),
-            details: json!({ "service": svc.name, "release": target, "from": current }),
+            details: StepDetails::Service(Box::new(ServiceDetails {
+                service: svc.name.clone(),
+                release: Some(target.to_string()),
+                from: current.clone(),
+                ..ServiceDetails::default()
+            })),
         }));
     }
     notes.push("step rollback commands (database down-migrations and the like) are not run by a manual rollback; run them by hand if needed".into());

@@ -10,6 +10,7 @@
 //! Exit codes are a contract, defined in [`exit`].
 
 pub mod check;
+pub mod details;
 pub mod event;
 pub mod executor;
 pub mod exit;
@@ -23,6 +24,10 @@ pub mod session;
 pub mod step;
 pub mod supervisor;
 
+pub use details::{
+    CaptureNote, CheckDetails, LoadDetails, NoDetails, ObservedSummary, RepeatTotals,
+    ServiceDetails, SkipDetails, StepDetails,
+};
 pub use event::{Event, Events, Millis, Outcome, Phase, StepRef, StepResult, StepStatus, now_ms};
 pub use executor::{RunReport, RunRequest, ServiceRequest, run_deploy, run_manual_rollback};
 pub use local::{LocalDriver, ReleaseMeta, ReleaseState};

@@ -173,7 +173,6 @@ fn outcome(
             ),
         });
     }
-    let details = serde_json::to_value(&report).unwrap_or_default();
     let tail = crate::process::last_lines(&text, 40);
     StepOutcome {
         status,
@@ -183,7 +182,10 @@ fn outcome(
         error,
         outputs,
         secret_outputs: Vec::new(),
-        details: serde_json::json!({ "load": details, "baseline": had_baseline }),
+        details: crate::details::StepDetails::Load(Box::new(crate::details::LoadDetails {
+            load: report,
+            baseline: had_baseline,
+        })),
     }
 }
 

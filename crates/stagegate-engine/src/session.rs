@@ -410,7 +410,7 @@ async fn record(store: &Store, id: i64, e: &Event) -> Result<(), StoreError> {
                     output_tail: r.output_tail.clone(),
                     error: r.error.clone(),
                     outputs: serde_json::to_value(&r.outputs).unwrap_or_default(),
-                    details: r.details.clone(),
+                    details: r.details.to_json(),
                 })
                 .await
         }

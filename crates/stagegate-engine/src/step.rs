@@ -151,8 +151,8 @@ pub struct StepOutcome {
     pub outputs: BTreeMap<String, String>,
     /// Names of outputs whose values are secret: masked everywhere from now on.
     pub secret_outputs: Vec<String>,
-    /// Evidence: what was checked and found (`{"assertions": [...]}` and the like).
-    pub details: serde_json::Value,
+    /// Evidence: what was checked and found.
+    pub details: crate::details::StepDetails,
 }
 
 impl StepOutcome {
@@ -165,7 +165,7 @@ impl StepOutcome {
             error: None,
             outputs: BTreeMap::new(),
             secret_outputs: Vec::new(),
-            details: serde_json::json!({}),
+            details: Default::default(),
         }
     }
 
@@ -176,7 +176,7 @@ impl StepOutcome {
         }
     }
 
-    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+    pub fn with_details(mut self, details: crate::details::StepDetails) -> Self {
         self.details = details;
         self
     }

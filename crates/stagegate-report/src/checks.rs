@@ -6,7 +6,7 @@ use stagegate_engine::event::StepResult;
 
 /// The assertions of a step, empty for steps that are not checks.
 pub fn assertions(r: &StepResult) -> Vec<AssertionResult> {
-    AssertionResult::from_details(&r.details)
+    r.details.assertions().to_vec()
 }
 
 /// `✓` or `✗`.
@@ -33,14 +33,10 @@ pub fn note(r: &StepResult) -> Option<String> {
         return None;
     }
     let mut s = format!("{n} assertion{}", if n == 1 { "" } else { "s" });
-    if let Some(rep) = r.details.get("repeat") {
+    if let Some(rep) = r.details.check().and_then(|c| c.repeat.as_ref()) {
         s.push_str(&format!(
-            ", {} requests at {}/s",
-            rep["sent"],
-            rep["checks_per_second"]
-                .as_f64()
-                .map(|v| format!("{v:.0}"))
-                .unwrap_or_default()
+            ", {} requests at {:.0}/s",
+            rep.sent, rep.checks_per_second
         ));
     }
     Some(s)

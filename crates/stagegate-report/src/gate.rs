@@ -41,7 +41,7 @@ impl LineKind {
 /// The evidence of a step, if it is a gate.
 pub fn evidence(step: &StepResult) -> Option<Evidence> {
     (step.step.kind == "gate")
-        .then(|| Evidence::from_details(&step.details))
+        .then(|| step.details.gate().cloned())
         .flatten()
 }
 

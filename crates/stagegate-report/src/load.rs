@@ -7,13 +7,7 @@ use stagegate_load::report::fmt_ms;
 
 /// The load report of a step, `None` for steps that are not load tests.
 pub fn report(r: &StepResult) -> Option<LoadReport> {
-    from_details(&r.details)
-}
-
-/// The load report in a step's recorded details (`details.load`), if any.
-pub fn from_details(details: &serde_json::Value) -> Option<LoadReport> {
-    let v = details.get("load").filter(|v| !v.is_null())?;
-    serde_json::from_value(v.clone()).ok()
+    r.details.load().map(|l| l.load.clone())
 }
 
 /// Every line a reporter shows under a load step: the summary, each threshold (with its

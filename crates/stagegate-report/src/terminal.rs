@@ -583,7 +583,7 @@ mod tests {
                 output_tail: String::new(),
                 error: None,
                 outputs: Default::default(),
-                details: serde_json::Value::Null,
+                details: Default::default(),
             }),
         ]
     }

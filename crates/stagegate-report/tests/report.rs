@@ -43,7 +43,7 @@ fn finished(
         output_tail: output_tail.into(),
         error: error.map(Into::into),
         outputs: BTreeMap::new(),
-        details: serde_json::json!({}),
+        details: Default::default(),
     })
 }
 

@@ -26,9 +26,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use stagegate_plan::check::{Assertion, CaptureSource, CheckSpec, CheckTarget, Subject};
 
+use crate::details::{CaptureNote, CheckDetails, ObservedSummary, RepeatTotals, StepDetails};
 use crate::event::{Event, StepStatus};
 use crate::poll::{Attempt, GaveUp, PollPolicy, poll};
 use crate::step::{StepCtx, StepOutcome};
@@ -48,14 +48,6 @@ pub struct AssertionResult {
 }
 
 impl AssertionResult {
-    /// The assertions a step recorded in its details (`{"assertions": [...]}`), if any.
-    pub fn from_details(details: &serde_json::Value) -> Vec<Self> {
-        details
-            .get("assertions")
-            .and_then(|a| serde_json::from_value(a.clone()).ok())
-            .unwrap_or_default()
-    }
-
     /// `json $.version: expected == 1.3.0, actual "1.3.0-wrong"`.
     pub fn line(&self) -> String {
         format!(
@@ -324,32 +316,29 @@ fn finish(
         }
     }
 
-    let mut details = json!({
-        "check": spec.kind(),
-        "target": target,
-        "attempts": attempts,
-        "duration_ms": started.elapsed().as_millis() as u64,
-        "assertions": tried.results,
-    });
-    if !tried.until.is_empty() {
-        details["until"] = json!(tried.until);
-    }
-    if let Some(o) = &tried.obs {
-        details["observed"] = observed_json(o);
-    }
-    if !spec.captures.is_empty() {
-        details["captures"] = json!(
-            spec.captures
-                .iter()
-                .map(|c| json!({ "name": c.name, "from": c.source.describe(), "secret": c.secret }))
-                .collect::<Vec<_>>()
-        );
-    }
-    if let Observer::Http(p) = observer
-        && !p.seeds.is_empty()
-    {
-        details["random_seeds"] = json!(p.seeds);
-    }
+    let details = CheckDetails {
+        check: spec.kind().to_string(),
+        target: target.to_string(),
+        attempts: Some(attempts),
+        duration_ms: started.elapsed().as_millis() as u64,
+        assertions: tried.results.clone(),
+        until: tried.until.clone(),
+        observed: tried.obs.as_ref().map(observed),
+        captures: spec
+            .captures
+            .iter()
+            .map(|c| CaptureNote {
+                name: c.name.clone(),
+                from: c.source.describe(),
+                secret: c.secret,
+            })
+            .collect(),
+        random_seeds: match observer {
+            Observer::Http(p) => p.seeds.clone(),
+            _ => Vec::new(),
+        },
+        repeat: None,
+    };
     let mut out = StepOutcome::new(status);
     out.attempts = attempts;
     out.exit_code = tried.obs.as_ref().and_then(|o| o.exit_code);
@@ -359,7 +348,7 @@ fn finish(
     // passing steps only), but its secret ones must still join the scrubber.
     out.outputs = tried.outputs;
     out.secret_outputs = tried.secret;
-    out.details = details;
+    out.details = StepDetails::Check(Box::new(details));
     out
 }
 
@@ -421,33 +410,22 @@ fn observed_lines(o: &Observation, kind: &str) -> Vec<String> {
     lines
 }
 
-fn observed_json(o: &Observation) -> serde_json::Value {
-    let mut v = json!({ "duration_ms": o.duration.as_millis() as u64 });
-    if let Some(s) = o.status {
-        v["status"] = json!(s);
+fn observed(o: &Observation) -> ObservedSummary {
+    ObservedSummary {
+        duration_ms: o.duration.as_millis() as u64,
+        status: o.status,
+        bytes: o.body.as_ref().map(|b| b.len),
+        sha256: o.body.as_ref().and_then(|b| b.sha256.clone()),
+        saved: o
+            .body
+            .as_ref()
+            .and_then(|b| b.saved.as_ref())
+            .map(|p| p.display().to_string()),
+        sent_sha256: o.sent_sha256.clone(),
+        exit_code: o.exit_code,
+        open: o.open,
+        lines: (!o.lines.is_empty()).then_some(o.lines.len() as u64),
     }
-    if let Some(b) = &o.body {
-        v["bytes"] = json!(b.len);
-        if let Some(h) = &b.sha256 {
-            v["sha256"] = json!(h);
-        }
-        if let Some(p) = &b.saved {
-            v["saved"] = json!(p.display().to_string());
-        }
-    }
-    if let Some(h) = &o.sent_sha256 {
-        v["sent_sha256"] = json!(h);
-    }
-    if let Some(c) = o.exit_code {
-        v["exit_code"] = json!(c);
-    }
-    if let Some(open) = o.open {
-        v["open"] = json!(open);
-    }
-    if !o.lines.is_empty() {
-        v["lines"] = json!(o.lines.len());
-    }
-    v
 }
 
 /// One attempt: observe, capture, evaluate.
@@ -676,22 +654,23 @@ async fn run_repeat(
         .collect();
     let secs = t.elapsed.as_secs_f64().max(1e-9);
     let rate = t.sent as f64 / secs;
-    let details = json!({
-        "check": "http",
-        "target": target,
-        "assertions": results,
-        "repeat": {
-            "count": r.count,
-            "concurrency": r.concurrency,
-            "sent": t.sent,
-            "answered": t.answered,
-            "passed": t.passed,
-            "errors": t.errors,
-            "duration_ms": t.elapsed.as_millis() as u64,
-            "checks_per_second": (rate * 10.0).round() / 10.0,
-        },
-        "duration_ms": started.elapsed().as_millis() as u64,
-    });
+    let details = CheckDetails {
+        check: "http".into(),
+        target: target.to_string(),
+        assertions: results.clone(),
+        repeat: Some(RepeatTotals {
+            count: r.count as u64,
+            concurrency: r.concurrency as u64,
+            sent: t.sent as u64,
+            answered: t.answered as u64,
+            passed: t.passed as u64,
+            errors: t.errors as u64,
+            duration_ms: t.elapsed.as_millis() as u64,
+            checks_per_second: (rate * 10.0).round() / 10.0,
+        }),
+        duration_ms: started.elapsed().as_millis() as u64,
+        ..CheckDetails::default()
+    };
     let summary = format!(
         "> {target} × {} ({} at a time)\n{} of {} answers passed every assertion; {} errors; {:.0} checks/s",
         r.count, r.concurrency, t.passed, t.sent, t.errors, rate
@@ -737,6 +716,6 @@ async fn run_repeat(
             lines.join("; ")
         ));
     }
-    out.details = details;
+    out.details = StepDetails::Check(Box::new(details));
     out
 }

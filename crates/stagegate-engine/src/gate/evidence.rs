@@ -1,6 +1,6 @@
 //! What a gate records in its step's `details`: every check with what it found.
 //!
-//! The reports and `stagegate show` read it back ([`Evidence::from_details`]), so the field
+//! The reports and `stagegate show` read it back (as [`crate::details::StepDetails::Gate`]), so the field
 //! names are a contract: add fields, do not rename them.
 
 use serde::{Deserialize, Serialize};
@@ -75,14 +75,6 @@ impl Check {
     pub fn with_findings(mut self, findings: Vec<String>) -> Self {
         self.findings = findings;
         self
-    }
-}
-
-impl Evidence {
-    /// The evidence in a step's details, if the step is a gate.
-    pub fn from_details(details: &serde_json::Value) -> Option<Evidence> {
-        details.get("gate")?.as_str()?;
-        serde_json::from_value(details.clone()).ok()
     }
 }
 

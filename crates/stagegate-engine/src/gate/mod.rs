@@ -97,7 +97,10 @@ pub async fn run(spec: &GateSpec, ctx: &StepCtx<'_>) -> StepOutcome {
                         attempts: attempt,
                         ..StepOutcome::new(StepStatus::Cancelled)
                     }
-                    .with_details(serde_json::json!({ "gate": spec.kind.type_name(), "passed": false, "checks": [] }));
+                    .with_details(crate::details::StepDetails::Gate(Box::new(Evidence {
+                        gate: spec.kind.type_name().into(),
+                        ..Evidence::default()
+                    })));
                 }
             }
         }
@@ -228,7 +231,7 @@ fn conclude(spec: &GateSpec, ctx: &StepCtx<'_>, f: Findings, attempts: u32) -> S
             }
         }
     }
-    let details = serde_json::to_value(&evidence).unwrap_or_default();
+    let details = crate::details::StepDetails::Gate(Box::new(evidence));
     StepOutcome {
         status,
         exit_code: f.exit_code,
