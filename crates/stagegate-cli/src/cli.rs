@@ -136,6 +136,17 @@ pub enum Command {
     Unlock {
         /// The environment
         env: String,
+        /// Break the lock even if its holder looks alive or ran on another host (needs --reason)
+        #[arg(long, requires = "reason")]
+        force: bool,
+        /// Why, recorded in the audit log with who broke it
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Check or print the audit log: the hash chain over deployments, steps and lock breaks
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
     },
     /// Explain a plan field: what it means, its default, an example
     Explain {
@@ -319,6 +330,24 @@ pub struct GateArgs {
     /// Pass failed gates that allow it (`allow_override: true`); the justification is recorded
     #[arg(long = "override", value_name = "JUSTIFICATION")]
     pub override_reason: Option<String>,
+}
+
+/// `stagegate audit ...`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AuditAction {
+    /// Recompute the chain and compare every deployment and step with it; exit 0 when every
+    /// link holds, 3 naming the first broken one
+    Verify {
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the audit log, oldest record first
+    Show {
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

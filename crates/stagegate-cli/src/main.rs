@@ -17,6 +17,7 @@ macro_rules! print {
     }};
 }
 
+mod audit;
 mod cli;
 mod context;
 mod explain;
@@ -170,7 +171,10 @@ async fn dispatch(cli: &Cli) -> CmdResult {
             query::history(cli, env.as_deref(), *limit, *json).await
         }
         Command::Show { deployment, json } => query::show(cli, *deployment, *json).await,
-        Command::Unlock { env } => query::unlock(cli, env).await,
+        Command::Unlock { env, force, reason } => {
+            query::unlock(cli, env, *force, reason.as_deref()).await
+        }
+        Command::Audit { action } => audit::run(cli, action).await,
         Command::Load(args) => load::load(args).await,
     }
 }

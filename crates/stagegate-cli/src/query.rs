@@ -719,24 +719,47 @@ pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
     Ok(exit::SUCCESS)
 }
 
-pub async fn unlock(cli: &Cli, env: &str) -> CmdResult {
+pub async fn unlock(cli: &Cli, env: &str, force: bool, reason: Option<&str>) -> CmdResult {
     let plan = load_plan(cli)?;
     check_env(&plan, env)?;
+    if reason.is_some_and(|r| r.trim().is_empty()) {
+        return Err(Failure::invalid(
+            "error: --reason is empty; say why the lock is broken (it is recorded in the audit log)",
+        ));
+    }
     let store = open_store(cli, &plan).await?;
     let lock = store.lock_info(env).await?;
     if let Some(l) = &lock
-        && l.host == crate::context::hostname()
-        && stagegate_engine::process::pid_alive(l.pid)
+        && !force
     {
-        return Err(Failure::new(
-            exit::LOCKED,
-            format!(
-                "error: environment `{env}` is locked by a run that is still going (pid {}); stop it first (Ctrl-C or `kill {}`), it rolls back and unlocks",
-                l.pid, l.pid
-            ),
-        ));
+        if l.host != crate::context::hostname() {
+            return Err(Failure::new(
+                exit::LOCKED,
+                format!(
+                    "error: environment `{env}` is locked by {} (pid {}) on another host, {}; stagegate cannot see whether that run still goes.\n  \
+                     = help: check on {}, then `stagegate unlock {env} --force --reason \"...\"`",
+                    l.holder, l.pid, l.host, l.host
+                ),
+            ));
+        }
+        if stagegate_engine::session::holder_alive(l) {
+            return Err(Failure::new(
+                exit::LOCKED,
+                format!(
+                    "error: environment `{env}` is locked by a run that is still going (pid {}); stop it first (Ctrl-C or `kill {}`), it rolls back and unlocks\n  \
+                     = help: if that process is not stagegate, `stagegate unlock {env} --force --reason \"...\"`",
+                    l.pid, l.pid
+                ),
+            ));
+        }
     }
-    let removed = store.break_lock(env).await?;
+    let note = stagegate_store::LockBreak {
+        by: crate::context::actor(None),
+        reason: reason.map(str::to_string),
+        forced: force,
+        at: stagegate_store::now_millis(),
+    };
+    let removed = store.break_lock(env, &note).await?;
     stagegate_engine::session::reap_unfinished(&store, env, &mut |n| {
         eprintln!("{}", stagegate_report::describe_notice(n))
     })

@@ -132,6 +132,7 @@ impl Session<'_> {
             },
             control,
             sinks,
+            logs_dir: Some(crate::context::state_dir(self.cli, self.plan).join("logs")),
         };
         let release = SessionRelease {
             version: version.into(),

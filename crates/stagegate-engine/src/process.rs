@@ -382,6 +382,42 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// When a process started, in clock ticks since boot (`/proc/PID/stat` field 22): with the
+/// boot id, what tells a pid's process apart from a later one that reuses the pid.
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    // `rest` starts at field 3 (state); field 22 is the 20th from there.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`): a pid recorded under another boot
+/// names no process of this one.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Whether the process that was `pid` (started at `started`, under boot `boot`) still runs.
+/// A pid now held by another process (another start time or boot) is not it. Without a
+/// recorded start time (records of older versions), a live pid counts as the same process.
+pub fn same_process_alive(pid: u32, started: Option<u64>, boot: Option<&str>) -> bool {
+    if !pid_alive(pid) {
+        return false;
+    }
+    if let (Some(then), Some(now)) = (boot, boot_id().as_deref())
+        && then != now
+    {
+        return false;
+    }
+    match (started, process_start_ticks(pid)) {
+        (Some(then), Some(now)) => then == now,
+        _ => true,
+    }
+}
+
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()

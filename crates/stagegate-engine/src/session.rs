@@ -23,7 +23,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, Events, now_ms};
 use crate::executor::RunReport;
-use crate::process::pid_alive;
+use crate::process::{boot_id, pid_alive, process_start_ticks, same_process_alive};
+
+/// Whether the process that took `lock` still runs on this host: its pid is alive and was
+/// not reused by another process since (start time and boot id compared).
+pub fn holder_alive(lock: &LockInfo) -> bool {
+    same_process_alive(lock.pid, lock.pid_started, lock.boot_id.as_deref())
+}
 
 /// What a session runs; it names the record (`deployments.kind`) and decides whether it locks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +156,21 @@ pub struct Session<'a> {
     pub lock: LockPolicy,
     pub control: RunControl,
     pub sinks: Vec<Box<dyn EventSink + 'a>>,
+    /// Where the engine writes each deployment's step logs (`logs/<id>/`), if anywhere:
+    /// a new deployment gets an id above every one found there, so it never appends to the
+    /// logs of a deployment recorded by an earlier store.
+    pub logs_dir: Option<std::path::PathBuf>,
+}
+
+/// The highest deployment id that has a directory in `logs_dir` (0 when none).
+fn highest_logged_id(logs_dir: Option<&std::path::Path>) -> i64 {
+    let Some(entries) = logs_dir.and_then(|d| std::fs::read_dir(d).ok()) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i64>().ok())
+        .max()
+        .unwrap_or(0)
 }
 
 impl Session<'_> {
@@ -194,6 +215,8 @@ impl Session<'_> {
             pid: std::process::id(),
             host: self.host.clone(),
             acquired_at: stagegate_store::now_millis(),
+            pid_started: process_start_ticks(std::process::id()),
+            boot_id: boot_id(),
         };
         let started = Instant::now();
         let mut said_waiting = false;
@@ -202,7 +225,7 @@ impl Session<'_> {
                 LockAttempt::Acquired => return Ok(()),
                 LockAttempt::Held(h) => h,
             };
-            let refusal = if holder.host == self.host && !pid_alive(holder.pid) {
+            let refusal = if holder.host == self.host && !holder_alive(&holder) {
                 Some(LockRefusal::HolderGone)
             } else if !self.lock.wait {
                 Some(LockRefusal::Busy)
@@ -260,20 +283,24 @@ impl Session<'_> {
         if self.kind.locks() {
             self.reap().await?;
         }
+        let floor = highest_logged_id(self.logs_dir.as_deref());
         let id = self
             .store
-            .begin_deployment(&NewDeployment {
-                project: self.plan.project.clone(),
-                environment: self.environment.clone(),
-                kind: self.kind.as_str().into(),
-                release_version: release.version.clone(),
-                release_sha: release.sha.clone(),
-                plan_hash: self.plan.hash.clone(),
-                actor: self.actor.clone(),
-                pid: std::process::id(),
-                host: self.host.clone(),
-                started_at: stagegate_store::now_millis(),
-            })
+            .begin_deployment_above(
+                &NewDeployment {
+                    project: self.plan.project.clone(),
+                    environment: self.environment.clone(),
+                    kind: self.kind.as_str().into(),
+                    release_version: release.version.clone(),
+                    release_sha: release.sha.clone(),
+                    plan_hash: self.plan.hash.clone(),
+                    actor: self.actor.clone(),
+                    pid: std::process::id(),
+                    host: self.host.clone(),
+                    started_at: stagegate_store::now_millis(),
+                },
+                floor,
+            )
             .await?;
         if self.kind.locks() {
             self.store
@@ -464,6 +491,7 @@ mod tests {
             },
             control: RunControl::default(),
             sinks: vec![Box::new(tape.clone())],
+            logs_dir: None,
         }
     }
 
@@ -527,6 +555,8 @@ mod tests {
             pid: std::process::id(),
             host: "another-host".into(),
             acquired_at: 0,
+            pid_started: None,
+            boot_id: None,
         };
         assert!(matches!(
             holder.try_lock("staging", &me).await.unwrap(),

@@ -51,11 +51,13 @@
 //! The library never prints; every failure is a [`StoreError`] whose message
 //! says what to do next.
 
+pub mod audit;
 mod error;
 mod sqlite;
 
 use std::path::Path;
 
+pub use audit::{AuditProblem, AuditRecord, AuditReport, LockBreak};
 pub use error::StoreError;
 
 /// Outcome stored for a deployment that has not finished yet.
@@ -159,6 +161,11 @@ pub struct LockInfo {
     pub host: String,
     /// Unix milliseconds.
     pub acquired_at: i64,
+    /// When the holder's process started (clock ticks since boot), to tell it from a later
+    /// process that reuses its pid. `None` in locks taken by older versions.
+    pub pid_started: Option<u64>,
+    /// The boot the holder ran under (`/proc/sys/kernel/random/boot_id`).
+    pub boot_id: Option<String>,
 }
 
 /// Result of [`Store::try_lock`].
@@ -190,7 +197,18 @@ impl Store {
 
     /// Inserts a deployment with outcome `"running"` and returns its id.
     pub async fn begin_deployment(&self, d: &NewDeployment) -> Result<i64, StoreError> {
-        self.backend.begin_deployment(d).await
+        self.backend.begin_deployment(d, 0).await
+    }
+
+    /// [`Store::begin_deployment`] with an id above `id_floor`: the highest id that files
+    /// outside the store already use (step logs of an earlier store in the same place), so
+    /// that a new deployment never writes into an old one's files.
+    pub async fn begin_deployment_above(
+        &self,
+        d: &NewDeployment,
+        id_floor: i64,
+    ) -> Result<i64, StoreError> {
+        self.backend.begin_deployment(d, id_floor).await
     }
 
     /// Stores the final outcome of deployment `id`.
@@ -338,8 +356,26 @@ impl Store {
 
     /// Removes the lock on `environment` whoever holds it, and returns what
     /// was removed (`None` if it was not locked).
-    pub async fn break_lock(&self, environment: &str) -> Result<Option<LockInfo>, StoreError> {
-        self.backend.break_lock(environment).await
+    pub async fn break_lock(
+        &self,
+        environment: &str,
+        note: &LockBreak,
+    ) -> Result<Option<LockInfo>, StoreError> {
+        self.backend.break_lock(environment, note).await
+    }
+
+    /// The audit log, oldest record first.
+    pub async fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError> {
+        self.backend.audit_log().await
+    }
+
+    /// Checks the audit log's chain and every covered row against it; the report names the
+    /// first broken link, if any.
+    pub async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
+        let records = self.backend.audit_log().await?;
+        let deployments = self.backend.all_deployments().await?;
+        let steps = self.backend.all_steps().await?;
+        Ok(audit::verify(&records, &deployments, &steps))
     }
 
     /// Closes all connections, checkpointing the WAL.

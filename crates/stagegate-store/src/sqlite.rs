@@ -15,6 +15,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
 
+use crate::audit::{self, AuditKind, AuditRecord, LockBreak};
 use crate::{
     Deployment, EventRecord, LockAttempt, LockInfo, NewDeployment, OUTCOME_ABANDONED,
     OUTCOME_RUNNING, StepRun, StoreError,
@@ -37,6 +38,16 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "step runs by step",
         include_str!("../migrations/sqlite/0002_step_runs_by_step.sql"),
+    ),
+    (
+        3,
+        "lock holder identity",
+        include_str!("../migrations/sqlite/0003_lock_holder_identity.sql"),
+    ),
+    (
+        4,
+        "audit log",
+        include_str!("../migrations/sqlite/0004_audit_log.sql"),
     ),
 ];
 
@@ -160,7 +171,30 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
-    pub(crate) async fn begin_deployment(&self, d: &NewDeployment) -> Result<i64, StoreError> {
+    pub(crate) async fn begin_deployment(
+        &self,
+        d: &NewDeployment,
+        id_floor: i64,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.begin_write("starting a deployment record").await?;
+        // Ids are never reused: AUTOINCREMENT never hands out an id twice, and the floor
+        // (the highest id that left files behind, such as step logs) keeps a fresh store
+        // from handing out one that files of an older store already use.
+        if id_floor > 0 {
+            sqlx::query(
+                "INSERT INTO sqlite_sequence (name, seq) SELECT 'deployments', ?1 \
+                 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'deployments')",
+            )
+            .bind(id_floor)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("starting a deployment record"))?;
+            sqlx::query("UPDATE sqlite_sequence SET seq = MAX(seq, ?1) WHERE name = 'deployments'")
+                .bind(id_floor)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query("starting a deployment record"))?;
+        }
         let done = sqlx::query(
             "INSERT INTO deployments (project, environment, kind, release_version, release_sha, \
              plan_hash, actor, pid, host, started_at, outcome) \
@@ -177,10 +211,20 @@ impl SqliteStore {
         .bind(&d.host)
         .bind(d.started_at)
         .bind(OUTCOME_RUNNING)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(StoreError::query("starting a deployment record"))?;
-        Ok(done.last_insert_rowid())
+        let id = done.last_insert_rowid();
+        append_audit(
+            &mut tx,
+            AuditKind::DeploymentBegun,
+            Some(id),
+            &audit::begun_data(id, d),
+            d.started_at,
+        )
+        .await?;
+        commit(tx, "starting a deployment record").await?;
+        Ok(id)
     }
 
     pub(crate) async fn finish_deployment(
@@ -191,6 +235,7 @@ impl SqliteStore {
         summary: &str,
         finished_at: i64,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write("finishing a deployment record").await?;
         let done = sqlx::query(
             "UPDATE deployments SET outcome = ?, exit_code = ?, summary = ?, finished_at = ? \
              WHERE id = ?",
@@ -200,13 +245,28 @@ impl SqliteStore {
         .bind(summary)
         .bind(finished_at)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(StoreError::query("finishing a deployment record"))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::DeploymentNotFound { id });
         }
-        Ok(())
+        let data = audit::finished_data(
+            id,
+            outcome,
+            Some(exit_code),
+            Some(summary),
+            Some(finished_at),
+        );
+        append_audit(
+            &mut tx,
+            AuditKind::DeploymentFinished,
+            Some(id),
+            &data,
+            finished_at,
+        )
+        .await?;
+        commit(tx, "finishing a deployment record").await
     }
 
     pub(crate) async fn record_event(
@@ -236,6 +296,7 @@ impl SqliteStore {
     pub(crate) async fn upsert_step(&self, step: &StepRun) -> Result<(), StoreError> {
         let outputs = encode_json("step_runs.outputs", &step.outputs)?;
         let details = encode_json("step_runs.details", &step.details)?;
+        let mut tx = self.begin_write("recording a step").await?;
         sqlx::query(
             "INSERT INTO step_runs (deployment_id, seq, phase, stage, step_id, name, kind, status, \
              started_at, finished_at, duration_ms, exit_code, attempts, output_tail, error, \
@@ -266,10 +327,22 @@ impl SqliteStore {
         .bind(&step.error)
         .bind(outputs)
         .bind(details)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(StoreError::query("recording a step"))?;
-        Ok(())
+        // A running step is not final: its finished row is what the chain covers.
+        if step.status != "running" {
+            let at = step.finished_at.unwrap_or(step.started_at);
+            append_audit(
+                &mut tx,
+                AuditKind::StepFinished,
+                Some(step.deployment_id),
+                &audit::step_data(step),
+                at,
+            )
+            .await?;
+        }
+        commit(tx, "recording a step").await
     }
 
     pub(crate) async fn deployments(
@@ -373,19 +446,26 @@ impl SqliteStore {
         reason: &str,
         at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let mut tx = self.begin_write("marking a deployment abandoned").await?;
+        let done = sqlx::query(
             "UPDATE deployments SET outcome = ?1, summary = ?2, finished_at = ?3 \
-             WHERE id = ?4 AND outcome = ?5",
+             WHERE id = ?4 AND outcome = ?5 RETURNING exit_code",
         )
         .bind(OUTCOME_ABANDONED)
         .bind(reason)
         .bind(at)
         .bind(id)
         .bind(OUTCOME_RUNNING)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(StoreError::query("marking a deployment abandoned"))?;
-        Ok(())
+        if let Some(row) = done {
+            let exit_code: Option<i32> = get(&row, "exit_code")?;
+            let data =
+                audit::finished_data(id, OUTCOME_ABANDONED, exit_code, Some(reason), Some(at));
+            append_audit(&mut tx, AuditKind::DeploymentFinished, Some(id), &data, at).await?;
+        }
+        commit(tx, "marking a deployment abandoned").await
     }
 
     pub(crate) async fn last_deployment(
@@ -415,8 +495,9 @@ impl SqliteStore {
         // back; then simply try again (bounded, in case of heavy churn).
         for _ in 0..5 {
             let done = sqlx::query(
-                "INSERT INTO env_locks (environment, deployment_id, holder, pid, host, acquired_at) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (environment) DO NOTHING",
+                "INSERT INTO env_locks (environment, deployment_id, holder, pid, host, acquired_at, \
+                 pid_started, boot_id) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (environment) DO NOTHING",
             )
             .bind(environment)
             .bind(holder.deployment_id)
@@ -424,6 +505,8 @@ impl SqliteStore {
             .bind(i64::from(holder.pid))
             .bind(&holder.host)
             .bind(holder.acquired_at)
+            .bind(holder.pid_started.map(|t| t as i64))
+            .bind(&holder.boot_id)
             .execute(&self.pool)
             .await
             .map_err(StoreError::query("taking the environment lock"))?;
@@ -476,8 +559,8 @@ impl SqliteStore {
         &self,
         environment: &str,
     ) -> Result<Option<LockInfo>, StoreError> {
-        const SQL: &str = "SELECT environment, deployment_id, holder, pid, host, acquired_at FROM env_locks \
-             WHERE environment = ?";
+        const SQL: &str = "SELECT environment, deployment_id, holder, pid, host, acquired_at, \
+             pid_started, boot_id FROM env_locks WHERE environment = ?";
         let row = sqlx::query(SQL)
             .bind(environment)
             .fetch_optional(&self.pool)
@@ -489,17 +572,138 @@ impl SqliteStore {
     pub(crate) async fn break_lock(
         &self,
         environment: &str,
+        note: &LockBreak,
     ) -> Result<Option<LockInfo>, StoreError> {
+        let mut tx = self.begin_write("breaking the environment lock").await?;
         let row = sqlx::query(
             "DELETE FROM env_locks WHERE environment = ? \
-             RETURNING environment, deployment_id, holder, pid, host, acquired_at",
+             RETURNING environment, deployment_id, holder, pid, host, acquired_at, pid_started, \
+             boot_id",
         )
         .bind(environment)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(StoreError::query("breaking the environment lock"))?;
-        row.as_ref().map(lock_from_row).transpose()
+        let lock = row.as_ref().map(lock_from_row).transpose()?;
+        if let Some(l) = &lock {
+            let data = serde_json::json!({
+                "environment": l.environment,
+                "holder": l.holder,
+                "pid": l.pid,
+                "host": l.host,
+                "acquired_at": l.acquired_at,
+                "deployment_id": l.deployment_id,
+                "by": note.by,
+                "reason": note.reason,
+                "forced": note.forced,
+            });
+            append_audit(
+                &mut tx,
+                AuditKind::LockBroken,
+                l.deployment_id,
+                &data,
+                note.at,
+            )
+            .await?;
+        }
+        commit(tx, "breaking the environment lock").await?;
+        Ok(lock)
     }
+
+    /// A transaction for a write and the audit record that covers it.
+    async fn begin_write(
+        &self,
+        action: &'static str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        // IMMEDIATE: the write lock is taken at once, so the chain's head read below cannot
+        // be overtaken by another writer between the read and the append.
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::query(action))
+    }
+
+    pub(crate) async fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, deployment_id, data, prev_hash, hash FROM audit_log ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("reading the audit log"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    seq: get(r, "seq")?,
+                    at: get(r, "at")?,
+                    kind: get(r, "kind")?,
+                    deployment_id: get(r, "deployment_id")?,
+                    data: get(r, "data")?,
+                    prev_hash: get(r, "prev_hash")?,
+                    hash: get(r, "hash")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn all_deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        const SQL: &str = select_deployments!("ORDER BY id");
+        let rows = sqlx::query(SQL)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("listing deployments"))?;
+        rows.iter().map(deployment_from_row).collect()
+    }
+
+    pub(crate) async fn all_steps(&self) -> Result<Vec<StepRun>, StoreError> {
+        const SQL: &str = select_steps!("ORDER BY s.deployment_id, s.seq");
+        let rows = sqlx::query(SQL)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("reading steps"))?;
+        rows.iter().map(step_from_row).collect()
+    }
+}
+
+/// Appends one record to the chain, inside the caller's write transaction.
+async fn append_audit(
+    conn: &mut sqlx::SqliteConnection,
+    kind: AuditKind,
+    deployment_id: Option<i64>,
+    data: &serde_json::Value,
+    at: i64,
+) -> Result<(), StoreError> {
+    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(StoreError::query("appending to the audit log"))?;
+    let (seq, prev) = match head {
+        Some(r) => (get::<i64>(&r, "seq")? + 1, get::<String>(&r, "hash")?),
+        None => (1, audit::GENESIS.to_string()),
+    };
+    let data = encode_json("audit_log.data", data)?;
+    let hash = audit::link_hash(&prev, seq, at, kind.as_str(), deployment_id, &data);
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, kind, deployment_id, data, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(seq)
+    .bind(at)
+    .bind(kind.as_str())
+    .bind(deployment_id)
+    .bind(data)
+    .bind(prev)
+    .bind(hash)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::query("appending to the audit log"))?;
+    Ok(())
+}
+
+async fn commit(
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    action: &'static str,
+) -> Result<(), StoreError> {
+    tx.commit().await.map_err(StoreError::query(action))
 }
 
 /// Applies pending migrations inside one `BEGIN IMMEDIATE` transaction, so
@@ -518,6 +722,29 @@ async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
             source,
         })?;
     MIGRATOR.run(&mut *tx).await.map_err(to_err)?;
+    // The chain starts with a record of how many deployments came before it (a store made
+    // by an older stagegate): those are not covered.
+    let empty = sqlx::query("SELECT 1 FROM audit_log LIMIT 1")
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::query("starting the audit log"))?
+        .is_none();
+    if empty {
+        let before: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) AS n FROM deployments")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::query("starting the audit log"))
+            .and_then(|r| get(&r, "n"))?;
+        let data = serde_json::json!({ "deployments_before": before });
+        append_audit(
+            &mut tx,
+            AuditKind::Started,
+            None,
+            &data,
+            crate::now_millis(),
+        )
+        .await?;
+    }
     tx.commit().await.map_err(|source| StoreError::Open {
         path: path.to_path_buf(),
         source,
@@ -628,6 +855,8 @@ fn lock_from_row(row: &SqliteRow) -> Result<LockInfo, StoreError> {
         pid: get_pid(row)?,
         host: get(row, "host")?,
         acquired_at: get(row, "acquired_at")?,
+        pid_started: get::<Option<i64>>(row, "pid_started")?.map(|t| t as u64),
+        boot_id: get(row, "boot_id")?,
     })
 }
 

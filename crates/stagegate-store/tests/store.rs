@@ -4,8 +4,17 @@ use std::path::PathBuf;
 
 use serde_json::json;
 use stagegate_store::{
-    LockAttempt, LockInfo, NewDeployment, StepRun, Store, StoreError, now_millis,
+    LockAttempt, LockBreak, LockInfo, NewDeployment, StepRun, Store, StoreError, now_millis,
 };
+
+fn breaker() -> LockBreak {
+    LockBreak {
+        by: "tester".into(),
+        reason: Some("test".into()),
+        forced: false,
+        at: 1,
+    }
+}
 
 fn db_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("state.db")
@@ -56,6 +65,8 @@ fn step(deployment_id: i64, seq: i64, step_id: &str, status: &str) -> StepRun {
 
 fn lock_holder(env: &str, pid: u32) -> LockInfo {
     LockInfo {
+        pid_started: None,
+        boot_id: None,
         environment: env.into(),
         deployment_id: None,
         holder: format!("user{pid}@host{pid}"),
@@ -507,7 +518,13 @@ async fn lock_acquire_info_attach_release() {
 #[tokio::test]
 async fn break_lock_removes_and_reports() {
     let (_dir, store) = open_temp().await;
-    assert!(store.break_lock("staging").await.unwrap().is_none());
+    assert!(
+        store
+            .break_lock("staging", &breaker())
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     let id = store
         .begin_deployment(&new_deployment("staging", "1", 1))
@@ -521,7 +538,7 @@ async fn break_lock_removes_and_reports() {
     ));
 
     let broken = store
-        .break_lock("staging")
+        .break_lock("staging", &breaker())
         .await
         .unwrap()
         .expect("was locked");
@@ -530,7 +547,13 @@ async fn break_lock_removes_and_reports() {
     assert_eq!(broken.holder, "user77@host77");
     assert_eq!(broken.deployment_id, Some(id));
     assert!(store.lock_info("staging").await.unwrap().is_none());
-    assert!(store.break_lock("staging").await.unwrap().is_none());
+    assert!(
+        store
+            .break_lock("staging", &breaker())
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // The old holder's attach now fails; its release is a harmless no-op.
     assert!(matches!(
@@ -636,4 +659,175 @@ fn now_millis_is_unix_milliseconds() {
         .as_millis() as i64;
     let ours = now_millis();
     assert!((ours - std_now).abs() < 5_000, "{ours} vs {std_now}");
+}
+
+/// A store with two finished deployments (steps passed and failed), a rollback, an
+/// abandoned run and a broken lock: every kind of audit record.
+async fn audited_store() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = Store::open(&path).await.unwrap();
+    for (v, outcome) in [("1", "succeeded"), ("2", "rolled_back")] {
+        let id = store
+            .begin_deployment(&new_deployment("staging", v, 10))
+            .await
+            .unwrap();
+        let mut s = step(id, 1, "migrate", "running");
+        store.upsert_step(&s).await.unwrap();
+        s.status = "passed".into();
+        s.finished_at = Some(2_000);
+        s.details = json!({"gate": "git", "passed": true, "checks": []});
+        store.upsert_step(&s).await.unwrap();
+        let mut r = step(id, 2, "restore-web", "failed");
+        r.phase = "rollback".into();
+        store.upsert_step(&r).await.unwrap();
+        store
+            .finish_deployment(id, outcome, 0, "done", 3_000)
+            .await
+            .unwrap();
+    }
+    let id = store
+        .begin_deployment(&new_deployment("staging", "3", 20))
+        .await
+        .unwrap();
+    store.mark_abandoned(id, "killed", 4_000).await.unwrap();
+    let mut holder = lock_holder("staging", 9);
+    holder.deployment_id = Some(id);
+    store.try_lock("staging", &holder).await.unwrap();
+    store.break_lock("staging", &breaker()).await.unwrap();
+    store.close().await;
+    (dir, path)
+}
+
+async fn tamper(path: &std::path::Path, sql: &str) {
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    // One connection, so `PRAGMA foreign_keys = OFF` holds for the statements after it.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
+async fn verify(path: &std::path::Path) -> stagegate_store::AuditReport {
+    let store = Store::open(path).await.unwrap();
+    let r = store.verify_audit().await.unwrap();
+    store.close().await;
+    r
+}
+
+#[tokio::test]
+async fn an_untampered_store_verifies() {
+    let (_dir, path) = audited_store().await;
+    let r = verify(&path).await;
+    assert_eq!(r.problem, None, "{r:?}");
+    assert_eq!(r.deployments_checked, 3);
+    assert_eq!(r.steps_checked, 4);
+    // 1 start + 3 begun + 4 steps finished + 3 finished (one abandoned) + 1 lock broken.
+    assert_eq!(r.records, 12);
+}
+
+/// Each edit made behind stagegate's back is found, and the first broken link is named.
+#[tokio::test]
+async fn edits_deletions_and_reordering_are_named() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "UPDATE deployments SET outcome = 'succeeded' WHERE id = 2",
+            "deployment #2",
+            "`outcome` is \"succeeded\" but was recorded as \"rolled_back\"",
+        ),
+        (
+            "UPDATE deployments SET release_version = '9' WHERE id = 1",
+            "deployment #1",
+            "release_version",
+        ),
+        (
+            "DELETE FROM deployments WHERE id = 3",
+            "deployment #3",
+            "was deleted",
+        ),
+        (
+            "UPDATE step_runs SET status = 'passed' WHERE deployment_id = 2 AND seq = 2",
+            "step 2 (`restore-web`) of deployment #2",
+            "`status`",
+        ),
+        (
+            "UPDATE step_runs SET details = '{\"gate\":\"git\",\"passed\":true,\"checks\":[],\"overridden\":{\"by\":\"x\"}}' WHERE deployment_id = 1 AND seq = 1",
+            "step 1 (`migrate`) of deployment #1",
+            "`details`",
+        ),
+        (
+            "DELETE FROM step_runs WHERE deployment_id = 1 AND seq = 2",
+            "step 2 of deployment #1",
+            "was deleted",
+        ),
+        (
+            "PRAGMA foreign_keys = OFF; UPDATE step_runs SET deployment_id = 7 WHERE deployment_id = 3; UPDATE deployments SET id = 7 WHERE id = 3",
+            "deployment #7",
+            "has no audit record",
+        ),
+        (
+            "UPDATE audit_log SET data = replace(data, 'killed', 'finished') WHERE seq = 11",
+            "audit record #11",
+            "does not match its hash",
+        ),
+        (
+            "DELETE FROM audit_log WHERE seq = 5",
+            "audit record #5",
+            "is missing",
+        ),
+        (
+            "UPDATE audit_log SET seq = 100 WHERE seq = 4; UPDATE audit_log SET seq = 4 WHERE seq = 5; UPDATE audit_log SET seq = 5 WHERE seq = 100",
+            "audit record #4",
+            "does not link",
+        ),
+    ];
+    for (sql, link, what) in cases {
+        let (_dir, path) = audited_store().await;
+        tamper(&path, sql).await;
+        let r = verify(&path).await;
+        let p = r
+            .problem
+            .unwrap_or_else(|| panic!("`{sql}` went unnoticed"));
+        assert_eq!(p.link, *link, "{sql}: {p:?}");
+        assert!(p.what.contains(what), "{sql}: {p:?}");
+    }
+}
+
+/// Ids are never handed out twice: not after the newest row is deleted, and not below a
+/// floor the caller gives (ids that files outside the store already use).
+#[tokio::test]
+async fn ids_are_never_reused_and_the_floor_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = Store::open(&path).await.unwrap();
+    let a = store
+        .begin_deployment(&new_deployment("staging", "1", 1))
+        .await
+        .unwrap();
+    let b = store
+        .begin_deployment_above(&new_deployment("staging", "2", 2), 41)
+        .await
+        .unwrap();
+    assert_eq!((a, b), (1, 42));
+    store.close().await;
+    tamper(&path, "DELETE FROM deployments WHERE id = 42").await;
+    let store = Store::open(&path).await.unwrap();
+    let c = store
+        .begin_deployment(&new_deployment("staging", "3", 3))
+        .await
+        .unwrap();
+    assert_eq!(c, 43);
+    // A floor below the sequence changes nothing.
+    let d = store
+        .begin_deployment_above(&new_deployment("staging", "4", 4), 5)
+        .await
+        .unwrap();
+    assert_eq!(d, 44);
+    store.close().await;
 }
