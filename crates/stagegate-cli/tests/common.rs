@@ -535,3 +535,27 @@ pub fn step<'a>(show: &'a serde_json::Value, id: &str) -> &'a serde_json::Value 
         .find(|s| s["step_id"] == id)
         .unwrap_or_else(|| panic!("no step {id} in {show:#}"))
 }
+
+/// Runs SQL on a project's state store behind stagegate's back (one connection, so a
+/// `PRAGMA` holds for what follows), as someone with write access to the file could.
+pub fn tamper(p: &Project, sql: &str) {
+    let path = p.path().join(".stagegate").join("state.db");
+    let sql = sql.to_string();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts)
+                .await
+                .unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        });
+}
