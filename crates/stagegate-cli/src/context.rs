@@ -110,8 +110,17 @@ pub fn store_path(cli: &Cli, plan: &Plan) -> PathBuf {
     }
 }
 
+/// Opens the plan's state store, recording first the outcomes of runs that ended while it
+/// could not be written (a full disk), each told on stderr.
 pub async fn open_store(cli: &Cli, plan: &Plan) -> Result<Store, Failure> {
-    Ok(Store::open(&store_path(cli, plan)).await?)
+    let store = Store::open(&store_path(cli, plan)).await?;
+    for r in store.recover_pending().await? {
+        eprintln!(
+            "note: recorded deployment #{}'s outcome, {}, which the state store could not take when it ended; the lock of `{}` is freed",
+            r.deployment_id, r.outcome, r.environment
+        );
+    }
+    Ok(store)
 }
 
 pub fn prepare_scope(plan: &Plan, env: &str, release: &ReleaseArgs) -> Result<Scope, Failure> {

@@ -170,6 +170,27 @@ impl Session<'_> {
                 Err(Failure::new(exit::INTERRUPTED, format!("error: {e}")))
             }
             Err(SessionError::Store(e)) => Err(e.into()),
+            Err(SessionError::FinishNotRecorded {
+                id,
+                outcome,
+                exit_code,
+                error,
+                kept,
+            }) => {
+                let next = match kept {
+                    Some(path) => format!(
+                        "the outcome is kept in {}; the next stagegate command that can write the store records it as deployment #{id}'s outcome and frees the lock of `{env}`",
+                        path.display()
+                    ),
+                    None => format!(
+                        "it could not be kept elsewhere either: deployment #{id} stays `running` and `{env}` locked; `stagegate unlock {env}` marks it abandoned"
+                    ),
+                };
+                Err(Failure::internal(format!(
+                    "deployment #{id} {outcome} (its own exit code: {exit_code}), but the state store could not record it: {error}\n  \
+                     = help: {next}; free disk space first (`df -h` on the state directory)"
+                )))
+            }
             Err(SessionError::Sink(e)) => Err(Failure::internal(e.to_string())),
         }
     }

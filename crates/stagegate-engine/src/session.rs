@@ -18,7 +18,9 @@
 use std::time::{Duration, Instant};
 
 use stagegate_plan::Plan;
-use stagegate_store::{LockAttempt, LockInfo, NewDeployment, StepRun, Store, StoreError};
+use stagegate_store::{
+    FinishRecord, LockAttempt, LockInfo, NewDeployment, StepRun, Store, StoreError,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, Events, now_ms};
@@ -128,6 +130,20 @@ pub enum SessionError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The run ended but the store could not record how (a full disk, typically). The
+    /// outcome is kept in `kept` when the reservation could be written: the next open of
+    /// the store records it and frees the lock.
+    #[error("deployment #{id} {outcome}, but the state store could not record it: {error}")]
+    FinishNotRecorded {
+        id: i64,
+        /// The outcome it could not record (`succeeded`, `rolled_back`, ...).
+        outcome: String,
+        /// The run's own exit code.
+        exit_code: i32,
+        error: StoreError,
+        /// Where the outcome waits to be recorded; `None` when that failed too.
+        kept: Option<std::path::PathBuf>,
+    },
 }
 
 /// Cancel the run (what began is rolled back) and abort that rollback: the two presses of Ctrl-C.
@@ -196,11 +212,9 @@ impl Session<'_> {
             self.acquire_lock().await?;
         }
         let result = self.run_locked(&release, engine).await;
-        if locking {
-            let _ = self
-                .store
-                .release_lock(&self.environment, std::process::id())
-                .await;
+        if locking && !matches!(result, Err(SessionError::FinishNotRecorded { .. })) {
+            let env = self.environment.clone();
+            let _ = retry_write(|| self.store.release_lock(&env, std::process::id())).await;
         }
         result
     }
@@ -261,6 +275,8 @@ impl Session<'_> {
     }
 
     async fn reap(&mut self) -> Result<(), SessionError> {
+        // Outcomes an earlier run could not record are recorded first: they are not abandoned.
+        self.store.recover_pending().await?;
         let sinks = &mut self.sinks;
         reap_unfinished(&self.store, &self.environment, &mut |n| {
             for s in sinks.iter_mut() {
@@ -307,6 +323,18 @@ impl Session<'_> {
                 .set_lock_deployment(&self.environment, std::process::id(), id)
                 .await?;
         }
+        // Room for the outcome outside the database, taken while there is room: if the
+        // database cannot be written at the end, the outcome goes there.
+        let reservation = match self.store.reserve_finish(id) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let n = Notice::RecordFailed {
+                    error: e.to_string(),
+                };
+                self.notify(&n);
+                None
+            }
+        };
 
         let (events, mut rx) = Events::channel();
         let store = &self.store;
@@ -340,18 +368,69 @@ impl Session<'_> {
                 sink_error = Some(e);
             }
         }
-        self.store
-            .finish_deployment(
+        let finished_at = stagegate_store::now_millis();
+        let written = retry_write(|| {
+            self.store.finish_deployment(
                 id,
                 report.outcome.as_str(),
                 report.exit_code,
                 &report.summary,
-                stagegate_store::now_millis(),
+                finished_at,
             )
-            .await?;
+        })
+        .await;
+        if let Err(error) = written {
+            let record = FinishRecord {
+                deployment_id: id,
+                environment: self.environment.clone(),
+                pid: std::process::id(),
+                outcome: report.outcome.as_str().into(),
+                exit_code: report.exit_code,
+                summary: report.summary.clone(),
+                finished_at,
+            };
+            let kept = reservation.and_then(|r| {
+                r.write(&record).ok()?;
+                Some(r.path().to_path_buf())
+            });
+            return Err(SessionError::FinishNotRecorded {
+                id,
+                outcome: report.outcome.as_str().into(),
+                exit_code: report.exit_code,
+                error,
+                kept,
+            });
+        }
+        if let Some(r) = reservation {
+            r.discard();
+        }
         match sink_error {
             Some(e) => Err(e.into()),
             None => Ok(report),
+        }
+    }
+}
+
+/// Retries a store write that failed (a full disk that frees up, a busy file) with backoff,
+/// for about 3 s in all; returns the last error.
+async fn retry_write<F, Fut>(mut write: F) -> Result<(), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let mut pause = Duration::from_millis(100);
+    let mut tries = 0;
+    loop {
+        match write().await {
+            Ok(()) => return Ok(()),
+            // A missing row will not appear by waiting.
+            Err(e @ StoreError::DeploymentNotFound { .. }) => return Err(e),
+            Err(e) if tries == 5 => return Err(e),
+            Err(_) => {
+                tries += 1;
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
         }
     }
 }

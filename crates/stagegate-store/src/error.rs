@@ -110,6 +110,19 @@ pub enum StoreError {
         detail: String,
     },
 
+    /// The room for a deployment's outcome could not be reserved before it began.
+    #[error(
+        "cannot reserve room for the deployment's outcome in {}: {source}; \
+         check free disk space and that the state directory is writable",
+        path.display()
+    )]
+    Reserve {
+        /// The pending directory.
+        path: PathBuf,
+        /// Underlying I/O error.
+        source: std::io::Error,
+    },
+
     /// A value could not be encoded for storage.
     #[error("cannot store {what}: {detail}; this is a bug in stagegate, please report it")]
     Encode {

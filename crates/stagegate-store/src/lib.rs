@@ -53,12 +53,14 @@
 
 pub mod audit;
 mod error;
+pub mod pending;
 mod sqlite;
 
 use std::path::Path;
 
 pub use audit::{AuditProblem, AuditRecord, AuditReport, LockBreak};
 pub use error::StoreError;
+pub use pending::{FinishRecord, PendingFinish};
 
 /// Outcome stored for a deployment that has not finished yet.
 pub const OUTCOME_RUNNING: &str = "running";
@@ -181,6 +183,7 @@ pub enum LockAttempt {
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: sqlite::SqliteStore,
+    path: std::path::PathBuf,
 }
 
 impl Store {
@@ -189,10 +192,75 @@ impl Store {
     ///
     /// The database uses WAL journaling, a 10 s busy timeout, foreign keys,
     /// and a pool of at most 4 connections.
+    ///
+    /// Outcomes that earlier runs could not record (see [`pending`]) are recorded by
+    /// [`Store::recover_pending`], which the caller runs once the store is open.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
-        Ok(Store {
+        let store = Store {
             backend: sqlite::SqliteStore::open(path).await?,
+            path: path.to_path_buf(),
+        };
+        Ok(store)
+    }
+
+    /// Reserves room, outside the database, for deployment `id`'s outcome; see [`pending`].
+    pub fn reserve_finish(&self, id: i64) -> Result<PendingFinish, StoreError> {
+        PendingFinish::create(&self.path, id).map_err(|source| StoreError::Reserve {
+            path: pending::dir_of(&self.path),
+            source,
         })
+    }
+
+    /// Records the outcomes that earlier runs left in their reservations (the database was
+    /// full or failing when they ended), frees the locks those runs held, and removes the
+    /// files; returns what was recorded. Reservations of runs that ended without writing
+    /// one are removed once their deployment is no longer running.
+    pub async fn recover_pending(&self) -> Result<Vec<FinishRecord>, StoreError> {
+        let mut done = Vec::new();
+        for (file, record) in pending::left_behind(&self.path) {
+            match record {
+                Some(r) => {
+                    let still_open = self
+                        .deployment(r.deployment_id)
+                        .await?
+                        .is_some_and(|d| d.outcome == OUTCOME_RUNNING);
+                    if still_open {
+                        let summary = format!(
+                            "{} (recorded late: the state store could not be written when the run ended)",
+                            r.summary
+                        );
+                        self.finish_deployment(
+                            r.deployment_id,
+                            &r.outcome,
+                            r.exit_code,
+                            &summary,
+                            r.finished_at,
+                        )
+                        .await?;
+                        self.release_lock(&r.environment, r.pid).await?;
+                        done.push(r);
+                    }
+                    let _ = std::fs::remove_file(&file);
+                }
+                None => {
+                    let id = file
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .and_then(|s| s.parse::<i64>().ok());
+                    let running = match id {
+                        Some(id) => self
+                            .deployment(id)
+                            .await?
+                            .is_some_and(|d| d.outcome == OUTCOME_RUNNING),
+                        None => false,
+                    };
+                    if !running {
+                        let _ = std::fs::remove_file(&file);
+                    }
+                }
+            }
+        }
+        Ok(done)
     }
 
     /// Inserts a deployment with outcome `"running"` and returns its id.

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use sqlx::Row;
 use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
+use sqlx::{Connection, Row, Sqlite};
 
 use crate::audit::{self, AuditKind, AuditRecord, LockBreak};
 use crate::{
@@ -76,6 +77,19 @@ const MAX_CONNECTIONS: u32 = 4;
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteStore {
     pool: SqlitePool,
+}
+
+/// Commits `$tx`; when that fails (a full disk), closes `$conn` instead of handing it back
+/// to the pool: a connection whose COMMIT failed can be left inside the transaction, and
+/// every later BEGIN on it would fail, so a retry after space frees up would too.
+macro_rules! commit {
+    ($tx:ident, $conn:ident, $action:expr) => {{
+        let r = $tx.commit().await;
+        if r.is_err() {
+            let _ = $conn.detach().close().await;
+        }
+        r.map_err(StoreError::query($action))
+    }};
 }
 
 /// `SELECT <all deployment columns> FROM deployments` followed by `$tail`,
@@ -176,7 +190,8 @@ impl SqliteStore {
         d: &NewDeployment,
         id_floor: i64,
     ) -> Result<i64, StoreError> {
-        let mut tx = self.begin_write("starting a deployment record").await?;
+        let mut conn = self.acquire("starting a deployment record").await?;
+        let mut tx = begin_write(&mut conn, "starting a deployment record").await?;
         // Ids are never reused: AUTOINCREMENT never hands out an id twice, and the floor
         // (the highest id that left files behind, such as step logs) keeps a fresh store
         // from handing out one that files of an older store already use.
@@ -223,7 +238,7 @@ impl SqliteStore {
             d.started_at,
         )
         .await?;
-        commit(tx, "starting a deployment record").await?;
+        commit!(tx, conn, "starting a deployment record")?;
         Ok(id)
     }
 
@@ -235,7 +250,8 @@ impl SqliteStore {
         summary: &str,
         finished_at: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write("finishing a deployment record").await?;
+        let mut conn = self.acquire("finishing a deployment record").await?;
+        let mut tx = begin_write(&mut conn, "finishing a deployment record").await?;
         let done = sqlx::query(
             "UPDATE deployments SET outcome = ?, exit_code = ?, summary = ?, finished_at = ? \
              WHERE id = ?",
@@ -266,7 +282,7 @@ impl SqliteStore {
             finished_at,
         )
         .await?;
-        commit(tx, "finishing a deployment record").await
+        commit!(tx, conn, "finishing a deployment record")
     }
 
     pub(crate) async fn record_event(
@@ -296,7 +312,8 @@ impl SqliteStore {
     pub(crate) async fn upsert_step(&self, step: &StepRun) -> Result<(), StoreError> {
         let outputs = encode_json("step_runs.outputs", &step.outputs)?;
         let details = encode_json("step_runs.details", &step.details)?;
-        let mut tx = self.begin_write("recording a step").await?;
+        let mut conn = self.acquire("recording a step").await?;
+        let mut tx = begin_write(&mut conn, "recording a step").await?;
         sqlx::query(
             "INSERT INTO step_runs (deployment_id, seq, phase, stage, step_id, name, kind, status, \
              started_at, finished_at, duration_ms, exit_code, attempts, output_tail, error, \
@@ -342,7 +359,7 @@ impl SqliteStore {
             )
             .await?;
         }
-        commit(tx, "recording a step").await
+        commit!(tx, conn, "recording a step")
     }
 
     pub(crate) async fn deployments(
@@ -446,7 +463,8 @@ impl SqliteStore {
         reason: &str,
         at: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write("marking a deployment abandoned").await?;
+        let mut conn = self.acquire("marking a deployment abandoned").await?;
+        let mut tx = begin_write(&mut conn, "marking a deployment abandoned").await?;
         let done = sqlx::query(
             "UPDATE deployments SET outcome = ?1, summary = ?2, finished_at = ?3 \
              WHERE id = ?4 AND outcome = ?5 RETURNING exit_code",
@@ -465,7 +483,7 @@ impl SqliteStore {
                 audit::finished_data(id, OUTCOME_ABANDONED, exit_code, Some(reason), Some(at));
             append_audit(&mut tx, AuditKind::DeploymentFinished, Some(id), &data, at).await?;
         }
-        commit(tx, "marking a deployment abandoned").await
+        commit!(tx, conn, "marking a deployment abandoned")
     }
 
     pub(crate) async fn last_deployment(
@@ -574,7 +592,8 @@ impl SqliteStore {
         environment: &str,
         note: &LockBreak,
     ) -> Result<Option<LockInfo>, StoreError> {
-        let mut tx = self.begin_write("breaking the environment lock").await?;
+        let mut conn = self.acquire("breaking the environment lock").await?;
+        let mut tx = begin_write(&mut conn, "breaking the environment lock").await?;
         let row = sqlx::query(
             "DELETE FROM env_locks WHERE environment = ? \
              RETURNING environment, deployment_id, holder, pid, host, acquired_at, pid_started, \
@@ -606,21 +625,13 @@ impl SqliteStore {
             )
             .await?;
         }
-        commit(tx, "breaking the environment lock").await?;
+        commit!(tx, conn, "breaking the environment lock")?;
         Ok(lock)
     }
 
-    /// A transaction for a write and the audit record that covers it.
-    async fn begin_write(
-        &self,
-        action: &'static str,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        // IMMEDIATE: the write lock is taken at once, so the chain's head read below cannot
-        // be overtaken by another writer between the read and the append.
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::query(action))
+    /// A connection of its own for a write transaction (see [`commit!`]).
+    async fn acquire(&self, action: &'static str) -> Result<PoolConnection<Sqlite>, StoreError> {
+        self.pool.acquire().await.map_err(StoreError::query(action))
     }
 
     pub(crate) async fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError> {
@@ -699,11 +710,16 @@ async fn append_audit(
     Ok(())
 }
 
-async fn commit(
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+/// A transaction for a write and the audit record that covers it.
+async fn begin_write<'c>(
+    conn: &'c mut PoolConnection<Sqlite>,
     action: &'static str,
-) -> Result<(), StoreError> {
-    tx.commit().await.map_err(StoreError::query(action))
+) -> Result<sqlx::Transaction<'c, Sqlite>, StoreError> {
+    // IMMEDIATE: the write lock is taken at once, so the chain's head read inside cannot be
+    // overtaken by another writer between the read and the append.
+    conn.begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(StoreError::query(action))
 }
 
 /// Applies pending migrations inside one `BEGIN IMMEDIATE` transaction, so
