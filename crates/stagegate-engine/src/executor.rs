@@ -263,12 +263,14 @@ impl<'a> Runner<'a> {
                 let log = self.log_path(&r);
                 let outputs_file = log.with_extension("outputs");
                 let prepared = (|| {
-                    let script = self.scope.render(&command.value)?;
+                    let shell = self.scope.render_shell(&command.value)?;
+                    let script = shell.script;
                     let mut env = command_env(
                         &self.scope,
                         self.deployment_id,
                         step.env.iter().map(|(k, t)| (k, &t.value)),
                     )?;
+                    env.extend(shell.env);
                     // A step's own `env` may set it; otherwise the step writes its outputs there.
                     env.entry("STAGEGATE_OUTPUT".to_string())
                         .or_insert_with(|| outputs_file.display().to_string());
@@ -581,10 +583,13 @@ impl<'a> Runner<'a> {
                     });
                     let log = self.log_path(&r);
                     let spec = (|| {
+                        let shell = self.scope.render_shell(&script)?;
+                        let mut env = command_env(&self.scope, self.deployment_id, &env)?;
+                        env.extend(shell.env);
                         Ok::<_, String>(CommandSpec {
-                            script: self.scope.render(&script)?,
+                            script: shell.script,
                             cwd: command_cwd(&self.plan.dir, &self.scope, cwd.as_ref())?,
-                            env: command_env(&self.scope, self.deployment_id, &env)?,
+                            env,
                             timeout,
                             log: Some(log),
                         })

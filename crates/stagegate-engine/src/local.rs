@@ -325,8 +325,16 @@ impl LocalDriver {
                 })
             }
         };
+        // The start command's values travel in variables of the release's environment,
+        // sealed like the rest of it.
+        let shell = scope
+            .render_shell(&start.value)
+            .map_err(|e| format!("start command of service `{}`: {e}", svc.name))?;
+        for (k, v) in shell.env {
+            env.insert(k, scope.seal(&v));
+        }
         Ok(SealedRun {
-            start: render("start command", &start.value)?,
+            start: scope.seal(&shell.script),
             env,
             health,
         })
@@ -474,10 +482,11 @@ impl LocalDriver {
             .and_then(|id| self.release(&svc.name, &id));
 
         if let Some(build) = &l.build {
-            let script = scope.render(&build.value).map_err(|e| {
+            let shell = scope.render_shell(&build.value).map_err(|e| {
                 DeployError::early(format!("build command of service `{}`: {e}", svc.name))
             })?;
-            let mut env: BTreeMap<String, String> = BTreeMap::new();
+            let script = shell.script;
+            let mut env: BTreeMap<String, String> = shell.env;
             env.insert(
                 "STAGEGATE_RELEASE_VERSION".into(),
                 scope.release.version.clone(),

@@ -25,6 +25,7 @@ pub mod load;
 pub mod model;
 pub mod scope;
 pub mod secret;
+pub mod shell;
 pub mod template;
 pub mod yaml;
 
@@ -36,5 +37,6 @@ pub use load::{LoadRequest, LoadSpec, RequestSource};
 pub use model::*;
 pub use scope::{Release, Scope, ScopeOptions, ServiceEndpoint};
 pub use secret::{MASK, Scrubber, Secret};
+pub use shell::{ShellScript, render_shell};
 pub use template::{Expr, Ref, Template, truthy};
 pub use yaml::{Spanned, parse_duration};

@@ -257,6 +257,12 @@ impl Scope {
         t.render(&mut |r| self.resolve(r))
     }
 
+    /// Renders a command for `sh -c`: each value travels in an environment variable, so
+    /// it can never become shell syntax (see [`crate::shell`]).
+    pub fn render_shell(&self, t: &Template) -> Result<crate::ShellScript, String> {
+        crate::shell::render_shell(t, &mut |r| self.resolve(r))
+    }
+
     /// Renders for display: secrets appear as the mask and unknown runtime values as `<…>`.
     pub fn render_for_display(&self, t: &Template) -> String {
         let out = t.render(&mut |r| match r {

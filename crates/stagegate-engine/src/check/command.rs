@@ -25,13 +25,16 @@ pub struct Prepared {
 
 impl Prepared {
     pub fn new(ctx: &StepCtx<'_>, script: &Template, needs: BodyNeeds) -> Result<Self, String> {
+        let shell = ctx
+            .scope
+            .render_shell(script)
+            .map_err(|e| format!("command: {e}"))?;
+        let mut env = ctx.command_env()?;
+        env.extend(shell.env);
         Ok(Self {
-            script: ctx
-                .scope
-                .render(script)
-                .map_err(|e| format!("command: {e}"))?,
+            script: shell.script,
             cwd: ctx.command_cwd()?,
-            env: ctx.command_env()?,
+            env,
             needs,
         })
     }

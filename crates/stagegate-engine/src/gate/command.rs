@@ -11,11 +11,10 @@ use crate::step::StepCtx;
 pub(crate) async fn evaluate(c: &CommandGate, ctx: &StepCtx<'_>) -> Findings {
     let mut f = Findings::default();
     let prepared = (|| {
-        Ok::<_, String>((
-            ctx.scope.render(&c.run.value)?,
-            ctx.command_env()?,
-            ctx.command_cwd()?,
-        ))
+        let shell = ctx.scope.render_shell(&c.run.value)?;
+        let mut env = ctx.command_env()?;
+        env.extend(shell.env);
+        Ok::<_, String>((shell.script, env, ctx.command_cwd()?))
     })();
     let (script, env, cwd) = match prepared {
         Ok(p) => p,

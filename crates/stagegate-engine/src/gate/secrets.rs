@@ -293,17 +293,19 @@ async fn read_source(src: &SecretSource, ctx: &StepCtx<'_>) -> Result<Source, (S
             })
         }
         SecretSource::Command { run, json } => {
-            let script = ctx
+            let shell = ctx
                 .scope
-                .render(&run.value)
+                .render_shell(&run.value)
                 .map_err(|e| ("command".to_string(), e))?;
+            let script = shell.script;
             let first = script
                 .split_whitespace()
                 .take(3)
                 .collect::<Vec<_>>()
                 .join(" ");
             let label = format!("`{first}…`");
-            let env = ctx.command_env().map_err(|e| (label.clone(), e))?;
+            let mut env = ctx.command_env().map_err(|e| (label.clone(), e))?;
+            env.extend(shell.env);
             let cwd = ctx.command_cwd().map_err(|e| (label.clone(), e))?;
             let out = capture(&script, &cwd, &env, ctx.step.timeout, ctx.cancel).await;
             if out.exit != Exit::Code(0) {
