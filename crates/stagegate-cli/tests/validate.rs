@@ -235,3 +235,79 @@ stages:
         .stderr_has("service `api` is deployed before `db`, which it depends on")
         .stderr_has("at most 100");
 }
+
+/// Input built to crash or stall the reader gets a clear error (exit 2) instead: deep
+/// template and YAML nesting (a stack overflow, exit 134, before), a 300 KB time zone (8 s
+/// before), invalid UTF-8 (no offset and a wrong hint before), a FIFO (blocked forever).
+#[test]
+fn hostile_plans_get_clear_errors_not_crashes_or_stalls() {
+    let base = "project: x\nenvironments:\n  staging: {}\nstages:\n  s:\n";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!(
+                "{base}    - run: echo ${{{{ {}vars.a{} }}}}\n",
+                "(".repeat(8000),
+                ")".repeat(8000)
+            ),
+            "the expression nests deeper than 64 levels",
+        ),
+        (
+            format!(
+                "{base}    - run: x\ndeep: {}1{}\n",
+                "[".repeat(10000),
+                "]".repeat(10000)
+            ),
+            "the plan nests deeper than 128 levels here",
+        ),
+        (
+            {
+                let mut t = format!("{base}    - run: x\ndeep:\n");
+                for i in 0..3000 {
+                    t.push_str(&" ".repeat(i + 1));
+                    t.push_str("a:\n");
+                }
+                t
+            },
+            "--> stagegate.yml:135:",
+        ),
+        (
+            format!(
+                "{base}    - gate: window\n      timezone: {}\n      allow: [\"Mon-Fri 09:00-17:00\"]\n",
+                "A".repeat(300_000)
+            ),
+            "unknown time zone",
+        ),
+    ];
+    for (plan, want) in cases {
+        let p = Project::new(&plan);
+        let o = p.run(&["validate"]);
+        o.code(2).stderr_has(want);
+    }
+
+    let p = Project::new("");
+    std::fs::write(
+        p.path().join("stagegate.yml"),
+        b"project: caf\xe9\nenvironments:\n  staging: {}\n",
+    )
+    .unwrap();
+    p.run(&["validate"])
+        .code(2)
+        .stderr_has("is not valid UTF-8: byte 0xe9 at offset 12 (line 1, column 13)")
+        .stderr_has("save the file as UTF-8")
+        .lacks("permissions");
+
+    let fifo = p.path().join("fifo.yml");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    p.run(&["-f", "fifo.yml", "validate"])
+        .code(2)
+        .stderr_has("it is not a regular file");
+    p.run(&["-f", ".", "validate"])
+        .code(2)
+        .stderr_has("it is a directory");
+}

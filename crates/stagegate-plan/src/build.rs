@@ -66,21 +66,78 @@ const DRIVERS: &[&str] = &["local"];
 ///
 /// On success the plan comes with its warnings; on failure, every error found.
 pub fn load_file(path: &Path) -> Result<(Plan, Diagnostics), Diagnostics> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let fail = |message: String, help: &str| {
         let mut d = Diagnostics::default();
-        let help = if e.kind() == std::io::ErrorKind::NotFound {
-            "create a `stagegate.yml` here, or pass its path with `-f PATH` (see docs/plan.md)"
-        } else {
-            "check the file's permissions"
-        };
-        d.error_help(
-            format!("cannot read plan file {}: {e}", path.display()),
-            None,
-            help,
-        );
+        d.error_help(message, None, help);
         d
+    };
+    let bytes = read_plan_bytes(path).map_err(|e| {
+        let help = match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "create a `stagegate.yml` here, or pass its path with `-f PATH` (see docs/plan.md)"
+            }
+            std::io::ErrorKind::InvalidInput | std::io::ErrorKind::FileTooLarge => {
+                "pass the path of a regular YAML file with `-f PATH`"
+            }
+            _ => "check the file's permissions",
+        };
+        fail(
+            format!("cannot read plan file {}: {e}", path.display()),
+            help,
+        )
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        let before = &bytes[..at];
+        let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+        let col = String::from_utf8_lossy(&before[before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)..])
+            .chars()
+            .count()
+            + 1;
+        fail(
+            format!(
+                "plan file {} is not valid UTF-8: byte 0x{:02x} at offset {at} (line {line}, column {col})",
+                path.display(),
+                bytes[at]
+            ),
+            "save the file as UTF-8 (a plan cannot hold other encodings or binary data); `iconv -f LATIN1 -t UTF-8` converts a Latin-1 file",
+        )
     })?;
     load_str(path, &text)
+}
+
+/// The largest plan file stagegate reads: far above any real plan (the benchmark's
+/// 5,000-step plan is under 2 MiB).
+pub const MAX_PLAN_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads a plan file: a regular file (a FIFO or a device would block or never end), of at
+/// most [`MAX_PLAN_BYTES`].
+fn read_plan_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    // Looked at before opening: opening a FIFO for reading waits for a writer.
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, a socket or a device)"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {what}"),
+        ));
+    }
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PLAN_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_PLAN_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("it is larger than {} MiB", MAX_PLAN_BYTES / 1024 / 1024),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Validates plan text as if it were read from `path`.
@@ -101,6 +158,21 @@ pub fn load_str(path: &Path, text: &str) -> Result<(Plan, Diagnostics), Diagnost
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
     let mut cx = Cx::new(source.clone(), dir);
+    if let Some((line, col)) = crate::yaml::too_deep(text) {
+        cx.diags.error_help(
+            format!(
+                "the plan nests deeper than {} levels here",
+                crate::yaml::MAX_YAML_DEPTH
+            ),
+            Some(Span {
+                source: source.clone(),
+                pos: Pos { line, col },
+                width: 1,
+            }),
+            "no plan needs this much nesting: flatten it (a deep JSON body can live in a file)",
+        );
+        return Err(cx.diags);
+    }
     let root = match marked_yaml::parse_yaml_with_options(
         0,
         text,

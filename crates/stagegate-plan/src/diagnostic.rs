@@ -220,8 +220,12 @@ pub fn did_you_mean<'a>(
     given: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    let len = given.chars().count();
     candidates
         .into_iter()
+        // Names of very different length are never close; skipping them keeps a huge typo
+        // (a 300 KB value) linear instead of computing edit distances against it.
+        .filter(|c| c.chars().count().abs_diff(len) <= 3)
         .filter_map(|c| {
             let edits = strsim::damerau_levenshtein(given, c);
             let close = (edits <= 2 && edits < given.chars().count())

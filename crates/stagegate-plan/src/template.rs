@@ -133,7 +133,13 @@ struct Parser<'a> {
     text: &'a str,
     pos: usize,
     base: usize,
+    /// How many `(` and `!` enclose the current position.
+    depth: usize,
 }
+
+/// The deepest nesting of `(` and `!` an expression may have: far above any real condition,
+/// far below what would overflow the stack of the parser, the evaluator or the drop.
+pub const MAX_EXPR_DEPTH: usize = 64;
 
 const ROOTS: &[&str] = &[
     "vars",
@@ -156,8 +162,12 @@ impl<'a> Parser<'a> {
     }
 
     fn skip_ws(&mut self) {
-        while self.text[self.pos..].starts_with(char::is_whitespace) {
-            self.pos += 1;
+        while let Some(c) = self.text[self.pos..]
+            .chars()
+            .next()
+            .filter(|c| c.is_whitespace())
+        {
+            self.pos += c.len_utf8();
         }
     }
 
@@ -200,9 +210,22 @@ impl<'a> Parser<'a> {
 
     fn unary(&mut self) -> Result<Expr, ExprError> {
         if self.eat("!") {
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            self.deeper()?;
+            let e = Expr::Not(Box::new(self.unary()?));
+            self.depth -= 1;
+            return Ok(e);
         }
         self.primary()
+    }
+
+    fn deeper(&mut self) -> Result<(), ExprError> {
+        self.depth += 1;
+        if self.depth > MAX_EXPR_DEPTH {
+            return self.err(format!(
+                "the expression nests deeper than {MAX_EXPR_DEPTH} levels of `(` and `!`; simplify it"
+            ));
+        }
+        Ok(())
     }
 
     fn primary(&mut self) -> Result<Expr, ExprError> {
@@ -210,10 +233,12 @@ impl<'a> Parser<'a> {
         let rest = &self.text[self.pos..];
         if rest.starts_with('(') {
             self.pos += 1;
+            self.deeper()?;
             let e = self.or()?;
             if !self.eat(")") {
                 return self.err("expected `)`");
             }
+            self.depth -= 1;
             return Ok(e);
         }
         if let Some(q) = rest.chars().next().filter(|c| *c == '\'' || *c == '"') {
@@ -326,7 +351,12 @@ fn parse_ref(word: &str) -> Result<Ref, String> {
 
 /// Parses a whole expression (a `when:` condition).
 pub fn parse_expr(text: &str, base: usize) -> Result<Expr, ExprError> {
-    let mut p = Parser { text, pos: 0, base };
+    let mut p = Parser {
+        text,
+        pos: 0,
+        base,
+        depth: 0,
+    };
     let e = p.or()?;
     p.skip_ws();
     if p.pos < text.len() {

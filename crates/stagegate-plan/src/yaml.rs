@@ -311,3 +311,131 @@ mod tests {
         assert!(parse_duration("5x").is_err());
     }
 }
+
+/// The deepest nesting of mappings, sequences and flow collections a plan may have: far
+/// above any real plan, far below what would overflow the stack of the YAML reader.
+pub const MAX_YAML_DEPTH: usize = 128;
+
+/// Finds where the YAML text nests deeper than [`MAX_YAML_DEPTH`], before the YAML reader
+/// (which recurses once per level) sees it: `(line, column)`, both 1-based.
+///
+/// Block nesting is counted from indentation (each deeper indent, each `- ` on a line) and
+/// flow nesting from `[` and `{` of a flow collection. Quoted scalars, comments and the text
+/// of block scalars (`|`, `>`) are skipped. It may count a little more than the reader
+/// would, never less.
+pub(crate) fn too_deep(text: &str) -> Option<(usize, usize)> {
+    let mut indents: Vec<usize> = Vec::new();
+    // A block scalar's text: lines indented deeper than this are text.
+    let mut block_scalar: Option<usize> = None;
+    // Inside a flow collection: its depth, and an open quote.
+    let mut flow = 0usize;
+    let mut quote: Option<char> = None;
+    for (n, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        let body = &line[indent..];
+        if let Some(parent) = block_scalar {
+            if body.trim().is_empty() || indent > parent {
+                continue;
+            }
+            block_scalar = None;
+        }
+        if flow == 0 && quote.is_none() {
+            if body.trim().is_empty() || body.starts_with('#') {
+                continue;
+            }
+            while indents.last().is_some_and(|&i| i >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+        }
+        let mut depth = indents.len();
+        let chars: Vec<char> = body.chars().collect();
+        let mut i = 0;
+        // Where a value may start: a flow collection opens only there.
+        let mut value_start = true;
+        let mut last_value = String::new();
+        while i < chars.len() {
+            let c = chars[i];
+            if let Some(q) = quote {
+                if c == q {
+                    // '' inside single quotes is an escaped quote.
+                    if q == '\'' && chars.get(i + 1) == Some(&'\'') {
+                        i += 2;
+                        continue;
+                    }
+                    quote = None;
+                } else if c == '\\' && q == '"' {
+                    i += 1;
+                }
+                i += 1;
+                continue;
+            }
+            match c {
+                '#' if i == 0 || chars[i - 1] == ' ' || chars[i - 1] == '\t' => break,
+                '"' | '\'' if value_start || flow > 0 => {
+                    quote = Some(c);
+                    value_start = false;
+                }
+                '[' | '{' if value_start || flow > 0 => {
+                    flow += 1;
+                    value_start = true;
+                }
+                ']' | '}' if flow > 0 => {
+                    flow -= 1;
+                    value_start = false;
+                }
+                ',' if flow > 0 => value_start = true,
+                '-' | '?'
+                    if value_start && flow == 0 && chars.get(i + 1).is_none_or(|n| *n == ' ') =>
+                {
+                    depth += 1;
+                }
+                ':' if chars.get(i + 1).is_none_or(|n| *n == ' ') => {
+                    value_start = true;
+                    last_value.clear();
+                }
+                ' ' | '\t' => {}
+                _ => {
+                    value_start = false;
+                    last_value.push(c);
+                }
+            }
+            if depth + flow > MAX_YAML_DEPTH {
+                return Some((n + 1, indent + i + 1));
+            }
+            i += 1;
+        }
+        if flow == 0 && quote.is_none() {
+            let v = last_value.trim_end();
+            if v.starts_with(['|', '>'])
+                && v[1..].chars().all(|c| matches!(c, '-' | '+' | '0'..='9'))
+            {
+                block_scalar = Some(indent);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+
+    #[test]
+    fn deep_block_flow_and_dash_nesting_is_found_and_real_plans_are_not() {
+        let mut block = String::new();
+        for i in 0..200 {
+            block.push_str(&" ".repeat(i * 2));
+            block.push_str("a:\n");
+        }
+        assert_eq!(too_deep(&block).map(|(l, _)| l), Some(MAX_YAML_DEPTH + 1));
+        let flow = format!("a: {}1{}\n", "[".repeat(500), "]".repeat(500));
+        assert!(too_deep(&flow).is_some());
+        let dashes = format!("a:\n{}x\n", "- ".repeat(300));
+        assert!(too_deep(&dashes).is_some());
+        let fine = "project: x\nstages:\n  s:\n    - run: |\n        echo '[[[[[[' {{{{\n        echo \"]]\"\n      env: { A: \"[\", B: '{' }\n    - run: echo [x] {y}\n";
+        assert_eq!(too_deep(fine), None);
+        let nested_ok = format!("a: {}1{}\n", "[".repeat(100), "]".repeat(100));
+        assert_eq!(too_deep(&nested_ok), None);
+    }
+}
