@@ -87,7 +87,15 @@ impl Session<'_> {
                     .parent()
                     .filter(|d| !d.as_os_str().is_empty())
                     .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| std::fs::File::create(p))
+                    .and_then(|()| {
+                        use std::os::unix::fs::OpenOptionsExt;
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .write(true)
+                            .truncate(true)
+                            .mode(0o600)
+                            .open(p)
+                    })
                     .map_err(|e| {
                         Failure::invalid(format!(
                             "error: cannot write events to {}: {e}",
@@ -199,9 +207,11 @@ impl Session<'_> {
         for (_, path) in &self.args.reports {
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
             let ok = dir.map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+                use std::os::unix::fs::OpenOptionsExt;
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .mode(0o600)
                     .open(path)
                     .map(|_| ())
             });

@@ -310,7 +310,8 @@ impl<'a> Runner<'a> {
                 let mut attempt = 0;
                 loop {
                     attempt += 1;
-                    let _ = std::fs::remove_file(&outputs_file);
+                    // Empty and private (0600) for each attempt; the step appends to it.
+                    let _ = crate::process::write_private(&outputs_file, b"");
                     let res = run_command(&spec, &self.scrubber, cancel).await;
                     let status = match res.exit {
                         crate::process::Exit::Code(0) => StepStatus::Passed,
@@ -732,7 +733,14 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
         .state_dir
         .join("logs")
         .join(req.deployment_id.to_string());
-    if let Err(e) = std::fs::create_dir_all(&log_dir) {
+    let made = {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&log_dir)
+    };
+    if let Err(e) = made {
         req.events.emit(Event::Warning {
             message: format!(
                 "cannot create the log directory {}: {e}; step logs are not kept",

@@ -100,7 +100,7 @@ fn outcome(
 ) -> StepOutcome {
     // The log file is written here; everything returned is scrubbed by the executor.
     let text = ctx.scrubber.scrub(&report.to_text());
-    if let Err(e) = std::fs::write(&ctx.log, &text) {
+    if let Err(e) = crate::process::write_private(&ctx.log, text.as_bytes()) {
         ctx.events.emit(Event::Warning {
             message: format!("cannot write the step log {}: {e}", ctx.log.display()),
         });

@@ -378,10 +378,7 @@ impl LocalDriver {
             .map(|s| s.expose().to_string())
             .collect();
         let _ = std::fs::remove_file(dir.join(EXITS_LOG));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("supervisor.log"))
+        let log = crate::process::append_private(&dir.join("supervisor.log"))
             .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
         let mut cmd = std::process::Command::new(&self.supervisor_exe);
         cmd.arg("__supervise")

@@ -106,6 +106,7 @@ pub async fn run_command(
         Some(p) => tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(p)
             .await
             .ok(),
@@ -365,6 +366,30 @@ pub fn group_alive(pgid: u32) -> bool {
         let pgrp = fields.nth(1).and_then(|f| f.parse::<u32>().ok());
         pgrp == Some(pgid) && state != "Z" && state != "X"
     })
+}
+
+/// Opens `path` for appending, creating it private (0600): logs may hold what a command
+/// printed.
+pub fn append_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Writes `path` whole, creating it private (0600).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
 }
 
 /// Whether a process with this pid exists (it may belong to another user).

@@ -225,7 +225,10 @@ pub fn did_you_mean<'a>(
         .into_iter()
         // Names of very different length are never close; skipping them keeps a huge typo
         // (a 300 KB value) linear instead of computing edit distances against it.
-        .filter(|c| c.chars().count().abs_diff(len) <= 3)
+        .filter(|c| {
+            let n = c.chars().count();
+            n.abs_diff(len) <= 3 || (len <= 2 * n && n <= 2 * len)
+        })
         .filter_map(|c| {
             let edits = strsim::damerau_levenshtein(given, c);
             let close = (edits <= 2 && edits < given.chars().count())

@@ -107,7 +107,14 @@ impl EventSink for ReportFiles {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent)?;
                 }
-                std::fs::File::create(path)?.write_all(&buf)
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(path)?
+                    .write_all(&buf)
             })
             .map_err(|e| SinkError(format!("cannot write the report {}: {e}", path.display())))?;
         }

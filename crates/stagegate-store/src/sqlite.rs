@@ -4,6 +4,7 @@
 //! (see [`MIGRATIONS`]).
 
 use std::borrow::Cow;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -132,11 +133,29 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()
         {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: path.to_path_buf(),
-                dir: dir.to_path_buf(),
-                source,
-            })?;
+            // Private: the store, the step logs and the releases' records live here.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| StoreError::CreateDir {
+                    path: path.to_path_buf(),
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
+        }
+        // The state file is private: created 0600 before SQLite opens it (its -wal and -shm
+        // files take the same mode), and an older, wider one narrowed.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path);
+        if let Ok(f) = file
+            && let Ok(meta) = f.metadata()
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            let _ = f.set_permissions(std::fs::Permissions::from_mode(0o600));
         }
 
         // Switching a fresh file to WAL needs an exclusive lock that SQLite's

@@ -306,11 +306,7 @@ fn finish(
         Some(e)
     };
     // The log holds what the secret captures of this very step revealed: mask them too.
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&ctx.log)
-    {
+    if let Ok(mut f) = crate::process::append_private(&ctx.log) {
         for l in &log {
             let _ = writeln!(f, "{}", tried.mask.scrub(l));
         }
@@ -677,11 +673,7 @@ async fn run_repeat(
     );
     let cancelled = ctx.cancel.is_cancelled();
     let ok = t.passed == r.count && t.errors == 0 && !cancelled;
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&ctx.log)
-    {
+    if let Ok(mut f) = crate::process::append_private(&ctx.log) {
         let _ = writeln!(f, "{}", ctx.scrubber.scrub(&summary));
         for r in &results {
             let _ = writeln!(

@@ -29,7 +29,7 @@ pub(crate) async fn evaluate(c: &CommandGate, ctx: &StepCtx<'_>) -> Findings {
     let out = capture(&script, &cwd, &env, ctx.step.timeout, ctx.cancel).await;
     let output = out.output();
     let clean = ctx.scrubber.scrub(&output);
-    let _ = std::fs::write(&ctx.log, &clean);
+    let _ = crate::process::write_private(&ctx.log, clean.as_bytes());
     f.tail = last_lines(&clean, TAIL_LINES);
     let codes = c
         .exit_codes
