@@ -244,3 +244,39 @@ impl Events {
         let _ = self.tx.send(e);
     }
 }
+
+// The store keeps the same statuses as typed words of its own.
+impl From<Phase> for stagegate_store::Phase {
+    fn from(p: Phase) -> Self {
+        match p {
+            Phase::Run => stagegate_store::Phase::Run,
+            Phase::Rollback => stagegate_store::Phase::Rollback,
+        }
+    }
+}
+
+impl From<StepStatus> for stagegate_store::StepState {
+    fn from(s: StepStatus) -> Self {
+        use stagegate_store::StepState as S;
+        match s {
+            StepStatus::Passed => S::Passed,
+            StepStatus::Failed => S::Failed,
+            StepStatus::TimedOut => S::TimedOut,
+            StepStatus::Skipped => S::Skipped,
+            StepStatus::Cancelled => S::Cancelled,
+        }
+    }
+}
+
+impl From<Outcome> for stagegate_store::Outcome {
+    fn from(o: Outcome) -> Self {
+        use stagegate_store::Outcome as O;
+        match o {
+            Outcome::Succeeded => O::Succeeded,
+            Outcome::Failed => O::Failed,
+            Outcome::RolledBack => O::RolledBack,
+            Outcome::RollbackFailed => O::RollbackFailed,
+            Outcome::Interrupted => O::Interrupted,
+        }
+    }
+}

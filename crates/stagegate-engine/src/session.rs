@@ -372,7 +372,7 @@ impl Session<'_> {
         let written = retry_write(|| {
             self.store.finish_deployment(
                 id,
-                report.outcome.as_str(),
+                report.outcome.into(),
                 report.exit_code,
                 &report.summary,
                 finished_at,
@@ -479,12 +479,12 @@ async fn record(store: &Store, id: i64, e: &Event) -> Result<(), StoreError> {
                 .upsert_step(&StepRun {
                     deployment_id: id,
                     seq: step.seq as i64,
-                    phase: step.phase.as_str().into(),
+                    phase: step.phase.into(),
                     stage: step.stage.clone(),
                     step_id: step.id.clone(),
                     name: step.name.clone(),
                     kind: step.kind.clone(),
-                    status: "running".into(),
+                    status: stagegate_store::StepState::Running,
                     started_at: *at,
                     finished_at: None,
                     duration_ms: None,
@@ -502,12 +502,12 @@ async fn record(store: &Store, id: i64, e: &Event) -> Result<(), StoreError> {
                 .upsert_step(&StepRun {
                     deployment_id: id,
                     seq: r.step.seq as i64,
-                    phase: r.step.phase.as_str().into(),
+                    phase: r.step.phase.into(),
                     stage: r.step.stage.clone(),
                     step_id: r.step.id.clone(),
                     name: r.step.name.clone(),
                     kind: r.step.kind.clone(),
-                    status: r.status.as_str().into(),
+                    status: r.status.into(),
                     started_at: r.started_at,
                     finished_at: Some(r.started_at + r.duration_ms as i64),
                     duration_ms: Some(r.duration_ms as i64),

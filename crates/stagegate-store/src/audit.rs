@@ -185,7 +185,7 @@ pub(crate) fn finished_data(
 pub(crate) fn finished_data_of(d: &Deployment) -> Value {
     finished_data(
         d.id,
-        &d.outcome,
+        d.outcome.as_str(),
         d.exit_code,
         d.summary.as_deref(),
         d.finished_at,
@@ -196,12 +196,12 @@ pub(crate) fn step_data(s: &StepRun) -> Value {
     json!({
         "deployment_id": s.deployment_id,
         "seq": s.seq,
-        "phase": s.phase,
+        "phase": s.phase.as_str(),
         "stage": s.stage,
         "step_id": s.step_id,
         "name": s.name,
         "kind": s.kind,
-        "status": s.status,
+        "status": s.status.as_str(),
         "started_at": s.started_at,
         "finished_at": s.finished_at,
         "duration_ms": s.duration_ms,
@@ -398,7 +398,7 @@ pub(crate) fn verify(
                     );
                 }
             }
-            None if s.status != "running" => {
+            None if s.status != crate::StepState::Running => {
                 return fail(
                     report,
                     link,

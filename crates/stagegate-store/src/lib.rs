@@ -55,17 +55,19 @@ pub mod audit;
 mod error;
 pub mod pending;
 mod sqlite;
+pub mod status;
 
 use std::path::Path;
 
 pub use audit::{AuditProblem, AuditRecord, AuditReport, LockBreak};
 pub use error::StoreError;
 pub use pending::{FinishRecord, PendingFinish};
+pub use status::{Outcome, Phase, StepState, UnknownWord};
 
 /// Outcome stored for a deployment that has not finished yet.
-pub const OUTCOME_RUNNING: &str = "running";
+pub const OUTCOME_RUNNING: Outcome = Outcome::Running;
 /// Outcome stored by [`Store::mark_abandoned`].
-pub const OUTCOME_ABANDONED: &str = "abandoned";
+pub const OUTCOME_ABANDONED: Outcome = Outcome::Abandoned;
 
 /// Current time as unix milliseconds, the unit of every timestamp in the store.
 pub fn now_millis() -> i64 {
@@ -108,7 +110,7 @@ pub struct Deployment {
     /// Unix milliseconds; `None` while running.
     pub finished_at: Option<i64>,
     /// `"running"` while unfinished.
-    pub outcome: String,
+    pub outcome: Outcome,
     pub exit_code: Option<i32>,
     pub summary: Option<String>,
 }
@@ -120,12 +122,12 @@ pub struct StepRun {
     /// Order within the deployment, unique per deployment.
     pub seq: i64,
     /// `"run"` or `"rollback"`.
-    pub phase: String,
+    pub phase: Phase,
     pub stage: String,
     pub step_id: String,
     pub name: String,
     pub kind: String,
-    pub status: String,
+    pub status: StepState,
     /// Unix milliseconds.
     pub started_at: i64,
     /// Unix milliseconds.
@@ -229,9 +231,16 @@ impl Store {
                             "{} (recorded late: the state store could not be written when the run ended)",
                             r.summary
                         );
+                        let outcome =
+                            r.outcome
+                                .parse()
+                                .map_err(|e: UnknownWord| StoreError::Corrupt {
+                                    what: "a pending outcome",
+                                    detail: e.to_string(),
+                                })?;
                         self.finish_deployment(
                             r.deployment_id,
-                            &r.outcome,
+                            outcome,
                             r.exit_code,
                             &summary,
                             r.finished_at,
@@ -287,7 +296,7 @@ impl Store {
     pub async fn finish_deployment(
         &self,
         id: i64,
-        outcome: &str,
+        outcome: Outcome,
         exit_code: i32,
         summary: &str,
         finished_at: i64,
@@ -376,7 +385,7 @@ impl Store {
     pub async fn last_deployment(
         &self,
         environment: &str,
-        outcome: Option<&str>,
+        outcome: Option<Outcome>,
     ) -> Result<Option<Deployment>, StoreError> {
         self.backend.last_deployment(environment, outcome).await
     }

@@ -20,7 +20,7 @@ use sqlx::{Connection, Row, Sqlite};
 use crate::audit::{self, AuditKind, AuditRecord, LockBreak};
 use crate::{
     Deployment, EventRecord, LockAttempt, LockInfo, NewDeployment, OUTCOME_ABANDONED,
-    OUTCOME_RUNNING, StepRun, StoreError,
+    OUTCOME_RUNNING, Outcome, StepRun, StepState, StoreError,
 };
 
 /// Embedded schema migrations as `(version, description, sql)`, in order.
@@ -244,7 +244,7 @@ impl SqliteStore {
         .bind(i64::from(d.pid))
         .bind(&d.host)
         .bind(d.started_at)
-        .bind(OUTCOME_RUNNING)
+        .bind(OUTCOME_RUNNING.as_str())
         .execute(&mut *tx)
         .await
         .map_err(StoreError::query("starting a deployment record"))?;
@@ -264,7 +264,7 @@ impl SqliteStore {
     pub(crate) async fn finish_deployment(
         &self,
         id: i64,
-        outcome: &str,
+        outcome: Outcome,
         exit_code: i32,
         summary: &str,
         finished_at: i64,
@@ -275,7 +275,7 @@ impl SqliteStore {
             "UPDATE deployments SET outcome = ?, exit_code = ?, summary = ?, finished_at = ? \
              WHERE id = ?",
         )
-        .bind(outcome)
+        .bind(outcome.as_str())
         .bind(exit_code)
         .bind(summary)
         .bind(finished_at)
@@ -288,7 +288,7 @@ impl SqliteStore {
         }
         let data = audit::finished_data(
             id,
-            outcome,
+            outcome.as_str(),
             Some(exit_code),
             Some(summary),
             Some(finished_at),
@@ -348,12 +348,12 @@ impl SqliteStore {
         )
         .bind(step.deployment_id)
         .bind(step.seq)
-        .bind(&step.phase)
+        .bind(step.phase.as_str())
         .bind(&step.stage)
         .bind(&step.step_id)
         .bind(&step.name)
         .bind(&step.kind)
-        .bind(&step.status)
+        .bind(step.status.as_str())
         .bind(step.started_at)
         .bind(step.finished_at)
         .bind(step.duration_ms)
@@ -367,7 +367,7 @@ impl SqliteStore {
         .await
         .map_err(StoreError::query("recording a step"))?;
         // A running step is not final: its finished row is what the chain covers.
-        if step.status != "running" {
+        if step.status != StepState::Running {
             let at = step.finished_at.unwrap_or(step.started_at);
             append_audit(
                 &mut tx,
@@ -468,7 +468,7 @@ impl SqliteStore {
              ORDER BY started_at, id"
         );
         let rows = sqlx::query(SQL)
-            .bind(OUTCOME_RUNNING)
+            .bind(OUTCOME_RUNNING.as_str())
             .bind(environment)
             .fetch_all(&self.pool)
             .await
@@ -488,18 +488,23 @@ impl SqliteStore {
             "UPDATE deployments SET outcome = ?1, summary = ?2, finished_at = ?3 \
              WHERE id = ?4 AND outcome = ?5 RETURNING exit_code",
         )
-        .bind(OUTCOME_ABANDONED)
+        .bind(OUTCOME_ABANDONED.as_str())
         .bind(reason)
         .bind(at)
         .bind(id)
-        .bind(OUTCOME_RUNNING)
+        .bind(OUTCOME_RUNNING.as_str())
         .fetch_optional(&mut *tx)
         .await
         .map_err(StoreError::query("marking a deployment abandoned"))?;
         if let Some(row) = done {
             let exit_code: Option<i32> = get(&row, "exit_code")?;
-            let data =
-                audit::finished_data(id, OUTCOME_ABANDONED, exit_code, Some(reason), Some(at));
+            let data = audit::finished_data(
+                id,
+                OUTCOME_ABANDONED.as_str(),
+                exit_code,
+                Some(reason),
+                Some(at),
+            );
             append_audit(&mut tx, AuditKind::DeploymentFinished, Some(id), &data, at).await?;
         }
         commit!(tx, conn, "marking a deployment abandoned")
@@ -508,7 +513,7 @@ impl SqliteStore {
     pub(crate) async fn last_deployment(
         &self,
         environment: &str,
-        outcome: Option<&str>,
+        outcome: Option<Outcome>,
     ) -> Result<Option<Deployment>, StoreError> {
         const SQL: &str = select_deployments!(
             "WHERE environment = ?1 AND (?2 IS NULL OR outcome = ?2) \
@@ -516,7 +521,7 @@ impl SqliteStore {
         );
         let row = sqlx::query(SQL)
             .bind(environment)
-            .bind(outcome)
+            .bind(outcome.map(Outcome::as_str))
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::query("reading the last deployment"))?;
@@ -818,6 +823,19 @@ where
     })
 }
 
+/// A status column, read into its type.
+fn word<T: std::str::FromStr<Err = crate::UnknownWord>>(
+    row: &SqliteRow,
+    column: &'static str,
+) -> Result<T, StoreError> {
+    get::<String>(row, column)?
+        .parse()
+        .map_err(|e: crate::UnknownWord| StoreError::Corrupt {
+            what: column,
+            detail: e.to_string(),
+        })
+}
+
 fn get_pid(row: &SqliteRow) -> Result<u32, StoreError> {
     let raw: i64 = get(row, "pid")?;
     u32::try_from(raw).map_err(|_| StoreError::Corrupt {
@@ -854,7 +872,7 @@ fn deployment_from_row(row: &SqliteRow) -> Result<Deployment, StoreError> {
         host: get(row, "host")?,
         started_at: get(row, "started_at")?,
         finished_at: get(row, "finished_at")?,
-        outcome: get(row, "outcome")?,
+        outcome: word(row, "outcome")?,
         exit_code: get(row, "exit_code")?,
         summary: get(row, "summary")?,
     })
@@ -864,12 +882,12 @@ fn step_from_row(row: &SqliteRow) -> Result<StepRun, StoreError> {
     Ok(StepRun {
         deployment_id: get(row, "deployment_id")?,
         seq: get(row, "seq")?,
-        phase: get(row, "phase")?,
+        phase: word(row, "phase")?,
         stage: get(row, "stage")?,
         step_id: get(row, "step_id")?,
         name: get(row, "name")?,
         kind: get(row, "kind")?,
-        status: get(row, "status")?,
+        status: word(row, "status")?,
         started_at: get(row, "started_at")?,
         finished_at: get(row, "finished_at")?,
         duration_ms: get(row, "duration_ms")?,

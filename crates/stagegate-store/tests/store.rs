@@ -45,12 +45,12 @@ fn step(deployment_id: i64, seq: i64, step_id: &str, status: &str) -> StepRun {
     StepRun {
         deployment_id,
         seq,
-        phase: "run".into(),
+        phase: "run".parse().unwrap(),
         stage: "migrate".into(),
         step_id: step_id.into(),
         name: format!("Step {step_id}"),
         kind: "shell".into(),
-        status: status.into(),
+        status: status.parse().unwrap(),
         started_at: 1_000 + seq,
         finished_at: None,
         duration_ms: None,
@@ -102,7 +102,13 @@ async fn deployment_round_trip() {
     assert_eq!(d.summary, None);
 
     store
-        .finish_deployment(id, "failed", 3, "step db-migrate failed", 1_700_000_009_000)
+        .finish_deployment(
+            id,
+            "failed".parse().unwrap(),
+            3,
+            "step db-migrate failed",
+            1_700_000_009_000,
+        )
         .await
         .unwrap();
     let d = store.deployment(id).await.unwrap().expect("stored");
@@ -113,7 +119,7 @@ async fn deployment_round_trip() {
 
     assert!(store.deployment(id + 100).await.unwrap().is_none());
     let err = store
-        .finish_deployment(id + 100, "succeeded", 0, "", 1)
+        .finish_deployment(id + 100, "succeeded".parse().unwrap(), 0, "", 1)
         .await
         .unwrap_err();
     assert!(
@@ -164,8 +170,8 @@ async fn steps_round_trip_upsert_and_order() {
         .unwrap();
 
     // Replace seq 1 with a finished version carrying every optional field.
-    let mut done = step(id, 1, "a", "succeeded");
-    done.phase = "rollback".into();
+    let mut done = step(id, 1, "a", "passed");
+    done.phase = "rollback".parse().unwrap();
     done.finished_at = Some(2_000);
     done.duration_ms = Some(999);
     done.exit_code = Some(-1);
@@ -186,7 +192,7 @@ async fn steps_round_trip_upsert_and_order() {
     assert_eq!(s.stage, "migrate");
     assert_eq!(s.name, "Step a");
     assert_eq!(s.kind, "shell");
-    assert_eq!(s.status, "succeeded");
+    assert_eq!(s.status, "passed");
     assert_eq!(s.started_at, 1_001);
     assert_eq!(s.finished_at, Some(2_000));
     assert_eq!(s.duration_ms, Some(999));
@@ -342,11 +348,11 @@ async fn deployments_newest_first_and_filtered() {
 
     // last_deployment, with and without an outcome filter.
     store
-        .finish_deployment(s1, "succeeded", 0, "ok", 110)
+        .finish_deployment(s1, "succeeded".parse().unwrap(), 0, "ok", 110)
         .await
         .unwrap();
     store
-        .finish_deployment(s2, "failed", 1, "boom", 210)
+        .finish_deployment(s2, "failed".parse().unwrap(), 1, "boom", 210)
         .await
         .unwrap();
     assert_eq!(
@@ -359,7 +365,7 @@ async fn deployments_newest_first_and_filtered() {
     );
     assert_eq!(
         store
-            .last_deployment("staging", Some("succeeded"))
+            .last_deployment("staging", Some(stagegate_store::Outcome::Succeeded))
             .await
             .unwrap()
             .map(|d| d.id),
@@ -367,7 +373,7 @@ async fn deployments_newest_first_and_filtered() {
     );
     assert_eq!(
         store
-            .last_deployment("staging", Some("failed"))
+            .last_deployment("staging", Some(stagegate_store::Outcome::Failed))
             .await
             .unwrap()
             .map(|d| d.id),
@@ -375,7 +381,7 @@ async fn deployments_newest_first_and_filtered() {
     );
     assert!(
         store
-            .last_deployment("prod", Some("succeeded"))
+            .last_deployment("prod", Some(stagegate_store::Outcome::Succeeded))
             .await
             .unwrap()
             .is_none()
@@ -400,7 +406,7 @@ async fn unfinished_and_mark_abandoned() {
         .await
         .unwrap();
     store
-        .finish_deployment(c, "succeeded", 0, "all good", 310)
+        .finish_deployment(c, "succeeded".parse().unwrap(), 0, "all good", 310)
         .await
         .unwrap();
 
@@ -674,15 +680,15 @@ async fn audited_store() -> (tempfile::TempDir, PathBuf) {
             .unwrap();
         let mut s = step(id, 1, "migrate", "running");
         store.upsert_step(&s).await.unwrap();
-        s.status = "passed".into();
+        s.status = "passed".parse().unwrap();
         s.finished_at = Some(2_000);
         s.details = json!({"gate": "git", "passed": true, "checks": []});
         store.upsert_step(&s).await.unwrap();
         let mut r = step(id, 2, "restore-web", "failed");
-        r.phase = "rollback".into();
+        r.phase = "rollback".parse().unwrap();
         store.upsert_step(&r).await.unwrap();
         store
-            .finish_deployment(id, outcome, 0, "done", 3_000)
+            .finish_deployment(id, outcome.parse().unwrap(), 0, "done", 3_000)
             .await
             .unwrap();
     }

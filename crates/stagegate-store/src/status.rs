@@ -1,0 +1,122 @@
+//! Typed statuses of the records: a deployment's [`Outcome`], a step's [`Phase`] and
+//! [`StepState`]. Stored as the same lower-case words as before (`rolled_back`,
+//! `timed_out`), so every backend and every older store reads them alike.
+
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! word_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word),+
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownWord;
+            fn from_str(s: &str) -> Result<Self, UnknownWord> {
+                match s {
+                    $($word => Ok($name::$variant),)+
+                    _ => Err(UnknownWord {
+                        what: stringify!($name),
+                        word: s.to_string(),
+                    }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+word_enum!(
+    /// How a deployment ended, or that it has not.
+    Outcome {
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        RolledBack = "rolled_back",
+        RollbackFailed = "rollback_failed",
+        Interrupted = "interrupted",
+        /// Its process died before it finished; closed by the next run or `unlock`.
+        Abandoned = "abandoned",
+    }
+);
+
+word_enum!(
+    /// Which part of a run a step belongs to.
+    Phase {
+        Run = "run",
+        Rollback = "rollback",
+    }
+);
+
+word_enum!(
+    /// Where a step stands.
+    StepState {
+        Running = "running",
+        Passed = "passed",
+        Failed = "failed",
+        TimedOut = "timed_out",
+        Skipped = "skipped",
+        Cancelled = "cancelled",
+    }
+);
+
+/// A stored word that names no known status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{word}` is not a known {what}")]
+pub struct UnknownWord {
+    pub what: &'static str,
+    pub word: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_word_reads_back() {
+        for o in Outcome::ALL {
+            assert_eq!(o.as_str().parse::<Outcome>().unwrap(), *o);
+        }
+        for s in StepState::ALL {
+            assert_eq!(s.as_str().parse::<StepState>().unwrap(), *s);
+        }
+        assert!("done".parse::<Phase>().is_err());
+        assert_eq!(Outcome::RolledBack, "rolled_back");
+    }
+}
