@@ -283,7 +283,9 @@ fn request(
     };
     let scope = ctx.scope;
     let what = |w: &str| format!("request `{}`: {w}", r.name);
-    let url = scope.render(&h.url.value).map_err(|e| what(&e))?;
+    let url = scope
+        .render(&h.url.value)
+        .map_err(|e| what(&e.to_string()))?;
     let (o, mut path) = split_url(&url).map_err(|e| what(&e.to_string()))?;
     match origin {
         None => *origin = Some((o, url.clone())),

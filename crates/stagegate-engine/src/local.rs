@@ -823,7 +823,7 @@ fn unseal(scope: &Scope, sealed: &str) -> Result<String, String> {
         return Ok(sealed.to_string());
     }
     let t = stagegate_plan::Template::parse(sealed).map_err(|e| e.message)?;
-    scope.render(&t)
+    Ok(scope.render(&t)?)
 }
 
 fn unsealed_probe(scope: &Scope, meta: &ReleaseMeta) -> Result<Option<HealthProbe>, String> {

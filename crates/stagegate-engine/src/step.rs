@@ -194,6 +194,7 @@ pub fn when_holds(step: &Step, scope: &Scope) -> Result<bool, String> {
             (_, v) => v,
         })
         .map(|v| truthy(&v))
+        .map_err(String::from)
 }
 
 #[cfg(test)]

@@ -38,5 +38,5 @@ pub use model::*;
 pub use scope::{Release, Scope, ScopeOptions, ServiceEndpoint};
 pub use secret::{MASK, Scrubber, Secret};
 pub use shell::{ShellScript, render_shell};
-pub use template::{Expr, Ref, Template, truthy};
+pub use template::{Expr, Ref, RenderError, Template, truthy};
 pub use yaml::{Spanned, parse_duration};

@@ -8,7 +8,7 @@ use crate::diagnostic::did_you_mean;
 use crate::dotenv::read_dotenv;
 use crate::model::{Environment, Plan};
 use crate::secret::{MASK, Scrubber, Secret};
-use crate::template::{Ref, ServiceField, Template};
+use crate::template::{Ref, RenderError, ServiceField, Template};
 
 /// The artifact's identity, recorded with every deployment.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -213,19 +213,26 @@ impl Scope {
     }
 
     /// The value of a reference, or why there is none.
-    pub fn resolve(&self, r: &Ref) -> Result<String, String> {
+    pub fn resolve(&self, r: &Ref) -> Result<String, RenderError> {
         match r {
-            Ref::Var(n) => self.vars.get(n).cloned().ok_or_else(|| format!("`vars.{n}` is not defined")),
+            Ref::Var(n) => self
+                .vars
+                .get(n)
+                .cloned()
+                .ok_or_else(|| RenderError::UndefinedVar(n.clone())),
             Ref::Secret(n) => self
                 .secrets
                 .get(n)
                 .map(|s| s.expose().to_string())
-                .ok_or_else(|| format!("secret `{n}` has no value in environment `{}`", self.environment)),
+                .ok_or_else(|| RenderError::SecretUnset {
+                    name: n.clone(),
+                    environment: self.environment.clone(),
+                }),
             Ref::Env(n) => self
                 .process_env
                 .get(n)
                 .cloned()
-                .ok_or_else(|| format!("environment variable `{n}` is not set (write `${{{{ env.{n} || 'default' }}}}` for a default)")),
+                .ok_or_else(|| RenderError::EnvUnset(n.clone())),
             Ref::ReleaseVersion => Ok(self.release.version.clone()),
             Ref::ReleaseSha => Ok(self.release.sha.clone()),
             Ref::EnvironmentName => Ok(self.environment.clone()),
@@ -233,17 +240,22 @@ impl Scope {
             // Filled in per virtual user by the load generator.
             Ref::Vu(n) => Ok(format!("${{{{ vu.{n} }}}}")),
             Ref::StepOutput { step, name } => match self.step_outputs.get(step) {
-                None => Err(format!("step `{step}` has not run, so it has no outputs")),
+                None => Err(RenderError::StepNotRun(step.clone())),
                 Some(o) => o.get(name).cloned().ok_or_else(|| {
                     let known: Vec<&str> = o.keys().map(String::as_str).collect();
-                    format!(
-                        "step `{step}` has no output `{name}` (it wrote: {})",
-                        if known.is_empty() { "nothing".to_string() } else { known.join(", ") }
-                    )
+                    RenderError::NoSuchOutput {
+                        step: step.clone(),
+                        name: name.clone(),
+                        written: if known.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            known.join(", ")
+                        },
+                    }
                 }),
             },
             Ref::Service { name, field } => match self.services.get(name) {
-                None => Err(format!("service `{name}` is not running yet: deploy it in an earlier step")),
+                None => Err(RenderError::ServiceNotRunning(name.clone())),
                 Some(s) => Ok(match field {
                     ServiceField::Url => s.url.clone(),
                     ServiceField::Port => s.port.to_string(),
@@ -253,13 +265,13 @@ impl Scope {
         }
     }
 
-    pub fn render(&self, t: &Template) -> Result<String, String> {
+    pub fn render(&self, t: &Template) -> Result<String, RenderError> {
         t.render(&mut |r| self.resolve(r))
     }
 
     /// Renders a command for `sh -c`: each value travels in an environment variable, so
     /// it can never become shell syntax (see [`crate::shell`]).
-    pub fn render_shell(&self, t: &Template) -> Result<crate::ShellScript, String> {
+    pub fn render_shell(&self, t: &Template) -> Result<crate::ShellScript, RenderError> {
         crate::shell::render_shell(t, &mut |r| self.resolve(r))
     }
 
@@ -324,9 +336,10 @@ fn render_var(
         .get(name)
         .ok_or_else(|| format!("`vars.{name}` is not defined"))?;
     t.render(&mut |r| match r {
-        Ref::Var(n) => render_var(scope, templates, n, depth + 1),
+        Ref::Var(n) => render_var(scope, templates, n, depth + 1).map_err(RenderError::Other),
         other => scope.resolve(other),
     })
+    .map_err(String::from)
 }
 
 fn git(dir: &Path, args: &[&str]) -> Option<String> {

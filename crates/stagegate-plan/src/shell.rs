@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::template::{Part, Ref, Template};
+use crate::template::{Part, Ref, RenderError, Template};
 
 /// A command ready for `sh -c`: its text and the variables its values travel in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -226,8 +226,8 @@ fn heredoc_word(rest: &[char]) -> Option<(String, bool, usize)> {
 /// Renders `t` for `sh -c`: literal text as written, each value through a variable.
 pub fn render_shell(
     t: &Template,
-    resolve: &mut dyn FnMut(&Ref) -> Result<String, String>,
-) -> Result<ShellScript, String> {
+    resolve: &mut dyn FnMut(&Ref) -> Result<String, RenderError>,
+) -> Result<ShellScript, RenderError> {
     let mut out = ShellScript::default();
     let mut scan = Scanner::new();
     for p in &t.parts {

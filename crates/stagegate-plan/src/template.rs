@@ -90,8 +90,8 @@ impl Expr {
 
     pub fn eval(
         &self,
-        resolve: &mut dyn FnMut(&Ref) -> Result<String, String>,
-    ) -> Result<String, String> {
+        resolve: &mut dyn FnMut(&Ref) -> Result<String, RenderError>,
+    ) -> Result<String, RenderError> {
         Ok(match self {
             Expr::Ref(r, _) => resolve(r)?,
             Expr::Lit(s) => s.clone(),
@@ -120,6 +120,45 @@ fn bool_str(b: bool) -> String {
 /// Empty, `false` and `0` are false; everything else is true.
 pub fn truthy(s: &str) -> bool {
     !matches!(s.trim(), "" | "false" | "0")
+}
+
+/// Why a template has no value: a reference that cannot be resolved now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("`vars.{0}` is not defined")]
+    UndefinedVar(String),
+    #[error("secret `{name}` has no value in environment `{environment}`")]
+    SecretUnset { name: String, environment: String },
+    #[error(
+        "environment variable `{0}` is not set (write `${{{{ env.{0} || 'default' }}}}` for a default)"
+    )]
+    EnvUnset(String),
+    #[error("step `{0}` has not run, so it has no outputs")]
+    StepNotRun(String),
+    #[error("step `{step}` has no output `{name}` (it wrote: {written})")]
+    NoSuchOutput {
+        step: String,
+        name: String,
+        /// The outputs it did write, comma-separated, or `nothing`.
+        written: String,
+    },
+    #[error("service `{0}` is not running yet: deploy it in an earlier step")]
+    ServiceNotRunning(String),
+    /// A resolver of its own (the load generator's, a test's) said why.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for RenderError {
+    fn from(s: String) -> Self {
+        RenderError::Other(s)
+    }
+}
+
+impl From<RenderError> for String {
+    fn from(e: RenderError) -> Self {
+        e.to_string()
+    }
 }
 
 /// A parse error with its byte offset in the text.
@@ -427,8 +466,8 @@ impl Template {
 
     pub fn render(
         &self,
-        resolve: &mut dyn FnMut(&Ref) -> Result<String, String>,
-    ) -> Result<String, String> {
+        resolve: &mut dyn FnMut(&Ref) -> Result<String, RenderError>,
+    ) -> Result<String, RenderError> {
         let mut out = String::new();
         for p in &self.parts {
             match p {
@@ -445,11 +484,14 @@ mod tests {
     use super::*;
 
     fn render(t: &str) -> Result<String, String> {
-        Template::parse(t).unwrap().render(&mut |r| match r {
-            Ref::Var(n) if n == "base" => Ok("http://127.0.0.1:8000".into()),
-            Ref::ReleaseVersion => Ok("1.2.3".into()),
-            other => Err(format!("{other} is not set")),
-        })
+        Template::parse(t)
+            .unwrap()
+            .render(&mut |r| match r {
+                Ref::Var(n) if n == "base" => Ok("http://127.0.0.1:8000".into()),
+                Ref::ReleaseVersion => Ok("1.2.3".into()),
+                other => Err(format!("{other} is not set").into()),
+            })
+            .map_err(String::from)
     }
 
     #[test]

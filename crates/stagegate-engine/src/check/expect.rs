@@ -160,7 +160,7 @@ enum Source {
 }
 
 fn render(scope: &Scope, t: &Template) -> Result<String, String> {
-    scope.render(t)
+    scope.render(t).map_err(String::from)
 }
 
 fn compile_regex(text: &str) -> Result<regex::Regex, String> {

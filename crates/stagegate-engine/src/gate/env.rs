@@ -107,7 +107,7 @@ async fn load(from: &EnvSource, ctx: &StepCtx<'_>) -> Result<(Values, String), (
             let rendered = ctx
                 .scope
                 .render(&t.value)
-                .map_err(|e| ("dotenv".to_string(), e))?;
+                .map_err(|e| ("dotenv".to_string(), e.to_string()))?;
             let path = ctx.plan.dir.join(rendered);
             let label = super::show_path(ctx.plan, &path);
             let entries = read_dotenv(&path).map_err(|e| (label.clone(), e))?;
@@ -120,7 +120,7 @@ async fn load(from: &EnvSource, ctx: &StepCtx<'_>) -> Result<(Values, String), (
             let url = ctx
                 .scope
                 .render(&url.value)
-                .map_err(|e| ("url".to_string(), e))?;
+                .map_err(|e| ("url".to_string(), e.to_string()))?;
             let label = url.clone();
             let client = crate::health::http_client();
             let mut req = client

@@ -280,7 +280,7 @@ async fn read_source(src: &SecretSource, ctx: &StepCtx<'_>) -> Result<Source, (S
             let rendered = ctx
                 .scope
                 .render(&t.value)
-                .map_err(|e| ("dotenv".to_string(), e))?;
+                .map_err(|e| ("dotenv".to_string(), e.to_string()))?;
             let path = ctx.plan.dir.join(&rendered);
             let label = super::show_path(ctx.plan, &path);
             let entries = read_dotenv(&path).map_err(|e| (label.clone(), e))?;
@@ -296,7 +296,7 @@ async fn read_source(src: &SecretSource, ctx: &StepCtx<'_>) -> Result<Source, (S
             let shell = ctx
                 .scope
                 .render_shell(&run.value)
-                .map_err(|e| ("command".to_string(), e))?;
+                .map_err(|e| ("command".to_string(), e.to_string()))?;
             let script = shell.script;
             let first = script
                 .split_whitespace()
