@@ -329,7 +329,7 @@ pub(crate) fn too_deep(text: &str) -> Option<(usize, usize)> {
     let mut block_scalar: Option<usize> = None;
     // Inside a flow collection: its depth, and an open quote.
     let mut flow = 0usize;
-    let mut quote: Option<char> = None;
+    let mut quote: Option<u8> = None;
     for (n, line) in text.lines().enumerate() {
         let indent = line.len() - line.trim_start_matches(' ').len();
         let body = &line[indent..];
@@ -349,64 +349,73 @@ pub(crate) fn too_deep(text: &str) -> Option<(usize, usize)> {
             indents.push(indent);
         }
         let mut depth = indents.len();
-        let chars: Vec<char> = body.chars().collect();
+        // Every character the scan looks at is ASCII: walking bytes is exact (a UTF-8
+        // continuation byte is never one of them) and keeps a large plan cheap.
+        let chars = body.as_bytes();
         let mut i = 0;
         // Where a value may start: a flow collection opens only there.
         let mut value_start = true;
-        let mut last_value = String::new();
+        // The last plain value's bytes on this line, for a block scalar's `|` or `>`.
+        let mut last_value: (usize, usize) = (0, 0);
         while i < chars.len() {
             let c = chars[i];
             if let Some(q) = quote {
                 if c == q {
                     // '' inside single quotes is an escaped quote.
-                    if q == '\'' && chars.get(i + 1) == Some(&'\'') {
+                    if q == b'\'' && chars.get(i + 1) == Some(&b'\'') {
                         i += 2;
                         continue;
                     }
                     quote = None;
-                } else if c == '\\' && q == '"' {
+                } else if c == b'\\' && q == b'"' {
                     i += 1;
                 }
                 i += 1;
                 continue;
             }
             match c {
-                '#' if i == 0 || chars[i - 1] == ' ' || chars[i - 1] == '\t' => break,
-                '"' | '\'' if value_start || flow > 0 => {
+                b'#' if i == 0 || chars[i - 1] == b' ' || chars[i - 1] == b'\t' => break,
+                b'"' | b'\'' if value_start || flow > 0 => {
                     quote = Some(c);
                     value_start = false;
                 }
-                '[' | '{' if value_start || flow > 0 => {
+                b'[' | b'{' if value_start || flow > 0 => {
                     flow += 1;
                     value_start = true;
                 }
-                ']' | '}' if flow > 0 => {
+                b']' | b'}' if flow > 0 => {
                     flow -= 1;
                     value_start = false;
                 }
-                ',' if flow > 0 => value_start = true,
-                '-' | '?'
-                    if value_start && flow == 0 && chars.get(i + 1).is_none_or(|n| *n == ' ') =>
+                b',' if flow > 0 => value_start = true,
+                b'-' | b'?'
+                    if value_start && flow == 0 && chars.get(i + 1).is_none_or(|n| *n == b' ') =>
                 {
                     depth += 1;
                 }
-                ':' if chars.get(i + 1).is_none_or(|n| *n == ' ') => {
+                b':' if chars.get(i + 1).is_none_or(|n| *n == b' ') => {
                     value_start = true;
-                    last_value.clear();
+                    last_value = (i + 1, i + 1);
                 }
-                ' ' | '\t' => {}
+                b' ' | b'\t' => {}
                 _ => {
+                    if value_start {
+                        last_value.0 = i;
+                    }
                     value_start = false;
-                    last_value.push(c);
+                    last_value.1 = i + 1;
                 }
             }
             if depth + flow > MAX_YAML_DEPTH {
-                return Some((n + 1, indent + i + 1));
+                return Some((n + 1, indent + body[..i].chars().count() + 1));
             }
             i += 1;
         }
         if flow == 0 && quote.is_none() {
-            let v = last_value.trim_end();
+            let v = body
+                .get(last_value.0..last_value.1.max(last_value.0))
+                .unwrap_or("")
+                .trim_end();
             if v.starts_with(['|', '>'])
                 && v[1..].chars().all(|c| matches!(c, '-' | '+' | '0'..='9'))
             {
