@@ -1091,9 +1091,17 @@ pub async fn run_manual_rollback(
         .filter(|s| only.is_none_or(|o| o == s.name))
         .collect();
     for svc in services {
+        // A run killed mid-deploy may have left a release starting (never current) and the
+        // current one stopped: undoing that run means bringing the current release back.
+        let abandoned = driver.reconcile(svc).await;
         let current = driver.current(&svc.name);
+        let current_down = current
+            .as_deref()
+            .and_then(|c| driver.release(&svc.name, c))
+            .is_some_and(|r| !r.serving());
         let target = match to {
             Some(t) => driver.find_release(&svc.name, t).map(|r| r.meta.id),
+            None if !abandoned.is_empty() && current_down => current.clone(),
             None => driver.previous_good(&svc.name).map(|r| r.meta.id),
         };
         let Some(target) = target else {
@@ -1112,7 +1120,7 @@ pub async fn run_manual_rollback(
         if current.as_deref() == Some(target.as_str())
             && driver
                 .release(&svc.name, &target)
-                .is_some_and(|r| r.running())
+                .is_some_and(|r| r.serving())
         {
             notes.push(format!(
                 "service `{}` already runs release {target}",

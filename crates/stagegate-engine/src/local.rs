@@ -21,9 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, Events};
 use crate::health::{HealthProbe, JsonField, http_client, wait_healthy};
+use crate::process::process_start_ticks as process_start_time;
 use crate::process::{CommandSpec, kill_group, pid_alive, run_command};
 use crate::supervisor::{
-    ENV_COMMAND, ENV_MASK, ENV_STOP_MS, EXITS_LOG, SERVICE_PID, SUPERVISOR_PID,
+    ENV_COMMAND, ENV_MASK, ENV_STOP_MS, EXITS_LOG, SERVICE_PID, STARTER, STOPPING, SUPERVISOR_PID,
 };
 
 const META: &str = "release.json";
@@ -89,12 +90,40 @@ pub struct ReleaseState {
     pub service_pid: Option<u32>,
     /// How many times the service process has exited since the release started.
     pub exits: usize,
+    /// A stagegate process started this release and died before its health was settled
+    /// (killed mid-deploy or mid-rollback): nobody will mark it healthy or stop it.
+    pub abandoned: bool,
+    /// The supervisor was told to stop (it may still be stopping a slow service).
+    pub stopping: bool,
 }
 
 impl ReleaseState {
+    /// Whether its supervisor runs (it may be stopping: see [`ReleaseState::serving`]).
     pub fn running(&self) -> bool {
         self.supervisor_pid.is_some()
     }
+
+    /// Running and not on its way out: a stop asked for earlier will not end it later.
+    pub fn serving(&self) -> bool {
+        self.running() && !self.stopping
+    }
+}
+
+/// `PID START_TIME` of this process, for the files that name who acts on a release.
+fn me() -> String {
+    let pid = std::process::id();
+    format!("{pid} {}", process_start_time(pid).unwrap_or(0))
+}
+
+/// Whether the process named in a `PID START_TIME` file still runs (the same process, not
+/// another one that got the pid since).
+fn owner_alive(text: &str) -> bool {
+    let mut it = text.split_whitespace();
+    let Some(pid) = it.next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    let started = it.next().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+    pid_alive(pid) && (started == 0 || process_start_time(pid) == Some(started))
 }
 
 /// The result of a successful deploy of one service.
@@ -226,7 +255,12 @@ impl LocalDriver {
             .map(|s| s.lines().count())
             .unwrap_or(0);
         let _ = service;
+        let abandoned =
+            std::fs::read_to_string(dir.join(STARTER)).is_ok_and(|owner| !owner_alive(&owner));
+        let stopping = supervisor_pid.is_some() && dir.join(STOPPING).exists();
         Some(ReleaseState {
+            abandoned,
+            stopping,
             current: current == Some(meta.id.as_str()),
             meta,
             dir: dir.to_path_buf(),
@@ -354,7 +388,7 @@ impl LocalDriver {
         dir: &Path,
         meta: &ReleaseMeta,
     ) -> Result<Option<String>, String> {
-        let l = settings(svc);
+        let _ = settings(svc);
         let scope = ctx.scope;
         let command = unseal(scope, &meta.sealed.start)
             .map_err(|e| format!("start command of service `{}`: {e}", svc.name))?;
@@ -378,6 +412,31 @@ impl LocalDriver {
             .map(|s| s.expose().to_string())
             .collect();
         let _ = std::fs::remove_file(dir.join(EXITS_LOG));
+        let _ = std::fs::remove_file(dir.join(STOPPING));
+        // Until its health is settled, this process answers for the release: if it dies
+        // first, the next run sees the release as abandoned and stops it.
+        std::fs::write(dir.join(STARTER), me())
+            .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+        let res = self
+            .spawn_and_wait(svc, ctx, dir, meta, command, env, mask)
+            .await;
+        let _ = std::fs::remove_file(dir.join(STARTER));
+        res
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn spawn_and_wait(
+        &self,
+        svc: &Service,
+        ctx: &DriverCtx<'_>,
+        dir: &Path,
+        meta: &ReleaseMeta,
+        command: String,
+        env: BTreeMap<String, String>,
+        mask: Vec<String>,
+    ) -> Result<Option<String>, String> {
+        let l = settings(svc);
+        let scope = ctx.scope;
         let log = crate::process::append_private(&dir.join("supervisor.log"))
             .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
         let mut cmd = std::process::Command::new(&self.supervisor_exe);
@@ -474,6 +533,7 @@ impl LocalDriver {
         std::fs::create_dir_all(&service_dir).map_err(|e| {
             DeployError::early(format!("cannot create {}: {e}", service_dir.display()))
         })?;
+        self.reconcile(svc).await;
         let previous = self
             .current(&svc.name)
             .and_then(|id| self.release(&svc.name, &id));
@@ -552,10 +612,18 @@ impl LocalDriver {
                 .map_err(|e| DeployError::early(format!("cannot find a free port: {e}")))?,
             PortMode::Fixed(p) => {
                 if !port_free(p) {
-                    match &previous {
-                        Some(prev) if prev.running() && prev.meta.port == p => {
-                            self.stop_dir(&prev.dir, l.stop_timeout).await;
-                            stopped_previous = true;
+                    // Whichever release of this service holds the port gives it up.
+                    let holder = self
+                        .releases(&svc.name)
+                        .into_iter()
+                        .rev()
+                        .find(|r| r.running() && r.meta.port == p);
+                    match holder {
+                        Some(h) => {
+                            self.stop_dir(&h.dir, l.stop_timeout).await;
+                            stopped_previous = previous
+                                .as_ref()
+                                .is_some_and(|prev| prev.meta.id == h.meta.id);
                             wait_port_free(p, Duration::from_secs(5)).await;
                         }
                         _ => {
@@ -646,7 +714,11 @@ impl LocalDriver {
         let r = &self
             .release(&svc.name, &r.meta.id)
             .ok_or_else(|| format!("release {} is not on disk any more", r.meta.id))?;
-        if r.running() {
+        if r.running() && r.stopping {
+            // A stop asked for earlier (by a run that died) would end it later: finish that
+            // stop now and start the release afresh.
+            self.stop_dir(&r.dir, Duration::ZERO).await;
+        } else if r.running() {
             // Already serving: confirm it answers.
             let Some(probe) = unsealed_probe(ctx.scope, &r.meta)? else {
                 return Ok(None);
@@ -658,6 +730,9 @@ impl LocalDriver {
                 Err(e) => Err(e.to_string()),
             };
         }
+        let r = &self
+            .release(&svc.name, &r.meta.id)
+            .ok_or_else(|| format!("release {} is not on disk any more", r.meta.id))?;
         let mut meta = r.meta.clone();
         if Self::port_mode(svc, ctx) == PortMode::Auto && !port_free(meta.port) {
             meta.port = free_port().map_err(|e| e.to_string())?;
@@ -681,6 +756,7 @@ impl LocalDriver {
         from: Option<&str>,
     ) -> Result<String, String> {
         let l = settings(svc);
+        self.reconcile(svc).await;
         let from_state = from.and_then(|f| self.release(&svc.name, f));
         let Some(target) = target else {
             if let Some(f) = &from_state {
@@ -701,11 +777,15 @@ impl LocalDriver {
                 svc.name
             )
         })?;
-        if Self::port_mode(svc, ctx) != PortMode::Auto
-            && !t.running()
-            && let Some(f) = from_state.as_ref().filter(|f| f.running())
-        {
-            self.stop_dir(&f.dir, l.stop_timeout).await;
+        if Self::port_mode(svc, ctx) != PortMode::Auto && !t.serving() {
+            // On a fixed port every other running release of the service holds it.
+            for other in self
+                .releases(&svc.name)
+                .iter()
+                .filter(|r| r.running() && r.meta.id != target && r.meta.port == t.meta.port)
+            {
+                self.stop_dir(&other.dir, l.stop_timeout).await;
+            }
             wait_port_free(t.meta.port, Duration::from_secs(5)).await;
         }
         let health = self.start_existing(svc, ctx, &t).await.map_err(|e| {
@@ -723,10 +803,27 @@ impl LocalDriver {
             self.stop_dir(&f.dir, l.stop_timeout).await;
             Self::set_status(&f.dir, "rolled_back");
         }
+        // Only a release that runs and answers now counts as restored.
         let now = self
             .release(&svc.name, target)
-            .map(|r| r.meta.url)
-            .unwrap_or_default();
+            .filter(ReleaseState::serving)
+            .ok_or_else(|| {
+                format!(
+                    "release {target} of service `{}` is not running after the rollback",
+                    svc.name
+                )
+            })?;
+        if let Some(probe) = unsealed_probe(ctx.scope, &now.meta)? {
+            crate::health::probe_once(&http_client(), &probe)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "release {target} of service `{}` does not answer its health check: {e}",
+                        svc.name
+                    )
+                })?;
+        }
+        let now = now.meta.url;
         Ok(format!(
             "service `{}` is back on release {target} at {now}{}",
             svc.name,
@@ -793,6 +890,34 @@ impl LocalDriver {
         stopped
     }
 
+    /// Brings the release directories in line with what runs, before a deploy or a
+    /// restore acts on them: a release a dead run left starting is stopped and marked
+    /// `failed`; one whose stop a dead run began is stopped now, so that stop cannot end
+    /// it later. Returns the abandoned releases it stopped.
+    pub async fn reconcile(&self, svc: &Service) -> Vec<String> {
+        let mut stopped = Vec::new();
+        for r in self.releases(&svc.name) {
+            if r.abandoned {
+                if r.running() {
+                    self.stop_dir(&r.dir, settings(svc).stop_timeout).await;
+                }
+                let _ = std::fs::remove_file(r.dir.join(STARTER));
+                if r.meta.status == "starting" {
+                    Self::set_status(&r.dir, "failed");
+                }
+                stopped.push(r.meta.id.clone());
+            } else if r.stopping {
+                self.stop_dir(&r.dir, Duration::ZERO).await;
+            }
+        }
+        stopped
+    }
+
+    /// Whether a release of the service was left by a dead run (see [`Self::reconcile`]).
+    pub fn has_abandoned(&self, service: &str) -> bool {
+        self.releases(service).iter().any(|r| r.abandoned)
+    }
+
     /// Stops a release's supervisor (which stops the service's process group).
     pub async fn stop_dir(&self, dir: &Path, stop_timeout: Duration) {
         use nix::sys::signal::{Signal, kill};
@@ -800,6 +925,9 @@ impl LocalDriver {
         let sup = Self::pid_file(dir, SUPERVISOR_PID).filter(|p| pid_alive(*p));
         let svc_pid = Self::pid_file(dir, SERVICE_PID);
         if let Some(p) = sup {
+            // Said before the signal, so that a run that dies while the service takes its
+            // time to stop leaves a trace: the next run finishes the stop.
+            let _ = std::fs::write(dir.join(STOPPING), me());
             let _ = kill(Pid::from_raw(p as i32), Signal::SIGTERM);
             let deadline = std::time::Instant::now() + stop_timeout + Duration::from_secs(2);
             while pid_alive(p) && std::time::Instant::now() < deadline {
@@ -814,6 +942,7 @@ impl LocalDriver {
         }
         let _ = std::fs::remove_file(dir.join(SUPERVISOR_PID));
         let _ = std::fs::remove_file(dir.join(SERVICE_PID));
+        let _ = std::fs::remove_file(dir.join(STOPPING));
     }
 }
 

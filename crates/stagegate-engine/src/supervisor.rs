@@ -21,6 +21,12 @@ pub const ENV_MASK: &str = "STAGEGATE_SUPERVISE_MASK";
 pub const SUPERVISOR_PID: &str = "supervisor.pid";
 pub const SERVICE_PID: &str = "service.pid";
 pub const EXITS_LOG: &str = "exits.log";
+/// `PID START_TIME` of the stagegate process that told the supervisor to stop, written
+/// before the signal (or by the supervisor when a signal comes from elsewhere).
+pub const STOPPING: &str = "stopping";
+/// `PID START_TIME` of the stagegate process starting the release, while it waits for its
+/// health.
+pub const STARTER: &str = "starter.pid";
 
 /// Runs the supervisor in `dir` until SIGTERM or SIGINT. Returns the process exit code.
 pub async fn supervise(dir: &Path) -> i32 {
@@ -77,6 +83,9 @@ pub async fn supervise(dir: &Path) -> i32 {
             }
         };
         if stop {
+            if !dir.join(STOPPING).exists() {
+                let _ = std::fs::write(dir.join(STOPPING), "0 0");
+            }
             crate::process::terminate_group(pid, &mut child, stop_after).await;
             let _ = child.wait().await;
             let _ = std::fs::remove_file(dir.join(SERVICE_PID));
