@@ -90,12 +90,8 @@ pub fn driver_for(
     plan: &Plan,
     env: &str,
     supervisor_exe: PathBuf,
-) -> stagegate_engine::LocalDriver {
-    stagegate_engine::LocalDriver {
-        root: state_dir(cli, plan).join("releases").join(env),
-        plan_dir: plan.dir.clone(),
-        supervisor_exe,
-    }
+) -> Box<dyn stagegate_engine::ServiceDriver> {
+    stagegate_engine::driver_for(&plan.dir, &state_dir(cli, plan), env, supervisor_exe)
 }
 
 pub fn store_path(cli: &Cli, plan: &Plan) -> PathBuf {

@@ -458,7 +458,7 @@ pub async fn stop(cli: &Cli, env: &str, service: Option<&str>) -> CmdResult {
         .rev()
         .filter(|s| service.is_none_or(|x| x == s.name))
     {
-        for id in driver.stop_service(svc).await {
+        for id in driver.stop(svc).await {
             println!("stopped {} release {id}", svc.name);
             any = true;
         }

@@ -11,8 +11,9 @@ use stagegate_plan::{
 use tokio_util::sync::CancellationToken;
 
 use crate::details::{ServiceDetails, SkipDetails, StepDetails};
+use crate::driver::{ServiceDriver, driver_for};
 use crate::event::{Event, Events, Outcome, Phase, StepRef, StepResult, StepStatus, now_ms};
-use crate::local::{DriverCtx, LocalDriver};
+use crate::local::DriverCtx;
 use crate::process::{CommandSpec, read_outputs, run_command};
 use crate::step::{RunInputs, StepCtx, StepFilter, StepOutcome, command_cwd, command_env};
 
@@ -66,7 +67,7 @@ struct Runner<'a> {
     scrubber: Scrubber,
     deployment_id: i64,
     log_dir: PathBuf,
-    driver: LocalDriver,
+    driver: Box<dyn ServiceDriver>,
     events: Events,
     seq: u32,
     deployed: Vec<String>,
@@ -748,11 +749,12 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
             ),
         });
     }
-    let driver = LocalDriver {
-        root: req.state_dir.join("releases").join(&req.scope.environment),
-        plan_dir: plan.dir.clone(),
-        supervisor_exe: req.supervisor_exe.clone(),
-    };
+    let driver = driver_for(
+        &plan.dir,
+        &req.state_dir,
+        &req.scope.environment,
+        req.supervisor_exe.clone(),
+    );
     req.events.emit(Event::RunStarted {
         deployment_id: req.deployment_id,
         project: plan.project.clone(),
@@ -899,7 +901,7 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
             let mut retired = Vec::new();
             for name in runner.deployed.clone() {
                 if let Some(svc) = plan.service(&name) {
-                    retired.extend(runner.driver.retire_others(svc, &runner.events).await);
+                    retired.extend(runner.driver.retire(svc, &runner.events).await);
                 }
             }
             let live: Vec<String> = runner
@@ -1039,15 +1041,13 @@ pub struct ServiceRequest<'a> {
 }
 
 impl ServiceRequest<'_> {
-    pub fn driver(&self) -> LocalDriver {
-        LocalDriver {
-            root: self
-                .state_dir
-                .join("releases")
-                .join(&self.scope.environment),
-            plan_dir: self.plan.dir.clone(),
-            supervisor_exe: self.supervisor_exe.clone(),
-        }
+    pub fn driver(&self) -> Box<dyn ServiceDriver> {
+        driver_for(
+            &self.plan.dir,
+            &self.state_dir,
+            &self.scope.environment,
+            self.supervisor_exe.clone(),
+        )
     }
 }
 

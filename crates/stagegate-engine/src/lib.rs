@@ -11,6 +11,7 @@
 
 pub mod check;
 pub mod details;
+pub mod driver;
 pub mod event;
 pub mod executor;
 pub mod exit;
@@ -28,6 +29,7 @@ pub use details::{
     CaptureNote, CheckDetails, LoadDetails, NoDetails, ObservedSummary, RepeatTotals,
     ServiceDetails, SkipDetails, StepDetails,
 };
+pub use driver::{DriverFuture, ServiceDriver, driver_for};
 pub use event::{Event, Events, Millis, Outcome, Phase, StepRef, StepResult, StepStatus, now_ms};
 pub use executor::{RunReport, RunRequest, ServiceRequest, run_deploy, run_manual_rollback};
 pub use local::{LocalDriver, ReleaseMeta, ReleaseState};
