@@ -3,7 +3,7 @@
 //! It serves the APIs the seed runbooks check by hand:
 //!
 //! - seed 000 (secure blob streaming): `GET /health` (`{"status":"ok","version":…}`),
-//!   `GET /metrics` (Prometheus text), `POST /auth/token` (basic auth, answers a JWT),
+//!   `GET /metrics` (Prometheus text, below), `POST /auth/token` (basic auth, answers a JWT),
 //!   `POST /secure/files/upload` (multipart field `file`, 201 with `blob_id`, `size` and
 //!   `sha256`), `GET /secure/files` (the list), `GET /secure/files/{id}/stream` (200, or 206
 //!   for a `Range`, 416 when unsatisfiable), with the seed's 401 and 404 bodies, and a JSON
@@ -28,18 +28,38 @@
 //!   without a known token they answer 401 `{"error":"unauthorized"}`. The new endpoints
 //!   answer `{"error":…}` where the seed 000 ones answer `{"detail":…}`.
 //!
+//! `GET /metrics` exports `erp_hub_up` (gauge, 1; 0 while `flap` has health down),
+//! `demo_build_info{service,version}` (gauge, 1), `http_requests_total{status="2xx"}` (counter
+//! of every answer by status class, scrapes included), `http_request_duration_seconds{status}`
+//! (histogram of the time to the response head by status class, every answer but those of
+//! `/metrics`; buckets 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5 and +Inf),
+//! `file_downloads_total{status="success"}`, `file_download_bytes_total`,
+//! `admin_operations_total{operation}` (counters) and `process_start_time_seconds` (gauge,
+//! Unix seconds).
+//!
 //! Settings (environment): `PORT` (8000), `DEMO_VERSION`, `DEMO_SERVICE` (the name in
 //! `/health`), `DEMO_JWT_SECRET` (random when unset), `DEMO_ADMIN_USER` (`admin`),
 //! `DEMO_ADMIN_PASSWORD` (login is off without it), `DEMO_DATA_DIR` (`data`),
-//! `DEMO_AUDIT_LOG` (`logs/audit.log`), `DEMO_DEPENDENCIES` (`name=url,…`), `DEMO_SLOW_MS`
-//! (400: the delay of the `slow` fault, in milliseconds).
+//! `DEMO_AUDIT_LOG` (`logs/audit.log`), `DEMO_DEPENDENCIES` (`name=url,…`), and the faults'
+//! timings in whole milliseconds: `DEMO_SLOW_MS` (400), `DEMO_FLAP_MS` (1000, at least 1),
+//! `DEMO_ERRORS_AFTER_MS` (3000), `DEMO_METRICS_STOP_MS` (3000).
 //!
 //! Fault switches for tests, `DEMO_FAULT=a,b`: `wrong-version` (health reports another
 //! version), `ignore-range` (always 200 with the whole blob), `corrupt-byte` (flips the middle
 //! byte of every download), `log-error` (logs an ERROR line at start), `leak-threads`
 //! (`GET /api/threads` keeps its last answer in one slot shared by all users and, on every
 //! tenth request, answers that instead of the caller's own: under concurrency users see each
-//! other's data), `slow` (every `/api/*` route waits `DEMO_SLOW_MS` before answering).
+//! other's data), `slow` (every `/api/*` route waits `DEMO_SLOW_MS` before answering), and
+//! three that switch on a schedule, timed from the start of the service:
+//!
+//! - `flap`: `GET /health` is healthy for `DEMO_FLAP_MS`, then answers 503
+//!   `{"status":"unhealthy",…}` for as long, and so on; `erp_hub_up` is 0 while unhealthy;
+//! - `errors-after`: from `DEMO_ERRORS_AFTER_MS` on, `GET /` and every `/api/*` route answer
+//!   500 `{"error":"injected failure"}` (5xx in `http_requests_total` and the histogram);
+//!   alone, it makes a service that turns bad under traffic;
+//! - `metrics-stop-after`: from `DEMO_METRICS_STOP_MS` on, `GET /metrics` answers 503, so
+//!   Prometheus marks the target down (`up` 0) and its series go stale (queries of them
+//!   answer empty vectors).
 //!
 //! `staging-demo token --secret S [--sub NAME] [--ttl SECONDS]` prints a token.
 
@@ -52,7 +72,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -76,6 +96,9 @@ struct Faults {
     log_error: bool,
     leak_threads: bool,
     slow: bool,
+    flap: bool,
+    errors_after: bool,
+    metrics_stop_after: bool,
 }
 
 impl Faults {
@@ -89,9 +112,12 @@ impl Faults {
                 "log-error" => f.log_error = true,
                 "leak-threads" => f.leak_threads = true,
                 "slow" => f.slow = true,
+                "flap" => f.flap = true,
+                "errors-after" => f.errors_after = true,
+                "metrics-stop-after" => f.metrics_stop_after = true,
                 other => {
                     return Err(format!(
-                        "unknown fault `{other}` in DEMO_FAULT; known: wrong-version, ignore-range, corrupt-byte, log-error, leak-threads, slow"
+                        "unknown fault `{other}` in DEMO_FAULT; known: wrong-version, ignore-range, corrupt-byte, log-error, leak-threads, slow, flap, errors-after, metrics-stop-after"
                     ));
                 }
             }
@@ -108,9 +134,47 @@ struct Blob {
     sha256: String,
 }
 
+/// The upper bounds, in seconds, of `http_request_duration_seconds`'s buckets (+Inf aside).
+const LATENCY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// A Prometheus histogram: how many observations fell in each bucket (not cumulative; the
+/// ones above the last bound only in `count`), their sum and count.
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|le| seconds <= *le) {
+            self.buckets[i] += 1;
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    /// The `_bucket` (cumulative, `le` last), `_sum` and `_count` lines of series `name` with
+    /// the labels `labels` (`status="2xx"`).
+    fn render(&self, name: &str, labels: &str, out: &mut String) {
+        let mut below = 0;
+        for (le, n) in LATENCY_BUCKETS.iter().zip(self.buckets) {
+            below += n;
+            out.push_str(&format!("{name}_bucket{{{labels},le=\"{le}\"}} {below}\n"));
+        }
+        out.push_str(&format!(
+            "{name}_bucket{{{labels},le=\"+Inf\"}} {}\n{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {}\n",
+            self.count, self.sum, self.count
+        ));
+    }
+}
+
 #[derive(Default)]
 struct Metrics {
     requests: Mutex<BTreeMap<String, u64>>,
+    /// `http_request_duration_seconds` by status class.
+    latency: Mutex<BTreeMap<String, Histogram>>,
     downloads: AtomicU64,
     download_bytes: AtomicU64,
     uploads: AtomicU64,
@@ -135,6 +199,16 @@ struct App {
     next_id: AtomicU64,
     /// The `slow` fault's delay, `None` without the fault.
     slow: Option<Duration>,
+    /// When the service started: the scheduled faults count from here.
+    started: Instant,
+    /// The same, in Unix seconds, for `process_start_time_seconds`.
+    started_unix: f64,
+    /// The `flap` fault's half-period, `None` without the fault.
+    flap: Option<Duration>,
+    /// When the `errors-after` fault starts failing, `None` without the fault.
+    errors_after: Option<Duration>,
+    /// When the `metrics-stop-after` fault stops `/metrics`, `None` without the fault.
+    metrics_stop: Option<Duration>,
     sessions: users::Sessions,
     threads: users::Threads,
     /// The `leak-threads` fault's shared slot.
@@ -143,6 +217,26 @@ struct App {
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A setting in whole milliseconds (`value`, the variable `name`'s), `default` when unset.
+fn millis(name: &str, value: Option<&str>, default: u64) -> Result<Duration, String> {
+    match value.map(|v| v.trim().parse::<u64>()) {
+        None => Ok(Duration::from_millis(default)),
+        Some(Ok(ms)) => Ok(Duration::from_millis(ms)),
+        Some(Err(_)) => Err(format!("{name} must be a whole number of milliseconds")),
+    }
+}
+
+/// Whether the `flap` fault has health up `elapsed` after the start: up for the first
+/// `period`, down for the next, and so on.
+fn flap_healthy(elapsed: Duration, period: Duration) -> bool {
+    (elapsed.as_millis() / period.as_millis().max(1)).is_multiple_of(2)
+}
+
+/// Whether a fault switched on at `at` (`None`: never) is on `elapsed` after the start.
+fn switched_on(elapsed: Duration, at: Option<Duration>) -> bool {
+    at.is_some_and(|at| elapsed >= at)
 }
 
 fn flag(name: &str) -> bool {
@@ -194,14 +288,30 @@ async fn serve() -> i32 {
             return 2;
         }
     };
-    let slow_ms = match env("DEMO_SLOW_MS").map(|v| v.trim().parse::<u64>()) {
-        None => 400,
-        Some(Ok(ms)) => ms,
-        Some(Err(_)) => {
-            eprintln!("staging-demo: DEMO_SLOW_MS must be a whole number of milliseconds");
+    let started = Instant::now();
+    let started_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let timings = [
+        ("DEMO_SLOW_MS", 400),
+        ("DEMO_FLAP_MS", 1000),
+        ("DEMO_ERRORS_AFTER_MS", 3000),
+        ("DEMO_METRICS_STOP_MS", 3000),
+    ]
+    .map(|(name, default)| millis(name, env(name).as_deref(), default));
+    let [slow, flap, errors_after, metrics_stop] = match timings {
+        [Ok(a), Ok(b), Ok(c), Ok(d)] => [a, b, c, d],
+        other => {
+            for e in other.into_iter().filter_map(Result::err) {
+                eprintln!("staging-demo: {e}");
+            }
             return 2;
         }
     };
+    if flap.is_zero() {
+        eprintln!("staging-demo: DEMO_FLAP_MS must be at least 1 millisecond");
+        return 2;
+    }
     let port = env("PORT").unwrap_or_else(|| "8000".into());
     let data_dir = PathBuf::from(env("DEMO_DATA_DIR").unwrap_or_else(|| "data".into()));
     let audit_path =
@@ -265,7 +375,12 @@ async fn serve() -> i32 {
         alpaca_paper: flag("ALPACA_PAPER"),
         dependencies,
         next_id: AtomicU64::new(1),
-        slow: faults.slow.then(|| Duration::from_millis(slow_ms)),
+        slow: faults.slow.then_some(slow),
+        started,
+        started_unix,
+        flap: faults.flap.then_some(flap),
+        errors_after: faults.errors_after.then_some(errors_after),
+        metrics_stop: faults.metrics_stop_after.then_some(metrics_stop),
         sessions: users::Sessions::new(),
         threads: users::Threads::new(),
         last_threads: users::LastResponse::default(),
@@ -325,7 +440,8 @@ async fn serve() -> i32 {
 const API_BODY_LIMIT: usize = 64 * 1024;
 
 fn router(app: Arc<App>) -> Router {
-    // The `slow` fault delays exactly these routes.
+    // The `slow` fault delays exactly these routes; `errors-after` fails them (after the
+    // delay) and `/`.
     let api = Router::new()
         .route("/api/v1/config", get(config))
         .route("/api/v1/orchestration/status", get(orchestration))
@@ -333,9 +449,13 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/threads", get(list_threads).post(create_thread))
         .route("/api/threads/{id}", get(get_thread))
         .route_layer(DefaultBodyLimit::max(API_BODY_LIMIT))
+        .route_layer(middleware::from_fn_with_state(app.clone(), inject_errors))
         .route_layer(middleware::from_fn_with_state(app.clone(), slow));
     Router::new()
-        .route("/", get(root))
+        .route(
+            "/",
+            get(root).route_layer(middleware::from_fn_with_state(app.clone(), inject_errors)),
+        )
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/auth/token", post(login))
@@ -348,12 +468,24 @@ fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Counts answers by status class for `/metrics`; logs errors, as a real service would.
+/// Counts answers by status class for `/metrics`, and times them (but the scrapes); logs
+/// errors, as a real service would.
 async fn count_requests(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    let start = Instant::now();
     let resp = next.run(req).await;
+    let seconds = start.elapsed().as_secs_f64();
     let class = format!("{}xx", resp.status().as_u16() / 100);
+    if path != "/metrics" {
+        app.metrics
+            .latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(class.clone())
+            .or_default()
+            .observe(seconds);
+    }
     *app.metrics
         .requests
         .lock()
@@ -374,6 +506,22 @@ async fn slow(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
     next.run(req).await
 }
 
+/// The `errors-after` fault: once its time has come, fail.
+async fn inject_errors(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if switched_on(app.started.elapsed(), app.errors_after) {
+        return api_error(StatusCode::INTERNAL_SERVER_ERROR, "injected failure");
+    }
+    next.run(req).await
+}
+
+impl App {
+    /// Whether health is up (always, but while the `flap` fault has it down).
+    fn healthy(&self) -> bool {
+        self.flap
+            .is_none_or(|period| flap_healthy(self.started.elapsed(), period))
+    }
+}
+
 fn detail(status: StatusCode, text: &str) -> Response {
     (status, axum::Json(json!({ "detail": text }))).into_response()
 }
@@ -382,21 +530,40 @@ async fn root(State(app): State<Arc<App>>) -> String {
     format!("hello from {} {}\n", app.service, app.version)
 }
 
-async fn health(State(app): State<Arc<App>>) -> axum::Json<Value> {
+async fn health(State(app): State<Arc<App>>) -> Response {
     let version = if app.faults.wrong_version {
         format!("{}-wrong", app.version)
     } else {
         app.version.clone()
     };
-    axum::Json(json!({ "status": "ok", "version": version, "service": app.service }))
+    if app.healthy() {
+        axum::Json(json!({ "status": "ok", "version": version, "service": app.service }))
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(
+                json!({ "status": "unhealthy", "version": version, "service": app.service }),
+            ),
+        )
+            .into_response()
+    }
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
+    if switched_on(app.started.elapsed(), app.metrics_stop) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics stopped (DEMO_FAULT=metrics-stop-after)\n",
+        )
+            .into_response();
+    }
     let m = &app.metrics;
     let mut out = String::new();
-    out.push_str(
-        "# HELP erp_hub_up Whether the service is up.\n# TYPE erp_hub_up gauge\nerp_hub_up 1\n",
-    );
+    out.push_str(&format!(
+        "# HELP erp_hub_up Whether the service is up.\n# TYPE erp_hub_up gauge\nerp_hub_up {}\n",
+        u8::from(app.healthy())
+    ));
     out.push_str(&format!(
         "# HELP demo_build_info The running version.\n# TYPE demo_build_info gauge\ndemo_build_info{{service=\"{}\",version=\"{}\"}} 1\n",
         app.service, app.version
@@ -406,6 +573,16 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     );
     for (class, n) in m.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         out.push_str(&format!("http_requests_total{{status=\"{class}\"}} {n}\n"));
+    }
+    out.push_str(
+        "# HELP http_request_duration_seconds Time to the response head, by status class, but of /metrics.\n# TYPE http_request_duration_seconds histogram\n",
+    );
+    for (class, h) in m.latency.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        h.render(
+            "http_request_duration_seconds",
+            &format!("status=\"{class}\""),
+            &mut out,
+        );
     }
     out.push_str(&format!(
         "# HELP file_downloads_total Downloads served.\n# TYPE file_downloads_total counter\nfile_downloads_total{{status=\"success\"}} {}\n",
@@ -419,6 +596,10 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         "# HELP admin_operations_total Administrative operations.\n# TYPE admin_operations_total counter\nadmin_operations_total{{operation=\"upload\"}} {}\nadmin_operations_total{{operation=\"list\"}} {}\n",
         m.uploads.load(Ordering::Relaxed),
         m.lists.load(Ordering::Relaxed)
+    ));
+    out.push_str(&format!(
+        "# HELP process_start_time_seconds When the service started, in Unix seconds.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {:.3}\n",
+        app.started_unix
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
@@ -920,7 +1101,9 @@ async fn probe(url: &str) -> Option<u16> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Faults, parse_range};
+    use std::time::Duration;
+
+    use super::{Faults, Histogram, flap_healthy, millis, parse_range, switched_on};
 
     #[test]
     fn faults() {
@@ -933,6 +1116,90 @@ mod tests {
             e.contains("`leak`") && e.contains("leak-threads, slow"),
             "{e}"
         );
+        let f = Faults::parse("flap,errors-after,metrics-stop-after").unwrap();
+        assert!(f.flap && f.errors_after && f.metrics_stop_after && !f.slow);
+        let e = Faults::parse("errors").unwrap_err();
+        assert!(
+            e.contains("slow, flap, errors-after, metrics-stop-after"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn millisecond_settings() {
+        let ms = Duration::from_millis;
+        assert_eq!(millis("DEMO_FLAP_MS", None, 1000), Ok(ms(1000)));
+        assert_eq!(millis("DEMO_FLAP_MS", Some(" 250 "), 1000), Ok(ms(250)));
+        assert_eq!(millis("DEMO_FLAP_MS", Some("0"), 1000), Ok(ms(0)));
+        assert_eq!(
+            millis("DEMO_ERRORS_AFTER_MS", Some("1.5s"), 3000),
+            Err("DEMO_ERRORS_AFTER_MS must be a whole number of milliseconds".to_string())
+        );
+    }
+
+    #[test]
+    fn flap_starts_healthy_and_alternates_every_period() {
+        let ms = Duration::from_millis;
+        let period = ms(1000);
+        for (at, healthy) in [
+            (0, true),
+            (999, true),
+            (1000, false),
+            (1999, false),
+            (2000, true),
+            (3500, false),
+            (10_000, true),
+        ] {
+            assert_eq!(flap_healthy(ms(at), period), healthy, "at {at} ms");
+        }
+        // A tiny period still alternates, and a zero one (refused at start) does not panic.
+        assert!(flap_healthy(ms(0), ms(1)) && !flap_healthy(ms(1), ms(1)));
+        assert!(!flap_healthy(ms(1), ms(0)));
+    }
+
+    #[test]
+    fn scheduled_faults_switch_on_at_their_time_and_stay_on() {
+        let ms = Duration::from_millis;
+        assert!(!switched_on(ms(0), Some(ms(3000))));
+        assert!(!switched_on(ms(2999), Some(ms(3000))));
+        assert!(switched_on(ms(3000), Some(ms(3000))));
+        assert!(switched_on(ms(60_000), Some(ms(3000))));
+        assert!(switched_on(ms(0), Some(ms(0))));
+        // Without the fault, never.
+        assert!(!switched_on(ms(60_000), None));
+    }
+
+    #[test]
+    fn histogram_lines_are_cumulative_with_inf_sum_and_count() {
+        let mut h = Histogram::default();
+        for s in [0.001, 0.005, 0.02, 0.3, 7.0] {
+            h.observe(s);
+        }
+        let mut out = String::new();
+        h.render("d", "status=\"2xx\"", &mut out);
+        let want = [
+            r#"d_bucket{status="2xx",le="0.005"} 2"#,
+            r#"d_bucket{status="2xx",le="0.01"} 2"#,
+            r#"d_bucket{status="2xx",le="0.025"} 3"#,
+            r#"d_bucket{status="2xx",le="0.05"} 3"#,
+            r#"d_bucket{status="2xx",le="0.1"} 3"#,
+            r#"d_bucket{status="2xx",le="0.25"} 3"#,
+            r#"d_bucket{status="2xx",le="0.5"} 4"#,
+            r#"d_bucket{status="2xx",le="1"} 4"#,
+            r#"d_bucket{status="2xx",le="2.5"} 4"#,
+            r#"d_bucket{status="2xx",le="5"} 4"#,
+            r#"d_bucket{status="2xx",le="+Inf"} 5"#,
+        ];
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[..want.len()], want, "{out}");
+        assert_eq!(lines.len(), want.len() + 2, "{out}");
+        let sum: f64 = lines[want.len()]
+            .strip_prefix(r#"d_sum{status="2xx"} "#)
+            .expect(&out)
+            .parse()
+            .unwrap();
+        assert!((sum - 7.326).abs() < 1e-9, "{sum}");
+        assert_eq!(lines[want.len() + 1], r#"d_count{status="2xx"} 5"#);
     }
 
     #[test]
