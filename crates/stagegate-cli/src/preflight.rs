@@ -80,6 +80,7 @@ pub fn run_inputs(
         override_reason: gates.override_reason.clone(),
         at,
         baselines: Default::default(),
+        decisions: Default::default(),
     })
 }
 

@@ -21,6 +21,7 @@ pub enum StepDetails {
     Check(Box<CheckDetails>),
     Load(Box<LoadDetails>),
     Service(Box<ServiceDetails>),
+    Watch(Box<crate::watch::WatchDetails>),
     /// A step that did not run because its `when` was false.
     Skipped(SkipDetails),
     /// A `run` step or a rollback command: what it did is in its exit code, log and outputs.
@@ -70,6 +71,13 @@ impl StepDetails {
     pub fn load(&self) -> Option<&LoadDetails> {
         match self {
             StepDetails::Load(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn watch(&self) -> Option<&crate::watch::WatchSummary> {
+        match self {
+            StepDetails::Watch(w) => Some(&w.watch),
             _ => None,
         }
     }
@@ -221,6 +229,12 @@ mod tests {
                     "previous": "0.9.0", "url": "http://127.0.0.1:1", "health": "200"}),
                 "service",
             ),
+            (
+                serde_json::json!({"watch": {"verdict": "pass", "reason": "held", "window_ms": 1000,
+                    "every_ms": 100, "elapsed_ms": 1000, "rounds": 10, "failure_limit": 0,
+                    "inconclusive_limit": 0, "consecutive_error_limit": 4, "measurements": []}}),
+                "watch",
+            ),
             (serde_json::json!({}), "none"),
         ];
         for (json, want) in cases {
@@ -230,6 +244,7 @@ mod tests {
                 StepDetails::Check(_) => "check",
                 StepDetails::Load(_) => "load",
                 StepDetails::Service(_) => "service",
+                StepDetails::Watch(_) => "watch",
                 StepDetails::Skipped(_) => "skipped",
                 StepDetails::None(_) => "none",
             };

@@ -77,6 +77,8 @@ pub enum Outcome {
     RollbackFailed,
     /// Cancelled by Ctrl-C or SIGTERM; what had begun was rolled back.
     Interrupted,
+    /// A `watch` step was inconclusive: the new release runs until `stagegate decide`.
+    AwaitingDecision,
 }
 
 impl Outcome {
@@ -87,6 +89,7 @@ impl Outcome {
             Outcome::RolledBack => "rolled_back",
             Outcome::RollbackFailed => "rollback_failed",
             Outcome::Interrupted => "interrupted",
+            Outcome::AwaitingDecision => "awaiting_decision",
         }
     }
 
@@ -97,6 +100,7 @@ impl Outcome {
             Outcome::RolledBack => crate::exit::ROLLED_BACK,
             Outcome::RollbackFailed => crate::exit::ROLLBACK_FAILED,
             Outcome::Interrupted => crate::exit::INTERRUPTED,
+            Outcome::AwaitingDecision => crate::exit::AWAITING_DECISION,
         }
     }
 }
@@ -196,6 +200,32 @@ pub enum Event {
     Warning {
         message: String,
     },
+    /// One sample of a `watch` step's measurement.
+    Measurement {
+        step: StepRef,
+        name: String,
+        /// The sampling round, from 1.
+        round: u32,
+        state: crate::watch::SampleState,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<f64>,
+        /// Why the sample is what it is (`0.31 is > 0.05`, `no data: ...`).
+        detail: String,
+        at: Millis,
+    },
+    /// An inconclusive watch waits for `stagegate decide`.
+    DecisionPending {
+        deployment_id: i64,
+        step: StepRef,
+        reason: String,
+    },
+    /// A person decided an inconclusive watch.
+    Decided {
+        step: StepRef,
+        pass: bool,
+        actor: String,
+        reason: String,
+    },
     RunFinished {
         outcome: Outcome,
         exit_code: i32,
@@ -213,6 +243,9 @@ impl Event {
             Event::RunStarted { .. } => "run_started",
             Event::StageStarted { .. } => "stage_started",
             Event::StepStarted { .. } => "step_started",
+            Event::Measurement { .. } => "measurement",
+            Event::DecisionPending { .. } => "decision_pending",
+            Event::Decided { .. } => "decided",
             Event::StepRetrying { .. } => "step_retrying",
             Event::StepFinished(_) => "step_finished",
             Event::StepProgress { .. } => "step_progress",
@@ -277,6 +310,7 @@ impl From<Outcome> for stagegate_store::Outcome {
             Outcome::RolledBack => O::RolledBack,
             Outcome::RollbackFailed => O::RollbackFailed,
             Outcome::Interrupted => O::Interrupted,
+            Outcome::AwaitingDecision => O::AwaitingDecision,
         }
     }
 }

@@ -524,6 +524,14 @@ impl<'a> Runner<'a> {
                 let undo = self.undo_command(stage, step);
                 (self.complete(r, started, step, outcome), undo)
             }
+            StepKind::Watch(spec) => {
+                let outcome = {
+                    let ctx = self.step_ctx(step, &r, cancel);
+                    crate::watch::run(spec, &ctx).await
+                };
+                let undo = self.undo_command(stage, step);
+                (self.complete(r, started, step, outcome), undo)
+            }
             StepKind::Load(spec) => {
                 let outcome = {
                     let ctx = self.step_ctx(step, &r, cancel);
@@ -797,6 +805,7 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
     // gates right after it still run, so one run reports every gate that fails.
     let mut gate_failure: Option<String> = None;
     let mut more_failed_gates: Vec<String> = Vec::new();
+    let mut awaiting: Option<(String, String)> = None;
     'stages: for stage in &plan.stages {
         let applies = |s: &&stagegate_plan::Step| req.filter == StepFilter::All || s.kind.is_gate();
         let Some(first) = stage.steps.iter().find(applies) else {
@@ -844,6 +853,17 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
                     step.id
                 )),
                 None => {}
+            }
+            // An inconclusive watch nobody decided yet: the run ends here, the release runs.
+            if result.status.is_failure()
+                && !req.cancel.is_cancelled()
+                && result
+                    .details
+                    .watch()
+                    .is_some_and(|w| w.verdict == "inconclusive" && w.decision.is_none())
+            {
+                awaiting = Some((step.id.clone(), result.error.clone().unwrap_or_default()));
+                break 'stages;
             }
             if result.status.is_failure() {
                 if req.cancel.is_cancelled() {
@@ -896,114 +916,155 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
     }
 
     let interrupted = req.cancel.is_cancelled();
-    let (outcome, summary) = match failure {
-        None => {
-            let mut retired = Vec::new();
-            for name in runner.deployed.clone() {
-                if let Some(svc) = plan.service(&name) {
-                    retired.extend(runner.driver.retire(svc, &runner.events).await);
-                }
-            }
-            let live: Vec<String> = runner
-                .deployed
-                .iter()
-                .filter_map(|n| {
-                    runner
-                        .scope
-                        .services
-                        .get(n)
-                        .map(|s| format!("{n} {} at {}", s.release, s.url))
-                })
-                .collect();
-            let mut s = if req.filter == StepFilter::GatesOnly {
-                format!(
-                    "every gate passed for release {} in {}; nothing was changed",
-                    runner.scope.release.version, runner.scope.environment
-                )
+    let (outcome, summary) = if let Some((step_id, why)) = awaiting {
+        let after: Vec<String> = plan
+            .steps()
+            .skip_while(|(_, s)| s.id != step_id)
+            .skip(1)
+            .map(|(_, s)| format!("`{}`", s.id))
+            .collect();
+        let live: Vec<String> = runner
+            .deployed
+            .iter()
+            .filter_map(|n| {
+                runner
+                    .scope
+                    .services
+                    .get(n)
+                    .map(|s| format!("{n} {} at {}", s.release, s.url))
+            })
+            .collect();
+        let mut s = format!(
+            "step `{step_id}` is inconclusive: {}\nrelease {} keeps running in {}{}; nothing was rolled back.\ndecide: stagegate decide {} --pass --reason \"...\" (finishes the deployment) or --fail --reason \"...\" (rolls it back)",
+            runner.scrubber.scrub(&why),
+            runner.scope.release.version,
+            runner.scope.environment,
+            if live.is_empty() {
+                String::new()
             } else {
-                format!(
-                    "release {} is live in {}",
-                    runner.scope.release.version, runner.scope.environment
-                )
-            };
-            if !live.is_empty() {
-                s.push_str(&format!(": {}", live.join(", ")));
-            }
-            (Outcome::Succeeded, s)
+                format!(" ({})", live.join(", "))
+            },
+            req.deployment_id
+        );
+        if !after.is_empty() {
+            s.push_str(&format!(
+                "\nthe steps after it did not run and will not: {}; to run them after a decision, deploy with --wait-decision",
+                after.join(", ")
+            ));
         }
-        Some(reason) => {
-            let reason = runner.scrubber.scrub(&reason);
-            if on_failure == OnFailure::Stop && !interrupted {
-                let what = if undo_is_empty(&undo) {
-                    "nothing had changed".to_string()
-                } else {
-                    format!(
-                        "{} change(s) stay as they are (on_failure: stop); run `stagegate rollback {}` to undo the services",
-                        undo.len(),
-                        runner.scope.environment
-                    )
-                };
-                (Outcome::Failed, format!("{reason}\n{what}"))
-            } else if undo.is_empty() {
-                let o = if interrupted {
-                    Outcome::Interrupted
-                } else {
-                    Outcome::Failed
-                };
-                (
-                    o,
-                    format!("{reason}\nnothing had changed yet, so there was nothing to roll back"),
-                )
-            } else {
-                req.events.emit(Event::RollbackStarted {
-                    reason: reason.clone(),
-                    actions: undo.len(),
-                });
-                let (ok, mut not_rolled_back) = runner.rollback(undo, &req.abort).await;
-                not_rolled_back.extend(no_undo.clone());
-                req.events.emit(Event::RollbackFinished {
-                    ok,
-                    not_rolled_back: not_rolled_back
-                        .iter()
-                        .map(|s| runner.scrubber.scrub(s))
-                        .collect(),
-                });
-                let state: Vec<String> = runner
+        (Outcome::AwaitingDecision, s)
+    } else {
+        match failure {
+            None => {
+                let mut retired = Vec::new();
+                for name in runner.deployed.clone() {
+                    if let Some(svc) = plan.service(&name) {
+                        retired.extend(runner.driver.retire(svc, &runner.events).await);
+                    }
+                }
+                let live: Vec<String> = runner
                     .deployed
                     .iter()
-                    .map(|n| match runner.driver.current(n) {
-                        Some(r) => format!("{n} on {r}"),
-                        None => format!("{n} stopped"),
+                    .filter_map(|n| {
+                        runner
+                            .scope
+                            .services
+                            .get(n)
+                            .map(|s| format!("{n} {} at {}", s.release, s.url))
                     })
                     .collect();
-                let state = if state.is_empty() {
-                    String::new()
+                let mut s = if req.filter == StepFilter::GatesOnly {
+                    format!(
+                        "every gate passed for release {} in {}; nothing was changed",
+                        runner.scope.release.version, runner.scope.environment
+                    )
                 } else {
-                    format!(" ({})", state.join(", "))
+                    format!(
+                        "release {} is live in {}",
+                        runner.scope.release.version, runner.scope.environment
+                    )
                 };
-                if ok {
+                if !live.is_empty() {
+                    s.push_str(&format!(": {}", live.join(", ")));
+                }
+                (Outcome::Succeeded, s)
+            }
+            Some(reason) => {
+                let reason = runner.scrubber.scrub(&reason);
+                if on_failure == OnFailure::Stop && !interrupted {
+                    let what = if undo_is_empty(&undo) {
+                        "nothing had changed".to_string()
+                    } else {
+                        format!(
+                            "{} change(s) stay as they are (on_failure: stop); run `stagegate rollback {}` to undo the services",
+                            undo.len(),
+                            runner.scope.environment
+                        )
+                    };
+                    (Outcome::Failed, format!("{reason}\n{what}"))
+                } else if undo.is_empty() {
                     let o = if interrupted {
                         Outcome::Interrupted
                     } else {
-                        Outcome::RolledBack
+                        Outcome::Failed
                     };
                     (
                         o,
                         format!(
-                            "{reason}\nrolled back: {} is as it was before this deployment{state}",
-                            runner.scope.environment
+                            "{reason}\nnothing had changed yet, so there was nothing to roll back"
                         ),
                     )
                 } else {
-                    (
-                        Outcome::RollbackFailed,
-                        format!(
-                            "{reason}\nthe rollback failed as well; {} is in a mixed state{state}. Check `stagegate status {}` and fix by hand or run `stagegate rollback {}`",
-                            runner.scope.environment,
-                            runner.scope.environment,
-                            runner.scope.environment
-                        ),
-                    )
+                    req.events.emit(Event::RollbackStarted {
+                        reason: reason.clone(),
+                        actions: undo.len(),
+                    });
+                    let (ok, mut not_rolled_back) = runner.rollback(undo, &req.abort).await;
+                    not_rolled_back.extend(no_undo.clone());
+                    req.events.emit(Event::RollbackFinished {
+                        ok,
+                        not_rolled_back: not_rolled_back
+                            .iter()
+                            .map(|s| runner.scrubber.scrub(s))
+                            .collect(),
+                    });
+                    let state: Vec<String> = runner
+                        .deployed
+                        .iter()
+                        .map(|n| match runner.driver.current(n) {
+                            Some(r) => format!("{n} on {r}"),
+                            None => format!("{n} stopped"),
+                        })
+                        .collect();
+                    let state = if state.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", state.join(", "))
+                    };
+                    if ok {
+                        let o = if interrupted {
+                            Outcome::Interrupted
+                        } else {
+                            Outcome::RolledBack
+                        };
+                        (
+                            o,
+                            format!(
+                                "{reason}\nrolled back: {} is as it was before this deployment{state}",
+                                runner.scope.environment
+                            ),
+                        )
+                    } else {
+                        (
+                            Outcome::RollbackFailed,
+                            format!(
+                                "{reason}\nthe rollback failed as well; {} is in a mixed state{state}. Check `stagegate status {}` and fix by hand or run `stagegate rollback {}`",
+                                runner.scope.environment,
+                                runner.scope.environment,
+                                runner.scope.environment
+                            ),
+                        )
+                    }
                 }
             }
         }

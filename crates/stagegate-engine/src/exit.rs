@@ -14,5 +14,7 @@ pub const ROLLED_BACK: i32 = 4;
 pub const ROLLBACK_FAILED: i32 = 5;
 /// Another run holds the environment's lock (or a dead run left it).
 pub const LOCKED: i32 = 6;
+/// A `watch` step was inconclusive: the new release runs and waits for `stagegate decide`.
+pub const AWAITING_DECISION: i32 = 7;
 /// Interrupted by Ctrl-C or SIGTERM; what had begun was rolled back.
 pub const INTERRUPTED: i32 = 130;

@@ -22,8 +22,10 @@ pub mod local;
 pub mod poll;
 pub mod process;
 pub mod session;
+pub mod stats;
 pub mod step;
 pub mod supervisor;
+pub mod watch;
 
 pub use details::{
     CaptureNote, CheckDetails, LoadDetails, NoDetails, ObservedSummary, RepeatTotals,

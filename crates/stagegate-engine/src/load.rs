@@ -484,6 +484,7 @@ struct Reads {
 /// a whole when the step is recorded.
 fn observation(r: &ResponseView<'_>, reads: Reads) -> Observation {
     Observation {
+        series: Vec::new(),
         status: Some(r.status),
         headers: if reads.headers {
             joined_headers(r.headers)

@@ -31,6 +31,8 @@ pub struct RunInputs {
     /// The report of each load step's last passing run in this environment (by step id), for
     /// thresholds such as `p95 <= +10% vs last_pass`. Read from the state store by the caller.
     pub baselines: BTreeMap<String, serde_json::Value>,
+    /// Where an inconclusive `watch` gets its decision, and whether it waits for one.
+    pub decisions: crate::watch::Decisions,
 }
 
 /// Which steps a run executes.

@@ -14,7 +14,17 @@ use crate::model::{Plan, StepKind};
 use crate::yaml::Cx;
 
 /// Action keys of the kinds defined outside `run` and `deploy`.
-pub const ACTIONS: &[&str] = &["gate", "http", "command", "tcp", "log", "file", "load"];
+pub const ACTIONS: &[&str] = &[
+    "gate",
+    "http",
+    "command",
+    "tcp",
+    "log",
+    "file",
+    "prometheus",
+    "load",
+    "watch",
+];
 
 /// Reads a step whose action is `action` (one of [`ACTIONS`]).
 pub(crate) fn read(
@@ -27,6 +37,7 @@ pub(crate) fn read(
     match action {
         "gate" => crate::gate::read(cx, m, what, common),
         "load" => crate::load::read(cx, m, what, common),
+        "watch" => crate::watch::read(cx, m, what, common),
         // Checks (crate::check): `http`, `command`, `tcp`, `log`, `file`.
         _ => {
             debug_assert!(crate::check::CHECK_ACTIONS.contains(&action), "{action}");

@@ -27,6 +27,7 @@ pub mod scope;
 pub mod secret;
 pub mod shell;
 pub mod template;
+pub mod watch;
 pub mod yaml;
 
 pub use build::{load_file, load_str};

@@ -203,6 +203,8 @@ pub enum StepKind {
     Check(Box<crate::check::CheckSpec>),
     /// A load test with SLO thresholds (`load:`).
     Load(Box<crate::load::LoadSpec>),
+    /// A bake window: measurements sampled at an interval and judged (`watch:`).
+    Watch(Box<crate::watch::WatchSpec>),
 }
 
 impl StepKind {
@@ -214,6 +216,7 @@ impl StepKind {
             StepKind::Gate(_) => "gate",
             StepKind::Check(c) => c.kind(),
             StepKind::Load(_) => "load",
+            StepKind::Watch(_) => "watch",
         }
     }
 
@@ -225,6 +228,7 @@ impl StepKind {
             StepKind::Gate(g) => g.templates(),
             StepKind::Check(c) => c.templates(),
             StepKind::Load(l) => l.templates(),
+            StepKind::Watch(w) => w.templates(),
         }
     }
 
@@ -242,6 +246,7 @@ impl StepKind {
             StepKind::Gate(g) => g.default_name(),
             StepKind::Check(c) => c.default_name(),
             StepKind::Load(l) => l.default_name(),
+            StepKind::Watch(w) => w.default_name(),
         }
     }
 
@@ -256,6 +261,7 @@ impl StepKind {
             StepKind::Gate(g) => g.describe(render),
             StepKind::Check(c) => c.describe(render),
             StepKind::Load(l) => l.describe(render),
+            StepKind::Watch(w) => w.describe(render),
         }
     }
 }

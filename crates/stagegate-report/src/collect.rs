@@ -162,6 +162,8 @@ impl RunSummary {
                 rollback.not_rolled_back.clone_from(not_rolled_back);
             }
             Event::Warning { message } => self.warnings.push(message.clone()),
+            // Each watch step's tally is in its details; samples are in the event journal.
+            Event::Measurement { .. } | Event::DecisionPending { .. } | Event::Decided { .. } => {}
             Event::RunFinished {
                 outcome,
                 exit_code,

@@ -40,6 +40,7 @@ fn render(s: &RunSummary) -> String {
         Some(Outcome::RolledBack) => ("❌", "failed and was rolled back"),
         Some(Outcome::RollbackFailed) => ("❌", "failed and the rollback failed"),
         Some(Outcome::Interrupted) => ("❌", "was interrupted"),
+        Some(Outcome::AwaitingDecision) => ("⏸️", "awaits a decision"),
         None => ("⏳", "did not finish"),
     };
     let what = if s.kind == "rollback" {

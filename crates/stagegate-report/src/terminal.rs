@@ -267,6 +267,60 @@ impl TerminalReporter {
                     }
                 }
             }
+            Event::Measurement {
+                step,
+                name,
+                round,
+                state,
+                detail,
+                ..
+            } => {
+                use stagegate_engine::watch::SampleState;
+                // Failures and source errors as they happen; the rest is in the live line.
+                if matches!(state, SampleState::Fail | SampleState::Error) {
+                    let line = format!(
+                        "  {}{}{} {}: round {round}, `{name}` {}: {}",
+                        self.c(YELLOW),
+                        state.as_str(),
+                        self.r(),
+                        step.name,
+                        state.as_str(),
+                        self.clean(detail).trim_end()
+                    );
+                    self.line(&line);
+                    self.draw_live();
+                }
+            }
+            Event::DecisionPending {
+                deployment_id,
+                step,
+                reason,
+            } => {
+                let line = format!(
+                    "{}awaiting decision:{} {}: {}\n  decide with: stagegate decide {deployment_id} --pass|--fail --reason \"...\"",
+                    self.c(BOLD_YELLOW),
+                    self.r(),
+                    step.name,
+                    self.clean(reason).trim_end()
+                );
+                self.line(&line);
+                self.draw_live();
+            }
+            Event::Decided {
+                step,
+                pass,
+                actor,
+                reason,
+            } => {
+                let line = format!(
+                    "  {actor} decided `{}` {}: {}",
+                    step.name,
+                    if *pass { "passed" } else { "failed" },
+                    self.clean(reason).trim_end()
+                );
+                self.line(&line);
+                self.draw_live();
+            }
             Event::Warning { message } => {
                 let line = format!(
                     "{}warning:{} {}",
@@ -291,6 +345,7 @@ impl TerminalReporter {
                     Outcome::RolledBack => (BOLD_YELLOW, "ROLLED BACK"),
                     Outcome::RollbackFailed => (RED, "ROLLBACK FAILED"),
                     Outcome::Interrupted => (BOLD_YELLOW, "INTERRUPTED"),
+                    Outcome::AwaitingDecision => (BOLD_YELLOW, "AWAITING DECISION"),
                 };
                 let summary = self.clean(summary);
                 let summary = summary.trim();

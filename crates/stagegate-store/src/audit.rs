@@ -30,6 +30,8 @@ pub enum AuditKind {
     DeploymentFinished,
     StepFinished,
     LockBroken,
+    /// A person's decision on an inconclusive watch step.
+    Decision,
 }
 
 impl AuditKind {
@@ -40,6 +42,7 @@ impl AuditKind {
             AuditKind::DeploymentFinished => "deployment_finished",
             AuditKind::StepFinished => "step_finished",
             AuditKind::LockBroken => "lock_broken",
+            AuditKind::Decision => "decision",
         }
     }
 
@@ -50,6 +53,7 @@ impl AuditKind {
             AuditKind::DeploymentFinished,
             AuditKind::StepFinished,
             AuditKind::LockBroken,
+            AuditKind::Decision,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

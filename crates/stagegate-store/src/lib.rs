@@ -70,6 +70,17 @@ pub const OUTCOME_RUNNING: Outcome = Outcome::Running;
 pub const OUTCOME_ABANDONED: Outcome = Outcome::Abandoned;
 
 /// Current time as unix milliseconds, the unit of every timestamp in the store.
+/// A person's decision on an inconclusive `watch` step.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DecisionRecord {
+    pub deployment_id: i64,
+    pub step_id: String,
+    pub pass: bool,
+    pub actor: String,
+    pub reason: String,
+    pub decided_at: i64,
+}
+
 pub fn now_millis() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
@@ -442,6 +453,21 @@ impl Store {
     }
 
     /// The audit log, oldest record first.
+    /// Records a decision on an inconclusive watch step, in the audit log too. Returns
+    /// false, changing nothing, when that step was already decided.
+    pub async fn record_decision(&self, d: &DecisionRecord) -> Result<bool, StoreError> {
+        self.backend.record_decision(d).await
+    }
+
+    /// The decision on `step_id` of deployment `deployment_id` (any step when `None`).
+    pub async fn decision(
+        &self,
+        deployment_id: i64,
+        step_id: Option<&str>,
+    ) -> Result<Option<DecisionRecord>, StoreError> {
+        self.backend.decision(deployment_id, step_id).await
+    }
+
     pub async fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError> {
         self.backend.audit_log().await
     }

@@ -19,8 +19,8 @@ use sqlx::{Connection, Row, Sqlite};
 
 use crate::audit::{self, AuditKind, AuditRecord, LockBreak};
 use crate::{
-    Deployment, EventRecord, LockAttempt, LockInfo, NewDeployment, OUTCOME_ABANDONED,
-    OUTCOME_RUNNING, Outcome, StepRun, StepState, StoreError,
+    DecisionRecord, Deployment, EventRecord, LockAttempt, LockInfo, NewDeployment,
+    OUTCOME_ABANDONED, OUTCOME_RUNNING, Outcome, StepRun, StepState, StoreError,
 };
 
 /// Embedded schema migrations as `(version, description, sql)`, in order.
@@ -50,6 +50,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "audit log",
         include_str!("../migrations/sqlite/0004_audit_log.sql"),
+    ),
+    (
+        5,
+        "decisions",
+        include_str!("../migrations/sqlite/0005_decisions.sql"),
     ),
 ];
 
@@ -651,6 +656,72 @@ impl SqliteStore {
         }
         commit!(tx, conn, "breaking the environment lock")?;
         Ok(lock)
+    }
+
+    pub(crate) async fn record_decision(&self, d: &DecisionRecord) -> Result<bool, StoreError> {
+        let mut conn = self.acquire("recording a decision").await?;
+        let mut tx = begin_write(&mut conn, "recording a decision").await?;
+        let done = sqlx::query(
+            "INSERT INTO decisions (deployment_id, step_id, pass, actor, reason, decided_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (deployment_id, step_id) DO NOTHING",
+        )
+        .bind(d.deployment_id)
+        .bind(&d.step_id)
+        .bind(d.pass)
+        .bind(&d.actor)
+        .bind(&d.reason)
+        .bind(d.decided_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query("recording a decision"))?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let data = serde_json::json!({
+            "deployment_id": d.deployment_id,
+            "step_id": d.step_id,
+            "pass": d.pass,
+            "actor": d.actor,
+            "reason": d.reason,
+        });
+        append_audit(
+            &mut tx,
+            AuditKind::Decision,
+            Some(d.deployment_id),
+            &data,
+            d.decided_at,
+        )
+        .await?;
+        commit!(tx, conn, "recording a decision")?;
+        Ok(true)
+    }
+
+    pub(crate) async fn decision(
+        &self,
+        deployment_id: i64,
+        step_id: Option<&str>,
+    ) -> Result<Option<DecisionRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT deployment_id, step_id, pass, actor, reason, decided_at FROM decisions \
+             WHERE deployment_id = ? AND (? IS NULL OR step_id = ?) ORDER BY decided_at LIMIT 1",
+        )
+        .bind(deployment_id)
+        .bind(step_id)
+        .bind(step_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query("reading a decision"))?;
+        row.map(|r| {
+            Ok(DecisionRecord {
+                deployment_id: get(&r, "deployment_id")?,
+                step_id: get(&r, "step_id")?,
+                pass: get(&r, "pass")?,
+                actor: get(&r, "actor")?,
+                reason: get(&r, "reason")?,
+                decided_at: get(&r, "decided_at")?,
+            })
+        })
+        .transpose()
     }
 
     /// A connection of its own for a write transaction (see [`commit!`]).

@@ -71,6 +71,8 @@ word_enum!(
         RolledBack = "rolled_back",
         RollbackFailed = "rollback_failed",
         Interrupted = "interrupted",
+        /// A `watch` step was inconclusive; `stagegate decide` settles it.
+        AwaitingDecision = "awaiting_decision",
         /// Its process died before it finished; closed by the next run or `unlock`.
         Abandoned = "abandoned",
     }

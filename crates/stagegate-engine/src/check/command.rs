@@ -84,6 +84,7 @@ impl Prepared {
             return Err(Observed::Failed(e));
         }
         Ok(Observation {
+            series: Vec::new(),
             exit_code,
             exit_note,
             body: Some(stdout.finish().await.map_err(Observed::Failed)?),

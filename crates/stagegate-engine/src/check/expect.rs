@@ -5,6 +5,7 @@
 //! can run in many tasks at once (`repeat`). Every assertion is evaluated, passing or not,
 //! and yields an [`AssertionResult`] with the expected and the actual value.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,28 @@ pub struct Observation {
     pub lines: Vec<String>,
     /// Secret values to mask in every value shown, before it is shortened.
     pub mask: Arc<Scrubber>,
+    /// The series a Prometheus query returned.
+    pub series: Vec<Series>,
+}
+
+/// One series of a Prometheus result: its labels and its points (one for an instant query).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Series {
+    pub labels: BTreeMap<String, String>,
+    /// `(unix seconds, value)`; NaN where Prometheus answered `NaN`.
+    pub points: Vec<(f64, f64)>,
+}
+
+impl Series {
+    /// `{status="5xx",instance="127.0.0.1:8080"}`, or `{}`.
+    pub fn label_text(&self) -> String {
+        let inner: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect();
+        format!("{{{}}}", inner.join(","))
+    }
 }
 
 impl Observation {
@@ -107,6 +130,12 @@ pub enum Target {
     ExitCode,
     Stderr,
     Open,
+    /// Every value of every series.
+    PromValue,
+    /// The number of series.
+    PromSeries,
+    /// A label of every series.
+    PromLabel(String),
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +266,9 @@ impl Expectation {
                     Subject::ExitCode => Target::ExitCode,
                     Subject::Stderr => Target::Stderr,
                     Subject::Open => Target::Open,
+                    Subject::Value => Target::PromValue,
+                    Subject::Series => Target::PromSeries,
+                    Subject::Label(l) => Target::PromLabel(l.clone()),
                 };
                 let mut expected = describe_matcher(matcher, &shown);
                 if *implicit {
@@ -369,6 +401,15 @@ impl Expectation {
                 numeric,
                 sha,
             } => {
+                if matches!(target, Target::PromValue | Target::PromLabel(_)) {
+                    let (passed, actual) = every_series(target, rule, obs);
+                    return AssertionResult {
+                        name: name.clone(),
+                        expected: expected.clone(),
+                        actual,
+                        passed,
+                    };
+                }
                 let actual = actual(target, obs, body_word);
                 let (passed, shown) = apply(rule, &actual, *numeric, *sha, &obs.mask);
                 AssertionResult {
@@ -489,6 +530,100 @@ fn actual<'a>(target: &Target, obs: &'a Observation, body_word: &str) -> Actual<
             Some(b) => Actual::Bool(b),
             None => Actual::Missing("not tried".into()),
         },
+        Target::PromSeries => {
+            let n = obs.series.len();
+            Actual::Num(n as f64, n.to_string())
+        }
+        // Evaluated series by series in `every_series`.
+        Target::PromValue | Target::PromLabel(_) => Actual::Missing("no series".into()),
+    }
+}
+
+/// A number as Prometheus results show it: up to 6 significant decimals.
+pub fn fmt_value(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v == v.trunc() && v.abs() < 1e15 {
+        return format!("{v:.0}");
+    }
+    let s = format!("{v:.6}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// A value or label condition on a Prometheus result holds when it holds for every point
+/// of every series; an empty result or a NaN point is no data, never a pass.
+fn every_series(target: &Target, rule: &Rule, obs: &Observation) -> (bool, String) {
+    if obs.series.is_empty() {
+        return (false, "no data: the query returned no series".into());
+    }
+    let mut bad = 0usize;
+    let mut first_bad: Option<String> = None;
+    let mut checked = 0usize;
+    for s in &obs.series {
+        let mut series_bad = None;
+        match target {
+            Target::PromLabel(l) => {
+                let actual = match s.labels.get(l) {
+                    Some(v) => Actual::Text(v.clone()),
+                    None => Actual::Missing(format!("no label `{l}`")),
+                };
+                let (ok, shown) = apply(rule, &actual, false, false, &obs.mask);
+                checked += 1;
+                if !ok {
+                    series_bad = Some(shown);
+                }
+            }
+            _ => {
+                for &(_, v) in &s.points {
+                    checked += 1;
+                    if v.is_nan() {
+                        series_bad = Some("NaN (no data)".into());
+                        break;
+                    }
+                    let (ok, shown) =
+                        apply(rule, &Actual::Num(v, fmt_value(v)), true, false, &obs.mask);
+                    if !ok {
+                        series_bad = Some(shown);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(shown) = series_bad {
+            bad += 1;
+            if first_bad.is_none() {
+                first_bad = Some(format!("{shown} for {}", s.label_text()));
+            }
+        }
+    }
+    let n = obs.series.len();
+    match first_bad {
+        Some(f) => (
+            false,
+            format!(
+                "{f} ({bad} of {n} series fail{})",
+                if bad == 1 { "s" } else { "" }
+            ),
+        ),
+        None => {
+            let shown = match (target, obs.series.as_slice()) {
+                (Target::PromValue, [one]) if one.points.len() == 1 => fmt_value(one.points[0].1),
+                (Target::PromValue, _) => {
+                    let max = obs
+                        .series
+                        .iter()
+                        .flat_map(|s| s.points.iter().map(|p| p.1))
+                        .fold(f64::NEG_INFINITY, f64::max);
+                    format!(
+                        "{checked} values in {n} series, the largest {}",
+                        fmt_value(max)
+                    )
+                }
+                _ => format!("{n} series"),
+            };
+            (true, shown)
+        }
     }
 }
 
@@ -911,6 +1046,7 @@ mod tests {
 
     fn obs_json(body: &str) -> Observation {
         Observation {
+            series: Vec::new(),
             status: Some(200),
             headers: vec![("content-type".into(), "application/json".into())],
             body: Some(Body::from_bytes(body.as_bytes().to_vec(), true)),

@@ -58,6 +58,7 @@ impl Prepared {
             }
         }
         Ok(Observation {
+            series: Vec::new(),
             body: Some(sink.finish().await?),
             duration: started.elapsed(),
             ..Default::default()

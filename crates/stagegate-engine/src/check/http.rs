@@ -56,7 +56,11 @@ enum Sendable {
 
 /// Clients are shared by checks with the same TLS and redirect settings, so connections
 /// are reused across steps.
-fn client(insecure: bool, ca: Option<&Path>, follow: bool) -> Result<reqwest::Client, String> {
+pub(crate) fn client(
+    insecure: bool,
+    ca: Option<&Path>,
+    follow: bool,
+) -> Result<reqwest::Client, String> {
     type Key = (bool, Option<PathBuf>, bool);
     static CLIENTS: OnceLock<Mutex<HashMap<Key, reqwest::Client>>> = OnceLock::new();
     let key = (insecure, ca.map(Path::to_path_buf), follow);

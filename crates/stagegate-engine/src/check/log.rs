@@ -196,6 +196,7 @@ impl Prepared {
             }
         }
         Ok(Observation {
+            series: Vec::new(),
             lines: window.lines(),
             duration: started.elapsed(),
             ..Default::default()

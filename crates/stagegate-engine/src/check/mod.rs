@@ -18,6 +18,7 @@ mod file;
 pub(crate) mod http;
 mod log;
 mod payload;
+pub(crate) mod prom;
 mod tcp;
 
 use std::collections::BTreeMap;
@@ -396,6 +397,23 @@ fn observed_lines(o: &Observation, kind: &str) -> Vec<String> {
             http::fmt_duration(o.duration)
         )),
         "log" => lines.push(format!("scanned {} lines", o.lines.len())),
+        "prometheus" => {
+            lines.push(format!(
+                "{} series in {}",
+                o.series.len(),
+                http::fmt_duration(o.duration)
+            ));
+            for s in o.series.iter().take(10) {
+                let values: Vec<String> = s
+                    .points
+                    .iter()
+                    .rev()
+                    .take(5)
+                    .map(|p| expect::fmt_value(p.1))
+                    .collect();
+                lines.push(format!("  {} {}", s.label_text(), values.join(" ")));
+            }
+        }
         "file" => {
             if let Some(b) = &o.body {
                 lines.push(format!("read {}", human_bytes(b.len)));
@@ -503,6 +521,7 @@ enum Observer {
     Tcp(String),
     Log(log::Prepared),
     File(file::Prepared),
+    Prometheus(prom::Prepared),
 }
 
 impl Observer {
@@ -532,6 +551,9 @@ impl Observer {
             ),
             CheckTarget::Log(l) => Observer::Log(log::Prepared::new(ctx, l)?),
             CheckTarget::File(files) => Observer::File(file::Prepared::new(ctx, files, needs)?),
+            CheckTarget::Prometheus(q) => {
+                Observer::Prometheus(prom::Prepared::new(q, ctx.scope, ctx.step.timeout)?)
+            }
         })
     }
 
@@ -551,6 +573,7 @@ impl Observer {
             Observer::Tcp(a) => format!("tcp {a}"),
             Observer::Log(l) => l.target(),
             Observer::File(f) => f.target(),
+            Observer::Prometheus(p) => p.target(),
         }
     }
 
@@ -572,6 +595,7 @@ impl Observer {
             Observer::File(f) => {
                 within(deadline, async { f.read().await.map_err(Observed::Failed) }).await
             }
+            Observer::Prometheus(p) => within(deadline, p.observe()).await,
         }
     }
 }
@@ -710,4 +734,80 @@ async fn run_repeat(
     }
     out.details = StepDetails::Check(Box::new(details));
     out
+}
+
+/// A check prepared once and observed many times: a measurement of a `watch` step.
+pub(crate) struct Probe {
+    observer: Observer,
+    expect: Vec<Expectation>,
+    /// What it looks at, in words (`GET http://…/health`, `prometheus Q at URL`).
+    pub target: String,
+}
+
+/// What one observation of a [`Probe`] found.
+pub(crate) struct ProbeSample {
+    /// The check could not observe at all.
+    pub error: Option<String>,
+    pub results: Vec<AssertionResult>,
+    pub obs: Option<Observation>,
+}
+
+impl ProbeSample {
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.results.iter().all(|r| r.passed)
+    }
+
+    /// The failed assertions (or the error), in one line.
+    pub fn problem(&self) -> String {
+        if let Some(e) = &self.error {
+            return e.clone();
+        }
+        self.results
+            .iter()
+            .filter(|r| !r.passed)
+            .map(|r| r.line())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl Probe {
+    pub fn new(spec: &CheckSpec, ctx: &StepCtx<'_>) -> Result<Self, String> {
+        let kind = spec.kind();
+        let expect = spec
+            .expect
+            .iter()
+            .map(|a| Expectation::render(a, ctx.scope, kind))
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_body = match &spec.target {
+            CheckTarget::Http(h) => h.max_body,
+            _ => stagegate_plan::check::DEFAULT_MAX_BODY,
+        };
+        let (needs, hash_sent) = needs(spec, max_body);
+        let observer = Observer::new(spec, ctx, needs, hash_sent)?;
+        let target = observer.target();
+        Ok(Probe {
+            observer,
+            expect,
+            target,
+        })
+    }
+
+    /// The PromQL as sent, for a `prometheus` probe.
+    pub fn query(&self) -> Option<&str> {
+        match &self.observer {
+            Observer::Prometheus(p) => Some(&p.query),
+            _ => None,
+        }
+    }
+
+    /// Observes once, by `deadline`, and evaluates the expectations.
+    pub async fn sample(&self, ctx: &StepCtx<'_>, deadline: Instant) -> ProbeSample {
+        let t = attempt(&self.observer, ctx, &self.expect, &[], &[], Some(deadline)).await;
+        ProbeSample {
+            error: t.error,
+            results: t.results,
+            obs: t.obs,
+        }
+    }
 }

@@ -25,6 +25,7 @@ pub async fn connect(addr: &str, deadline: Option<Instant>) -> Result<Observatio
         Ok(Ok(_))
     );
     Ok(Observation {
+        series: Vec::new(),
         open: Some(open),
         duration: started.elapsed(),
         ..Default::default()

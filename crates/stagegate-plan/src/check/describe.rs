@@ -74,6 +74,19 @@ impl CheckSpec {
                 LogFrom::File(t) | LogFrom::Command(t) => out.push(t),
             },
             CheckTarget::File(files) => out.extend(files.iter()),
+            CheckTarget::Prometheus(p) => {
+                out.push(&p.url);
+                out.push(&p.query);
+                out.extend(p.headers.iter().map(|(_, t)| t));
+                match &p.auth {
+                    Some(Auth::Bearer(t)) => out.push(t),
+                    Some(Auth::Basic { user, password }) => {
+                        out.push(user);
+                        out.push(password);
+                    }
+                    None => {}
+                }
+            }
         }
         for a in self.expect.iter().chain(&self.until) {
             match a {
@@ -121,6 +134,7 @@ impl CheckSpec {
                 LogFrom::File(t) => format!("log {}", template_text(&t.value)),
                 LogFrom::Command(t) => format!("log of `{}`", template_text(&t.value)),
             }),
+            CheckTarget::Prometheus(p) => short(format!("prometheus {}", p.query_text)),
             CheckTarget::File(files) => short(format!(
                 "file {}",
                 files
@@ -192,6 +206,21 @@ impl CheckSpec {
                 }
             }
             CheckTarget::Tcp(t) => lines.push(format!("connect to {}", render(&t.value))),
+            CheckTarget::Prometheus(p) => {
+                let mut l = format!(
+                    "query {} at {}",
+                    render(&p.query.value),
+                    render(&p.url.value)
+                );
+                if let Some(r) = p.range {
+                    l.push_str(&format!(
+                        " over the last {}, every {}",
+                        crate::yaml::fmt_duration(r),
+                        crate::yaml::fmt_duration(p.step_or_default())
+                    ));
+                }
+                lines.push(l);
+            }
             CheckTarget::Log(l) => {
                 let from = match &l.from {
                     LogFrom::File(t) => format!("file {}", render(&t.value)),

@@ -1,4 +1,4 @@
-//! Check steps: `http`, `command`, `tcp`, `log` and `file`, with their assertions (`expect`),
+//! Check steps: `http`, `command`, `tcp`, `log`, `file` and `prometheus`, with their assertions (`expect`),
 //! polling (`retry`, `until`), repetition (`repeat`, `concurrency`) and captures.
 //!
 //! Every check kind shares one vocabulary: an [`Assertion`] pairs a [`Subject`] (the status,
@@ -27,7 +27,7 @@ pub(crate) use read::read;
 pub use read::regex_error;
 
 /// The action keys of check steps.
-pub const CHECK_ACTIONS: &[&str] = &["http", "command", "tcp", "log", "file"];
+pub const CHECK_ACTIONS: &[&str] = &["http", "command", "tcp", "log", "file", "prometheus"];
 
 /// How much of a body is kept in memory for text assertions, by default.
 pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
@@ -47,7 +47,7 @@ pub struct CheckSpec {
 }
 
 impl CheckSpec {
-    /// `http`, `command`, `tcp`, `log` or `file`.
+    /// `http`, `command`, `tcp`, `log`, `file` or `prometheus`.
     pub fn kind(&self) -> &'static str {
         match &self.target {
             CheckTarget::Http(_) => "http",
@@ -55,6 +55,7 @@ impl CheckSpec {
             CheckTarget::Tcp(_) => "tcp",
             CheckTarget::Log(_) => "log",
             CheckTarget::File(_) => "file",
+            CheckTarget::Prometheus(_) => "prometheus",
         }
     }
 }
@@ -69,6 +70,37 @@ pub enum CheckTarget {
     Log(LogSource),
     /// Files read in order as one stream (downloads joined for a hash check).
     File(Vec<Spanned<Template>>),
+    /// A PromQL query against a Prometheus server's HTTP API.
+    Prometheus(Box<PromQuery>),
+}
+
+/// A query against the Prometheus HTTP API: `/api/v1/query` (instant) or
+/// `/api/v1/query_range` (over the last `range`, every `step`).
+#[derive(Debug, Clone)]
+pub struct PromQuery {
+    /// The server's base URL (`http://127.0.0.1:9090`).
+    pub url: Spanned<Template>,
+    pub query: Spanned<Template>,
+    /// The query as written, for names and previews.
+    pub query_text: String,
+    /// A range query over the last `range` (instant when unset).
+    pub range: Option<Duration>,
+    /// The resolution of a range query; `range / 60`, at least 1s, when unset.
+    pub step: Option<Duration>,
+    pub headers: Vec<(String, Spanned<Template>)>,
+    pub auth: Option<Auth>,
+    /// Per query; 10s when unset.
+    pub timeout: Option<Duration>,
+}
+
+impl PromQuery {
+    /// The resolution of a range query.
+    pub fn step_or_default(&self) -> Duration {
+        self.step.unwrap_or_else(|| {
+            let r = self.range.unwrap_or_default() / 60;
+            r.max(Duration::from_secs(1))
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -219,6 +251,12 @@ pub enum Subject {
     Stderr,
     /// Whether the TCP port accepted the connection.
     Open,
+    /// Every value of every series a Prometheus query returned.
+    Value,
+    /// The number of series a Prometheus query returned.
+    Series,
+    /// A label of every series a Prometheus query returned.
+    Label(String),
 }
 
 impl Subject {
@@ -237,6 +275,9 @@ impl Subject {
             Subject::ExitCode => "exit_code".into(),
             Subject::Stderr => "stderr".into(),
             Subject::Open => "open".into(),
+            Subject::Value => "value".into(),
+            Subject::Series => "series".into(),
+            Subject::Label(l) => format!("label {l}"),
         }
     }
 
@@ -254,7 +295,12 @@ impl Subject {
     pub fn is_numeric(&self) -> bool {
         matches!(
             self,
-            Subject::Status | Subject::ExitCode | Subject::BodyLen | Subject::Duration
+            Subject::Status
+                | Subject::ExitCode
+                | Subject::BodyLen
+                | Subject::Duration
+                | Subject::Value
+                | Subject::Series
         )
     }
 }

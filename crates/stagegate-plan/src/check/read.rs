@@ -31,6 +31,9 @@ const HTTP_KEYS: &[&str] = &[
     "save",
     "max_body",
 ];
+const PROM_KEYS: &[&str] = &[
+    "url", "query", "range", "step", "headers", "auth", "timeout",
+];
 const LOG_KEYS: &[&str] = &["file", "command", "tail", "follow"];
 const MATCHER_KEYS: &[&str] = &[
     "equals", "one_of", "contains", "matches", "exists", "count", "length", "not", "<", "<=", ">",
@@ -65,6 +68,9 @@ pub(crate) fn read(
             .map(CheckTarget::Tcp),
         "log" => read_log(cx, node, what).map(CheckTarget::Log),
         "file" => read_files(cx, node, what).map(CheckTarget::File),
+        "prometheus" => {
+            read_prometheus(cx, node, what).map(|p| CheckTarget::Prometheus(Box::new(p)))
+        }
         _ => None,
     };
 
@@ -176,6 +182,10 @@ fn add_implicit(cx: &mut Cx, kind: &str, m: &MarkedMappingNode, expect: &mut Vec
         }
         "tcp" if !has(expect, &|s| matches!(s, Subject::Open)) => {
             (Subject::Open, Matcher::Equals(lit("true")))
+        }
+        // No series is no data: never a silent pass.
+        "prometheus" if !has(expect, &|s| matches!(s, Subject::Series)) => {
+            (Subject::Series, Matcher::Compare(CmpOp::Ge, lit("1")))
         }
         _ => return,
     };
@@ -301,6 +311,82 @@ fn read_http(cx: &mut Cx, n: &Node, what: &str) -> Option<HttpRequest> {
         ca,
         save: template_field(cx, m, "save", &hwhat),
         max_body,
+    })
+}
+
+/// `prometheus: QUERY` (the server from `url` is then required) or
+/// `prometheus: { url, query, range, step, headers, auth, timeout }`.
+fn read_prometheus(cx: &mut Cx, n: &Node, what: &str) -> Option<PromQuery> {
+    let pwhat = format!("`prometheus` in {what}");
+    let m = cx.mapping(n, &pwhat)?;
+    cx.keys(m, &pwhat, PROM_KEYS);
+    let url = template_field(cx, m, "url", &pwhat);
+    if m.get_node("url").is_none() {
+        cx.error_help(
+            format!("{pwhat} has no `url`"),
+            cx.span(n),
+            "add the server's address, e.g. `url: \"${{ vars.prometheus }}\"` or `url: http://127.0.0.1:9090`",
+        );
+    }
+    let query_raw = cx.string(m, "query", &pwhat);
+    if query_raw.is_none() && m.get_node("query").is_none() {
+        cx.error_help(
+            format!("{pwhat} has no `query`"),
+            cx.span(n),
+            "add a PromQL query, e.g. `query: sum(rate(http_requests_total{status=\"5xx\"}[1m]))`",
+        );
+    }
+    let query_text = query_raw
+        .as_ref()
+        .map(|q| q.value.clone())
+        .unwrap_or_default();
+    if let Some(q) = &query_raw
+        && q.value.trim().is_empty()
+    {
+        cx.error_help(
+            format!("{pwhat} has an empty `query`"),
+            q.span.clone(),
+            "write a PromQL query",
+        );
+    }
+    let query = query_raw.and_then(|q| template(cx, q));
+    let range = cx.duration(m, "range", &pwhat).map(|d| d.value);
+    let step = cx.duration(m, "step", &pwhat);
+    if let Some(s) = &step {
+        if range.is_none() {
+            cx.error_help(
+                format!("{pwhat} has `step` but no `range`"),
+                s.span.clone(),
+                "`step` is the resolution of a range query: add `range: 5m`, or remove `step`",
+            );
+        } else if s.value.is_zero() {
+            cx.error(
+                format!("`step` in {pwhat} must be more than 0"),
+                s.span.clone(),
+            );
+        }
+    }
+    if let (Some(r), Some(s)) = (range, &step)
+        && !s.value.is_zero()
+        && r.as_secs_f64() / s.value.as_secs_f64() > 11_000.0
+    {
+        cx.error_help(
+            format!("{pwhat} asks for more than 11,000 points per series"),
+            s.span.clone(),
+            "Prometheus refuses such range queries: raise `step` or shorten `range`",
+        );
+    }
+    let headers = ordered_templates(cx, m, "headers", &pwhat);
+    let auth = m.get_node("auth").and_then(|a| read_auth(cx, a, &pwhat));
+    Some(PromQuery {
+        url: url?,
+        query: query?,
+        query_text,
+        range,
+        step: step.map(|s| s.value),
+        headers,
+        auth,
+        timeout: cx.duration(m, "timeout", &pwhat).map(|d| d.value),
     })
 }
 
@@ -665,6 +751,7 @@ fn expect_keys(kind: &str) -> &'static [&'static str] {
         "tcp" => &["open", "duration"],
         "log" => &["absent", "present"],
         "file" => &["size", "sha256", "body", "json"],
+        "prometheus" => &["value", "series", "labels"],
         _ => &[],
     }
 }
@@ -672,6 +759,19 @@ fn expect_keys(kind: &str) -> &'static [&'static str] {
 fn read_expect(cx: &mut Cx, n: &Node, kind: &str, key: &str) -> Vec<Assertion> {
     let what = format!("`{key}` of a {kind} check");
     let mut out = Vec::new();
+    // `expect: "< 0.01"`: a condition on every value a query returned.
+    if kind == "prometheus" && matches!(n, Node::Scalar(_)) {
+        let span = cx.span(n);
+        for matcher in read_matcher(cx, n, &Subject::Value, &what) {
+            out.push(Assertion::Value {
+                span: span.clone(),
+                subject: Subject::Value,
+                matcher,
+                implicit: false,
+            });
+        }
+        return out;
+    }
     let Some(m) = cx.mapping(n, &what) else {
         return out;
     };
@@ -698,6 +798,27 @@ fn read_expect(cx: &mut Cx, n: &Node, kind: &str, key: &str) -> Vec<Assertion> {
             "exit_code" => push(cx, Subject::ExitCode, v),
             "stderr" => push(cx, Subject::Stderr, v),
             "open" => push(cx, Subject::Open, v),
+            "value" => push(cx, Subject::Value, v),
+            "series" => push(cx, Subject::Series, v),
+            "labels" => {
+                let Some(lm) = cx.mapping(v, &format!("`labels` in {what}")) else {
+                    continue;
+                };
+                for (lk, lv) in lm.iter() {
+                    let subject = Subject::Label(lk.as_str().to_string());
+                    let lspan = cx.key_span(lk);
+                    for matcher in
+                        read_matcher(cx, lv, &subject, &format!("label `{}`", lk.as_str()))
+                    {
+                        out.push(Assertion::Value {
+                            span: lspan.clone(),
+                            subject: subject.clone(),
+                            matcher,
+                            implicit: false,
+                        });
+                    }
+                }
+            }
             "headers" => {
                 let Some(hm) = cx.mapping(v, &format!("`headers` in {what}")) else {
                     continue;
