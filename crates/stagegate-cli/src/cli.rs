@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///
 /// Exit codes: 0 success, 1 internal error, 2 invalid plan or arguments, 3 a step failed and
 /// nothing was rolled back, 4 a step failed and the deploy was rolled back, 5 the rollback
-/// failed too, 6 the environment is locked, 130 interrupted. See docs/exit-codes.md.
+/// failed too, 6 the environment is locked, 7 a bake was inconclusive and awaits `stagegate
+/// decide`, 130 interrupted. See docs/exit-codes.md.
 #[derive(Debug, Parser)]
 #[command(name = "stagegate", version, max_term_width = 100)]
 pub struct Cli {
@@ -69,8 +70,21 @@ pub enum Command {
         #[command(flatten)]
         gates: GateArgs,
         #[command(flatten)]
+        bake: BakeArgs,
+        #[command(flatten)]
         run: RunArgs,
     },
+    /// Decide an inconclusive bake (`watch` step): pass it or fail it, with a reason
+    ///
+    /// A deployment whose watch step was inconclusive ends as `awaiting_decision` (exit 7)
+    /// with its new release running. `--pass` finishes it as succeeded; `--fail` rolls its
+    /// services back to the release before it (recorded as a rollback run) and finishes it
+    /// as rolled back. A `deploy --wait-decision` still running picks the decision up and
+    /// goes on with the steps after the watch. Who decided, when and why are recorded.
+    #[command(
+        after_help = "Examples:\n  stagegate decide 12 --pass --reason \"error rate flat, no data only from the canary's exporter restart\"\n  stagegate decide 12 --fail --reason \"p95 up 30% against last week\" --as alice"
+    )]
+    Decide(DecideArgs),
     /// Run only the plan's gates against an environment; changes nothing (for CI on every pull request)
     Check {
         /// The environment, as named under `environments`
@@ -180,6 +194,44 @@ pub struct ReleaseArgs {
     /// Set a plan variable, overriding the plan (repeatable)
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_kv)]
     pub vars: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DecideArgs {
+    /// The deployment number, as in `history`
+    pub deployment: i64,
+    /// The release is good: finish the deployment as succeeded
+    #[arg(long, conflicts_with = "fail", required_unless_present = "fail")]
+    pub pass: bool,
+    /// The release is bad: roll it back
+    #[arg(long)]
+    pub fail: bool,
+    /// Why (recorded with who decided and when)
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+    /// The watch step to decide, when more than one waits
+    #[arg(long, value_name = "STEP")]
+    pub step: Option<String>,
+    /// Who decides [default: $STAGEGATE_ACTOR, else $USER]
+    #[arg(
+        long,
+        visible_alias = "as",
+        env = "STAGEGATE_ACTOR",
+        value_name = "NAME"
+    )]
+    pub actor: Option<String>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct BakeArgs {
+    /// When a watch step is inconclusive, wait here for `stagegate decide` (from another
+    /// shell) and go on, instead of ending the run as awaiting a decision (exit 7)
+    #[arg(long)]
+    pub wait_decision: bool,
+    /// Give up waiting for a decision after this long: the watch then counts as failed and
+    /// the deploy rolls back (with --wait-decision)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "wait_decision")]
+    pub decision_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -20,6 +20,7 @@ macro_rules! print {
 mod audit;
 mod cli;
 mod context;
+mod decide;
 mod explain;
 mod load;
 mod preflight;
@@ -32,7 +33,7 @@ use stagegate_report::TerminalStyle;
 
 use stagegate_engine::StepFilter;
 
-use crate::cli::{Cli, ColorChoice, Command, GateArgs, ReleaseArgs, RunArgs};
+use crate::cli::{BakeArgs, Cli, ColorChoice, Command, GateArgs, ReleaseArgs, RunArgs};
 use crate::context::{CmdResult, Failure, load_plan, open_store, prepare_scope, state_dir};
 
 pub fn terminal_style(choice: ColorChoice) -> TerminalStyle {
@@ -98,15 +99,41 @@ async fn dispatch(cli: &Cli) -> CmdResult {
             env,
             release,
             gates,
+            bake,
             run,
-        } => deploy(cli, env, release, gates, run, None, StepFilter::All).await,
+        } => {
+            deploy(
+                cli,
+                env,
+                release,
+                gates,
+                Some(bake),
+                run,
+                None,
+                StepFilter::All,
+            )
+            .await
+        }
+        Command::Decide(args) => decide::decide(cli, args).await,
         Command::Check {
             env,
             release,
             gates,
             at,
             run,
-        } => deploy(cli, env, release, gates, run, *at, StepFilter::GatesOnly).await,
+        } => {
+            deploy(
+                cli,
+                env,
+                release,
+                gates,
+                None,
+                run,
+                *at,
+                StepFilter::GatesOnly,
+            )
+            .await
+        }
         Command::Rollback {
             env,
             to,
@@ -180,11 +207,13 @@ async fn dispatch(cli: &Cli) -> CmdResult {
 }
 
 /// `deploy ENV` runs every stage; `check ENV` only the gates, changing nothing.
+#[allow(clippy::too_many_arguments)]
 async fn deploy(
     cli: &Cli,
     env: &str,
     release: &ReleaseArgs,
     gates: &GateArgs,
+    bake: Option<&BakeArgs>,
     run: &RunArgs,
     at: Option<jiff::Timestamp>,
     filter: StepFilter,
@@ -194,7 +223,24 @@ async fn deploy(
     let mut inputs = preflight::run_inputs(&plan, &scope, gates, run, at)?;
     let store = open_store(cli, &plan).await?;
     if filter != StepFilter::GatesOnly {
+        if let Some(d) = decide::pending_decision(&store, env).await? {
+            return Err(Failure::new(
+                exit::AWAITING_DECISION,
+                format!(
+                    "error: deployment #{} of release {} in `{env}` awaits a decision on its inconclusive bake; nothing ran\n  \
+                     = help: `stagegate decide {} --pass --reason \"...\"` accepts it, `--fail` rolls it back; then deploy again",
+                    d.id, d.release_version, d.id
+                ),
+            ));
+        }
         inputs.baselines = load_baselines(&store, &plan, env).await?;
+        if let Some(b) = bake {
+            inputs.decisions = stagegate_engine::watch::Decisions {
+                source: Some(std::sync::Arc::new(decide::StoreDecisions(store.clone()))),
+                wait: b.wait_decision,
+                timeout: b.decision_timeout,
+            };
+        }
     }
     let exe = supervisor_exe()?;
     let (version, sha) = (scope.release.version.clone(), scope.release.sha.clone());

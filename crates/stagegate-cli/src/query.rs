@@ -689,6 +689,11 @@ pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
                 println!("        {line}");
             }
         }
+        if let Some(w) = details.watch() {
+            for line in stagegate_report::watch::lines(w) {
+                println!("        {line}");
+            }
+        }
         for a in assertions {
             println!(
                 "        {} {}",
@@ -696,7 +701,11 @@ pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
                 a.line()
             );
         }
-        if s.status != "passed" && !s.output_tail.is_empty() && s.kind != "load" {
+        if s.status != "passed"
+            && !s.output_tail.is_empty()
+            && s.kind != "load"
+            && s.kind != "watch"
+        {
             for l in s
                 .output_tail
                 .lines()

@@ -1119,6 +1119,18 @@ pub async fn run_manual_rollback(
     only: Option<&str>,
     to: Option<&str>,
 ) -> RunReport {
+    let only: Vec<String> = only.map(str::to_string).into_iter().collect();
+    run_manual_rollback_of(req, &only, to, None).await
+}
+
+/// [`run_manual_rollback`] of the services named in `only` (none: every service), with the
+/// reason to record (a person's decision that a deployment failed, say).
+pub async fn run_manual_rollback_of(
+    req: ServiceRequest<'_>,
+    only: &[String],
+    to: Option<&str>,
+    reason: Option<&str>,
+) -> RunReport {
     let started = Instant::now();
     let driver = req.driver();
     let scrubber = req.scope.scrubber();
@@ -1133,10 +1145,13 @@ pub async fn run_manual_rollback(
         at: now_ms(),
     });
     req.events.emit(Event::RollbackStarted {
-        reason: format!(
-            "manual rollback{}",
-            to.map(|t| format!(" to {t}")).unwrap_or_default()
-        ),
+        reason: match reason {
+            Some(r) => scrubber.scrub(r),
+            None => format!(
+                "manual rollback{}",
+                to.map(|t| format!(" to {t}")).unwrap_or_default()
+            ),
+        },
         actions: req.plan.services.len(),
     });
     let mut seq = 0;
@@ -1149,7 +1164,7 @@ pub async fn run_manual_rollback(
         .services
         .iter()
         .rev()
-        .filter(|s| only.is_none_or(|o| o == s.name))
+        .filter(|s| only.is_empty() || only.contains(&s.name))
         .collect();
     for svc in services {
         // A run killed mid-deploy may have left a release starting (never current) and the

@@ -33,7 +33,9 @@ pub use details::{
 };
 pub use driver::{DriverFuture, ServiceDriver, driver_for};
 pub use event::{Event, Events, Millis, Outcome, Phase, StepRef, StepResult, StepStatus, now_ms};
-pub use executor::{RunReport, RunRequest, ServiceRequest, run_deploy, run_manual_rollback};
+pub use executor::{
+    RunReport, RunRequest, ServiceRequest, run_deploy, run_manual_rollback, run_manual_rollback_of,
+};
 pub use local::{LocalDriver, ReleaseMeta, ReleaseState};
 pub use session::{
     EventSink, LockPolicy, LockRefusal, Notice, RunControl, Session, SessionError, SessionKind,

@@ -145,6 +145,15 @@ fn test_case(summary: &RunSummary, suite: &str, r: &StepResult) -> TestCase {
         case.set_assertions(l.thresholds.len());
         case.set_system_out(strip_ansi(&out));
     }
+    // A bake lists its measurements.
+    if let Some(w) = crate::watch::summary(r) {
+        let out: String = crate::watch::lines(w)
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect();
+        case.set_assertions(w.measurements.len());
+        case.set_system_out(strip_ansi(&out));
+    }
     // A check lists its assertions: how many, and each with expected and actual.
     let assertions = crate::checks::assertions(r);
     if !assertions.is_empty() {

@@ -23,6 +23,9 @@
 //!   (a table of checks with expected and actual) and `stagegate show`.
 //! - [`load`]: a load step's report (`details.load`): a summary line and each SLO threshold
 //!   with its value, limit and verdict, shown by the terminal, JUnit, Markdown and `show`.
+//! - [`watch`]: a watch step's bake (`details.watch`): the verdict and its reason, each
+//!   measurement with its query, condition, sample counts and values, and the decision on an
+//!   inconclusive one, shown by JUnit, Markdown and `show`.
 //! - [`sink`]: the reporters as event sinks of an engine session, and [`ReportFiles`],
 //!   which writes the file reports when the run ends.
 //! - [`format`]: small helpers shared by the reporters: [`format_duration_ms`] and
@@ -38,6 +41,7 @@ pub mod load;
 pub mod markdown;
 pub mod sink;
 pub mod terminal;
+pub mod watch;
 
 pub use collect::{RollbackSummary, RunSummary, ServiceSummary};
 pub use format::{format_duration_ms, format_time_ms};

@@ -218,6 +218,55 @@ fn render(s: &RunSummary) -> String {
         }
     }
 
+    // Bakes: every measurement with its query, condition, samples and values.
+    let bakes: Vec<(&StepResult, &stagegate_engine::watch::WatchSummary)> = run_steps
+        .iter()
+        .filter_map(|r| crate::watch::summary(r).map(|w| (*r, w)))
+        .collect();
+    if !bakes.is_empty() {
+        push(&mut md, "### Bakes");
+        md.push('\n');
+        for (r, w) in &bakes {
+            let mut head = format!("**{}**", escape(&r.step.name));
+            if r.step.id != r.step.name {
+                head.push_str(&format!(" ({})", code(&r.step.id)));
+            }
+            push(
+                &mut md,
+                &format!("{head}: {}, {}", escape(&w.verdict), escape(&w.reason)),
+            );
+            md.push('\n');
+            push(
+                &mut md,
+                "| Measurement | Query | Condition | Samples | Values | Result |",
+            );
+            push(&mut md, "|---|---|---|---|---|:---:|");
+            for m in &w.measurements {
+                push(
+                    &mut md,
+                    &format!(
+                        "| {} | {} | {} | {} | {} | {} |",
+                        escape(&m.name),
+                        code(&clip(&m.target)),
+                        escape(&m.condition),
+                        escape(&crate::watch::counts(m)),
+                        escape(&crate::watch::values(m)),
+                        match m.verdict.as_str() {
+                            "pass" => "✅",
+                            "inconclusive" => "❔",
+                            _ => "❌",
+                        }
+                    ),
+                );
+            }
+            md.push('\n');
+            if let Some(d) = crate::watch::decision(w) {
+                push(&mut md, &format!("- {}", escape(&d)));
+                md.push('\n');
+            }
+        }
+    }
+
     // Services.
     if !s.services.is_empty() {
         push(&mut md, "### Services");

@@ -314,7 +314,7 @@ pub(crate) fn verify(
                 );
                 step_recs.insert(key, (r.seq, data));
             }
-            Some(AuditKind::LockBroken) => {}
+            Some(AuditKind::LockBroken | AuditKind::Decision) => {}
             _ => {
                 return fail(
                     report,

@@ -69,7 +69,6 @@ pub const OUTCOME_RUNNING: Outcome = Outcome::Running;
 /// Outcome stored by [`Store::mark_abandoned`].
 pub const OUTCOME_ABANDONED: Outcome = Outcome::Abandoned;
 
-/// Current time as unix milliseconds, the unit of every timestamp in the store.
 /// A person's decision on an inconclusive `watch` step.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DecisionRecord {
@@ -81,6 +80,7 @@ pub struct DecisionRecord {
     pub decided_at: i64,
 }
 
+/// Current time as unix milliseconds, the unit of every timestamp in the store.
 pub fn now_millis() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }

@@ -14,6 +14,9 @@
 pub(crate) mod body;
 mod command;
 pub(crate) mod expect;
+/// How a value is shown in messages and reports: whole numbers without a fraction, others
+/// to at most six places.
+pub use expect::fmt_value;
 mod file;
 pub(crate) mod http;
 mod log;

@@ -1,0 +1,496 @@
+//! `stagegate decide N --pass|--fail --reason TEXT`: a person's decision on an inconclusive
+//! `watch` step, recorded with who and when.
+//!
+//! Two cases:
+//! - the deployment ended as `awaiting_decision` (the deploy exited 7): `--pass` finishes it
+//!   as succeeded (the releases it replaced are retired), `--fail` rolls its services back
+//!   to the release before it, recorded as a rollback run, and finishes it as rolled back;
+//! - the deployment still runs (`deploy --wait-decision` waits in another process): the
+//!   decision is recorded and that process picks it up and goes on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use stagegate_engine::watch::{Decision, DecisionSource};
+use stagegate_engine::{DriverFuture, Events, exit};
+use stagegate_plan::Plan;
+use stagegate_store::{DecisionRecord, Deployment, LockAttempt, LockInfo, Outcome, StepRun, Store};
+
+use crate::cli::{Cli, DecideArgs};
+use crate::context::{CmdResult, Failure, actor, hostname, load_plan, open_store, state_dir};
+
+/// Decisions read from the state store, where `stagegate decide` writes them.
+pub struct StoreDecisions(pub Store);
+
+impl DecisionSource for StoreDecisions {
+    fn poll<'a>(
+        &'a self,
+        deployment_id: i64,
+        step_id: &'a str,
+    ) -> DriverFuture<'a, Option<Decision>> {
+        Box::pin(async move {
+            let d = self.0.decision(deployment_id, Some(step_id)).await.ok()??;
+            Some(Decision {
+                pass: d.pass,
+                actor: d.actor,
+                reason: d.reason,
+                at: d.decided_at,
+            })
+        })
+    }
+}
+
+/// The newest deployment of `env` when it awaits a decision: a new deploy must wait for it.
+pub async fn pending_decision(store: &Store, env: &str) -> Result<Option<Deployment>, Failure> {
+    // `check` runs change nothing, so they do not hide a deploy awaiting a decision.
+    let recent = store.deployments(Some(env), 100).await?;
+    Ok(recent
+        .into_iter()
+        .find(|d| d.kind != "check")
+        .filter(|d| d.outcome == Outcome::AwaitingDecision))
+}
+
+/// Inconclusive watch steps of a deployment that nobody has decided yet.
+fn undecided(steps: &[StepRun]) -> Vec<&StepRun> {
+    steps
+        .iter()
+        .filter(|s| s.kind == "watch" && s.phase == stagegate_store::Phase::Run)
+        .filter(|s| {
+            let w = &s.details["watch"];
+            w["verdict"] == "inconclusive" && w["decision"].is_null()
+        })
+        .collect()
+}
+
+fn when(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+pub async fn decide(cli: &Cli, args: &DecideArgs) -> CmdResult {
+    let reason = args.reason.trim();
+    if reason.is_empty() {
+        return Err(Failure::invalid(
+            "error: --reason is empty; say why, e.g. --reason \"p95 is flat against the baseline\"",
+        ));
+    }
+    let pass = args.pass;
+    let plan = load_plan(cli)?;
+    let store = open_store(cli, &plan).await?;
+    let id = args.deployment;
+    let Some(dep) = store.deployment(id).await? else {
+        return Err(Failure::invalid(format!(
+            "error: there is no deployment #{id}\n  = help: `stagegate history` lists the deployments"
+        )));
+    };
+    if dep.kind != "deploy" {
+        return Err(Failure::invalid(format!(
+            "error: deployment #{id} is a `{}` run; only a deploy's watch steps wait for a decision",
+            dep.kind
+        )));
+    }
+    let steps = store.steps(id).await?;
+    let step_id = match dep.outcome {
+        Outcome::AwaitingDecision => {
+            let open = undecided(&steps);
+            pick_step(
+                id,
+                &open.iter().map(|s| s.step_id.clone()).collect::<Vec<_>>(),
+                args,
+            )?
+        }
+        Outcome::Running => {
+            // A `deploy --wait-decision` waiting: its latest `decision_pending` event says on what.
+            let events = store.events(id).await?;
+            let waiting: Vec<String> = events
+                .iter()
+                .filter(|e| e.kind == "decision_pending")
+                .filter_map(|e| e.data["step"]["id"].as_str().map(str::to_string))
+                .collect();
+            let decided: Vec<String> = events
+                .iter()
+                .filter(|e| e.kind == "decided")
+                .filter_map(|e| e.data["step"]["id"].as_str().map(str::to_string))
+                .collect();
+            let open: Vec<String> = waiting
+                .into_iter()
+                .filter(|s| !decided.contains(s))
+                .collect();
+            if open.is_empty() {
+                return Err(Failure::invalid(format!(
+                    "error: deployment #{id} is running and does not wait for a decision (no watch step of it is inconclusive)\n  = help: `stagegate show {id}` shows where it is"
+                )));
+            }
+            pick_step(id, &open, args)?
+        }
+        other => {
+            let mut msg = format!(
+                "error: deployment #{id} does not wait for a decision: it {}",
+                describe(other)
+            );
+            for s in steps.iter().filter(|s| s.kind == "watch") {
+                if let Some(d) = store.decision(id, Some(&s.step_id)).await? {
+                    msg.push_str(&format!(
+                        "\n  = note: step `{}` was decided {} by {} at {}: {}",
+                        s.step_id,
+                        if d.pass { "passed" } else { "failed" },
+                        d.actor,
+                        when(d.decided_at),
+                        d.reason
+                    ));
+                }
+            }
+            return Err(Failure::invalid(msg));
+        }
+    };
+    let scrubber = plan_scrubber(&plan, &dep.environment);
+    let who = actor(args.actor.as_deref());
+    let record = DecisionRecord {
+        deployment_id: id,
+        step_id: step_id.clone(),
+        pass,
+        actor: who.clone(),
+        reason: scrubber(reason),
+        decided_at: stagegate_store::now_millis(),
+    };
+    if !store.record_decision(&record).await? {
+        let prev = store.decision(id, Some(&step_id)).await?;
+        let by = prev
+            .map(|d| {
+                format!(
+                    "{} by {} at {}: {}",
+                    if d.pass { "passed" } else { "failed" },
+                    d.actor,
+                    when(d.decided_at),
+                    d.reason
+                )
+            })
+            .unwrap_or_else(|| "by someone else".into());
+        return Err(Failure::invalid(format!(
+            "error: step `{step_id}` of deployment #{id} is already decided: {by}"
+        )));
+    }
+    let verb = if pass { "passed" } else { "failed" };
+    let _ = store
+        .record_event(
+            id,
+            "decided",
+            &serde_json::json!({
+                "step": { "id": step_id },
+                "pass": pass,
+                "actor": who,
+                "reason": record.reason,
+            }),
+            record.decided_at,
+        )
+        .await;
+    if dep.outcome == Outcome::Running {
+        println!(
+            "recorded: step `{step_id}` of deployment #{id} {verb}, decided by {who}; the waiting deploy (pid {}) goes on",
+            dep.pid
+        );
+        return Ok(exit::SUCCESS);
+    }
+    mark_step(&store, &steps, &step_id, &record).await?;
+    if pass {
+        accept(cli, &plan, &store, &dep, &steps, &step_id, &record).await
+    } else {
+        reject(cli, &plan, store, &dep, &step_id, &record).await
+    }
+}
+
+fn describe(o: Outcome) -> String {
+    match o {
+        Outcome::Succeeded => "succeeded".into(),
+        Outcome::RolledBack => "was rolled back".into(),
+        Outcome::Failed => "failed".into(),
+        Outcome::RollbackFailed => "failed and its rollback failed".into(),
+        Outcome::Abandoned => "was abandoned (its process died)".into(),
+        other => format!("ended as {other}"),
+    }
+}
+
+/// The step to decide: `--step`, or the only open one.
+fn pick_step(id: i64, open: &[String], args: &DecideArgs) -> Result<String, Failure> {
+    if let Some(s) = &args.step {
+        if open.contains(s) {
+            return Ok(s.clone());
+        }
+        return Err(Failure::invalid(format!(
+            "error: step `{s}` of deployment #{id} does not wait for a decision; {}",
+            if open.is_empty() {
+                "none does".to_string()
+            } else {
+                format!("these do: {}", open.join(", "))
+            }
+        )));
+    }
+    match open {
+        [] => Err(Failure::invalid(format!(
+            "error: deployment #{id} awaits a decision but no inconclusive watch step of it was recorded\n  = help: `stagegate show {id}` shows its steps"
+        ))),
+        [one] => Ok(one.clone()),
+        many => Err(Failure::invalid(format!(
+            "error: deployment #{id} has several watch steps to decide: {}; name one with --step",
+            many.join(", ")
+        ))),
+    }
+}
+
+/// Masks the plan's secret values in text a person typed (a reason quoting a token).
+fn plan_scrubber(plan: &Plan, env: &str) -> impl Fn(&str) -> String {
+    let scope = crate::context::prepare_scope(plan, env, &Default::default()).ok();
+    move |s: &str| match &scope {
+        Some(scope) => scope.scrubber().scrub(s),
+        None => s.to_string(),
+    }
+}
+
+/// Records the decision on the watch step itself: its status and its details.
+async fn mark_step(
+    store: &Store,
+    steps: &[StepRun],
+    step_id: &str,
+    d: &DecisionRecord,
+) -> Result<(), Failure> {
+    let Some(step) = steps
+        .iter()
+        .find(|s| s.step_id == step_id && s.kind == "watch")
+    else {
+        return Ok(());
+    };
+    let mut step = step.clone();
+    step.details["watch"]["decision"] = serde_json::json!({
+        "pass": d.pass,
+        "actor": d.actor,
+        "reason": d.reason,
+        "at": d.decided_at,
+    });
+    let why = step.error.clone().unwrap_or_default();
+    if d.pass {
+        step.status = stagegate_store::StepState::Passed;
+        step.error = None;
+    } else {
+        step.status = stagegate_store::StepState::Failed;
+        step.error = Some(format!(
+            "{why}; {} decided it failed: {}",
+            d.actor, d.reason
+        ));
+    }
+    store.upsert_step(&step).await?;
+    Ok(())
+}
+
+/// Services whose current release deployment `id` started.
+fn services_of(plan: &Plan, driver: &dyn stagegate_engine::ServiceDriver, id: i64) -> Vec<String> {
+    plan.services
+        .iter()
+        .filter(|s| {
+            driver
+                .current(&s.name)
+                .and_then(|c| driver.release(&s.name, &c))
+                .is_some_and(|r| r.meta.deployment_id == id)
+        })
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+/// Takes the environment's lock for a short change, or says who holds it.
+async fn lock(store: &Store, env: &str, who: &str, id: i64) -> Result<(), Failure> {
+    let host = hostname();
+    let me = LockInfo {
+        environment: env.to_string(),
+        deployment_id: Some(id),
+        holder: format!("{who}@{host}"),
+        pid: std::process::id(),
+        host,
+        acquired_at: stagegate_store::now_millis(),
+        pid_started: stagegate_engine::process::process_start_ticks(std::process::id()),
+        boot_id: stagegate_engine::process::boot_id(),
+    };
+    match store.try_lock(env, &me).await? {
+        LockAttempt::Acquired => Ok(()),
+        LockAttempt::Held(h) => Err(Failure::new(
+            exit::LOCKED,
+            format!(
+                "error: {}\n  = help: wait for it to finish, then decide again",
+                stagegate_report::describe_lock(env, &h)
+            ),
+        )),
+    }
+}
+
+/// `--pass` on a finished run: the new release stays, what it replaced is retired.
+async fn accept(
+    cli: &Cli,
+    plan: &Plan,
+    store: &Store,
+    dep: &Deployment,
+    steps: &[StepRun],
+    step_id: &str,
+    d: &DecisionRecord,
+) -> CmdResult {
+    let env = &dep.environment;
+    let id = dep.id;
+    lock(store, env, &d.actor, id).await?;
+    let exe = std::env::current_exe().unwrap_or_default();
+    let driver = crate::context::driver_for(cli, plan, env, exe);
+    let (events, rx) = Events::channel();
+    drop(rx);
+    let mine = services_of(plan, driver.as_ref(), id);
+    let mut retired = Vec::new();
+    for name in &mine {
+        if let Some(svc) = plan.service(name) {
+            retired.extend(driver.retire(svc, &events).await);
+        }
+    }
+    let mut summary = format!(
+        "release {} is live in {env}: step `{step_id}` was inconclusive and {} decided it passed: {}",
+        dep.release_version, d.actor, d.reason
+    );
+    let not_run: Vec<String> = plan_steps_after(plan, step_id)
+        .into_iter()
+        .filter(|s| !steps.iter().any(|r| r.step_id == *s))
+        .map(|s| format!("`{s}`"))
+        .collect();
+    if !not_run.is_empty() {
+        summary.push_str(&format!(
+            "; the steps after it did not run: {}",
+            not_run.join(", ")
+        ));
+    }
+    let finished = store
+        .finish_deployment(
+            id,
+            Outcome::Succeeded,
+            exit::SUCCESS,
+            &summary,
+            stagegate_store::now_millis(),
+        )
+        .await;
+    let _ = store.release_lock(env, std::process::id()).await;
+    finished?;
+    println!("deployment #{id} succeeded: {summary}");
+    if !retired.is_empty() {
+        println!("retired: {}", retired.join(", "));
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// The plan's step ids after `step_id`, in order.
+fn plan_steps_after(plan: &Plan, step_id: &str) -> Vec<String> {
+    plan.steps()
+        .skip_while(|(_, s)| s.id != step_id)
+        .skip(1)
+        .map(|(_, s)| s.id.clone())
+        .collect()
+}
+
+/// `--fail` on a finished run: a rollback run puts its services back on the release
+/// before it; the deployment is finished as rolled back (or as its rollback failed).
+async fn reject(
+    cli: &Cli,
+    plan: &Plan,
+    store: Store,
+    dep: &Deployment,
+    step_id: &str,
+    d: &DecisionRecord,
+) -> CmdResult {
+    let env = dep.environment.clone();
+    let id = dep.id;
+    let exe = std::env::current_exe().map_err(|e| {
+        Failure::internal(format!("error: cannot find the stagegate executable: {e}"))
+    })?;
+    let driver = crate::context::driver_for(cli, plan, &env, exe.clone());
+    let mine = services_of(plan, driver.as_ref(), id);
+    drop(driver);
+    let why = format!(
+        "deployment #{id}'s step `{step_id}` was decided failed by {}: {}",
+        d.actor, d.reason
+    );
+    let rollback_id = Arc::new(AtomicI64::new(0));
+    let code = if mine.is_empty() {
+        None
+    } else {
+        let mut scope = crate::context::prepare_scope(plan, &env, &Default::default())?;
+        scope.release.version = "previous".into();
+        let session = crate::run::Session {
+            cli,
+            plan,
+            store: store.clone(),
+            env: env.clone(),
+            args: crate::cli::RunArgs {
+                actor: Some(d.actor.clone()),
+                ..Default::default()
+            },
+            kind: "rollback",
+        };
+        let seen = rollback_id.clone();
+        let why = why.clone();
+        Some(
+            session
+                .run("previous", "", move |rid, events, cancel, _abort| {
+                    seen.store(rid, Ordering::SeqCst);
+                    async move {
+                        let req = stagegate_engine::ServiceRequest {
+                            plan,
+                            scope,
+                            deployment_id: rid,
+                            state_dir: state_dir(cli, plan),
+                            supervisor_exe: exe,
+                            cancel,
+                            events,
+                        };
+                        stagegate_engine::executor::run_manual_rollback_of(
+                            req,
+                            &mine,
+                            None,
+                            Some(&why),
+                        )
+                        .await
+                    }
+                })
+                .await?,
+        )
+    };
+    let rid = rollback_id.load(Ordering::SeqCst);
+    let (outcome, code, summary) = match code {
+        None => (
+            Outcome::RolledBack,
+            exit::SUCCESS,
+            format!("{why}; none of its releases runs any more, nothing to roll back"),
+        ),
+        Some(0) => (
+            Outcome::RolledBack,
+            exit::SUCCESS,
+            format!("{why}; rolled back by deployment #{rid}"),
+        ),
+        Some(c) => (
+            Outcome::RollbackFailed,
+            c,
+            format!(
+                "{why}; the rollback (deployment #{rid}) failed: `stagegate show {rid}` says why"
+            ),
+        ),
+    };
+    let exit_code = if outcome == Outcome::RolledBack {
+        exit::ROLLED_BACK
+    } else {
+        exit::ROLLBACK_FAILED
+    };
+    store
+        .finish_deployment(
+            id,
+            outcome,
+            exit_code,
+            &summary,
+            stagegate_store::now_millis(),
+        )
+        .await?;
+    println!(
+        "deployment #{id} {}: {summary}",
+        outcome.as_str().replace('_', " ")
+    );
+    Ok(code)
+}
