@@ -609,10 +609,27 @@ pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
     };
     let steps = store.steps(id).await?;
     if json {
+        // Every sample of its bakes, round by round (the measurements' names and order are
+        // in each watch step's details).
+        let rounds: Vec<serde_json::Value> = if steps.iter().any(|s| s.kind == "watch") {
+            store
+                .events(id)
+                .await?
+                .into_iter()
+                .filter(|e| e.kind == "measurement_round")
+                .map(|e| e.data)
+                .collect()
+        } else {
+            Vec::new()
+        };
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "deployment": d, "steps": steps }))
-                .unwrap_or_default()
+            serde_json::to_string_pretty(&serde_json::json!({
+                "deployment": d,
+                "steps": steps,
+                "measurement_rounds": rounds,
+            }))
+            .unwrap_or_default()
         );
         return Ok(exit::SUCCESS);
     }

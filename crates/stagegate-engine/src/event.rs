@@ -135,6 +135,17 @@ pub struct StepResult {
     pub details: crate::details::StepDetails,
 }
 
+/// One measurement's sample in a [`Event::MeasurementRound`].
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RoundSample {
+    pub state: crate::watch::SampleState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Why, for any sample but a pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -213,6 +224,16 @@ pub enum Event {
         detail: String,
         at: Millis,
     },
+    /// One sampling round of a `watch` step: every measurement's sample, in the order of
+    /// the step's `measure` list (the names are in the step's details). This is what the
+    /// store keeps of a bake, compactly; the per-sample [`Event::Measurement`]s are for the
+    /// live stream only.
+    MeasurementRound {
+        step_id: String,
+        round: u32,
+        at: Millis,
+        samples: Vec<RoundSample>,
+    },
     /// An inconclusive watch waits for `stagegate decide`.
     DecisionPending {
         deployment_id: i64,
@@ -244,6 +265,7 @@ impl Event {
             Event::StageStarted { .. } => "stage_started",
             Event::StepStarted { .. } => "step_started",
             Event::Measurement { .. } => "measurement",
+            Event::MeasurementRound { .. } => "measurement_round",
             Event::DecisionPending { .. } => "decision_pending",
             Event::Decided { .. } => "decided",
             Event::StepRetrying { .. } => "step_retrying",

@@ -471,6 +471,17 @@ pub async fn reap_unfinished(
 
 /// Records one event, and the step row it starts or finishes.
 async fn record(store: &Store, id: i64, e: &Event) -> Result<(), StoreError> {
+    // A bake's samples are kept once, compactly, as its rounds; the per-sample events and
+    // its live lines of figures are for the live stream only.
+    match e {
+        Event::Measurement { .. } => return Ok(()),
+        Event::StepProgress {
+            step,
+            figures: true,
+            ..
+        } if step.kind == "watch" => return Ok(()),
+        _ => {}
+    }
     let data = serde_json::to_value(e).unwrap_or_default();
     store.record_event(id, e.kind(), &data, now_ms()).await?;
     match e {

@@ -34,7 +34,7 @@ use stagegate_plan::yaml::fmt_duration;
 use crate::check::expect::fmt_value;
 use crate::check::{Probe, ProbeSample};
 use crate::details::StepDetails;
-use crate::event::{Event, Millis, StepStatus, now_ms};
+use crate::event::{Event, Millis, RoundSample, StepStatus, now_ms};
 use crate::step::{StepCtx, StepOutcome};
 
 /// A person's decision on an inconclusive watch.
@@ -254,9 +254,15 @@ pub async fn run(spec: &WatchSpec, ctx: &StepCtx<'_>) -> StepOutcome {
         };
         let now = Instant::now();
         let mut line = Vec::new();
+        let mut round = Vec::with_capacity(tallies.len());
         for (t, s) in tallies.iter_mut().zip(samples) {
             let (state, value, detail) = judge(t, &s, now);
             t.count(spec, state, value, &detail, now);
+            round.push(RoundSample {
+                state,
+                value: value.filter(|v| v.is_finite()),
+                detail: (state != SampleState::Pass).then(|| ctx.scrubber.scrub(&detail)),
+            });
             ctx.events.emit(Event::Measurement {
                 step: ctx.step_ref.clone(),
                 name: t.m.name.clone(),
@@ -276,6 +282,12 @@ pub async fn run(spec: &WatchSpec, ctx: &StepCtx<'_>) -> StepOutcome {
                 }
             ));
         }
+        ctx.events.emit(Event::MeasurementRound {
+            step_id: ctx.step_ref.id.clone(),
+            round: rounds,
+            at: now_ms(),
+            samples: round,
+        });
         let left = end.saturating_duration_since(now);
         let failures: u32 = tallies.iter().map(|t| t.sum.failed).sum();
         ctx.events.emit(Event::StepProgress {

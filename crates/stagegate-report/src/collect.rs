@@ -163,7 +163,10 @@ impl RunSummary {
             }
             Event::Warning { message } => self.warnings.push(message.clone()),
             // Each watch step's tally is in its details; samples are in the event journal.
-            Event::Measurement { .. } | Event::DecisionPending { .. } | Event::Decided { .. } => {}
+            Event::Measurement { .. }
+            | Event::MeasurementRound { .. }
+            | Event::DecisionPending { .. }
+            | Event::Decided { .. } => {}
             Event::RunFinished {
                 outcome,
                 exit_code,

@@ -267,6 +267,8 @@ impl TerminalReporter {
                     }
                 }
             }
+            // Each sample is shown by its own `Measurement` event.
+            Event::MeasurementRound { .. } => {}
             Event::Measurement {
                 step,
                 name,
