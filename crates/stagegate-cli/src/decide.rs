@@ -50,6 +50,44 @@ pub async fn pending_decision(store: &Store, env: &str) -> Result<Option<Deploym
         .filter(|d| d.outcome == Outcome::AwaitingDecision))
 }
 
+/// Finishes deployment `d`, which awaited a decision, as rolled back by the manual rollback
+/// `rollback_id` (`stagegate rollback ENV` instead of `stagegate decide`).
+/// Nothing happens while a release that deployment started is still current.
+pub async fn finish_undecided(
+    cli: &Cli,
+    plan: &Plan,
+    store: &Store,
+    d: &Deployment,
+    rollback_id: i64,
+) -> Result<(), Failure> {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let driver = crate::context::driver_for(cli, plan, &d.environment, exe);
+    let still = services_of(plan, driver.as_ref(), d.id);
+    if !still.is_empty() {
+        eprintln!(
+            "note: deployment #{} still awaits a decision: its release of {} still runs; `stagegate decide {} --fail --reason \"...\"` stops it",
+            d.id,
+            still.join(", "),
+            d.id
+        );
+        return Ok(());
+    }
+    let summary = format!(
+        "awaited a decision on its inconclusive bake; nobody decided: `stagegate rollback` (deployment #{rollback_id}) rolled it back"
+    );
+    store
+        .finish_deployment(
+            d.id,
+            Outcome::RolledBack,
+            exit::ROLLED_BACK,
+            &summary,
+            stagegate_store::now_millis(),
+        )
+        .await?;
+    eprintln!("note: deployment #{}: {summary}", d.id);
+    Ok(())
+}
+
 /// Inconclusive watch steps of a deployment that nobody has decided yet.
 fn undecided(steps: &[StepRun]) -> Vec<&StepRun> {
     steps

@@ -150,6 +150,7 @@ async fn dispatch(cli: &Cli) -> CmdResult {
             }
             let mut scope = prepare_scope(&plan, env, &Default::default())?;
             let store = open_store(cli, &plan).await?;
+            let store_handle = store.clone();
             let exe = supervisor_exe()?;
             if let Some(t) = to {
                 let driver = context::driver_for(cli, &plan, env, exe.clone());
@@ -176,8 +177,16 @@ async fn dispatch(cli: &Cli) -> CmdResult {
                 kind: "rollback",
             };
             let plan_ref = &plan;
-            session
+            // A deploy awaiting a decision that this rollback undoes is finished by it.
+            let pending = match service {
+                None => decide::pending_decision(&store_handle, env).await?,
+                Some(_) => None,
+            };
+            let rollback_id = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+            let seen = rollback_id.clone();
+            let code = session
                 .run(&label, "", move |id, events, cancel, _abort| async move {
+                    seen.store(id, std::sync::atomic::Ordering::SeqCst);
                     let req = stagegate_engine::ServiceRequest {
                         plan: plan_ref,
                         scope,
@@ -190,7 +199,12 @@ async fn dispatch(cli: &Cli) -> CmdResult {
                     stagegate_engine::run_manual_rollback(req, service.as_deref(), to.as_deref())
                         .await
                 })
-                .await
+                .await?;
+            if let Some(d) = pending.filter(|_| code == exit::SUCCESS) {
+                let rid = rollback_id.load(std::sync::atomic::Ordering::SeqCst);
+                decide::finish_undecided(cli, &plan, &store_handle, &d, rid).await?;
+            }
+            Ok(code)
         }
         Command::Status { env, json } => query::status(cli, env, *json).await,
         Command::Stop { env, service } => query::stop(cli, env, service.as_deref()).await,
@@ -234,6 +248,7 @@ async fn deploy(
             ));
         }
         inputs.baselines = load_baselines(&store, &plan, env).await?;
+        inputs.watch_baselines = load_watch_baselines(&store, &plan, env).await?;
         if let Some(b) = bake {
             inputs.decisions = stagegate_engine::watch::Decisions {
                 source: Some(std::sync::Arc::new(decide::StoreDecisions(store.clone()))),
@@ -300,6 +315,97 @@ async fn load_baselines(
             && let Some(report) = run.details.get("load").filter(|r| !r.is_null())
         {
             out.insert(step.id.clone(), report.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The `baseline: last_pass` of each watch measurement: its samples in the newest passing
+/// run of that watch step in this environment (or why there are none).
+async fn load_watch_baselines(
+    store: &stagegate_store::Store,
+    plan: &stagegate_plan::Plan,
+    env: &str,
+) -> Result<
+    std::collections::BTreeMap<(String, String), Result<stagegate_engine::watch::Baseline, String>>,
+    Failure,
+> {
+    use stagegate_plan::watch::BaselineFrom;
+    let mut out = std::collections::BTreeMap::new();
+    for (_, step) in plan.steps() {
+        let stagegate_plan::StepKind::Watch(spec) = &step.kind else {
+            continue;
+        };
+        let wanted: Vec<&str> = spec
+            .measurements
+            .iter()
+            .filter(|m| {
+                m.baseline
+                    .as_ref()
+                    .is_some_and(|b| b.from == BaselineFrom::LastPass)
+            })
+            .map(|m| m.name.as_str())
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let key = |m: &str| (step.id.clone(), m.to_string());
+        let Some(run) = store
+            .last_passed_step(&plan.project, env, &step.id, "watch")
+            .await?
+        else {
+            for m in wanted {
+                out.insert(
+                    key(m),
+                    Err(format!(
+                        "no deployment of `{env}` has passed step `{}` yet",
+                        step.id
+                    )),
+                );
+            }
+            continue;
+        };
+        let names: Vec<String> = run.details["watch"]["measurements"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let events = store.events(run.deployment_id).await?;
+        for m in wanted {
+            let got = match names.iter().position(|n| n == m) {
+                None => Err(format!(
+                    "deployment #{}'s bake had no measurement `{m}`",
+                    run.deployment_id
+                )),
+                Some(i) => {
+                    let values: Vec<f64> = events
+                        .iter()
+                        .filter(|e| e.kind == "measurement_round" && e.data["step_id"] == *step.id)
+                        .filter_map(|e| e.data["samples"][i]["value"].as_f64())
+                        .filter(|v| v.is_finite())
+                        .collect();
+                    if values.is_empty() {
+                        Err(format!(
+                            "deployment #{}'s bake recorded no values of `{m}`",
+                            run.deployment_id
+                        ))
+                    } else {
+                        Ok(stagegate_engine::watch::Baseline {
+                            from: "last_pass".into(),
+                            source: format!(
+                                "deployment #{}'s bake, the last that passed ({} samples)",
+                                run.deployment_id,
+                                values.len()
+                            ),
+                            values,
+                        })
+                    }
+                }
+            };
+            out.insert(key(m), got);
         }
     }
     Ok(out)

@@ -81,6 +81,7 @@ pub fn run_inputs(
         at,
         baselines: Default::default(),
         decisions: Default::default(),
+        watch_baselines: Default::default(),
     })
 }
 

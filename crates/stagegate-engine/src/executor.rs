@@ -784,6 +784,11 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
         .environment(&req.scope.environment)
         .and_then(|e| e.on_failure)
         .unwrap_or(plan.on_failure);
+    let mut inputs = req.inputs.clone();
+    if req.filter == StepFilter::All {
+        // `baseline: before`: the previous release's values, before anything changes.
+        crate::watch::capture_before(plan, &req.scope, &mut inputs, &req.events).await;
+    }
     let mut runner = Runner {
         plan,
         scope: req.scope,
@@ -795,7 +800,7 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
         seq: 0,
         deployed: Vec::new(),
         state_dir: req.state_dir.clone(),
-        inputs: req.inputs.clone(),
+        inputs,
     };
 
     let mut undo: Vec<Undo> = Vec::new();
@@ -1124,13 +1129,15 @@ pub async fn run_manual_rollback(
 }
 
 /// [`run_manual_rollback`] of the services named in `only` (none: every service), with the
-/// reason to record (a person's decision that a deployment failed, say).
+/// reason to record. With a reason (a person decided the release failed), a service with no
+/// earlier release to go back to is stopped rather than left running.
 pub async fn run_manual_rollback_of(
     req: ServiceRequest<'_>,
     only: &[String],
     to: Option<&str>,
     reason: Option<&str>,
 ) -> RunReport {
+    let stop_without_previous = reason.is_some();
     let started = Instant::now();
     let driver = req.driver();
     let scrubber = req.scope.scrubber();
@@ -1180,7 +1187,9 @@ pub async fn run_manual_rollback_of(
             None if !abandoned.is_empty() && current_down => current.clone(),
             None => driver.previous_good(&svc.name).map(|r| r.meta.id),
         };
-        let Some(target) = target else {
+        // A release judged bad with nothing before it is stopped.
+        let stop = target.is_none() && stop_without_previous && to.is_none() && current.is_some();
+        if target.is_none() && !stop {
             notes.push(match to {
                 Some(t) => format!("service `{}` has no release `{t}` on disk", svc.name),
                 None => format!(
@@ -1192,10 +1201,11 @@ pub async fn run_manual_rollback_of(
                 ok = false;
             }
             continue;
-        };
-        if current.as_deref() == Some(target.as_str())
+        }
+        if let Some(target) = &target
+            && current.as_deref() == Some(target.as_str())
             && driver
-                .release(&svc.name, &target)
+                .release(&svc.name, target)
                 .is_some_and(|r| r.serving())
         {
             notes.push(format!(
@@ -1210,7 +1220,10 @@ pub async fn run_manual_rollback_of(
             phase: Phase::Rollback,
             stage: "rollback".into(),
             id: format!("restore-{}", svc.name),
-            name: format!("restore {} to {target}", svc.name),
+            name: match &target {
+                Some(t) => format!("restore {} to {t}", svc.name),
+                None => format!("stop {} (no earlier release)", svc.name),
+            },
             kind: "restore-service".into(),
         };
         let at = now_ms();
@@ -1233,11 +1246,14 @@ pub async fn run_manual_rollback_of(
             log: None,
         };
         let res = driver
-            .restore(svc, &ctx, Some(&target), current.as_deref())
+            .restore(svc, &ctx, target.as_deref(), current.as_deref())
             .await;
         let (status, tail, error) = match res {
             Ok(m) => {
-                done.push(format!("{} on {target}", svc.name));
+                done.push(match &target {
+                    Some(t) => format!("{} on {t}", svc.name),
+                    None => format!("{} stopped", svc.name),
+                });
                 (StepStatus::Passed, m, None)
             }
             Err(e) => {
@@ -1259,7 +1275,7 @@ pub async fn run_manual_rollback_of(
             outputs: BTreeMap::new(),
             details: StepDetails::Service(Box::new(ServiceDetails {
                 service: svc.name.clone(),
-                release: Some(target.to_string()),
+                release: target.clone(),
                 from: current.clone(),
                 ..ServiceDetails::default()
             })),

@@ -33,6 +33,10 @@ pub struct RunInputs {
     pub baselines: BTreeMap<String, serde_json::Value>,
     /// Where an inconclusive `watch` gets its decision, and whether it waits for one.
     pub decisions: crate::watch::Decisions,
+    /// Baselines of `watch` measurements by (step id, measurement name): found, or why not.
+    /// `last_pass` ones are read from the state store by the caller; `before` ones are
+    /// captured by the run itself before its first step.
+    pub watch_baselines: BTreeMap<(String, String), Result<crate::watch::Baseline, String>>,
 }
 
 /// Which steps a run executes.

@@ -76,6 +76,114 @@ impl std::fmt::Debug for Decisions {
     }
 }
 
+/// A measurement's baseline: the values it is compared with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// `before` or `last_pass`.
+    pub from: String,
+    /// Where the values come from, in words: `the same query over the 10m before the
+    /// deploy`, `deployment #12's bake`.
+    pub source: String,
+    pub values: Vec<f64>,
+}
+
+impl Baseline {
+    /// The value relative conditions are computed from: the median of the values.
+    pub fn median(&self) -> Option<f64> {
+        crate::stats::summarize(&self.values).map(|s| s.median)
+    }
+}
+
+/// The longest `baseline: before` window when none is given: the watch's, at most this.
+const MAX_BEFORE_WINDOW: Duration = Duration::from_secs(3600);
+/// At most this many points per baseline range query (Prometheus refuses more than 11,000).
+const MAX_BEFORE_POINTS: u64 = 10_000;
+
+/// Captures every `baseline: before` of the plan's watch steps: the same query as a range
+/// query over the window before now (the previous release, since nothing has changed yet).
+/// What fails is recorded as the reason there is no baseline, and said as a warning.
+pub async fn capture_before(
+    plan: &stagegate_plan::Plan,
+    scope: &stagegate_plan::Scope,
+    inputs: &mut crate::step::RunInputs,
+    events: &crate::event::Events,
+) {
+    use stagegate_plan::watch::BaselineFrom;
+    let scrubber = scope.scrubber();
+    for (_, step) in plan.steps() {
+        let stagegate_plan::StepKind::Watch(spec) = &step.kind else {
+            continue;
+        };
+        for m in &spec.measurements {
+            let Some(b) = m
+                .baseline
+                .as_ref()
+                .filter(|b| b.from == BaselineFrom::Before)
+            else {
+                continue;
+            };
+            let stagegate_plan::check::CheckTarget::Prometheus(q) = &m.source.target else {
+                continue;
+            };
+            let window = b
+                .window
+                .unwrap_or_else(|| spec.duration.min(MAX_BEFORE_WINDOW));
+            let step_len = spec
+                .every
+                .max(Duration::from_millis(
+                    (window.as_millis() as u64 / MAX_BEFORE_POINTS).max(1),
+                ))
+                .max(Duration::from_secs(1));
+            let got = match crate::check::prom::Prepared::new(q, scope, None) {
+                Err(e) => Err(format!("the query cannot be sent before the deploy: {e}")),
+                Ok(p) => {
+                    let p = p.over(window, step_len);
+                    match p.observe().await {
+                        Ok(obs) => {
+                            let values: Vec<f64> = obs
+                                .series
+                                .iter()
+                                .flat_map(|s| s.points.iter().map(|p| p.1))
+                                .filter(|v| v.is_finite())
+                                .collect();
+                            if values.is_empty() {
+                                Err(format!(
+                                    "the query returned no data over the {} before the deploy",
+                                    fmt_duration(window)
+                                ))
+                            } else {
+                                Ok(Baseline {
+                                    from: "before".into(),
+                                    source: format!(
+                                        "the same query over the {} before the deploy, a point every {}",
+                                        fmt_duration(window),
+                                        fmt_duration(step_len)
+                                    ),
+                                    values,
+                                })
+                            }
+                        }
+                        Err(
+                            crate::check::Observed::Failed(e) | crate::check::Observed::TimedOut(e),
+                        ) => Err(format!("capturing it before the deploy failed: {e}")),
+                    }
+                }
+            };
+            if let Err(e) = &got {
+                events.emit(Event::Warning {
+                    message: scrubber.scrub(&format!(
+                        "step `{}`, measurement `{}`: no baseline: {e}",
+                        step.id, m.name
+                    )),
+                });
+            }
+            inputs
+                .watch_baselines
+                .insert((step.id.clone(), m.name.clone()), got);
+        }
+    }
+}
+
 /// The verdict of a watch or of one measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -187,6 +295,23 @@ pub struct MeasurementSummary {
     pub verdict: String,
     /// The sample that decided, or why the measurement passed.
     pub reason: String,
+    /// What `vs baseline` conditions and `compare` measured against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineSummary>,
+    /// The Mann-Whitney comparison with the baseline, in one sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BaselineSummary {
+    /// `before` or `last_pass`.
+    pub from: String,
+    /// Where its values came from, or why there are none.
+    pub source: String,
+    pub samples: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub median: Option<f64>,
 }
 
 /// A measurement with its prepared probe and running tally.
@@ -200,6 +325,12 @@ struct Tally<'a> {
     consecutive_errors: u32,
     breach_since: Option<Instant>,
     verdict: Option<Verdict>,
+    /// The baseline, when the measurement has one and it was found.
+    baseline: Option<Baseline>,
+    /// Why a measurement that needs a baseline has none.
+    no_baseline: Option<String>,
+    /// Every value sampled, for `compare`.
+    values: Vec<f64>,
 }
 
 /// Runs a watch step to its verdict.
@@ -308,6 +439,9 @@ pub async fn run(spec: &WatchSpec, ctx: &StepCtx<'_>) -> StepOutcome {
     }
     // The window ended (or a measurement decided early): the rest are judged on what they saw.
     for t in &mut tallies {
+        if !cancelled && t.verdict.is_none() {
+            compare(t);
+        }
         if t.verdict.is_none() {
             let v = if cancelled {
                 Verdict::Cancelled
@@ -494,6 +628,22 @@ fn prepare<'a>(
     ctx: &StepCtx<'_>,
 ) -> Result<Tally<'a>, String> {
     let probe = Probe::new(&m.source, ctx)?;
+    let needs_baseline = m.baseline.is_some();
+    let (baseline, no_baseline) = if needs_baseline {
+        match ctx
+            .inputs
+            .watch_baselines
+            .get(&(ctx.step.id.clone(), m.name.clone()))
+        {
+            Some(Ok(b)) if b.median().is_some() => (Some(b.clone()), None),
+            Some(Ok(_)) => (None, Some("the baseline has no values".to_string())),
+            Some(Err(e)) => (None, Some(e.clone())),
+            None => (None, Some("no baseline was captured for it".to_string())),
+        }
+    } else {
+        (None, None)
+    };
+    let median = baseline.as_ref().and_then(Baseline::median);
     let operand =
         |c: &stagegate_plan::watch::Condition, key: &str| -> Result<(CmpOp, f64), String> {
             let text = ctx
@@ -504,6 +654,11 @@ fn prepare<'a>(
                 .trim()
                 .parse::<f64>()
                 .map_err(|_| format!("`{key}`: `{text}` is not a number"))?;
+            if c.relative {
+                // `+10% vs baseline`: the baseline's median, 10% higher. Without a baseline
+                // the condition is not judged (each sample counts as no data).
+                return Ok((c.op, median.map_or(f64::NAN, |b| b * (1.0 + v / 100.0))));
+            }
             Ok((c.op, v))
         };
     let pass = m
@@ -539,6 +694,17 @@ fn prepare<'a>(
     if let Some(s) = m.sustained {
         condition.push(format!("failing for {} before it counts", fmt_duration(s)));
     }
+    if m.baseline.is_some() {
+        condition.push(format!("no baseline is {}", m.no_baseline.as_str()));
+    }
+    if let Some(c) = &m.compare {
+        condition.push(format!(
+            "compared with the baseline (Mann-Whitney): {} is worse, alpha {}, effect at least {}%",
+            c.direction.as_str(),
+            c.alpha,
+            fmt_value(c.effect * 100.0)
+        ));
+    }
     let no_data = m.no_data.unwrap_or(spec.no_data);
     if m.kind() == "prometheus" {
         condition.push(format!("no data is {}", no_data.as_str()));
@@ -557,12 +723,25 @@ fn prepare<'a>(
             kind: m.kind().into(),
             target,
             condition: condition.join("; "),
+            baseline: m.baseline.as_ref().map(|b| BaselineSummary {
+                from: b.from.as_str().into(),
+                source: match (&baseline, &no_baseline) {
+                    (Some(b), _) => b.source.clone(),
+                    (None, Some(why)) => format!("none: {why}"),
+                    (None, None) => "none".into(),
+                },
+                samples: baseline.as_ref().map_or(0, |b| b.values.len()),
+                median,
+            }),
             ..MeasurementSummary::default()
         },
         probe,
         consecutive_errors: 0,
         breach_since: None,
         verdict: None,
+        baseline,
+        no_baseline,
+        values: Vec::new(),
     })
 }
 
@@ -607,6 +786,20 @@ fn judge(t: &mut Tally<'_>, s: &ProbeSample, now: Instant) -> (SampleState, Opti
             NoData::Inconclusive => SampleState::NoData,
         };
         return (state, None, why);
+    }
+    if let Some(v) = values.iter().map(|v| v.1).reduce(f64::max) {
+        t.values.push(v);
+    }
+    let relative = t.m.pass.iter().chain(&t.m.fail).any(|c| c.value.relative);
+    if relative && let Some(why) = &t.no_baseline {
+        let v = values.iter().map(|v| v.1).fold(f64::NEG_INFINITY, f64::max);
+        let why = format!("no baseline to compare {} with: {why}", fmt_value(v));
+        let state = match t.m.no_baseline {
+            NoData::Pass => SampleState::Pass,
+            NoData::Fail => sustain(t, true, now),
+            NoData::Inconclusive => SampleState::NoData,
+        };
+        return (state, Some(v), why);
     }
     if t.pass.is_none() && t.fail.is_none() {
         // `expect` on a prometheus measurement.
@@ -678,6 +871,49 @@ fn judge(t: &mut Tally<'_>, s: &ProbeSample, now: Instant) -> (SampleState, Opti
                 series(&labels)
             ),
         )
+    }
+}
+
+/// `compare`: the bake's values against the baseline's, at the end of the window.
+fn compare(t: &mut Tally<'_>) {
+    let Some(spec) = &t.m.compare else {
+        return;
+    };
+    let Some(b) = &t.baseline else {
+        let why = t.no_baseline.clone().unwrap_or_default();
+        t.sum.comparison = Some(format!("not compared: no baseline ({why})"));
+        t.sum.reason = format!("no baseline to compare the bake's samples with: {why}");
+        t.verdict = Some(match t.m.no_baseline {
+            NoData::Pass => Verdict::Pass,
+            NoData::Fail => Verdict::Fail,
+            NoData::Inconclusive => Verdict::Inconclusive,
+        });
+        return;
+    };
+    let direction = match spec.direction {
+        stagegate_plan::watch::Direction::Increase => crate::stats::Direction::Increase,
+        stagegate_plan::watch::Direction::Decrease => crate::stats::Direction::Decrease,
+        stagegate_plan::watch::Direction::Either => crate::stats::Direction::Either,
+    };
+    let j = crate::stats::judge(
+        &t.values,
+        &b.values,
+        direction,
+        spec.alpha,
+        1.0 + spec.effect,
+    );
+    let line = format!("against {}: {}", b.source, j.reason);
+    t.sum.comparison = Some(line.clone());
+    match j.verdict {
+        crate::stats::Verdict::Pass => {}
+        crate::stats::Verdict::Fail => {
+            t.sum.reason = format!("compared with the baseline (Mann-Whitney) {line}");
+            t.verdict = Some(Verdict::Fail);
+        }
+        crate::stats::Verdict::Inconclusive => {
+            t.sum.reason = format!("compared with the baseline (Mann-Whitney) {line}");
+            t.verdict = Some(Verdict::Inconclusive);
+        }
     }
 }
 

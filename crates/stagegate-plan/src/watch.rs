@@ -41,7 +41,19 @@ const WATCH_KEYS: &[&str] = &[
     "no_data",
 ];
 /// Keys a measurement has besides its check action and that check's keys.
-const MEASURE_KEYS: &[&str] = &["name", "pass", "fail", "sustained", "no_data", "reduce"];
+const MEASURE_KEYS: &[&str] = &[
+    "name",
+    "pass",
+    "fail",
+    "sustained",
+    "no_data",
+    "reduce",
+    "baseline",
+    "compare",
+    "no_baseline",
+];
+const BASELINE_KEYS: &[&str] = &["from", "window"];
+const COMPARE_KEYS: &[&str] = &["direction", "alpha", "effect"];
 /// At most this many measurements per watch.
 pub const MAX_MEASUREMENTS: usize = 100;
 /// The shortest interval between samples.
@@ -79,6 +91,67 @@ pub struct Measurement {
     pub no_data: Option<NoData>,
     /// `prometheus` range queries: how the points of a series become one value.
     pub reduce: Reduce,
+    /// What `vs baseline` conditions and `compare` measure against.
+    pub baseline: Option<BaselineSpec>,
+    /// A Mann-Whitney comparison of the bake's samples with the baseline's, at the end.
+    pub compare: Option<CompareSpec>,
+    /// What a sample (or `compare`) counts as when there is no baseline (the first
+    /// deploy): like `no_data`, inconclusive unless said otherwise.
+    pub no_baseline: NoData,
+}
+
+/// Where a measurement's baseline comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaselineFrom {
+    /// The same query over a window just before the deploy (the previous release).
+    Before,
+    /// This measurement's samples in the last passing deployment of the environment.
+    LastPass,
+}
+
+impl BaselineFrom {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BaselineFrom::Before => "before",
+            BaselineFrom::LastPass => "last_pass",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BaselineSpec {
+    pub from: BaselineFrom,
+    /// `before`: how far back the range query reaches (default: the watch's window, at
+    /// most 1h).
+    pub window: Option<Duration>,
+}
+
+/// Which way is worse, for `compare`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Increase,
+    Decrease,
+    Either,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Increase => "increase",
+            Direction::Decrease => "decrease",
+            Direction::Either => "either",
+        }
+    }
+}
+
+/// `compare: { direction, alpha, effect }`.
+#[derive(Debug, Clone)]
+pub struct CompareSpec {
+    pub direction: Direction,
+    /// Significance level (default 0.05).
+    pub alpha: f64,
+    /// The smallest change that fails, as a fraction: 0.1 is 10% (the default).
+    pub effect: f64,
 }
 
 impl Measurement {
@@ -138,18 +211,39 @@ impl Reduce {
     }
 }
 
-/// `< 0.01`, `>= 1`, `!= ${{ vars.expected }}`.
+/// `< 0.01`, `>= 1`, `!= ${{ vars.expected }}`, or relative to the baseline:
+/// `<= +10% vs baseline` (the operand is then the percentage, `10`).
 #[derive(Debug, Clone)]
 pub struct Condition {
     pub op: CmpOp,
     pub operand: Template,
     /// As written.
     pub text: String,
+    /// `vs baseline`: the operand is a change in percent of the baseline's value.
+    pub relative: bool,
 }
 
 impl Condition {
-    pub fn parse(text: &str) -> Result<(CmpOp, String), String> {
+    /// The operator and operand; a relative condition's operand is its signed percentage.
+    pub fn parse(text: &str) -> Result<(CmpOp, String, bool), String> {
         let t = text.trim();
+        if let Some(head) = t.strip_suffix("vs baseline") {
+            let head = head.trim();
+            let (op, rest, _) = Self::parse_op(head, true)?;
+            let pct = rest
+                .strip_suffix('%')
+                .ok_or_else(|| format!("`{rest}` is not a change in percent, e.g. `+10%`"))?;
+            let v: f64 = pct
+                .trim()
+                .trim_start_matches('+')
+                .parse()
+                .map_err(|_| format!("`{rest}` is not a change in percent, e.g. `+10%`"))?;
+            return Ok((op, v.to_string(), true));
+        }
+        Self::parse_op(t, false)
+    }
+
+    fn parse_op(t: &str, relative: bool) -> Result<(CmpOp, String, bool), String> {
         for op in ["<=", ">=", "==", "!=", "<", ">"] {
             if let Some(rest) = t.strip_prefix(op) {
                 let rest = rest.trim();
@@ -164,12 +258,12 @@ impl Condition {
                     "<" => CmpOp::Lt,
                     _ => CmpOp::Gt,
                 };
-                if !rest.contains("${{") && rest.parse::<f64>().is_err() {
+                if !relative && !rest.contains("${{") && rest.parse::<f64>().is_err() {
                     return Err(format!(
                         "`{rest}` is not a number (a Prometheus value is a plain number: seconds, ratios, counts)"
                     ));
                 }
-                return Ok((op, rest.to_string()));
+                return Ok((op, rest.to_string(), relative));
             }
         }
         Err(format!("`{t}` is not a condition"))
@@ -222,6 +316,17 @@ impl WatchSpec {
             }
             if let Some(s) = m.sustained {
                 l.push_str(&format!(" for {}", fmt_duration(s)));
+            }
+            if let Some(b) = &m.baseline {
+                l.push_str(&format!("; baseline {}", b.from.as_str()));
+            }
+            if let Some(c) = &m.compare {
+                l.push_str(&format!(
+                    "; compare (Mann-Whitney, {} is worse, alpha {}, effect {}%)",
+                    c.direction.as_str(),
+                    c.alpha,
+                    c.effect * 100.0
+                ));
             }
             lines.push(l);
         }
@@ -361,16 +466,20 @@ pub(crate) fn read(
 }
 
 fn read_no_data(cx: &mut Cx, m: &MarkedMappingNode, what: &str) -> Option<NoData> {
-    let s = cx.string(m, "no_data", what)?;
+    read_no_data_key(cx, m, "no_data", what)
+}
+
+fn read_no_data_key(cx: &mut Cx, m: &MarkedMappingNode, key: &str, what: &str) -> Option<NoData> {
+    let s = cx.string(m, key, what)?;
     match s.value.as_str() {
         "inconclusive" => Some(NoData::Inconclusive),
         "fail" => Some(NoData::Fail),
         "pass" => Some(NoData::Pass),
         other => {
             cx.error_help(
-                format!("`no_data: {other}` in {what} is not known"),
+                format!("`{key}: {other}` in {what} is not known"),
                 s.span,
-                "write `no_data: inconclusive` (the default), `fail` or `pass`",
+                format!("write `{key}: inconclusive` (the default), `fail` or `pass`"),
             );
             None
         }
@@ -423,7 +532,7 @@ fn read_measurement(
     let cond = |cx: &mut Cx, key: &str| -> Option<Spanned<Condition>> {
         let s = cx.string(m, key, &mwhat)?;
         match Condition::parse(&s.value) {
-            Ok((op, operand)) => {
+            Ok((op, operand, relative)) => {
                 let t = crate::build::template(
                     cx,
                     Spanned {
@@ -436,6 +545,7 @@ fn read_measurement(
                         op,
                         operand: t.value,
                         text: s.value.trim().to_string(),
+                        relative,
                     },
                     span: s.span,
                 })
@@ -444,7 +554,7 @@ fn read_measurement(
                 cx.error_help(
                     format!("`{key}` in {mwhat}: {e}"),
                     s.span,
-                    "write a comparison such as `< 0.01`, `>= 1` or `== 0`",
+                    "write a comparison such as `< 0.01`, `>= 1`, `== 0` or `<= +10% vs baseline`",
                 );
                 None
             }
@@ -514,6 +624,44 @@ fn read_measurement(
             }
         },
     };
+    let baseline = read_baseline(cx, m, &mwhat);
+    let compare = read_compare(cx, m, &mwhat);
+    if is_prom && baseline.is_none() {
+        for (key, c) in [("pass", &pass), ("fail", &fail)] {
+            if let Some(c) = c.as_ref().filter(|c| c.value.relative) {
+                cx.error_help(
+                    format!("`{key}: {}` in {mwhat} compares with a baseline, but there is none", c.value.text),
+                    c.span.clone(),
+                    "add `baseline: before` (the same query just before the deploy) or `baseline: last_pass` (the last passing deployment's samples)",
+                );
+            }
+        }
+        if let Some((k, _)) = m.iter().find(|(k, _)| k.as_str() == "no_baseline") {
+            cx.error_help(
+                format!("`no_baseline` in {mwhat} applies only with a `baseline`"),
+                cx.key_span(k),
+                "add `baseline: before` or `baseline: last_pass`, or remove `no_baseline`",
+            );
+        }
+        if let Some((k, _)) = m.iter().find(|(k, _)| k.as_str() == "compare") {
+            cx.error_help(
+                format!("`compare` in {mwhat} needs a `baseline`"),
+                cx.key_span(k),
+                "add `baseline: before` or `baseline: last_pass`: the samples the bake's are compared with",
+            );
+        }
+    }
+    if !is_prom {
+        for key in ["baseline", "compare", "no_baseline"] {
+            if let Some((k, _)) = m.iter().find(|(k, _)| k.as_str() == key) {
+                cx.error_help(
+                    format!("{mwhat}: `{key}` applies to `prometheus` measurements"),
+                    cx.key_span(k),
+                    "a baseline is a number: measure it with a `prometheus` query",
+                );
+            }
+        }
+    }
     let name = match cx.string(m, "name", &mwhat) {
         Some(n) => n.value,
         None => source.default_name(),
@@ -527,5 +675,137 @@ fn read_measurement(
         sustained: sustained.map(|s| s.value),
         no_data: read_no_data(cx, m, &mwhat),
         reduce,
+        no_baseline: match m.get_node("no_baseline") {
+            Some(_) => {
+                read_no_data_key(cx, m, "no_baseline", &mwhat).unwrap_or(NoData::Inconclusive)
+            }
+            None => NoData::Inconclusive,
+        },
+        baseline: if is_prom { baseline } else { None },
+        compare: if is_prom { compare } else { None },
     })
+}
+
+fn baseline_from(cx: &mut Cx, s: Spanned<String>, what: &str) -> Option<BaselineFrom> {
+    match s.value.as_str() {
+        "before" => Some(BaselineFrom::Before),
+        "last_pass" => Some(BaselineFrom::LastPass),
+        other => {
+            cx.error_help(
+                format!("`baseline: {other}` in {what} is not known"),
+                s.span,
+                "write `before` (the same query just before the deploy) or `last_pass` (the last passing deployment's samples)",
+            );
+            None
+        }
+    }
+}
+
+/// `baseline: before | last_pass` or `baseline: { from, window }`.
+fn read_baseline(cx: &mut Cx, m: &MarkedMappingNode, what: &str) -> Option<BaselineSpec> {
+    let node = m.get_node("baseline")?;
+    let bwhat = format!("`baseline` in {what}");
+    if let Node::Mapping(bm) = node {
+        cx.keys(bm, &bwhat, BASELINE_KEYS);
+        let from = match cx.string(bm, "from", &bwhat) {
+            Some(s) => baseline_from(cx, s, &bwhat)?,
+            None => {
+                cx.error_help(
+                    format!("{bwhat} has no `from`"),
+                    cx.span(node),
+                    "write `from: before` or `from: last_pass`",
+                );
+                return None;
+            }
+        };
+        let window = cx.duration(bm, "window", &bwhat);
+        if let Some(w) = &window
+            && from == BaselineFrom::LastPass
+        {
+            cx.error_help(
+                format!("`window` in {bwhat} applies to `from: before`"),
+                w.span.clone(),
+                "`last_pass` takes every sample of that deployment's bake",
+            );
+        }
+        return Some(BaselineSpec {
+            from,
+            window: window.map(|w| w.value),
+        });
+    }
+    let s = cx.string(m, "baseline", what)?;
+    let from = baseline_from(cx, s, what)?;
+    Some(BaselineSpec { from, window: None })
+}
+
+/// `compare: { direction, alpha, effect }` (or `compare: true` for the defaults).
+fn read_compare(cx: &mut Cx, m: &MarkedMappingNode, what: &str) -> Option<CompareSpec> {
+    let node = m.get_node("compare")?;
+    let cwhat = format!("`compare` in {what}");
+    let mut spec = CompareSpec {
+        direction: Direction::Increase,
+        alpha: 0.05,
+        effect: 0.10,
+    };
+    let cm = match node {
+        Node::Mapping(cm) => cm,
+        Node::Scalar(s) if s.as_str() == "true" => return Some(spec),
+        other => {
+            cx.error_help(
+                format!("{cwhat} must be a mapping"),
+                cx.span(other),
+                "write e.g. `compare: { direction: increase, alpha: 0.05, effect: 10% }`",
+            );
+            return None;
+        }
+    };
+    cx.keys(cm, &cwhat, COMPARE_KEYS);
+    if let Some(d) = cx.string(cm, "direction", &cwhat) {
+        spec.direction = match d.value.as_str() {
+            "increase" => Direction::Increase,
+            "decrease" => Direction::Decrease,
+            "either" => Direction::Either,
+            other => {
+                cx.error_help(
+                    format!("`direction: {other}` in {cwhat} is not known"),
+                    d.span,
+                    "write `increase` (higher is worse: latency, errors; the default), `decrease` or `either`",
+                );
+                return None;
+            }
+        };
+    }
+    if let Some(a) = cx.string(cm, "alpha", &cwhat) {
+        match a.value.parse::<f64>() {
+            Ok(v) if v > 0.0 && v < 1.0 => spec.alpha = v,
+            _ => {
+                cx.error_help(
+                    format!("`alpha: {}` in {cwhat} is not a probability between 0 and 1", a.value),
+                    a.span,
+                    "write e.g. `alpha: 0.05` (the default): how unlikely a difference must be by chance",
+                );
+                return None;
+            }
+        }
+    }
+    if let Some(e) = cx.string(cm, "effect", &cwhat) {
+        let v = e
+            .value
+            .trim()
+            .strip_suffix('%')
+            .and_then(|p| p.trim().parse::<f64>().ok())
+            .filter(|v| (0.0..=1000.0).contains(v));
+        match v {
+            Some(v) => spec.effect = v / 100.0,
+            None => {
+                cx.error_help(
+                    format!("`effect: {}` in {cwhat} is not a percentage", e.value),
+                    e.span,
+                    "write e.g. `effect: 10%` (the default): the smallest change of the median that fails",
+                );
+                return None;
+            }
+        }
+    }
+    Some(spec)
 }

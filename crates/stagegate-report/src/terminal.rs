@@ -74,6 +74,8 @@ pub struct TerminalReporter {
     running: Option<String>,
     /// When a progress line was last printed in plain mode (printed at most every 5 s).
     last_progress: Option<std::time::Instant>,
+    /// The last source error shown per (watch step, measurement).
+    last_errors: std::collections::HashMap<(String, String), String>,
 }
 
 const RESET: &str = "\x1b[0m";
@@ -94,6 +96,7 @@ impl TerminalReporter {
             live_line: false,
             running: None,
             last_progress: None,
+            last_errors: Default::default(),
         }
     }
 
@@ -279,7 +282,16 @@ impl TerminalReporter {
             } => {
                 use stagegate_engine::watch::SampleState;
                 // Failures and source errors as they happen; the rest is in the live line.
-                if matches!(state, SampleState::Fail | SampleState::Error) {
+                // A source that keeps failing the same way is said once per streak.
+                let key = (step.id.clone(), name.clone());
+                let repeated = *state == SampleState::Error
+                    && self.last_errors.get(&key).is_some_and(|d| d == detail);
+                if *state == SampleState::Error {
+                    self.last_errors.insert(key, detail.clone());
+                } else {
+                    self.last_errors.remove(&key);
+                }
+                if matches!(state, SampleState::Fail | SampleState::Error) && !repeated {
                     let line = format!(
                         "  {}{}{} {}: round {round}, `{name}` {}: {}",
                         self.c(YELLOW),

@@ -75,6 +75,21 @@ pub fn lines(w: &WatchSummary) -> Vec<String> {
             counts(m),
             values(m)
         ));
+        if let Some(b) = &m.baseline {
+            out.push(match b.median {
+                Some(med) => format!(
+                    "    baseline ({}): median {} of {} values, {}",
+                    b.from,
+                    fmt(med),
+                    b.samples,
+                    b.source
+                ),
+                None => format!("    baseline ({}): {}", b.from, b.source),
+            });
+        }
+        if let Some(c) = &m.comparison {
+            out.push(format!("    compared: {c}"));
+        }
         if m.verdict != "pass" && !m.reason.is_empty() {
             out.push(format!("    {}", m.reason));
         }

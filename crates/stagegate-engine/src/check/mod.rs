@@ -21,7 +21,7 @@ mod file;
 pub(crate) mod http;
 mod log;
 mod payload;
-pub(crate) mod prom;
+pub mod prom;
 mod tcp;
 
 use std::collections::BTreeMap;
@@ -511,7 +511,7 @@ async fn attempt(
 }
 
 /// Why an attempt saw nothing.
-pub(crate) enum Observed {
+pub enum Observed {
     Failed(String),
     /// The step's timeout passed while observing.
     TimedOut(String),

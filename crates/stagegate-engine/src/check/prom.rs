@@ -22,10 +22,22 @@ const MAX_ANSWER: usize = 16 * 1024 * 1024;
 /// At most this many series are kept from one answer.
 pub const MAX_SERIES: usize = 1000;
 
+/// The innermost cause of a failed request (`Connection refused (os error 111)`), which
+/// says what went wrong without the client's layers of wrapping.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(s) = cur.source() {
+        cur = s;
+    }
+    cur.to_string()
+}
+
 /// A query with its templates rendered.
 #[derive(Debug)]
 pub struct Prepared {
     client: reqwest::Client,
+    /// `http://host:9090`.
+    base: String,
     /// `http://host:9090/api/v1/query` or `.../query_range`.
     endpoint: String,
     /// The PromQL as sent.
@@ -84,6 +96,7 @@ impl Prepared {
         let timeout = q.timeout.or(step_timeout).unwrap_or(DEFAULT_TIMEOUT);
         Ok(Prepared {
             client: super::http::client(false, None, false)?,
+            base: base.clone(),
             endpoint,
             query,
             range: q.range.map(|r| (r, q.step_or_default())),
@@ -92,6 +105,13 @@ impl Prepared {
             bearer,
             timeout,
         })
+    }
+
+    /// The same query as a range query over the `range` before now, a point every `step`.
+    pub fn over(mut self, range: Duration, step: Duration) -> Self {
+        self.endpoint = format!("{}/api/v1/query_range", self.base);
+        self.range = Some((range, step));
+        self
     }
 
     /// `query Q at URL`, for messages.
@@ -146,7 +166,7 @@ impl Prepared {
                 return Err(Observed::Failed(format!(
                     "cannot reach Prometheus at {}: {}",
                     self.endpoint,
-                    super::http::chain(&e)
+                    root_cause(&e)
                 )));
             }
         };
