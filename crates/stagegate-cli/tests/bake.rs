@@ -676,3 +676,48 @@ fn baselines_before_the_deploy_and_of_the_last_pass_judge_a_slower_release() {
         .stdout_has("compared: against deployment #1's bake");
     p.run_env(&["stop", "staging"], &env);
 }
+
+#[test]
+fn prometheus_behind_basic_auth_lets_the_right_password_in_and_never_shows_it() {
+    let prom = Prometheus::start_with_basic_auth(&[]);
+    let plan = |password: &str| {
+        check_plan(
+            &prom.url,
+            &format!(
+                r#"    - id: self-up
+      prometheus:
+        url: "${{{{ vars.prom }}}}"
+        query: 'up{{job="self"}}'
+        auth: {{ basic: {{ user: {}, password: "{password}" }} }}
+        timeout: 5s
+      expect: "== 1"
+"#,
+                prom::BASIC_USER
+            ),
+        )
+        .replace(
+            "  staging: {}",
+            "  staging:\n    secrets:\n      require: [PROM_PASSWORD]",
+        )
+    };
+    let good = Project::new(&plan("${{ secrets.PROM_PASSWORD }}"));
+    let o = good.run_env(
+        &["deploy", "staging"],
+        &[("PROM_PASSWORD", prom::BASIC_PASSWORD)],
+    );
+    o.code(0).lacks(prom::BASIC_PASSWORD);
+    assert!(assert_not_stored(&good, &[prom::BASIC_PASSWORD]) > 0);
+    good.run_env(&["show", "1", "--json"], &[])
+        .code(0)
+        .lacks(prom::BASIC_PASSWORD);
+
+    // A wrong password is refused by Prometheus: an error of the source, with its status.
+    let bad = Project::new(&plan("${{ secrets.PROM_PASSWORD }}"));
+    bad.run_env(
+        &["deploy", "staging"],
+        &[("PROM_PASSWORD", "wrong-password-x")],
+    )
+    .code(3)
+    .stderr_has("401")
+    .lacks("wrong-password-x");
+}

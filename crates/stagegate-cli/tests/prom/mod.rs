@@ -22,7 +22,15 @@ pub struct Prometheus {
     pub url: String,
     dir: tempfile::TempDir,
     child: Child,
+    /// `Basic ...` when it requires basic auth.
+    auth: Option<String>,
 }
+
+/// A user Prometheus accepts with [`Prometheus::start_with_basic_auth`], and its password.
+pub const BASIC_USER: &str = "stagegate";
+pub const BASIC_PASSWORD: &str = "bake-test-password";
+/// bcrypt (cost 4, so each request costs little) of [`BASIC_PASSWORD`].
+const BASIC_HASH: &str = "$2b$04$2acx3v8zgzPWjjM4YNors.pG1PFJdE/b6toq5BQQMiuOQxi8Cdg5i";
 
 impl Prometheus {
     /// Starts a real Prometheus on a free loopback port scraping `targets` ("127.0.0.1:PORT") every second.
@@ -33,6 +41,16 @@ impl Prometheus {
     /// some 5 s, and a service started afterwards is scraped from its first second on.
     /// Panics when the `prometheus` binary is missing, or when it is not up within 30 s.
     pub fn start(targets: &[String]) -> Prometheus {
+        Self::start_inner(targets, false)
+    }
+
+    /// [`Prometheus::start`] with its HTTP API behind basic auth (`--web.config.file`):
+    /// [`BASIC_USER`] and [`BASIC_PASSWORD`] are let in, nobody else.
+    pub fn start_with_basic_auth(targets: &[String]) -> Prometheus {
+        Self::start_inner(targets, true)
+    }
+
+    fn start_inner(targets: &[String], basic: bool) -> Prometheus {
         assert!(
             available(),
             "prometheus is not installed: apt-get install prometheus (CI's .ci/run installs it)"
@@ -43,15 +61,24 @@ impl Prometheus {
         let mut last_log = String::new();
         for _ in 0..3 {
             let port = free_port();
-            let mut child = spawn(dir.path(), port, targets);
+            let auth = basic.then(|| {
+                use base64::Engine as _;
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{BASIC_USER}:{BASIC_PASSWORD}"))
+                )
+            });
+            let mut child = spawn(dir.path(), port, targets, basic);
             let url = format!("http://127.0.0.1:{port}");
-            match wait_until_up(&url, &mut child) {
+            match wait_until_up(&url, &mut child, auth.as_deref()) {
                 Ok(()) => {
                     return Prometheus {
                         port,
                         url,
                         dir,
                         child,
+                        auth,
                     };
                 }
                 Err(why) => {
@@ -111,7 +138,10 @@ impl Prometheus {
     /// Prometheus does not answer. Panics when it answers that the query is bad.
     pub fn query(&self, query: &str) -> Option<Vec<serde_json::Value>> {
         let q: String = url::form_urlencoded::byte_serialize(query.as_bytes()).collect();
-        let (status, body) = get(&format!("{}/api/v1/query?query={q}", self.url))?;
+        let (status, body) = get_auth(
+            &format!("{}/api/v1/query?query={q}", self.url),
+            self.auth.as_deref(),
+        )?;
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
         if status == 400 || status == 422 {
             panic!("Prometheus rejects the query {query:?}: {v}");
@@ -170,22 +200,38 @@ fn config(port: u16, targets: &[String]) -> String {
     )
 }
 
-fn spawn(dir: &Path, port: u16, targets: &[String]) -> Child {
+fn spawn(dir: &Path, port: u16, targets: &[String], basic: bool) -> Child {
     let config_file = dir.join("prometheus.yml");
-    std::fs::write(&config_file, config(port, targets)).expect("prometheus.yml is written");
+    let mut config = config(port, targets);
+    if basic {
+        // Its own scrapes need the password too.
+        config.push_str(&format!(
+            "    basic_auth: {{ username: {BASIC_USER}, password: {BASIC_PASSWORD} }}\n"
+        ));
+    }
+    std::fs::write(&config_file, config).expect("prometheus.yml is written");
+    let web_file = dir.join("web.yml");
+    std::fs::write(
+        &web_file,
+        format!("basic_auth_users:\n  {BASIC_USER}: '{BASIC_HASH}'\n"),
+    )
+    .expect("web.yml is written");
     let log = std::fs::File::create(dir.join("prometheus.log")).expect("prometheus.log opens");
     let arg = |name: &str, value: &dyn AsRef<std::ffi::OsStr>| {
         let mut a = std::ffi::OsString::from(format!("--{name}="));
         a.push(value);
         a
     };
-    let args = [
+    let mut args = vec![
         arg("config.file", &config_file),
         arg("storage.tsdb.path", &dir.join("data")),
         arg("web.listen-address", &format!("127.0.0.1:{port}")),
         arg("storage.tsdb.retention.time", &"1h"),
         arg("log.level", &"warn"),
     ];
+    if basic {
+        args.push(arg("web.config.file", &web_file));
+    }
     Command::new("prometheus")
         .args(args)
         .current_dir(dir)
@@ -197,7 +243,7 @@ fn spawn(dir: &Path, port: u16, targets: &[String]) -> Child {
 }
 
 /// Waits until Prometheus at `url` is ready and has scraped itself once.
-fn wait_until_up(url: &str, child: &mut Child) -> Result<(), String> {
+fn wait_until_up(url: &str, child: &mut Child, auth: Option<&str>) -> Result<(), String> {
     let deadline = Instant::now() + START_TIMEOUT;
     let first_scrape = format!("{url}/api/v1/query?query=up%7Bjob%3D%22self%22%7D");
     let mut ready = false;
@@ -206,10 +252,10 @@ fn wait_until_up(url: &str, child: &mut Child) -> Result<(), String> {
             return Err(format!("it exited ({status}) before it was ready"));
         }
         if !ready {
-            ready = get(&format!("{url}/-/ready")).is_some_and(|(s, _)| s == 200);
+            ready = get_auth(&format!("{url}/-/ready"), auth).is_some_and(|(s, _)| s == 200);
         }
         if ready
-            && let Some((200, body)) = get(&first_scrape)
+            && let Some((200, body)) = get_auth(&first_scrape, auth)
             && serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| {
                 v["data"]["result"]
                     .as_array()
@@ -241,6 +287,11 @@ fn log_tail(dir: &Path) -> String {
 
 /// An HTTP/1.0 GET on loopback: (status, body), `None` when there is no answer.
 pub fn get(url: &str) -> Option<(u16, String)> {
+    get_auth(url, None)
+}
+
+/// [`get`] with an `Authorization` header.
+pub fn get_auth(url: &str, auth: Option<&str>) -> Option<(u16, String)> {
     let rest = url.strip_prefix("http://")?;
     let (host, path) = rest
         .split_once('/')
@@ -249,7 +300,10 @@ pub fn get(url: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(host).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n").ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf);
