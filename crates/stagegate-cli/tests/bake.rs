@@ -721,3 +721,45 @@ fn prometheus_behind_basic_auth_lets_the_right_password_in_and_never_shows_it() 
     .stderr_has("401")
     .lacks("wrong-password-x");
 }
+
+#[test]
+fn interrupting_a_bake_rolls_back_like_any_failure() {
+    let b = Bake::new();
+    b.deploy("1.0.0", &[]).code(0);
+    let child = b.spawn(&[
+        "deploy",
+        "staging",
+        "--release-version",
+        "1.1.0",
+        "--events",
+        "events.jsonl",
+    ]);
+    let start = Instant::now();
+    while b
+        .p
+        .read("events.jsonl")
+        .matches("\"measurement_round\"")
+        .count()
+        < 2
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the bake did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let show = show_json(&b.p, "2");
+    assert_eq!(watch(&show)["verdict"], "cancelled", "{show:#}");
+    assert!(
+        current_release(&b).is_some_and(|r| r.starts_with("1.0.0")),
+        "1.0.0 serves again: {stderr}"
+    );
+}
