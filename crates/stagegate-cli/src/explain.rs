@@ -116,7 +116,7 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "stages",
-        "Ordered stages, each a list of steps. A step has one action: `run` (a shell command), `deploy` (a service), or a check (`http`, `command`, `tcp`, `log`, `file`).",
+        "Ordered stages, each a list of steps. A step has one action: `run` (a shell command), `deploy` (a service), a check (`http`, `command`, `tcp`, `log`, `file`, `prometheus`), a `gate`, a `load` test or a `watch` (a bake).",
         "required",
         "stages:\n  deploy:\n    - deploy: web\n  verify:\n    - run: curl -fsS ${{ services.web.url }}/health",
     ),
@@ -175,9 +175,15 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
         "file: [downloads/half.bin, downloads/resume.bin]\nexpect: { sha256: \"${{ steps.upload.outputs.sha256 }}\" }",
     ),
     (
+        "steps.prometheus",
+        "A Prometheus check: a PromQL `query` against the server at `url`. It goes to `/api/v1/query`, or to `/api/v1/query_range` over the last `range`, every `step`, with `headers`, `auth` (bearer, basic) and `timeout`. `expect` is a condition on every value (`\"< 0.01\"`, `\"== 1\"`) or `value`, `series` (how many), `labels`; no series or NaN is no data, never a pass. In a `watch`, a measurement source. See docs/bake.md.",
+        "instant query; expects at least one series; timeout 10s; step range/60, at least 1s",
+        "prometheus:\n  url: \"${{ vars.prometheus }}\"\n  query: 'demo_build_info{version=\"${{ release.version }}\"}'\nexpect: \"== 1\"\nretry: { attempts: 30, interval: 1s }",
+    ),
+    (
         "steps.expect",
         "What a check asserts; every assertion is evaluated and recorded with expected and actual: `status`, `headers`, `json` (JSONPath: matcher), `body`, `body_len`, `sha256`, `duration`, ... Matchers: a value, a list, `2xx`, `contains`, `matches`, `exists`, `count`, `length`, `<` `<=` `>` `>=` `==` `!=`, `not`.",
-        "a 2xx status (http), exit code 0 (command), open (tcp)",
+        "a 2xx status (http), exit code 0 (command), open (tcp), at least one series (prometheus)",
         "expect:\n  status: 206\n  headers: { content-range: { matches: \"^bytes 0-\" } }\n  json: { \"$.files[*]\": { count: { \">=\": 1 } } }\n  duration: \"< 2s\"",
     ),
     (
@@ -287,6 +293,36 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
         "Columns of the users file whose values no other user may ever see in a response; violations are counted with an example (`isolation_violations == 0`).",
         "none",
         "isolation: [id, email]",
+    ),
+    (
+        "steps.watch",
+        "A bake: the measurements of `measure` sampled every `every` for `for`. Each sample is judged pass, fail, inconclusive, no data or error. One failure more than `failure_limit` fails it (the deploy rolls back), as do more than `consecutive_error_limit` source errors in a row; one inconclusive or no-data sample more than `inconclusive_limit` ends the run awaiting a decision (exit 7; `stagegate decide N --pass|--fail --reason ...`). Otherwise it passes when the window ends. See docs/bake.md.",
+        "every 30s (at least 100ms); failure_limit 0, inconclusive_limit 0, consecutive_error_limit 4, no_data inconclusive",
+        "- id: bake\n  watch:\n    for: 24h\n    every: 30s\n    inconclusive_limit: 2\n    measure:\n      - name: error rate\n        prometheus: { url: \"${{ vars.prometheus }}\", query: \"sum(rate(http_requests_total{status=\\\"5xx\\\"}[5m])) / sum(rate(http_requests_total[5m]))\" }\n        pass: \"< 0.01\"\n        fail: \"> 0.05\"\n        sustained: 10m",
+    ),
+    (
+        "watch.measure",
+        "The measurements of a watch (1 to 100). Each has a `name` and one source, `prometheus` or a check kind (`http`, `command`, `tcp`, `log`, `file`). A `prometheus` one is judged by `pass` and/or `fail` (both: neither holding is inconclusive) or by `expect`, with `reduce` (last, min, max, avg) for range queries, its own `no_data`, and a `baseline` with relative conditions and `compare`; a check kind by its `expect`. `sustained` counts a failing sample only once the failure has lasted that long.",
+        "name: the source's; reduce last; no sustained",
+        "measure:\n  - name: hub up\n    prometheus: { url: \"${{ vars.prometheus }}\", query: \"min(erp_hub_up)\" }\n    pass: \"== 1\"\n    fail: \"< 1\"\n  - name: health\n    http: \"${{ services.hub.url }}/health\"",
+    ),
+    (
+        "watch.baseline",
+        "What a `prometheus` measurement is compared with. `before`: the same query over the `window` before the deploy (default the watch's `for`, at most 1h); `last_pass`: its samples in the last passing bake of this step. `pass`/`fail` may then be relative to the baseline's median (`\"> +50% vs baseline\"`), and `compare` tests the bake's samples against it. Without a baseline (the first deploy), samples and `compare` count as `no_baseline` says.",
+        "none; no_baseline inconclusive",
+        "baseline: { from: before, window: 1h }\nfail: \"< -80% vs baseline\"\nno_baseline: pass",
+    ),
+    (
+        "watch.compare",
+        "A Mann-Whitney U test of a measurement's samples against its `baseline`'s, at the window's end. It fails when the difference is significant (p < `alpha`) in the bad `direction` (`increase`, `decrease`, `either`) and the median moved by at least `effect`; with fewer than 3 values on a side it is inconclusive. Needs a `baseline`, and a `pass`, `fail` or `expect` beside it.",
+        "direction increase, alpha 0.05, effect 10%",
+        "baseline: last_pass\npass: \"< 2\"\ncompare: { direction: increase, alpha: 0.05, effect: 50% }",
+    ),
+    (
+        "watch.no_data",
+        "What a sample without data counts as. No series, or only NaN, counts as `inconclusive` (against `inconclusive_limit`), `fail` or `pass`. On the watch for every measurement; on a `prometheus` measurement for that one.",
+        "inconclusive",
+        "no_data: fail",
     ),
     (
         "steps.allow_override",
