@@ -23,9 +23,14 @@ pub async fn run(cli: &Cli, action: &AuditAction) -> CmdResult {
                 None => {
                     if !*json {
                         println!(
-                            "audit log intact: {} records; {} deployments and {} steps match it{}",
+                            "audit log intact: {} records; {} deployments{} and {} steps match it{}",
                             report.records,
                             report.deployments_checked,
+                            if report.decisions_checked > 0 {
+                                format!(", {} decisions", report.decisions_checked)
+                            } else {
+                                String::new()
+                            },
                             report.steps_checked,
                             if report.deployments_before_log > 0 {
                                 format!(

@@ -156,6 +156,16 @@ pub async fn decide(cli: &Cli, args: &DecideArgs) -> CmdResult {
                 .filter(|s| !decided.contains(s))
                 .collect();
             if open.is_empty() {
+                if let Some(d) = store.decision(id, args.step.as_deref()).await? {
+                    return Err(Failure::invalid(format!(
+                        "error: step `{}` of deployment #{id} is already decided: {} by {} at {}: {}; the deploy goes on",
+                        d.step_id,
+                        if d.pass { "passed" } else { "failed" },
+                        d.actor,
+                        when(d.decided_at),
+                        d.reason
+                    )));
+                }
                 return Err(Failure::invalid(format!(
                     "error: deployment #{id} is running and does not wait for a decision (no watch step of it is inconclusive)\n  = help: `stagegate show {id}` shows where it is"
                 )));
@@ -182,6 +192,19 @@ pub async fn decide(cli: &Cli, args: &DecideArgs) -> CmdResult {
             return Err(Failure::invalid(msg));
         }
     };
+    // Acting on a finished run changes the environment: refuse before recording anything
+    // while another run holds it, so a refused decision can simply be made again.
+    if dep.outcome == Outcome::AwaitingDecision
+        && let Some(h) = store.lock_info(&dep.environment).await?
+    {
+        return Err(Failure::new(
+            exit::LOCKED,
+            format!(
+                "error: {}; nothing was decided\n  = help: wait for it to finish, then decide again",
+                stagegate_report::describe_lock(&dep.environment, &h)
+            ),
+        ));
+    }
     let scrubber = plan_scrubber(&plan, &dep.environment);
     let who = actor(args.actor.as_deref());
     let record = DecisionRecord {
@@ -210,6 +233,14 @@ pub async fn decide(cli: &Cli, args: &DecideArgs) -> CmdResult {
         )));
     }
     let verb = if pass { "passed" } else { "failed" };
+    if dep.outcome == Outcome::Running {
+        // The waiting deploy records its own `decided` event when it picks this up.
+        println!(
+            "recorded: step `{step_id}` of deployment #{id} {verb}, decided by {who}; the waiting deploy (pid {}) goes on",
+            dep.pid
+        );
+        return Ok(exit::SUCCESS);
+    }
     let _ = store
         .record_event(
             id,
@@ -223,13 +254,6 @@ pub async fn decide(cli: &Cli, args: &DecideArgs) -> CmdResult {
             record.decided_at,
         )
         .await;
-    if dep.outcome == Outcome::Running {
-        println!(
-            "recorded: step `{step_id}` of deployment #{id} {verb}, decided by {who}; the waiting deploy (pid {}) goes on",
-            dep.pid
-        );
-        return Ok(exit::SUCCESS);
-    }
     mark_step(&store, &steps, &step_id, &record).await?;
     if pass {
         accept(cli, &plan, &store, &dep, &steps, &step_id, &record).await

@@ -535,7 +535,7 @@ pub async fn history(cli: &Cli, env: Option<&str>, limit: i64, json: bool) -> Cm
         return Ok(exit::SUCCESS);
     }
     println!(
-        "{:>5}  {:<12} {:<9} {:<20} {:<16} {:<20} {:>8}  BY",
+        "{:>5}  {:<12} {:<9} {:<20} {:<17} {:<20} {:>8}  BY",
         "ID", "ENV", "KIND", "RELEASE", "OUTCOME", "STARTED", "TOOK"
     );
     for (d, overridden) in list.into_iter().zip(overrides) {
@@ -544,12 +544,12 @@ pub async fn history(cli: &Cli, env: Option<&str>, limit: i64, json: bool) -> Cm
             .map(|f| format_duration_ms((f - d.started_at).max(0) as u64))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:>5}  {:<12} {:<9} {:<20} {:<16} {:<20} {:>8}  {}",
+            "{:>5}  {:<12} {:<9} {:<20} {:<17} {:<20} {:>8}  {}",
             format!("#{}", d.id),
             d.environment,
             d.kind,
             d.release_version,
-            d.outcome,
+            d.outcome.as_str(),
             format_time_ms(d.started_at),
             took,
             d.actor

@@ -326,7 +326,15 @@ fn a_decision_to_pass_finishes_the_deployment_with_its_release_running() {
     assert_eq!(step(&show, "bake")["status"], "passed");
     assert_eq!(watch(&show)["decision"]["actor"], "bob");
     assert!(current_release(&b).is_some_and(|r| r.starts_with("1.3.0")));
-    b.run(&["audit", "verify"]).code(0);
+    b.run(&["audit", "verify"])
+        .code(0)
+        .stdout_has("1 deployments, 1 decisions and");
+    // The decision is in the hash chain: editing it behind stagegate's back shows.
+    common::tamper(&b.p, "UPDATE decisions SET pass = 0");
+    b.run(&["audit", "verify"])
+        .code(3)
+        .stderr_has("the audit log is broken at the decision on step `bake` of deployment #1: it differs from audit record")
+        .stderr_has("`pass` is false but was recorded as true");
 }
 
 #[test]
@@ -762,4 +770,57 @@ fn interrupting_a_bake_rolls_back_like_any_failure() {
         current_release(&b).is_some_and(|r| r.starts_with("1.0.0")),
         "1.0.0 serves again: {stderr}"
     );
+}
+
+#[test]
+fn nobody_deciding_within_the_decision_timeout_fails_the_bake_and_rolls_back() {
+    let b = Bake::new();
+    let o = b.deploy(
+        "1.3.0",
+        &[
+            "--var",
+            "fault=metrics-stop-after",
+            "--var",
+            "fault_after_ms=4000",
+            "--wait-decision",
+            "--decision-timeout",
+            "2s",
+        ],
+    );
+    o.code(4)
+        .stderr_has("nobody decided within 2s, so it counts as failed");
+    let show = show_json(&b.p, "1");
+    assert_eq!(watch(&show)["verdict"], "fail", "{show:#}");
+    assert_eq!(show["deployment"]["outcome"], "rolled_back");
+}
+
+#[test]
+fn a_breach_that_cannot_last_long_enough_and_a_window_shorter_than_every_are_refused() {
+    let p = Project::new(
+        r#"project: p
+environments:
+  staging: {}
+stages:
+  bake:
+    - watch:
+        for: 10s
+        every: 2s
+        measure:
+          - name: a
+            prometheus: { url: "http://127.0.0.1:9", query: "up" }
+            fail: "< 1"
+            sustained: 9s
+    - watch:
+        for: 10s
+        measure:
+          - name: b
+            prometheus: { url: "http://127.0.0.1:9", query: "up" }
+            pass: "== 1"
+"#,
+    );
+    p.run(&["validate"])
+        .code(2)
+        .stderr_has("`sustained: 9s` in measurement 1 of `watch` in step 1 of stage `bake` can never be reached in the window `for: 10s` sampled `every: 2s`")
+        .stderr_has("a breach lasts at most `for` minus `every` (8s)")
+        .stderr_has("the window `for: 10s` in `watch` in step 2 of stage `bake` is shorter than the default `every: 30s`");
 }

@@ -331,6 +331,8 @@ struct Tally<'a> {
     no_baseline: Option<String>,
     /// Every value sampled, for `compare`.
     values: Vec<f64>,
+    /// How long one sample may take.
+    budget: Duration,
 }
 
 /// Runs a watch step to its verdict.
@@ -368,6 +370,8 @@ pub async fn run(spec: &WatchSpec, ctx: &StepCtx<'_>) -> StepOutcome {
     'window: loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            // The window ends on time even when `for` is not a multiple of `every`.
+            _ = tokio::time::sleep_until(end.into()), if rounds > 0 => break 'window,
             _ = ctx.cancel.cancelled() => { cancelled = true; break 'window; }
         }
         let now = Instant::now();
@@ -375,11 +379,11 @@ pub async fn run(spec: &WatchSpec, ctx: &StepCtx<'_>) -> StepOutcome {
             break;
         }
         rounds += 1;
-        // A sample may take until the next round, and at least a second.
-        let deadline = now + spec.every.max(Duration::from_secs(1));
+        // A sample may take until the next round (at least a second), or its query's own
+        // `timeout` when that is longer.
         let samples = tokio::select! {
             s = futures_util::future::join_all(
-                tallies.iter().map(|t| t.probe.sample(ctx, deadline)),
+                tallies.iter().map(|t| t.probe.sample(ctx, now + t.budget)),
             ) => s,
             _ = ctx.cancel.cancelled() => { cancelled = true; break 'window; }
         };
@@ -406,7 +410,13 @@ pub async fn run(spec: &WatchSpec, ctx: &StepCtx<'_>) -> StepOutcome {
             line.push(format!(
                 "{} {}{}",
                 t.m.name,
-                value.map(fmt_value).unwrap_or_default(),
+                value
+                    .map(fmt_value)
+                    .unwrap_or_else(|| if state == SampleState::Pass {
+                        "ok".into()
+                    } else {
+                        String::new()
+                    }),
                 match state {
                     SampleState::Pass => String::new(),
                     s => format!(" ({})", s.as_str()),
@@ -447,6 +457,20 @@ pub async fn run(spec: &WatchSpec, ctx: &StepCtx<'_>) -> StepOutcome {
                 Verdict::Cancelled
             } else if t.sum.samples == 0 {
                 t.sum.reason = "no sample was taken".into();
+                Verdict::Inconclusive
+            } else if let Some(since) = t.breach_since {
+                // Still failing when the window closed, for less than `sustained`.
+                t.sum.reason = format!(
+                    "still failing when the window ended, for {} of the {} that would count",
+                    fmt_duration(Duration::from_secs(since.elapsed().as_secs())),
+                    fmt_duration(t.m.sustained.unwrap_or_default())
+                );
+                Verdict::Inconclusive
+            } else if t.sum.passed == 0 {
+                t.sum.reason = format!(
+                    "none of its {} samples passed ({} errors, {} breaching, {} inconclusive, {} no data)",
+                    t.sum.samples, t.sum.errors, t.sum.breaching, t.sum.inconclusive, t.sum.no_data
+                );
                 Verdict::Inconclusive
             } else {
                 if t.sum.reason.is_empty() {
@@ -548,6 +572,8 @@ pub async fn run(spec: &WatchSpec, ctx: &StepCtx<'_>) -> StepOutcome {
                 ));
             }
             Waited::TimedOut(t) => {
+                // Nobody decided: it counts as failed, and the deploy rolls back.
+                summary.verdict = Verdict::Fail.as_str().into();
                 error = Some(format!(
                     "{}; nobody decided within {}, so it counts as failed",
                     summary.reason,
@@ -742,6 +768,15 @@ fn prepare<'a>(
         baseline,
         no_baseline,
         values: Vec::new(),
+        budget: {
+            let own = match &m.source.target {
+                stagegate_plan::check::CheckTarget::Prometheus(q) => q.timeout,
+                _ => None,
+            };
+            spec.every
+                .max(Duration::from_secs(1))
+                .max(own.unwrap_or_default())
+        },
     })
 }
 

@@ -380,18 +380,28 @@ pub(crate) fn read(
             "sample at most ten times a second, e.g. `every: 1s`",
         );
     }
-    if let (Some(d), Some(e)) = (&duration, &every)
-        && e.value > d.value
+    if let Some(d) = &duration
+        && every_v > d.value
     {
-        cx.error_help(
-            format!(
-                "`every: {}` in {wwhat} is longer than the window `for: {}`",
-                fmt_duration(e.value),
-                fmt_duration(d.value)
+        match &every {
+            Some(e) => cx.error_help(
+                format!(
+                    "`every: {}` in {wwhat} is longer than the window `for: {}`",
+                    fmt_duration(e.value),
+                    fmt_duration(d.value)
+                ),
+                e.span.clone(),
+                "the window would hold a single sample: make `every` shorter than `for`",
             ),
-            e.span.clone(),
-            "the window would hold a single sample: make `every` shorter than `for`",
-        );
+            None => cx.error_help(
+                format!(
+                    "the window `for: {}` in {wwhat} is shorter than the default `every: 30s`",
+                    fmt_duration(d.value)
+                ),
+                d.span.clone(),
+                "the window would hold a single sample: add a shorter `every`, e.g. `every: 1s`",
+            ),
+        }
     }
     let limit = |cx: &mut Cx, key: &str, default: u32| -> u32 {
         match cx.uint(wm, key, &wwhat) {
@@ -432,7 +442,9 @@ pub(crate) fn read(
                 );
             }
             for (i, item) in seq.iter().enumerate().take(MAX_MEASUREMENTS) {
-                if let Some(meas) = read_measurement(cx, item, i, &wwhat, duration.as_ref()) {
+                if let Some(meas) =
+                    read_measurement(cx, item, i, &wwhat, duration.as_ref(), every_v)
+                {
                     if measurements
                         .iter()
                         .any(|x: &Measurement| x.name == meas.name)
@@ -492,6 +504,7 @@ fn read_measurement(
     i: usize,
     wwhat: &str,
     window: Option<&Spanned<Duration>>,
+    every: Duration,
 ) -> Option<Measurement> {
     let mwhat = format!("measurement {} of {wwhat}", i + 1);
     let m = cx.mapping(item, &mwhat)?;
@@ -564,11 +577,15 @@ fn read_measurement(
     let fail = cond(cx, "fail");
     let is_prom = action == "prometheus";
     if is_prom {
-        if pass.is_none() && fail.is_none() && m.get_node("expect").is_none() {
+        if pass.is_none()
+            && fail.is_none()
+            && m.get_node("expect").is_none()
+            && m.get_node("compare").is_none()
+        {
             cx.error_help(
                 format!("{mwhat} has no condition"),
                 cx.span(item),
-                "add `pass: \"< 0.01\"` (fails otherwise), `fail: \"> 0.05\"` (passes otherwise), or both (neither holding is inconclusive)",
+                "add `pass: \"< 0.01\"` (fails otherwise), `fail: \"> 0.05\"` (passes otherwise), both (neither holding is inconclusive), or `compare` with a `baseline`",
             );
         }
         if (pass.is_some() || fail.is_some())
@@ -594,17 +611,23 @@ fn read_measurement(
         }
     }
     let sustained = cx.duration(m, "sustained", &mwhat);
+    // The first sample comes as the window opens and the last one `every` before it
+    // closes: a breach can last at most `for - every`.
     if let (Some(s), Some(w)) = (&sustained, window)
-        && s.value > w.value
+        && s.value + every > w.value
     {
         cx.error_help(
             format!(
-                "`sustained: {}` in {mwhat} is longer than the window `for: {}`",
+                "`sustained: {}` in {mwhat} can never be reached in the window `for: {}` sampled `every: {}`",
                 fmt_duration(s.value),
-                fmt_duration(w.value)
+                fmt_duration(w.value),
+                fmt_duration(every)
             ),
             s.span.clone(),
-            "a failure could never last long enough to count: shorten `sustained` or lengthen `for`",
+            format!(
+                "a breach lasts at most `for` minus `every` ({}): shorten `sustained` or lengthen `for`",
+                fmt_duration(w.value.saturating_sub(every))
+            ),
         );
     }
     let reduce = match cx.string(m, "reduce", &mwhat) {
@@ -771,7 +794,7 @@ fn read_compare(cx: &mut Cx, m: &MarkedMappingNode, what: &str) -> Option<Compar
                     d.span,
                     "write `increase` (higher is worse: latency, errors; the default), `decrease` or `either`",
                 );
-                return None;
+                Direction::Increase
             }
         };
     }
@@ -784,7 +807,6 @@ fn read_compare(cx: &mut Cx, m: &MarkedMappingNode, what: &str) -> Option<Compar
                     a.span,
                     "write e.g. `alpha: 0.05` (the default): how unlikely a difference must be by chance",
                 );
-                return None;
             }
         }
     }
@@ -803,7 +825,6 @@ fn read_compare(cx: &mut Cx, m: &MarkedMappingNode, what: &str) -> Option<Compar
                     e.span,
                     "write e.g. `effect: 10%` (the default): the smallest change of the median that fails",
                 );
-                return None;
             }
         }
     }

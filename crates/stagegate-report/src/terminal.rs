@@ -380,8 +380,14 @@ impl TerminalReporter {
     }
 
     fn step_finished(&mut self, r: &StepResult) {
+        let undecided = r
+            .details
+            .watch()
+            .is_some_and(|w| w.verdict == "inconclusive" && w.decision.is_none());
         let (color, mark) = match r.status {
             StepStatus::Passed => (GREEN, "ok"),
+            // An inconclusive bake has not failed: it waits for `stagegate decide`.
+            StepStatus::Failed if undecided => (BOLD_YELLOW, "DECIDE"),
             StepStatus::Failed => (RED, "FAIL"),
             StepStatus::Skipped => (DIM, "skip"),
             StepStatus::TimedOut => (RED, "TIMEOUT"),

@@ -90,7 +90,11 @@ pub fn lines(w: &WatchSummary) -> Vec<String> {
         if let Some(c) = &m.comparison {
             out.push(format!("    compared: {c}"));
         }
-        if m.verdict != "pass" && !m.reason.is_empty() {
+        let said = m
+            .comparison
+            .as_ref()
+            .is_some_and(|c| m.reason.contains(c.as_str()));
+        if m.verdict != "pass" && !m.reason.is_empty() && !said {
             out.push(format!("    {}", m.reason));
         }
     }

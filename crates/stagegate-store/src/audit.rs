@@ -130,6 +130,8 @@ pub struct AuditReport {
     pub head: String,
     pub deployments_checked: i64,
     pub steps_checked: i64,
+    /// Decisions on inconclusive bakes (`stagegate decide`) checked against the log.
+    pub decisions_checked: i64,
     /// Deployments recorded before this store had an audit log (not covered).
     pub deployments_before_log: i64,
     /// `None` when every link holds.
@@ -224,6 +226,7 @@ pub(crate) fn verify(
     records: &[AuditRecord],
     deployments: &[Deployment],
     steps: &[StepRun],
+    decisions: &[crate::DecisionRecord],
 ) -> AuditReport {
     use std::collections::BTreeMap;
 
@@ -234,6 +237,7 @@ pub(crate) fn verify(
             .map_or(GENESIS.to_string(), |r| r.hash.clone()),
         deployments_checked: 0,
         steps_checked: 0,
+        decisions_checked: 0,
         deployments_before_log: 0,
         problem: None,
     };
@@ -247,6 +251,7 @@ pub(crate) fn verify(
     let mut begun: BTreeMap<i64, (i64, Value)> = BTreeMap::new();
     let mut finished: BTreeMap<i64, (i64, Value)> = BTreeMap::new();
     let mut step_recs: BTreeMap<(i64, i64), (i64, Value)> = BTreeMap::new();
+    let mut decision_recs: BTreeMap<(i64, String), (i64, Value)> = BTreeMap::new();
     for (i, r) in records.iter().enumerate() {
         let expected = i as i64 + 1;
         if r.seq != expected {
@@ -314,7 +319,14 @@ pub(crate) fn verify(
                 );
                 step_recs.insert(key, (r.seq, data));
             }
-            Some(AuditKind::LockBroken | AuditKind::Decision) => {}
+            Some(AuditKind::LockBroken) => {}
+            Some(AuditKind::Decision) => {
+                let key = (
+                    data["deployment_id"].as_i64().unwrap_or(-1),
+                    data["step_id"].as_str().unwrap_or_default().to_string(),
+                );
+                decision_recs.insert(key, (r.seq, data));
+            }
             _ => {
                 return fail(
                     report,
@@ -421,6 +433,47 @@ pub(crate) fn verify(
             return fail(
                 report,
                 format!("step {step} of deployment #{dep}"),
+                format!("was deleted (audit record #{seq} recorded it)"),
+            );
+        }
+    }
+    // 3. Every decision against its record, and every record against its decision.
+    let mut decisions_seen = std::collections::BTreeSet::new();
+    for d in decisions {
+        let key = (d.deployment_id, d.step_id.clone());
+        let link = format!(
+            "the decision on step `{}` of deployment #{}",
+            d.step_id, d.deployment_id
+        );
+        let Some((seq, rec)) = decision_recs.get(&key) else {
+            return fail(
+                report,
+                link,
+                "has no audit record: it was added outside stagegate".into(),
+            );
+        };
+        let row = json!({
+            "deployment_id": d.deployment_id,
+            "step_id": d.step_id,
+            "pass": d.pass,
+            "actor": d.actor,
+            "reason": d.reason,
+        });
+        if let Some(diff) = first_difference(&row, rec) {
+            return fail(
+                report,
+                link,
+                format!("differs from audit record #{seq}: {diff}"),
+            );
+        }
+        decisions_seen.insert(key);
+        report.decisions_checked += 1;
+    }
+    for ((dep, step), (seq, _)) in &decision_recs {
+        if !decisions_seen.contains(&(*dep, step.clone())) {
+            return fail(
+                report,
+                format!("the decision on step `{step}` of deployment #{dep}"),
                 format!("was deleted (audit record #{seq} recorded it)"),
             );
         }

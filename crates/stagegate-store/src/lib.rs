@@ -478,7 +478,8 @@ impl Store {
         let records = self.backend.audit_log().await?;
         let deployments = self.backend.all_deployments().await?;
         let steps = self.backend.all_steps().await?;
-        Ok(audit::verify(&records, &deployments, &steps))
+        let decisions = self.backend.all_decisions().await?;
+        Ok(audit::verify(&records, &deployments, &steps, &decisions))
     }
 
     /// Closes all connections, checkpointing the WAL.

@@ -760,6 +760,28 @@ impl SqliteStore {
         rows.iter().map(deployment_from_row).collect()
     }
 
+    pub(crate) async fn all_decisions(&self) -> Result<Vec<DecisionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT deployment_id, step_id, pass, actor, reason, decided_at FROM decisions \
+             ORDER BY deployment_id, step_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("reading decisions"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(DecisionRecord {
+                    deployment_id: get(r, "deployment_id")?,
+                    step_id: get(r, "step_id")?,
+                    pass: get(r, "pass")?,
+                    actor: get(r, "actor")?,
+                    reason: get(r, "reason")?,
+                    decided_at: get(r, "decided_at")?,
+                })
+            })
+            .collect()
+    }
+
     pub(crate) async fn all_steps(&self) -> Result<Vec<StepRun>, StoreError> {
         const SQL: &str = select_steps!("ORDER BY s.deployment_id, s.seq");
         let rows = sqlx::query(SQL)

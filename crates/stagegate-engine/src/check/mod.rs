@@ -613,7 +613,7 @@ where
         Some(d) => match tokio::time::timeout_at(d.into(), fut).await {
             Ok(r) => r,
             Err(_) => Err(Observed::TimedOut(
-                "still waiting when the step's timeout came".into(),
+                "no answer within the time allowed (the step's `timeout`; in a bake, until the next round)".into(),
             )),
         },
     }
