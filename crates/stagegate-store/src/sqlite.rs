@@ -188,6 +188,11 @@ impl SqliteStore {
             // per event; the last events before a power cut may be lost, never corrupted.
             .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
+            // A long bake appends a round a second: checkpoint the WAL every 250 pages (about
+            // 1 MB) and cut it back to 1 MB after, so the WAL never holds the disk space a
+            // default 1,000-page WAL would keep (4 MB beside a 2.5 MB database).
+            .pragma("wal_autocheckpoint", "250")
+            .pragma("journal_size_limit", "1048576")
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
