@@ -16,6 +16,7 @@
 
 mod build;
 pub mod check;
+pub mod conninfo;
 pub mod diagnostic;
 pub mod dotenv;
 pub mod gate;
