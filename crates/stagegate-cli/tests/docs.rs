@@ -20,6 +20,7 @@ const AT_LEAST: &[(&str, usize)] = &[
     ("checks.md", 5),
     ("gates.md", 8),
     ("load.md", 1),
+    ("migrations.md", 3),
 ];
 
 /// Runs `stagegate validate` on `plan`, written as `stagegate.yml` in a fresh directory.
