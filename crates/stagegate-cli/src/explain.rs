@@ -116,7 +116,7 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "stages",
-        "Ordered stages, each a list of steps. A step has one action: `run` (a shell command), `deploy` (a service), a check (`http`, `command`, `tcp`, `log`, `file`, `prometheus`), a `gate`, a `load` test or a `watch` (a bake).",
+        "Ordered stages, each a list of steps. A step has one action: `run` (a shell command), `deploy` (a service), `migrate` (a database migration), a check (`http`, `command`, `tcp`, `log`, `file`, `prometheus`), a `gate`, a `load` test or a `watch` (a bake).",
         "required",
         "stages:\n  deploy:\n    - deploy: web\n  verify:\n    - run: curl -fsS ${{ services.web.url }}/health",
     ),
@@ -323,6 +323,36 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
         "What a sample without data counts as. No series, or only NaN, counts as `inconclusive` (against `inconclusive_limit`), `fail` or `pass`. On the watch for every measurement; on a `prometheus` measurement for that one.",
         "inconclusive",
         "no_data: fail",
+    ),
+    (
+        "steps.migrate",
+        "A database migration: the `backup` first, then `up`; when the deploy fails (this step or a later one) the rollback runs `down`, and restores the backup as `restore` says. Each undo is a step of the rollback's record, and the report says what was and was not undone. The step's `env`, `cwd` and `timeout` apply to every command. See docs/migrations.md.",
+        "-",
+        "- id: migrate\n  env: { DATABASE_URL: \"${{ secrets.DATABASE_URL }}\" }\n  migrate:\n    backup: { postgres: \"${{ secrets.DATABASE_URL }}\" }\n    up: alembic upgrade head\n    down: alembic downgrade 0041\n    restore: on_down_failure",
+    ),
+    (
+        "migrate.backup",
+        "Taken before `up`, into the deployment's record (STATE/backups/DEPLOYMENT/STEP.dump, 0600), its size and sha256 recorded: `postgres: URL` runs `pg_dump -Fc` (the URL reaches it in PG* variables, never on a command line), or `command:` writes the file $STAGEGATE_BACKUP and `restore_command:` restores from it. A failed backup fails the step before `up` runs.",
+        "none (the migration cannot be restored)",
+        "backup: { postgres: \"${{ secrets.DATABASE_URL }}\" }",
+    ),
+    (
+        "migrate.up",
+        "The migration: a shell command run like a `run` step's (`sh -c`, templates through variables, $STAGEGATE_OUTPUT for outputs, $STAGEGATE_BACKUP the backup). If it fails, the migration failed partway and is undone like one that passed.",
+        "required",
+        "up: alembic upgrade head",
+    ),
+    (
+        "migrate.down",
+        "Undoes `up`, run by the rollback (newest first with the other undo actions), also after an `up` that failed partway: $STAGEGATE_MIGRATE_UP says `succeeded` or `failed`. Write it to reach a named revision, not one step back.",
+        "none",
+        "down: alembic downgrade 0041",
+    ),
+    (
+        "migrate.restore",
+        "When the rollback restores the backup: `never`; `on_down_failure`, when `down` fails or there is none; `always`, instead of `down`. A PostgreSQL restore is one transaction: it drops the database's objects and restores the backup's (pg_restore --clean --if-exists), so objects the migration made are gone too, and data written since the backup is lost.",
+        "never",
+        "restore: on_down_failure",
     ),
     (
         "steps.allow_override",

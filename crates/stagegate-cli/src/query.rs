@@ -711,6 +711,11 @@ pub async fn show(cli: &Cli, id: i64, json: bool) -> CmdResult {
                 println!("        {line}");
             }
         }
+        if let Some(m) = details.migrate() {
+            for line in stagegate_report::migrate::lines(m, s.error.as_deref()) {
+                println!("        {line}");
+            }
+        }
         for a in assertions {
             println!(
                 "        {} {}",

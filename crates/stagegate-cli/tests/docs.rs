@@ -21,6 +21,7 @@ const AT_LEAST: &[(&str, usize)] = &[
     ("gates.md", 8),
     ("load.md", 1),
     ("bake.md", 5),
+    ("migrations.md", 3),
 ];
 
 /// Runs `stagegate validate` on `plan`, written as `stagegate.yml` in a fresh directory.

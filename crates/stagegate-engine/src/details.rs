@@ -3,7 +3,7 @@
 //! Each step kind records its own evidence (a gate's checks, a check's assertions, a load
 //! test's report, a service's release). The store and the JSON report keep it as JSON of the
 //! same shape as before these types existed (`{"gate": ...}`, `{"check": ..., "assertions":
-//! [...]}`, `{"load": {...}}`, `{"service": ...}`); reporters read the typed value, and a
+//! [...]}`, `{"load": {...}}`, `{"service": ...}`, and later `{"migrate": {...}}`); reporters read the typed value, and a
 //! record read back from the store is turned into one with [`StepDetails::from_json`].
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,8 @@ pub enum StepDetails {
     Load(Box<LoadDetails>),
     Service(Box<ServiceDetails>),
     Watch(Box<crate::watch::WatchDetails>),
+    /// A migrate step, or one of its rollback steps (`down`, `restore`).
+    Migrate(Box<crate::migrate::MigrateDetails>),
     /// A step that did not run because its `when` was false.
     Skipped(SkipDetails),
     /// A `run` step or a rollback command: what it did is in its exit code, log and outputs.
@@ -78,6 +80,13 @@ impl StepDetails {
     pub fn watch(&self) -> Option<&crate::watch::WatchSummary> {
         match self {
             StepDetails::Watch(w) => Some(&w.watch),
+            _ => None,
+        }
+    }
+
+    pub fn migrate(&self) -> Option<&crate::migrate::MigrationRecord> {
+        match self {
+            StepDetails::Migrate(m) => Some(&m.migrate),
             _ => None,
         }
     }
@@ -235,6 +244,13 @@ mod tests {
                     "inconclusive_limit": 0, "consecutive_error_limit": 4, "measurements": []}}),
                 "watch",
             ),
+            (
+                serde_json::json!({"migrate": {"action": "restore", "up": "failed",
+                    "backup": {"kind": "postgres", "path": "b.dump", "bytes": 10, "sha256": "ab",
+                        "taken_at": 1, "duration_ms": 2},
+                    "dropped": ["table public.t"], "statement": "restored"}}),
+                "migrate",
+            ),
             (serde_json::json!({}), "none"),
         ];
         for (json, want) in cases {
@@ -245,6 +261,7 @@ mod tests {
                 StepDetails::Load(_) => "load",
                 StepDetails::Service(_) => "service",
                 StepDetails::Watch(_) => "watch",
+                StepDetails::Migrate(_) => "migrate",
                 StepDetails::Skipped(_) => "skipped",
                 StepDetails::None(_) => "none",
             };

@@ -59,6 +59,8 @@ enum Undo {
         target: Option<String>,
         from: String,
     },
+    /// A migration that ran (or began): `down`, and the restore its policy calls for.
+    Migration(Box<crate::migrate::MigrationUndo>),
 }
 
 struct Runner<'a> {
@@ -74,6 +76,9 @@ struct Runner<'a> {
     // Read by step kinds' runners through `step_ctx` (checks, gates, load tests).
     state_dir: PathBuf,
     inputs: RunInputs,
+    /// Migrations that ran and that nothing can undo, each in a sentence, since the run
+    /// loop last took them.
+    not_undone: Vec<String>,
 }
 
 impl<'a> Runner<'a> {
@@ -540,6 +545,19 @@ impl<'a> Runner<'a> {
                 let undo = self.undo_command(stage, step);
                 (self.complete(r, started, step, outcome), undo)
             }
+            StepKind::Migrate(spec) => {
+                let run = {
+                    let ctx = self.step_ctx(step, &r, cancel);
+                    crate::migrate::run(spec, &ctx, stage).await
+                };
+                // The database password is masked from here on, this step's record included.
+                for m in &run.mask {
+                    self.scrubber.add(m);
+                }
+                self.not_undone.extend(run.not_undone);
+                let undo = run.undo.map(|u| Undo::Migration(Box::new(u)));
+                (self.complete(r, started, step, run.outcome), undo)
+            }
         }
     }
 
@@ -560,16 +578,26 @@ impl<'a> Runner<'a> {
         })
     }
 
-    /// Undoes what ran, newest first. Returns whether every action succeeded.
+    /// Undoes what ran, newest first. Returns whether every action succeeded, what failed,
+    /// and what undoing each migration did, in a sentence each.
     async fn rollback(
         &mut self,
         undo: Vec<Undo>,
         abort: &CancellationToken,
-    ) -> (bool, Vec<String>) {
+    ) -> (bool, Vec<String>, Vec<String>) {
         let mut ok = true;
         let mut failed = Vec::new();
+        let mut migrations = Vec::new();
         for u in undo.into_iter().rev() {
             match u {
+                Undo::Migration(m) => {
+                    let (done, statement) = self.undo_migration(&m, abort).await;
+                    if !done {
+                        ok = false;
+                        failed.push(statement.clone());
+                    }
+                    migrations.push(statement);
+                }
                 Undo::Command {
                     stage,
                     step_id,
@@ -725,12 +753,164 @@ impl<'a> Runner<'a> {
                 }
             }
         }
-        (ok, failed)
+        (ok, failed, migrations)
     }
-}
 
-fn undo_is_empty(undo: &[Undo]) -> bool {
-    undo.is_empty()
+    /// Undoes a migration: `down` (unless `restore: always`), then the restore when the
+    /// policy calls for it. Returns whether the database is back as it was, and a sentence
+    /// that says what was and was not undone.
+    async fn undo_migration(
+        &mut self,
+        u: &crate::migrate::MigrationUndo,
+        abort: &CancellationToken,
+    ) -> (bool, String) {
+        use crate::migrate::{UndoCtx, restored, statement, undo_details};
+        use stagegate_plan::RestorePolicy;
+        let plan = self.plan;
+        let Some(step) = plan.steps().map(|(_, s)| s).find(|s| s.id == u.step_id) else {
+            return (false, format!("step `{}` is not in the plan", u.step_id));
+        };
+        let StepKind::Migrate(spec) = &step.kind else {
+            return (false, format!("step `{}` is not a migration", u.step_id));
+        };
+        let mut parts: Vec<String> = Vec::new();
+        let mut ok = true;
+        let restore = match (spec.restore, &spec.down) {
+            (RestorePolicy::Always, _) => true,
+            (policy, None) => {
+                parts.push("no `down` command".into());
+                policy == RestorePolicy::OnDownFailure
+            }
+            (policy, Some(_)) => {
+                let r = self.step_ref(
+                    Phase::Rollback,
+                    &u.stage,
+                    &format!("{}.down", u.step_id),
+                    &format!("undo: {} (down)", step.name),
+                    "migrate-down",
+                );
+                let started = (now_ms(), Instant::now());
+                self.events.emit(Event::StepStarted {
+                    step: r.clone(),
+                    at: started.0,
+                });
+                let cx = UndoCtx {
+                    plan,
+                    step,
+                    spec,
+                    scope: &self.scope,
+                    scrubber: &self.scrubber,
+                    deployment_id: self.deployment_id,
+                    log: self.log_path(&r),
+                    cancel: abort,
+                };
+                let (status, code, tail, part) = match crate::migrate::down(&cx, u).await {
+                    Ok(res) if res.success() => (
+                        StepStatus::Passed,
+                        res.exit_code(),
+                        res.tail,
+                        "`down` ran and succeeded".to_string(),
+                    ),
+                    Ok(res) => (
+                        StepStatus::Failed,
+                        res.exit_code(),
+                        res.tail.clone(),
+                        format!("`down` failed (it {})", res.describe(step.timeout)),
+                    ),
+                    Err(e) => (
+                        StepStatus::Failed,
+                        None,
+                        String::new(),
+                        format!("`down` could not run: {e}"),
+                    ),
+                };
+                let failed = status != StepStatus::Passed;
+                self.finish(
+                    r,
+                    status,
+                    started,
+                    code,
+                    1,
+                    &tail,
+                    failed.then(|| part.clone()),
+                    BTreeMap::new(),
+                    undo_details("down", u, Vec::new(), Some(part.clone())),
+                );
+                parts.push(part);
+                if failed && policy == RestorePolicy::Never {
+                    ok = false;
+                    parts.push("not restored (`restore: never`)".into());
+                }
+                failed && policy == RestorePolicy::OnDownFailure
+            }
+        };
+        if restore {
+            match &u.backup {
+                None => {
+                    ok = false;
+                    parts.push("no backup was taken, so it cannot be restored".into());
+                }
+                Some(backup) => {
+                    let r = self.step_ref(
+                        Phase::Rollback,
+                        &u.stage,
+                        &format!("{}.restore", u.step_id),
+                        &format!("undo: {} (restore the backup)", step.name),
+                        "migrate-restore",
+                    );
+                    let started = (now_ms(), Instant::now());
+                    self.events.emit(Event::StepStarted {
+                        step: r.clone(),
+                        at: started.0,
+                    });
+                    let cx = UndoCtx {
+                        plan,
+                        step,
+                        spec,
+                        scope: &self.scope,
+                        scrubber: &self.scrubber,
+                        deployment_id: self.deployment_id,
+                        log: self.log_path(&r),
+                        cancel: abort,
+                    };
+                    match crate::migrate::restore(&cx, backup).await {
+                        Ok(dropped) => {
+                            let part = restored(backup, &dropped);
+                            self.finish(
+                                r,
+                                StepStatus::Passed,
+                                started,
+                                None,
+                                1,
+                                "",
+                                None,
+                                BTreeMap::new(),
+                                undo_details("restore", u, dropped, Some(part.clone())),
+                            );
+                            parts.push(part);
+                        }
+                        Err(f) => {
+                            ok = false;
+                            let part = format!("the restore failed: {}", f.message);
+                            self.finish(
+                                r,
+                                StepStatus::Failed,
+                                started,
+                                f.exit_code,
+                                1,
+                                &f.tail,
+                                Some(part.clone()),
+                                BTreeMap::new(),
+                                undo_details("restore", u, Vec::new(), Some(part.clone())),
+                            );
+                            parts.push(part);
+                        }
+                    }
+                }
+            }
+        }
+        (ok, statement(&u.step_id, &u.up, &parts))
+    }
 }
 
 /// Runs every stage of the plan. Never panics on a failed step; the report says what happened.
@@ -801,10 +981,13 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
         deployed: Vec::new(),
         state_dir: req.state_dir.clone(),
         inputs,
+        not_undone: Vec::new(),
     };
 
     let mut undo: Vec<Undo> = Vec::new();
     let mut no_undo: Vec<String> = Vec::new();
+    // Migrations that ran and that nothing can undo: said in the summary if the run fails.
+    let mut migrations_not_undone: Vec<String> = Vec::new();
     let mut failure: Option<String> = None;
     // A failed gate stops the run before the next step that would change something; the
     // gates right after it still run, so one run reports every gate that fails.
@@ -858,6 +1041,10 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
                     step.id
                 )),
                 None => {}
+            }
+            for n in runner.not_undone.drain(..) {
+                no_undo.push(n.clone());
+                migrations_not_undone.push(n);
             }
             // An inconclusive watch nobody decided yet: the run ends here, the release runs.
             if result.status.is_failure()
@@ -996,16 +1183,37 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
             }
             Some(reason) => {
                 let reason = runner.scrubber.scrub(&reason);
+                // Migrations that ran and that nothing undoes, a line each.
+                let not_undone = |s: &mut String| {
+                    for n in &migrations_not_undone {
+                        s.push('\n');
+                        s.push_str(n);
+                    }
+                };
                 if on_failure == OnFailure::Stop && !interrupted {
-                    let what = if undo_is_empty(&undo) {
+                    let mut what = if undo.is_empty() && migrations_not_undone.is_empty() {
                         "nothing had changed".to_string()
                     } else {
                         format!(
                             "{} change(s) stay as they are (on_failure: stop); run `stagegate rollback {}` to undo the services",
-                            undo.len(),
+                            undo.len() + migrations_not_undone.len(),
                             runner.scope.environment
                         )
                     };
+                    for u in &undo {
+                        if let Undo::Migration(m) = u {
+                            what.push_str(&format!(
+                                "\nstep `{}`: {}; not undone (on_failure: stop){}",
+                                m.step_id,
+                                crate::migrate::migration_state(&m.up),
+                                m.backup
+                                    .as_ref()
+                                    .map(|b| format!("; {} is at {}", b.describe(), b.path))
+                                    .unwrap_or_default()
+                            ));
+                        }
+                    }
+                    not_undone(&mut what);
                     (Outcome::Failed, format!("{reason}\n{what}"))
                 } else if undo.is_empty() {
                     let o = if interrupted {
@@ -1013,18 +1221,22 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
                     } else {
                         Outcome::Failed
                     };
-                    (
-                        o,
+                    let mut s = if migrations_not_undone.is_empty() {
                         format!(
                             "{reason}\nnothing had changed yet, so there was nothing to roll back"
-                        ),
-                    )
+                        )
+                    } else {
+                        format!("{reason}\nnothing was rolled back:")
+                    };
+                    not_undone(&mut s);
+                    (o, s)
                 } else {
                     req.events.emit(Event::RollbackStarted {
                         reason: reason.clone(),
                         actions: undo.len(),
                     });
-                    let (ok, mut not_rolled_back) = runner.rollback(undo, &req.abort).await;
+                    let (ok, mut not_rolled_back, migrations) =
+                        runner.rollback(undo, &req.abort).await;
                     not_rolled_back.extend(no_undo.clone());
                     req.events.emit(Event::RollbackFinished {
                         ok,
@@ -1046,30 +1258,34 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
                     } else {
                         format!(" ({})", state.join(", "))
                     };
-                    if ok {
-                        let o = if interrupted {
-                            Outcome::Interrupted
-                        } else {
-                            Outcome::RolledBack
-                        };
-                        (
-                            o,
-                            format!(
-                                "{reason}\nrolled back: {} is as it was before this deployment{state}",
-                                runner.scope.environment
-                            ),
+                    let mut s = if ok && migrations_not_undone.is_empty() {
+                        format!(
+                            "{reason}\nrolled back: {} is as it was before this deployment{state}",
+                            runner.scope.environment
+                        )
+                    } else if ok {
+                        format!(
+                            "{reason}\nrolled back what could be undone{state}; a migration was not"
                         )
                     } else {
-                        (
-                            Outcome::RollbackFailed,
-                            format!(
-                                "{reason}\nthe rollback failed as well; {} is in a mixed state{state}. Check `stagegate status {}` and fix by hand or run `stagegate rollback {}`",
-                                runner.scope.environment,
-                                runner.scope.environment,
-                                runner.scope.environment
-                            ),
+                        format!(
+                            "{reason}\nthe rollback failed as well; {} is in a mixed state{state}. Check `stagegate status {}` and fix by hand or run `stagegate rollback {}`",
+                            runner.scope.environment,
+                            runner.scope.environment,
+                            runner.scope.environment
                         )
+                    };
+                    for m in &migrations {
+                        s.push('\n');
+                        s.push_str(m);
                     }
+                    not_undone(&mut s);
+                    let o = match (ok, interrupted) {
+                        (true, true) => Outcome::Interrupted,
+                        (true, false) => Outcome::RolledBack,
+                        (false, _) => Outcome::RollbackFailed,
+                    };
+                    (o, runner.scrubber.scrub(&s))
                 }
             }
         }

@@ -4,7 +4,9 @@
 //! ([`process`]) or a driver call (the [`local`] driver: release directories, a detached
 //! [`supervisor`] per release, [`health`] waits). What can be undone is remembered; when a
 //! step fails after something changed, the executor undoes it newest first. A [`gate`] step
-//! checks and changes nothing; its evidence goes in the step's details. Progress leaves
+//! checks and changes nothing; its evidence goes in the step's details. A [`migrate`] step
+//! takes a backup ([`postgres`]: `pg_dump`, and a restore in one transaction), runs `up`, and
+//! leaves `down` and the restore to the rollback. Progress leaves
 //! the engine only as [`Event`]s: the engine never prints.
 //!
 //! Exit codes are a contract, defined in [`exit`].
@@ -19,7 +21,9 @@ pub mod gate;
 pub mod health;
 pub mod load;
 pub mod local;
+pub mod migrate;
 pub mod poll;
+pub mod postgres;
 pub mod process;
 pub mod session;
 pub mod stats;

@@ -91,18 +91,77 @@ pub async fn run_command(
     scrubber: &Scrubber,
     cancel: &CancellationToken,
 ) -> CommandResult {
-    let mut child = match spawn_shell(&spec.script, &spec.cwd, &spec.env) {
-        Ok(c) => c,
-        Err(e) => {
-            return CommandResult {
-                exit: Exit::SpawnFailed(e),
-                tail: String::new(),
-            };
-        }
-    };
-    let deadline = spec.timeout.map(|t| Instant::now() + t);
+    match spawn_shell(&spec.script, &spec.cwd, &spec.env) {
+        Ok(child) => supervise(child, spec.timeout, spec.log.as_deref(), scrubber, cancel).await,
+        Err(e) => CommandResult {
+            exit: Exit::SpawnFailed(e),
+            tail: String::new(),
+        },
+    }
+}
+
+/// A program run without a shell: its arguments reach it as they are, never parsed.
+#[derive(Debug, Clone)]
+pub struct ProgramSpec {
+    pub program: String,
+    pub args: Vec<std::ffi::OsString>,
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+    /// Where the scrubbed output goes (appended).
+    pub log: Option<PathBuf>,
+}
+
+/// Runs `spec` like [`run_command`] runs a shell command: its own process group, output
+/// scrubbed into the log and the tail, killed at the timeout or on cancel.
+pub async fn run_program(
+    spec: &ProgramSpec,
+    scrubber: &Scrubber,
+    cancel: &CancellationToken,
+) -> CommandResult {
+    match spawn_program(spec, Stdio::null()) {
+        Ok(child) => supervise(child, spec.timeout, spec.log.as_deref(), scrubber, cancel).await,
+        Err(e) => CommandResult {
+            exit: Exit::SpawnFailed(e),
+            tail: String::new(),
+        },
+    }
+}
+
+/// Starts `spec` in a process group of its own with `stdin`, stdout and stderr piped,
+/// killed if its handle is dropped.
+pub fn spawn_program(spec: &ProgramSpec, stdin: Stdio) -> Result<Child, String> {
+    if !spec.cwd.is_dir() {
+        return Err(format!(
+            "working directory {} does not exist",
+            spec.cwd.display()
+        ));
+    }
+    Command::new(&spec.program)
+        .args(&spec.args)
+        .current_dir(&spec.cwd)
+        .envs(&spec.env)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", spec.program))
+}
+
+/// Waits for a started child (see [`spawn_shell`], [`spawn_program`]) until it exits, its
+/// timeout passes or `cancel` fires, keeping its output, scrubbed, in `log` and the tail.
+pub async fn supervise(
+    mut child: Child,
+    timeout: Option<Duration>,
+    log: Option<&Path>,
+    scrubber: &Scrubber,
+    cancel: &CancellationToken,
+) -> CommandResult {
+    let deadline = timeout.map(|t| Instant::now() + t);
     let mut output = read_output(&mut child, Split::Lines);
-    let mut log = match &spec.log {
+    let mut log = match log {
         Some(p) => tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)

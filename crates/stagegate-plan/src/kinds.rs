@@ -24,6 +24,7 @@ pub const ACTIONS: &[&str] = &[
     "prometheus",
     "load",
     "watch",
+    "migrate",
 ];
 
 /// Reads a step whose action is `action` (one of [`ACTIONS`]).
@@ -38,6 +39,7 @@ pub(crate) fn read(
         "gate" => crate::gate::read(cx, m, what, common),
         "load" => crate::load::read(cx, m, what, common),
         "watch" => crate::watch::read(cx, m, what, common),
+        "migrate" => crate::migrate::read(cx, m, what, common),
         // Checks (crate::check): `http`, `command`, `tcp`, `log`, `file`.
         _ => {
             debug_assert!(crate::check::CHECK_ACTIONS.contains(&action), "{action}");

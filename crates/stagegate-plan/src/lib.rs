@@ -12,16 +12,20 @@
 //! Secrets are [`Secret`] values that print as `***`; a [`Scrubber`] masks them in any text.
 //!
 //! Step kinds beyond `run` and `deploy` plug in through [`kinds`]; [`gate`] is one: steps
-//! that check and change nothing, with [`glob`] patterns for names, tags and files.
+//! that check and change nothing, with [`glob`] patterns for names, tags and files;
+//! [`migrate`] another: a database migration with a backup, whose connection string
+//! [`conninfo`] takes apart so it travels in `PG*` variables.
 
 mod build;
 pub mod check;
+pub mod conninfo;
 pub mod diagnostic;
 pub mod dotenv;
 pub mod gate;
 pub mod glob;
 pub mod kinds;
 pub mod load;
+pub mod migrate;
 pub mod model;
 pub mod scope;
 pub mod secret;
@@ -35,6 +39,7 @@ pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use gate::{GateKind, GateSpec};
 pub use glob::Glob;
 pub use load::{LoadRequest, LoadSpec, RequestSource};
+pub use migrate::{BackupSpec, MigrateSpec, RestorePolicy};
 pub use model::*;
 pub use scope::{Release, Scope, ScopeOptions, ServiceEndpoint};
 pub use secret::{MASK, Scrubber, Secret};

@@ -205,6 +205,8 @@ pub enum StepKind {
     Load(Box<crate::load::LoadSpec>),
     /// A bake window: measurements sampled at an interval and judged (`watch:`).
     Watch(Box<crate::watch::WatchSpec>),
+    /// A database migration: a backup, `up`, and what undoes it (`migrate:`).
+    Migrate(Box<crate::migrate::MigrateSpec>),
 }
 
 impl StepKind {
@@ -217,6 +219,7 @@ impl StepKind {
             StepKind::Check(c) => c.kind(),
             StepKind::Load(_) => "load",
             StepKind::Watch(_) => "watch",
+            StepKind::Migrate(_) => "migrate",
         }
     }
 
@@ -229,6 +232,7 @@ impl StepKind {
             StepKind::Check(c) => c.templates(),
             StepKind::Load(l) => l.templates(),
             StepKind::Watch(w) => w.templates(),
+            StepKind::Migrate(m) => m.templates(),
         }
     }
 
@@ -247,6 +251,7 @@ impl StepKind {
             StepKind::Check(c) => c.default_name(),
             StepKind::Load(l) => l.default_name(),
             StepKind::Watch(w) => w.default_name(),
+            StepKind::Migrate(m) => m.default_name(),
         }
     }
 
@@ -262,6 +267,7 @@ impl StepKind {
             StepKind::Check(c) => c.describe(render),
             StepKind::Load(l) => l.describe(render),
             StepKind::Watch(w) => w.describe(render),
+            StepKind::Migrate(m) => m.describe(render),
         }
     }
 }

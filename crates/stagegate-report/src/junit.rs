@@ -154,6 +154,16 @@ fn test_case(summary: &RunSummary, suite: &str, r: &StepResult) -> TestCase {
         case.set_assertions(w.measurements.len());
         case.set_system_out(strip_ansi(&out));
     }
+    // A migration: its backup, or what its rollback step undid.
+    if let Some(m) = crate::migrate::record(r) {
+        let out: String = crate::migrate::lines(m, None)
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect();
+        if !out.is_empty() {
+            case.set_system_out(strip_ansi(&out));
+        }
+    }
     // A check lists its assertions: how many, and each with expected and actual.
     let assertions = crate::checks::assertions(r);
     if !assertions.is_empty() {

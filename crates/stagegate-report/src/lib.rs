@@ -26,6 +26,9 @@
 //! - [`watch`]: a watch step's bake (`details.watch`): the verdict and its reason, each
 //!   measurement with its query, condition, sample counts and values, and the decision on an
 //!   inconclusive one, shown by JUnit, Markdown and `show`.
+//! - [`migrate`]: a migrate step's backup (kind, size, sha256, where) and what each of its
+//!   rollback steps (`down`, the restore) did, shown by the terminal, JUnit, Markdown and
+//!   `show`.
 //! - [`sink`]: the reporters as event sinks of an engine session, and [`ReportFiles`],
 //!   which writes the file reports when the run ends.
 //! - [`format`]: small helpers shared by the reporters: [`format_duration_ms`] and
@@ -39,6 +42,7 @@ pub mod json;
 pub mod junit;
 pub mod load;
 pub mod markdown;
+pub mod migrate;
 pub mod sink;
 pub mod terminal;
 pub mod watch;

@@ -267,6 +267,32 @@ fn render(s: &RunSummary) -> String {
         }
     }
 
+    // Migrations: each backup, and what the rollback undid.
+    let migrations: Vec<(&StepResult, Vec<String>)> = s
+        .steps
+        .iter()
+        .filter_map(|r| crate::migrate::record(r).map(|m| (r, crate::migrate::lines(m, None))))
+        .filter(|(_, lines)| !lines.is_empty())
+        .collect();
+    if !migrations.is_empty() {
+        push(&mut md, "### Migrations");
+        md.push('\n');
+        for (r, lines) in &migrations {
+            for l in lines {
+                push(
+                    &mut md,
+                    &format!(
+                        "- {} ({}): {}",
+                        escape(&r.step.name),
+                        code(&r.step.id),
+                        escape(l)
+                    ),
+                );
+            }
+        }
+        md.push('\n');
+    }
+
     // Services.
     if !s.services.is_empty() {
         push(&mut md, "### Services");

@@ -458,6 +458,12 @@ impl TerminalReporter {
             }
         }
 
+        // A migration shows its backup; its rollback steps what they undid.
+        for l in crate::migrate::step_lines(r) {
+            let line = format!("{INDENT}{}{}{}", self.c(DIM), self.clean(&l), self.r());
+            self.line(&line);
+        }
+
         // A load test shows its figures and every threshold, passing or not.
         let load = crate::load::report(r);
         if let Some(l) = &load {
