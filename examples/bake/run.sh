@@ -19,7 +19,8 @@ export PROMETHEUS_URL=http://127.0.0.1:19190
 export PROM_TOKEN="${PROM_TOKEN:-bake-demo-token}"
 sg_plan examples/bake/stagegate.yml
 stop_on_exit staging
-trap 'bash scripts/prometheus.sh stop "$prom_dir" >/dev/null 2>&1 || true; _sg_stop_all' EXIT
+# Stop Prometheus too, keeping the script's exit code for _sg_stop_all.
+trap 'code=$?; bash scripts/prometheus.sh stop "$prom_dir" >/dev/null 2>&1 || true; (exit $code); _sg_stop_all' EXIT
 bash scripts/prometheus.sh start "$prom_dir" 19190 127.0.0.1:18180
 
 echo "### 1. deploy 1.0.0: it bakes clean"
@@ -44,9 +45,18 @@ sg decide "$id" --fail --reason "no metrics from 1.3.0: cannot judge it" --as ci
 
 echo
 echo "### 5. deploy 1.4.0 and stop Prometheus mid-bake: the source fails 5 times in a row (exit code 4)"
-( sleep 8; bash scripts/prometheus.sh stop "$prom_dir" >/dev/null ) &
-expect_code 4 sg deploy staging --release-version 1.4.0
+# Prometheus stops once the bake has taken two rounds (its events say so).
+events=$(mktemp)
+(
+  for _ in $(seq 600); do
+    [ "$(grep -c '"measurement_round"' "$events" 2>/dev/null || true)" -ge 2 ] && break
+    sleep 0.1
+  done
+  bash scripts/prometheus.sh stop "$prom_dir" >/dev/null
+) &
+expect_code 4 sg deploy staging --release-version 1.4.0 --events "$events"
 wait
+rm -f "$events"
 
 echo
 echo "### 6. what the bakes measured"

@@ -466,6 +466,15 @@ pub async fn run(spec: &WatchSpec, ctx: &StepCtx<'_>) -> StepOutcome {
                     fmt_duration(t.m.sustained.unwrap_or_default())
                 );
                 Verdict::Inconclusive
+            } else if t.consecutive_errors > 0 {
+                // The source was failing when the window closed: nothing says it passes now.
+                t.sum.reason = format!(
+                    "its source failed for the last {} sample{} of the window (limit {} in a row): it cannot be judged",
+                    t.consecutive_errors,
+                    if t.consecutive_errors == 1 { "" } else { "s" },
+                    spec.consecutive_error_limit
+                );
+                Verdict::Inconclusive
             } else if t.sum.passed == 0 {
                 t.sum.reason = format!(
                     "none of its {} samples passed ({} errors, {} breaching, {} inconclusive, {} no data)",
