@@ -759,12 +759,49 @@ impl<'a> Runner<'a> {
     /// Undoes a migration: `down` (unless `restore: always`), then the restore when the
     /// policy calls for it. Returns whether the database is back as it was, and a sentence
     /// that says what was and was not undone.
+    /// Starts a rollback step of a migration's undo: its record and its start event.
+    fn begin_undo_step(
+        &mut self,
+        stage: &str,
+        id: &str,
+        name: &str,
+        kind: &str,
+    ) -> (StepRef, (i64, Instant)) {
+        let r = self.step_ref(Phase::Rollback, stage, id, name, kind);
+        let started = (now_ms(), Instant::now());
+        self.events.emit(Event::StepStarted {
+            step: r.clone(),
+            at: started.0,
+        });
+        (r, started)
+    }
+
+    /// What undoing migration step `step` needs, logging to `r`'s log.
+    fn undo_ctx<'c>(
+        &'c self,
+        step: &'c stagegate_plan::Step,
+        spec: &'c stagegate_plan::MigrateSpec,
+        r: &StepRef,
+        cancel: &'c CancellationToken,
+    ) -> crate::migrate::UndoCtx<'c> {
+        crate::migrate::UndoCtx {
+            plan: self.plan,
+            step,
+            spec,
+            scope: &self.scope,
+            scrubber: &self.scrubber,
+            deployment_id: self.deployment_id,
+            log: self.log_path(r),
+            cancel,
+        }
+    }
+
     async fn undo_migration(
         &mut self,
         u: &crate::migrate::MigrationUndo,
         abort: &CancellationToken,
     ) -> (bool, String) {
-        use crate::migrate::{UndoCtx, restored, statement, undo_details};
+        use crate::migrate::{restored, statement, undo_details};
         use stagegate_plan::RestorePolicy;
         let plan = self.plan;
         let Some(step) = plan.steps().map(|(_, s)| s).find(|s| s.id == u.step_id) else {
@@ -782,28 +819,13 @@ impl<'a> Runner<'a> {
                 policy == RestorePolicy::OnDownFailure
             }
             (policy, Some(_)) => {
-                let r = self.step_ref(
-                    Phase::Rollback,
+                let (r, started) = self.begin_undo_step(
                     &u.stage,
                     &format!("{}.down", u.step_id),
                     &format!("undo: {} (down)", step.name),
                     "migrate-down",
                 );
-                let started = (now_ms(), Instant::now());
-                self.events.emit(Event::StepStarted {
-                    step: r.clone(),
-                    at: started.0,
-                });
-                let cx = UndoCtx {
-                    plan,
-                    step,
-                    spec,
-                    scope: &self.scope,
-                    scrubber: &self.scrubber,
-                    deployment_id: self.deployment_id,
-                    log: self.log_path(&r),
-                    cancel: abort,
-                };
+                let cx = self.undo_ctx(step, spec, &r, abort);
                 let (status, code, tail, part) = match crate::migrate::down(&cx, u).await {
                     Ok(res) if res.success() => (
                         StepStatus::Passed,
@@ -851,28 +873,13 @@ impl<'a> Runner<'a> {
                     parts.push("no backup was taken, so it cannot be restored".into());
                 }
                 Some(backup) => {
-                    let r = self.step_ref(
-                        Phase::Rollback,
+                    let (r, started) = self.begin_undo_step(
                         &u.stage,
                         &format!("{}.restore", u.step_id),
                         &format!("undo: {} (restore the backup)", step.name),
                         "migrate-restore",
                     );
-                    let started = (now_ms(), Instant::now());
-                    self.events.emit(Event::StepStarted {
-                        step: r.clone(),
-                        at: started.0,
-                    });
-                    let cx = UndoCtx {
-                        plan,
-                        step,
-                        spec,
-                        scope: &self.scope,
-                        scrubber: &self.scrubber,
-                        deployment_id: self.deployment_id,
-                        log: self.log_path(&r),
-                        cancel: abort,
-                    };
+                    let cx = self.undo_ctx(step, spec, &r, abort);
                     match crate::migrate::restore(&cx, backup).await {
                         Ok(dropped) => {
                             let part = restored(backup, &dropped);
