@@ -84,14 +84,14 @@ pub fn default_store_path(plan_dir: &std::path::Path) -> PathBuf {
     plan_dir.join(".stagegate").join("state.db")
 }
 
-/// The local driver of an environment, supervising with `supervisor_exe`.
+/// The drivers of an environment's services (local ones supervise with `supervisor_exe`).
 pub fn driver_for(
     cli: &Cli,
     plan: &Plan,
     env: &str,
     supervisor_exe: PathBuf,
 ) -> Box<dyn stagegate_engine::ServiceDriver> {
-    stagegate_engine::driver_for(&plan.dir, &state_dir(cli, plan), env, supervisor_exe)
+    stagegate_engine::driver_for(plan, &state_dir(cli, plan), env, supervisor_exe)
 }
 
 pub fn store_path(cli: &Cli, plan: &Plan) -> PathBuf {

@@ -1,7 +1,7 @@
 //! The read-mostly commands: validate, plan, status, stop, history, show, unlock.
 
 use stagegate_engine::{StepDetails, exit, health};
-use stagegate_plan::{Driver, HealthTarget, Plan, PortMode, Scope, StepKind};
+use stagegate_plan::{HealthTarget, Plan, PortMode, Scope, StepKind};
 use stagegate_report::gate::evidence_text;
 use stagegate_report::{format_duration_ms, format_time_ms};
 
@@ -137,36 +137,45 @@ pub fn print_plan(plan: &Plan, scope: &Scope) {
             match &step.kind {
                 StepKind::Deploy { service } => {
                     if let Some(svc) = plan.service(&service.value) {
-                        let Driver::Local(l) = &svc.driver;
-                        let o = plan
-                            .environment(&scope.environment)
-                            .and_then(|e| e.services.get(&svc.name));
-                        if let Some(b) = &l.build {
-                            push(
-                                &mut out,
-                                format!("         build: {}", scope.render_for_display(&b.value)),
-                            );
-                        }
-                        if !l.artifacts.is_empty() {
+                        if let Some(l) = svc.driver.local() {
+                            let o = plan
+                                .environment(&scope.environment)
+                                .and_then(|e| e.services.get(&svc.name));
+                            if let Some(b) = &l.build {
+                                push(
+                                    &mut out,
+                                    format!(
+                                        "         build: {}",
+                                        scope.render_for_display(&b.value)
+                                    ),
+                                );
+                            }
+                            if !l.artifacts.is_empty() {
+                                push(
+                                    &mut out,
+                                    format!(
+                                        "         artifacts: {}",
+                                        l.artifacts
+                                            .iter()
+                                            .map(|a| a.value.as_str())
+                                            .collect::<Vec<_>>()
+                                            .join(", ")
+                                    ),
+                                );
+                            }
+                            let start = o.and_then(|o| o.start.as_ref()).unwrap_or(&l.start);
                             push(
                                 &mut out,
                                 format!(
-                                    "         artifacts: {}",
-                                    l.artifacts
-                                        .iter()
-                                        .map(|a| a.value.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
+                                    "         start: {}",
+                                    scope.render_for_display(&start.value)
                                 ),
                             );
+                            let port = o.and_then(|o| o.port).unwrap_or(l.port);
+                            push(&mut out, format!("         port: {}", match port { PortMode::Auto => "auto (a free port per release; the old release runs until the deploy passes)".to_string(), PortMode::Fixed(p) => format!("{p} (the old release stops before the new one starts)") }));
+                        } else {
+                            push(&mut out, format!("         driver: {}", svc.driver.name()));
                         }
-                        let start = o.and_then(|o| o.start.as_ref()).unwrap_or(&l.start);
-                        push(
-                            &mut out,
-                            format!("         start: {}", scope.render_for_display(&start.value)),
-                        );
-                        let port = o.and_then(|o| o.port).unwrap_or(l.port);
-                        push(&mut out, format!("         port: {}", match port { PortMode::Auto => "auto (a free port per release; the old release runs until the deploy passes)".to_string(), PortMode::Fixed(p) => format!("{p} (the old release stops before the new one starts)") }));
                         if let Some(h) = &svc.health {
                             let target = match &h.target {
                                 HealthTarget::Path(p) => {

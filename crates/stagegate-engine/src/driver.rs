@@ -4,15 +4,16 @@
 //! deployment replaced, stops a service, says which release is current and lists the
 //! releases with what really runs. The executor, the manual rollback and the CLI's
 //! `status`, `stop` and `rollback` use only this trait; they never touch a driver's files.
-//! [`driver_for`] builds the driver of an environment in one place. `local` (release
-//! directories and a supervisor per release on this machine) is the first; ssh, docker and
-//! kubernetes drivers are additions behind the same trait.
+//! [`driver_for`] builds the drivers of an environment in one place, one per service as the
+//! plan's `driver:` says. `local` (release directories and a supervisor per release on this
+//! machine) is the default; the others keep their records through [`crate::records`].
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
-use stagegate_plan::Service;
+use stagegate_plan::{Driver, Plan, Service};
 
 use crate::event::Events;
 use crate::local::{DeployError, Deployed, DriverCtx, LocalDriver, ReleaseState};
@@ -69,18 +70,100 @@ pub trait ServiceDriver: Send + Sync {
     fn previous_good(&self, service: &str) -> Option<ReleaseState>;
 }
 
-/// The driver of `environment`, keeping its records under `state_dir`.
+/// The drivers of `environment`'s services, keeping their records under `state_dir`: one
+/// [`ServiceDriver`] that hands each call to the driver the service's plan names.
 pub fn driver_for(
-    plan_dir: &Path,
+    plan: &Plan,
     state_dir: &Path,
     environment: &str,
     supervisor_exe: PathBuf,
 ) -> Box<dyn ServiceDriver> {
-    Box::new(LocalDriver {
+    let local = LocalDriver {
         root: state_dir.join("releases").join(environment),
-        plan_dir: plan_dir.to_path_buf(),
+        plan_dir: plan.dir.clone(),
         supervisor_exe,
-    })
+    };
+    let mut others: BTreeMap<String, Box<dyn ServiceDriver>> = BTreeMap::new();
+    for svc in &plan.services {
+        let driver: Option<Box<dyn ServiceDriver>> = match &svc.driver {
+            Driver::Local(_) => None,
+        };
+        if let Some(d) = driver {
+            others.insert(svc.name.clone(), d);
+        }
+    }
+    Box::new(Drivers { local, others })
+}
+
+/// Each service's driver: `local` unless the plan names another.
+struct Drivers {
+    local: LocalDriver,
+    others: BTreeMap<String, Box<dyn ServiceDriver>>,
+}
+
+impl Drivers {
+    fn of(&self, service: &str) -> &dyn ServiceDriver {
+        match self.others.get(service) {
+            Some(d) => d.as_ref(),
+            None => &self.local,
+        }
+    }
+}
+
+impl ServiceDriver for Drivers {
+    fn name(&self) -> &'static str {
+        "plan"
+    }
+
+    fn deploy<'a>(
+        &'a self,
+        svc: &'a Service,
+        ctx: &'a DriverCtx<'a>,
+    ) -> DriverFuture<'a, Result<Deployed, DeployError>> {
+        self.of(&svc.name).deploy(svc, ctx)
+    }
+
+    fn restore<'a>(
+        &'a self,
+        svc: &'a Service,
+        ctx: &'a DriverCtx<'a>,
+        target: Option<&'a str>,
+        from: Option<&'a str>,
+    ) -> DriverFuture<'a, Result<String, String>> {
+        self.of(&svc.name).restore(svc, ctx, target, from)
+    }
+
+    fn retire<'a>(&'a self, svc: &'a Service, events: &'a Events) -> DriverFuture<'a, Vec<String>> {
+        self.of(&svc.name).retire(svc, events)
+    }
+
+    fn stop<'a>(&'a self, svc: &'a Service) -> DriverFuture<'a, Vec<String>> {
+        self.of(&svc.name).stop(svc)
+    }
+
+    fn reconcile<'a>(&'a self, svc: &'a Service) -> DriverFuture<'a, Vec<String>> {
+        self.of(&svc.name).reconcile(svc)
+    }
+
+    fn current(&self, service: &str) -> Option<String> {
+        self.of(service).current(service)
+    }
+
+    fn releases(&self, service: &str) -> Vec<ReleaseState> {
+        self.of(service).releases(service)
+    }
+
+    fn release(&self, service: &str, id: &str) -> Option<ReleaseState> {
+        self.of(service).release(service, id)
+    }
+
+    fn find_release(&self, service: &str, wanted: &str) -> Option<ReleaseState> {
+        self.of(service).find_release(service, wanted)
+    }
+
+    fn previous_good(&self, service: &str) -> Option<ReleaseState> {
+        self.of(service).previous_good(service)
+    }
 }
 
 impl ServiceDriver for LocalDriver {

@@ -945,7 +945,7 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
         });
     }
     let driver = driver_for(
-        &plan.dir,
+        plan,
         &req.state_dir,
         &req.scope.environment,
         req.supervisor_exe.clone(),
@@ -1332,7 +1332,7 @@ pub struct ServiceRequest<'a> {
 impl ServiceRequest<'_> {
     pub fn driver(&self) -> Box<dyn ServiceDriver> {
         driver_for(
-            &self.plan.dir,
+            self.plan,
             &self.state_dir,
             &self.scope.environment,
             self.supervisor_exe.clone(),

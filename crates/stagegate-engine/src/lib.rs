@@ -25,6 +25,7 @@ pub mod migrate;
 pub mod poll;
 pub mod postgres;
 pub mod process;
+pub mod records;
 pub mod session;
 pub mod stats;
 pub mod step;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use stagegate_plan::{
     Driver, HealthTarget, LocalService, PortMode, Scope, Scrubber, Service, ServiceOverride,
+    Spanned,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -23,12 +24,10 @@ use crate::event::{Event, Events};
 use crate::health::{HealthProbe, JsonField, http_client, wait_healthy};
 use crate::process::process_start_ticks as process_start_time;
 use crate::process::{CommandSpec, kill_group, pid_alive, run_command};
+use crate::records::META;
 use crate::supervisor::{
     ENV_COMMAND, ENV_MASK, ENV_STOP_MS, EXITS_LOG, SERVICE_PID, STARTER, STOPPING, SUPERVISOR_PID,
 };
-
-const META: &str = "release.json";
-const CURRENT: &str = "current";
 
 /// What is recorded about a release, in its directory. Never holds a secret value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,12 +94,15 @@ pub struct ReleaseState {
     pub abandoned: bool,
     /// The supervisor was told to stop (it may still be stopping a slow service).
     pub stopping: bool,
+    /// A remote driver's word on what of this release runs where (`None`: nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<String>,
 }
 
 impl ReleaseState {
     /// Whether its supervisor runs (it may be stopping: see [`ReleaseState::serving`]).
     pub fn running(&self) -> bool {
-        self.supervisor_pid.is_some()
+        self.supervisor_pid.is_some() || self.live.is_some()
     }
 
     /// Running and not on its way out: a stop asked for earlier will not end it later.
@@ -110,14 +112,14 @@ impl ReleaseState {
 }
 
 /// `PID START_TIME` of this process, for the files that name who acts on a release.
-fn me() -> String {
+pub(crate) fn me() -> String {
     let pid = std::process::id();
     format!("{pid} {}", process_start_time(pid).unwrap_or(0))
 }
 
 /// Whether the process named in a `PID START_TIME` file still runs (the same process, not
 /// another one that got the pid since).
-fn owner_alive(text: &str) -> bool {
+pub(crate) fn owner_alive(text: &str) -> bool {
     let mut it = text.split_whitespace();
     let Some(pid) = it.next().and_then(|p| p.parse::<u32>().ok()) else {
         return false;
@@ -182,7 +184,7 @@ fn settings(svc: &Service) -> &LocalService {
     }
 }
 
-fn sanitize(s: &str) -> String {
+pub(crate) fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
@@ -199,43 +201,30 @@ impl LocalDriver {
         self.root.join(service)
     }
 
+    fn records(&self) -> crate::records::Records {
+        crate::records::Records {
+            root: self.root.clone(),
+        }
+    }
+
     pub fn current(&self, service: &str) -> Option<String> {
-        std::fs::read_to_string(self.service_dir(service).join(CURRENT))
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
+        self.records().current(service)
     }
 
     fn set_current(&self, service: &str, id: Option<&str>) -> std::io::Result<()> {
-        let path = self.service_dir(service).join(CURRENT);
-        match id {
-            Some(id) => {
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, id)?;
-                std::fs::rename(tmp, path)
-            }
-            None => match std::fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            },
-        }
+        self.records().set_current(service, id)
     }
 
     pub fn read_meta(dir: &Path) -> Option<ReleaseMeta> {
-        serde_json::from_slice(&std::fs::read(dir.join(META)).ok()?).ok()
+        crate::records::Records::read_meta(dir)
     }
 
     fn write_meta(dir: &Path, meta: &ReleaseMeta) -> std::io::Result<()> {
-        let tmp = dir.join("release.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(meta).unwrap_or_default())?;
-        std::fs::rename(tmp, dir.join(META))
+        crate::records::Records::write_meta(dir, meta)
     }
 
     fn set_status(dir: &Path, status: &str) {
-        if let Some(mut m) = Self::read_meta(dir) {
-            m.status = status.to_string();
-            let _ = Self::write_meta(dir, &m);
-        }
+        crate::records::Records::set_status(dir, status)
     }
 
     fn pid_file(dir: &Path, name: &str) -> Option<u32> {
@@ -267,6 +256,7 @@ impl LocalDriver {
             supervisor_pid,
             service_pid,
             exits,
+            live: None,
         })
     }
 
@@ -295,83 +285,18 @@ impl LocalDriver {
 
     /// Finds a release by its id or, failing that, the newest with that version.
     pub fn find_release(&self, service: &str, wanted: &str) -> Option<ReleaseState> {
-        let all = self.releases(service);
-        all.iter()
-            .find(|r| r.meta.id == wanted)
-            .cloned()
-            .or_else(|| all.iter().rev().find(|r| r.meta.version == wanted).cloned())
+        crate::records::find_in(&self.releases(service), wanted)
     }
 
     /// The newest release before the current one that was healthy once: the rollback target.
     pub fn previous_good(&self, service: &str) -> Option<ReleaseState> {
-        let all = self.releases(service);
-        let cur = all.iter().position(|r| r.current)?;
-        all[..cur]
-            .iter()
-            .rev()
-            .find(|r| matches!(r.meta.status.as_str(), "healthy" | "retired" | "stopped"))
-            .cloned()
+        crate::records::previous_good_in(&self.releases(service))
     }
 
     /// Renders the service's start command, env and health check for this run, sealed.
     fn seal(svc: &Service, ctx: &DriverCtx) -> Result<SealedRun, String> {
         let l = settings(svc);
-        let scope = ctx.scope;
-        let render = |what: &str, t: &stagegate_plan::Template| {
-            scope
-                .render(t)
-                .map(|v| scope.seal(&v))
-                .map_err(|e| format!("{what} of service `{}`: {e}", svc.name))
-        };
-        let start = ctx
-            .overrides
-            .and_then(|o| o.start.as_ref())
-            .unwrap_or(&l.start);
-        let mut env = BTreeMap::new();
-        for (k, t) in l
-            .env
-            .iter()
-            .chain(ctx.overrides.map(|o| o.env.iter()).into_iter().flatten())
-        {
-            env.insert(k.clone(), render(&format!("env `{k}`"), &t.value)?);
-        }
-        let health = match &svc.health {
-            None => None,
-            Some(h) => {
-                let (target, is_path) = match &h.target {
-                    HealthTarget::Path(p) => (render("health path", &p.value)?, true),
-                    HealthTarget::Url(u) => (render("health url", &u.value)?, false),
-                };
-                let mut json = Vec::new();
-                for j in &h.json {
-                    json.push((
-                        j.path.value.clone(),
-                        render("expected health value", &j.equals.value)?,
-                    ));
-                }
-                Some(SealedHealth {
-                    target,
-                    is_path,
-                    status: h.status.clone(),
-                    json,
-                    interval_ms: h.interval.as_millis() as u64,
-                    timeout_ms: h.timeout.as_millis() as u64,
-                })
-            }
-        };
-        // The start command's values travel in variables of the release's environment,
-        // sealed like the rest of it.
-        let shell = scope
-            .render_shell(&start.value)
-            .map_err(|e| format!("start command of service `{}`: {e}", svc.name))?;
-        for (k, v) in shell.env {
-            env.insert(k, scope.seal(&v));
-        }
-        Ok(SealedRun {
-            start: scope.seal(&shell.script),
-            env,
-            health,
-        })
+        seal_run(svc, ctx, Some(&l.start), &l.env)
     }
 
     fn port_mode(svc: &Service, ctx: &DriverCtx) -> PortMode {
@@ -946,8 +871,75 @@ impl LocalDriver {
     }
 }
 
+/// Renders a service's start command (as a script whose values sit in `STAGEGATE_VALUE_N`
+/// variables of the environment), its environment and its health check for this run, with
+/// every secret sealed back into its reference. The environment's overrides apply.
+pub(crate) fn seal_run(
+    svc: &Service,
+    ctx: &DriverCtx,
+    start: Option<&Spanned<stagegate_plan::Template>>,
+    base_env: &BTreeMap<String, Spanned<stagegate_plan::Template>>,
+) -> Result<SealedRun, String> {
+    let scope = ctx.scope;
+    let render = |what: &str, t: &stagegate_plan::Template| {
+        scope
+            .render(t)
+            .map(|v| scope.seal(&v))
+            .map_err(|e| format!("{what} of service `{}`: {e}", svc.name))
+    };
+    let start = ctx.overrides.and_then(|o| o.start.as_ref()).or(start);
+    let mut env = BTreeMap::new();
+    for (k, t) in base_env
+        .iter()
+        .chain(ctx.overrides.map(|o| o.env.iter()).into_iter().flatten())
+    {
+        env.insert(k.clone(), render(&format!("env `{k}`"), &t.value)?);
+    }
+    let health = match &svc.health {
+        None => None,
+        Some(h) => {
+            let (target, is_path) = match &h.target {
+                HealthTarget::Path(p) => (render("health path", &p.value)?, true),
+                HealthTarget::Url(u) => (render("health url", &u.value)?, false),
+            };
+            let mut json = Vec::new();
+            for j in &h.json {
+                json.push((
+                    j.path.value.clone(),
+                    render("expected health value", &j.equals.value)?,
+                ));
+            }
+            Some(SealedHealth {
+                target,
+                is_path,
+                status: h.status.clone(),
+                json,
+                interval_ms: h.interval.as_millis() as u64,
+                timeout_ms: h.timeout.as_millis() as u64,
+            })
+        }
+    };
+    // The start command's values travel in variables of the release's environment,
+    // sealed like the rest of it.
+    let mut sealed_start = String::new();
+    if let Some(start) = start {
+        let shell = scope
+            .render_shell(&start.value)
+            .map_err(|e| format!("start command of service `{}`: {e}", svc.name))?;
+        for (k, v) in shell.env {
+            env.insert(k, scope.seal(&v));
+        }
+        sealed_start = scope.seal(&shell.script);
+    }
+    Ok(SealedRun {
+        start: sealed_start,
+        env,
+        health,
+    })
+}
+
 /// Puts the secrets back into a sealed value.
-fn unseal(scope: &Scope, sealed: &str) -> Result<String, String> {
+pub(crate) fn unseal(scope: &Scope, sealed: &str) -> Result<String, String> {
     if !sealed.contains("${{") {
         return Ok(sealed.to_string());
     }
@@ -955,7 +947,10 @@ fn unseal(scope: &Scope, sealed: &str) -> Result<String, String> {
     Ok(scope.render(&t)?)
 }
 
-fn unsealed_probe(scope: &Scope, meta: &ReleaseMeta) -> Result<Option<HealthProbe>, String> {
+pub(crate) fn unsealed_probe(
+    scope: &Scope,
+    meta: &ReleaseMeta,
+) -> Result<Option<HealthProbe>, String> {
     let Some(h) = &meta.sealed.health else {
         return Ok(None);
     };
@@ -984,7 +979,7 @@ fn unsealed_probe(scope: &Scope, meta: &ReleaseMeta) -> Result<Option<HealthProb
     }))
 }
 
-fn copy_and_digest(
+pub(crate) fn copy_and_digest(
     from: &Path,
     to: &Path,
     rel: &str,

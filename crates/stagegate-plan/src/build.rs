@@ -31,8 +31,10 @@ const TOP_KEYS: &[&str] = &[
 ];
 const ENV_KEYS: &[&str] = &["vars", "secrets", "services", "on_failure"];
 const SECRET_KEYS: &[&str] = &["require", "optional", "dotenv"];
-const SERVICE_KEYS: &[&str] = &[
-    "driver",
+/// Keys every service has, whatever its driver.
+const SERVICE_KEYS: &[&str] = &["driver", "health", "depends_on"];
+/// The `local` driver's keys.
+const LOCAL_KEYS: &[&str] = &[
     "build",
     "artifacts",
     "start",
@@ -40,8 +42,6 @@ const SERVICE_KEYS: &[&str] = &[
     "port",
     "stop_timeout",
     "keep",
-    "health",
-    "depends_on",
 ];
 const OVERRIDE_KEYS: &[&str] = &["env", "port", "start"];
 const HEALTH_KEYS: &[&str] = &["path", "url", "expect", "interval", "timeout"];
@@ -560,7 +560,6 @@ fn read_service(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Service
         );
     }
     let m = cx.mapping(n, &what)?;
-    cx.keys(m, &what, SERVICE_KEYS);
     let driver = cx.string(m, "driver", &what);
     if let Some(d) = &driver
         && !DRIVERS.contains(&d.value.as_str())
@@ -574,6 +573,32 @@ fn read_service(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Service
             help,
         );
     }
+    let driver_name = driver.as_ref().map(|d| d.value.as_str()).unwrap_or("local");
+    // Each driver reads its own keys; an unknown driver (already an error) is read as
+    // `local` so its other mistakes are reported too.
+    let own: &[&str] = match driver_name {
+        "local" => LOCAL_KEYS,
+        _ => LOCAL_KEYS,
+    };
+    let keys: Vec<&str> = SERVICE_KEYS.iter().chain(own).copied().collect();
+    cx.keys(m, &what, &keys);
+    let driver = match driver_name {
+        "local" => Driver::Local(read_local(cx, m, &what, &span)),
+        _ => Driver::Local(read_local(cx, m, &what, &span)),
+    };
+    let health = m.get_node("health").and_then(|h| read_health(cx, h, &what));
+    Some(Service {
+        name: name.to_string(),
+        span,
+        driver,
+        health,
+        depends_on: cx.string_list(m, "depends_on", &what),
+    })
+}
+
+/// The `local` driver's settings of a service.
+fn read_local(cx: &mut Cx, m: &MarkedMappingNode, what: &str, span: &Span) -> LocalService {
+    let what = what.to_string();
     let start = template_field(cx, m, "start", &what);
     if start.is_none() && m.get_node("start").is_none() {
         cx.error_help(
@@ -619,14 +644,7 @@ fn read_service(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Service
             );
         }
     }
-    let health = m.get_node("health").and_then(|h| read_health(cx, h, &what));
-    Some(Service {
-        name: name.to_string(),
-        span,
-        driver: Driver::Local(local),
-        health,
-        depends_on: cx.string_list(m, "depends_on", &what),
-    })
+    local
 }
 
 fn read_health(cx: &mut Cx, n: &Node, service: &str) -> Option<HealthCheck> {
@@ -1201,13 +1219,7 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
     refs_to_check.retain(|(r, _, _)| !matches!(r, Ref::StepOutput { .. }));
 
     for s in &plan.services {
-        let Driver::Local(l) = &s.driver;
-        for t in l
-            .build
-            .iter()
-            .chain(std::iter::once(&l.start))
-            .chain(l.env.values())
-        {
+        for t in s.driver.templates() {
             collect(t, None, &mut refs_to_check);
         }
         if let Some(h) = &s.health {

@@ -113,6 +113,25 @@ impl Driver {
             Driver::Local(_) => "local",
         }
     }
+
+    /// Every template the driver renders (checked for unknown references at build time).
+    pub fn templates(&self) -> Vec<&Spanned<Template>> {
+        match self {
+            Driver::Local(l) => l
+                .build
+                .iter()
+                .chain(std::iter::once(&l.start))
+                .chain(l.env.values())
+                .collect(),
+        }
+    }
+
+    /// The `local` settings, when the service runs on this machine.
+    pub fn local(&self) -> Option<&LocalService> {
+        match self {
+            Driver::Local(l) => Some(l),
+        }
+    }
 }
 
 /// The `local` driver: a supervised process in its own release directory.
