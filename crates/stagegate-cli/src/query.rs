@@ -281,7 +281,7 @@ pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
     let client = health::http_client();
     let mut services = Vec::new();
     for svc in &plan.services {
-        let releases = driver.releases(&svc.name);
+        let releases = driver.observe(svc).await;
         let current = releases.iter().find(|r| r.current).cloned();
         let health = match (&current, &svc.health) {
             (Some(r), Some(h)) if r.running() => match &h.target {
@@ -393,7 +393,9 @@ pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
         match current {
             None => println!("  not deployed"),
             Some(r) => {
-                let state = if r.running() {
+                let state = if let Some(live) = &r.live {
+                    live.clone()
+                } else if r.running() {
                     format!(
                         "running, pid {}",
                         r.service_pid
@@ -426,7 +428,9 @@ pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
                 if r.current { "*" } else { " " },
                 r.meta.status,
                 r.meta.id,
-                if r.running() {
+                if let Some(live) = &r.live {
+                    format!(" ({live})")
+                } else if r.running() {
                     format!(" (running at {})", r.meta.url)
                 } else {
                     String::new()

@@ -52,6 +52,13 @@ pub trait ServiceDriver: Send + Sync {
     /// starting, stops it began); returns the abandoned releases it stopped.
     fn reconcile<'a>(&'a self, svc: &'a Service) -> DriverFuture<'a, Vec<String>>;
 
+    /// Every release on record with what really runs, asked of the target (a remote
+    /// driver connects; the local one reads its process table, as `releases` does).
+    fn observe<'a>(&'a self, svc: &'a Service) -> DriverFuture<'a, Vec<ReleaseState>> {
+        let all = self.releases(&svc.name);
+        Box::pin(async move { all })
+    }
+
     /// The current release's id.
     fn current(&self, service: &str) -> Option<String>;
 
@@ -87,6 +94,12 @@ pub fn driver_for(
     for svc in &plan.services {
         let driver: Option<Box<dyn ServiceDriver>> = match &svc.driver {
             Driver::Local(_) => None,
+            Driver::Ssh(_) => Some(Box::new(crate::ssh::SshDriver::new(
+                plan,
+                plan.environment(environment),
+                state_dir,
+                environment,
+            ))),
         };
         if let Some(d) = driver {
             others.insert(svc.name.clone(), d);
@@ -143,6 +156,10 @@ impl ServiceDriver for Drivers {
 
     fn reconcile<'a>(&'a self, svc: &'a Service) -> DriverFuture<'a, Vec<String>> {
         self.of(&svc.name).reconcile(svc)
+    }
+
+    fn observe<'a>(&'a self, svc: &'a Service) -> DriverFuture<'a, Vec<ReleaseState>> {
+        self.of(&svc.name).observe(svc)
     }
 
     fn current(&self, service: &str) -> Option<String> {

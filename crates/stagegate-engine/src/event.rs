@@ -199,6 +199,11 @@ pub enum Event {
         service: String,
         release: String,
     },
+    /// A remote driver's news: a batch of hosts starting, a host done.
+    DriverProgress {
+        service: String,
+        message: String,
+    },
     RollbackStarted {
         reason: String,
         actions: usize,
@@ -274,6 +279,7 @@ impl Event {
             Event::ServiceStarting { .. } => "service_starting",
             Event::ServiceHealthy { .. } => "service_healthy",
             Event::ServiceRetired { .. } => "service_retired",
+            Event::DriverProgress { .. } => "driver_progress",
             Event::RollbackStarted { .. } => "rollback_started",
             Event::RollbackFinished { .. } => "rollback_finished",
             Event::Warning { .. } => "warning",

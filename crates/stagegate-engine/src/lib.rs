@@ -27,6 +27,7 @@ pub mod postgres;
 pub mod process;
 pub mod records;
 pub mod session;
+pub mod ssh;
 pub mod stats;
 pub mod step;
 pub mod supervisor;

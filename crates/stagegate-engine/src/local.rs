@@ -15,8 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use stagegate_plan::{
-    Driver, HealthTarget, LocalService, PortMode, Scope, Scrubber, Service, ServiceOverride,
-    Spanned,
+    HealthTarget, LocalService, PortMode, Scope, Scrubber, Service, ServiceOverride, Spanned,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +49,9 @@ pub struct ReleaseMeta {
     /// back into its `${{ secrets.NAME }}` reference: a restart (rollback to this release)
     /// runs exactly this, reading only the secrets anew.
     pub sealed: SealedRun,
+    /// The hosts a remote release went to (ssh driver).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// A release's start command, environment and health check with secrets sealed.
@@ -149,7 +151,7 @@ pub struct DeployError {
 }
 
 impl DeployError {
-    fn early(message: String) -> Self {
+    pub(crate) fn early(message: String) -> Self {
         Self {
             message,
             release: None,
@@ -179,9 +181,9 @@ pub struct LocalDriver {
 }
 
 fn settings(svc: &Service) -> &LocalService {
-    match &svc.driver {
-        Driver::Local(l) => l,
-    }
+    svc.driver
+        .local()
+        .expect("the dispatcher hands only local services to the local driver")
 }
 
 pub(crate) fn sanitize(s: &str) -> String {
@@ -464,32 +466,7 @@ impl LocalDriver {
             .and_then(|id| self.release(&svc.name, &id));
 
         if let Some(build) = &l.build {
-            let shell = scope.render_shell(&build.value).map_err(|e| {
-                DeployError::early(format!("build command of service `{}`: {e}", svc.name))
-            })?;
-            let script = shell.script;
-            let mut env: BTreeMap<String, String> = shell.env;
-            env.insert(
-                "STAGEGATE_RELEASE_VERSION".into(),
-                scope.release.version.clone(),
-            );
-            env.insert("STAGEGATE_ENVIRONMENT".into(), scope.environment.clone());
-            let spec = CommandSpec {
-                script,
-                cwd: self.plan_dir.clone(),
-                env,
-                timeout: None,
-                log: ctx.log.clone(),
-            };
-            let r = run_command(&spec, ctx.scrubber, ctx.cancel).await;
-            if !r.success() {
-                return Err(DeployError::early(format!(
-                    "the build of service `{}` {}{}",
-                    svc.name,
-                    r.describe(None),
-                    indent_tail(&r.tail)
-                )));
-            }
+            run_build(&svc.name, build, &self.plan_dir, ctx).await?;
         }
 
         let id = format!(
@@ -583,6 +560,7 @@ impl LocalDriver {
             artifacts: artifacts.clone(),
             status: "starting".into(),
             sealed,
+            hosts: Vec::new(),
         };
         Self::write_meta(&dir, &meta).map_err(|e| {
             DeployError::early(format!("cannot write {}: {e}", dir.join(META).display()))
@@ -869,6 +847,42 @@ impl LocalDriver {
         let _ = std::fs::remove_file(dir.join(SERVICE_PID));
         let _ = std::fs::remove_file(dir.join(STOPPING));
     }
+}
+
+/// Runs a service's `build` command in the plan directory, output to the step's log.
+pub(crate) async fn run_build(
+    service: &str,
+    build: &Spanned<stagegate_plan::Template>,
+    plan_dir: &Path,
+    ctx: &DriverCtx<'_>,
+) -> Result<(), DeployError> {
+    let scope = ctx.scope;
+    let shell = scope
+        .render_shell(&build.value)
+        .map_err(|e| DeployError::early(format!("build command of service `{service}`: {e}")))?;
+    let script = shell.script;
+    let mut env: BTreeMap<String, String> = shell.env;
+    env.insert(
+        "STAGEGATE_RELEASE_VERSION".into(),
+        scope.release.version.clone(),
+    );
+    env.insert("STAGEGATE_ENVIRONMENT".into(), scope.environment.clone());
+    let spec = CommandSpec {
+        script,
+        cwd: plan_dir.to_path_buf(),
+        env,
+        timeout: None,
+        log: ctx.log.clone(),
+    };
+    let r = run_command(&spec, ctx.scrubber, ctx.cancel).await;
+    if !r.success() {
+        return Err(DeployError::early(format!(
+            "the build of service `{service}` {}{}",
+            r.describe(None),
+            indent_tail(&r.tail)
+        )));
+    }
+    Ok(())
 }
 
 /// Renders a service's start command (as a script whose values sit in `STAGEGATE_VALUE_N`

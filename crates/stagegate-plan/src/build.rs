@@ -29,7 +29,7 @@ const TOP_KEYS: &[&str] = &[
     "on_failure",
     "state",
 ];
-const ENV_KEYS: &[&str] = &["vars", "secrets", "services", "on_failure"];
+const ENV_KEYS: &[&str] = &["vars", "secrets", "services", "on_failure", "hosts"];
 const SECRET_KEYS: &[&str] = &["require", "optional", "dotenv"];
 /// Keys every service has, whatever its driver.
 const SERVICE_KEYS: &[&str] = &["driver", "health", "depends_on"];
@@ -60,7 +60,7 @@ pub(crate) const STEP_COMMON: &[&str] = &[
     "rollback",
 ];
 const STEP_ACTIONS: &[&str] = &["run", "deploy"];
-const DRIVERS: &[&str] = &["local"];
+const DRIVERS: &[&str] = &["local", "ssh"];
 
 /// Reads and validates a plan file.
 ///
@@ -499,6 +499,7 @@ fn read_environment(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Env
         secrets: SecretSpec::default(),
         services: BTreeMap::new(),
         on_failure: None,
+        hosts: Vec::new(),
     };
     // `staging:` with nothing under it is a valid, empty environment.
     if matches!(n, Node::Scalar(s) if s.as_str().is_empty()) {
@@ -512,6 +513,9 @@ fn read_environment(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Env
         .map(|s| read_secrets(cx, s, &what))
         .unwrap_or_default();
     env.on_failure = read_on_failure(cx, m);
+    if let Some(h) = m.get_node("hosts") {
+        env.hosts = crate::ssh::read_hosts(cx, h, name);
+    }
     if let Some(sn) = m.get_node("services")
         && let Some(sm) = cx.mapping(sn, &format!("`services` in {what}"))
     {
@@ -578,12 +582,14 @@ fn read_service(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Service
     // `local` so its other mistakes are reported too.
     let own: &[&str] = match driver_name {
         "local" => LOCAL_KEYS,
+        "ssh" => crate::ssh::SSH_KEYS,
         _ => LOCAL_KEYS,
     };
     let keys: Vec<&str> = SERVICE_KEYS.iter().chain(own).copied().collect();
     cx.keys(m, &what, &keys);
     let driver = match driver_name {
         "local" => Driver::Local(read_local(cx, m, &what, &span)),
+        "ssh" => crate::ssh::read_ssh(cx, m, &what, &span),
         _ => Driver::Local(read_local(cx, m, &what, &span)),
     };
     let health = m.get_node("health").and_then(|h| read_health(cx, h, &what));
@@ -977,6 +983,8 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
             }
         }
     }
+
+    crate::ssh::check_hosts(cx, &plan.services, &plan.environments);
 
     // Service dependencies exist and have no cycle; order services so dependencies come first.
     for s in &plan.services {

@@ -30,6 +30,7 @@ pub mod model;
 pub mod scope;
 pub mod secret;
 pub mod shell;
+pub mod ssh;
 pub mod template;
 pub mod watch;
 pub mod yaml;

@@ -83,6 +83,8 @@ pub struct Environment {
     pub secrets: SecretSpec,
     pub services: BTreeMap<String, ServiceOverride>,
     pub on_failure: Option<OnFailure>,
+    /// The machines `ssh` services deploy to.
+    pub hosts: Vec<crate::ssh::Host>,
 }
 
 /// What an environment changes in a service.
@@ -105,12 +107,14 @@ pub struct Service {
 #[derive(Debug, Clone)]
 pub enum Driver {
     Local(LocalService),
+    Ssh(crate::ssh::SshService),
 }
 
 impl Driver {
     pub fn name(&self) -> &'static str {
         match self {
             Driver::Local(_) => "local",
+            Driver::Ssh(_) => "ssh",
         }
     }
 
@@ -123,6 +127,15 @@ impl Driver {
                 .chain(std::iter::once(&l.start))
                 .chain(l.env.values())
                 .collect(),
+            Driver::Ssh(s) => {
+                let mut out: Vec<&Spanned<Template>> =
+                    s.build.iter().chain(s.env.values()).collect();
+                if let crate::ssh::Activation::Command { start, stop } = &s.activation {
+                    out.push(start);
+                    out.extend(stop);
+                }
+                out
+            }
         }
     }
 
@@ -130,6 +143,7 @@ impl Driver {
     pub fn local(&self) -> Option<&LocalService> {
         match self {
             Driver::Local(l) => Some(l),
+            _ => None,
         }
     }
 }

@@ -184,7 +184,8 @@ impl RunSummary {
             | Event::StepRetrying { .. }
             | Event::StepProgress { .. }
             | Event::ServiceStarting { .. }
-            | Event::ServiceRetired { .. } => {}
+            | Event::ServiceRetired { .. }
+            | Event::DriverProgress { .. } => {}
         }
     }
 

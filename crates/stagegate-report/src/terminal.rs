@@ -242,6 +242,16 @@ impl TerminalReporter {
                 self.line(&line);
                 self.draw_live();
             }
+            Event::DriverProgress { service, message } => {
+                let line = format!(
+                    "  {}service{} {service}: {}",
+                    self.c(CYAN),
+                    self.r(),
+                    self.clean(message).trim_end()
+                );
+                self.line(&line);
+                self.draw_live();
+            }
             Event::RollbackStarted { reason, .. } => {
                 let line = format!(
                     "{}== rollback: {}{}",

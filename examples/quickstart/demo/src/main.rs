@@ -4,7 +4,8 @@
 //!   service was started with `DEMO_BREAK=health` (the quickstart's broken release).
 //! - `GET /` answers `hello from quickstart-demo VERSION`.
 //!
-//! It listens on 127.0.0.1:$PORT (default 8000) and reads its version from `DEMO_VERSION`.
+//! It listens on $DEMO_BIND:$PORT (default 127.0.0.1:8000) and reads its version from
+//! `DEMO_VERSION`.
 //! With `DEMO_BREAK=crash` it exits at once with an error, as a release that cannot start would.
 
 use std::io::{BufRead, BufReader, Write};
@@ -18,14 +19,15 @@ fn main() {
         eprintln!("quickstart-demo {version}: refusing to start (DEMO_BREAK=crash)");
         std::process::exit(1);
     }
-    let listener = match TcpListener::bind(format!("127.0.0.1:{port}")) {
+    let bind = std::env::var("DEMO_BIND").unwrap_or_else(|_| "127.0.0.1".into());
+    let listener = match TcpListener::bind(format!("{bind}:{port}")) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("quickstart-demo: cannot listen on 127.0.0.1:{port}: {e}");
+            eprintln!("quickstart-demo: cannot listen on {bind}:{port}: {e}");
             std::process::exit(1);
         }
     };
-    println!("quickstart-demo {version} listening on 127.0.0.1:{port}");
+    println!("quickstart-demo {version} listening on {bind}:{port}");
     for stream in listener.incoming().flatten() {
         let version = version.clone();
         let broken = broken.clone();
