@@ -173,6 +173,77 @@ pub fn print_plan(plan: &Plan, scope: &Scope) {
                             );
                             let port = o.and_then(|o| o.port).unwrap_or(l.port);
                             push(&mut out, format!("         port: {}", match port { PortMode::Auto => "auto (a free port per release; the old release runs until the deploy passes)".to_string(), PortMode::Fixed(p) => format!("{p} (the old release stops before the new one starts)") }));
+                        } else if let stagegate_plan::Driver::Ssh(s) = &svc.driver {
+                            let env = plan.environment(&scope.environment);
+                            let hosts: Vec<String> = env
+                                .map(|e| e.hosts_for(&s.hosts))
+                                .unwrap_or_default()
+                                .iter()
+                                .map(|h| {
+                                    format!(
+                                        "{} ({}{}:{}, {})",
+                                        h.name,
+                                        h.user
+                                            .as_ref()
+                                            .map(|u| format!("{u}@"))
+                                            .unwrap_or_default(),
+                                        h.address,
+                                        h.port,
+                                        s.dir_on(&svc.name, h).unwrap_or_default()
+                                    )
+                                })
+                                .collect();
+                            push(
+                                &mut out,
+                                format!(
+                                    "         driver: ssh, to {} host(s) in batches of {}",
+                                    hosts.len(),
+                                    s.batch.size(hosts.len())
+                                ),
+                            );
+                            for h in &hosts {
+                                push(&mut out, format!("           {h}"));
+                            }
+                            if let Some(b) = &s.build {
+                                push(
+                                    &mut out,
+                                    format!(
+                                        "         build: {}",
+                                        scope.render_for_display(&b.value)
+                                    ),
+                                );
+                            }
+                            if !s.artifacts.is_empty() {
+                                push(
+                                    &mut out,
+                                    format!(
+                                        "         upload: {}",
+                                        s.artifacts
+                                            .iter()
+                                            .map(|a| a.value.as_str())
+                                            .collect::<Vec<_>>()
+                                            .join(", ")
+                                    ),
+                                );
+                            }
+                            let activation = match &s.activation {
+                                stagegate_plan::ssh::Activation::Unit { unit, sudo } => format!(
+                                    "{}systemctl restart {}",
+                                    if *sudo { "sudo -n " } else { "" },
+                                    unit.value
+                                ),
+                                stagegate_plan::ssh::Activation::Command { start, .. } => format!(
+                                    "start (in the background): {}",
+                                    scope.render_for_display(&start.value)
+                                ),
+                            };
+                            push(
+                                &mut out,
+                                format!(
+                                    "         activate: switch current, then {activation}; health on port {}",
+                                    s.port
+                                ),
+                            );
                         } else {
                             push(&mut out, format!("         driver: {}", svc.driver.name()));
                         }
@@ -419,7 +490,11 @@ pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
                 if let Some(h) = health {
                     println!("  health: {h}");
                 }
-                println!("  logs: {}", r.dir.display());
+                if svc.driver.local().is_some() {
+                    println!("  logs: {}", r.dir.display());
+                } else {
+                    println!("  record: {}", r.dir.display());
+                }
             }
         }
         for r in releases.iter().rev() {

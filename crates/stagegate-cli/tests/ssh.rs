@@ -330,3 +330,62 @@ stages:
         .code(2)
         .stderr_has("is deployed over ssh but environment `staging` has no `hosts`");
 }
+
+#[test]
+fn a_systemd_unit_is_restarted_after_the_switch_and_again_on_rollback() {
+    // systemd cannot run here (it must be PID 1): the hosts' PATH finds the stand-in
+    // systemctl of examples/ssh, which runs units described like real ones.
+    let h = Hosts::start_with(2, true);
+    let port = free_port();
+    for i in 0..2 {
+        std::fs::write(
+            h.units(i).join("web.service"),
+            format!(
+                "WorkingDirectory={d}/web/current\nEnvironmentFile={d}/web/current/.stagegate.env\nEnvironment=DEMO_BIND={a}\nExecStart=./demo\n",
+                d = h.host_dir(i).display(),
+                a = h.hosts[i].address
+            ),
+        )
+        .unwrap();
+    }
+    let text = plan(&h, port, "1", "")
+        .replace(
+            "    start: |\n      if [ \"$STAGEGATE_HOST\" = \"$BREAK_ON\" ] || [ \"$BREAK_ON\" = all ]; then export DEMO_BREAK=health; fi\n      echo \"starting $STAGEGATE_RELEASE on $STAGEGATE_HOST\"\n      DEMO_BIND=\"$STAGEGATE_HOST_ADDRESS\" exec ./demo\n",
+            "    unit: web.service\n",
+        )
+        .replace(
+            "      BREAK_ON: \"${{ vars.break_on }}\"\n",
+            "      DEMO_BREAK: \"${{ vars.break_on }}\"\n",
+        );
+    assert!(text.contains("unit: web.service"), "{text}");
+    // Both hosts share this machine: the service listens on every loopback address.
+    let text = text.replace(
+        "vars: { break_on: \"\" }",
+        "vars: { break_on: \"\", bind: 0.0.0.0 }",
+    );
+    let p = Project::with_demo(&text);
+    deploy(&p, "1.0.0", &[]).code(0);
+    assert_eq!(versions(&h, port)[..2], ["1.0.0", "1.0.0"]);
+    deploy(&p, "1.1.0", &["--var", "break_on=health"])
+        .code(4)
+        .stderr_has("failed in batch 1/2")
+        .stderr_has("web-1: back on 1.0.0-d1");
+    assert_eq!(versions(&h, port)[..2], ["1.0.0", "1.0.0"]);
+    let calls = std::fs::read_to_string(h.units(0).join("calls.log")).unwrap();
+    let restarts = calls
+        .lines()
+        .filter(|l| *l == "restart web.service")
+        .count();
+    // 1.0.0, the failing 1.1.0, and 1.0.0 again.
+    assert_eq!(restarts, 3, "{calls}");
+    assert!(calls.contains("stop web.service"), "{calls}");
+    assert_eq!(
+        std::fs::read_to_string(h.units(1).join("calls.log"))
+            .unwrap()
+            .lines()
+            .filter(|l| *l == "restart web.service")
+            .count(),
+        1,
+        "web-2 never got 1.1.0, and was already on 1.0.0"
+    );
+}

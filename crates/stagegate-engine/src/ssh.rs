@@ -258,7 +258,7 @@ impl SshDriver {
         let rel = format!("{dir}/releases/{id}");
         let part = format!("{dir}/releases/.{id}.partial");
         r.exec(&format!(
-            "set -e\nrm -rf {p}\nmkdir -p {p}\nchmod 700 {p}\n",
+            "set -e\nrm -rf {p}\nmkdir -p {p}\nchmod 755 {p}\n",
             p = sq(&part)
         ))
         .await?
@@ -1052,7 +1052,7 @@ impl Remote {
         };
         let tmp = format!("{path}.stagegate-tmp");
         let cmd = format!(
-            "umask 077 && mkdir -p {p} && cat > {t} && chmod {mode:o} {t} && mv -f {t} {f}",
+            "umask 022 && mkdir -p {p} && (umask 077 && cat > {t}) && chmod {mode:o} {t} && mv -f {t} {f}",
             p = sq(parent),
             t = sq(&tmp),
             f = sq(path)

@@ -74,6 +74,13 @@ fn free_port(address: &str) -> u16 {
 impl Hosts {
     /// Starts `n` hosts named `web-1`..`web-N` on 127.0.0.2.. .
     pub fn start(n: usize) -> Hosts {
+        Self::start_with(n, false)
+    }
+
+    /// With `systemctl`, each host's sessions find the stand-in systemctl of
+    /// `examples/ssh/standin-systemctl` first on their PATH (systemd cannot run here), with
+    /// its units in [`Hosts::units`].
+    pub fn start_with(n: usize, systemctl: bool) -> Hosts {
         let bin = sshd_bin();
         let dir = tempfile::tempdir().expect("a temp dir for sshd");
         let d = dir.path();
@@ -99,14 +106,34 @@ impl Hosts {
             .unwrap_or_else(|| "root".into());
         let mut known = String::new();
         let mut hosts = Vec::new();
+        let bin_dir = d.join("bin");
+        if systemctl {
+            std::fs::create_dir_all(&bin_dir).unwrap();
+            let standin = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../examples/ssh/standin-systemctl")
+                .canonicalize()
+                .expect("examples/ssh/standin-systemctl exists");
+            std::os::unix::fs::symlink(standin, bin_dir.join("systemctl")).unwrap();
+        }
         for i in 0..n {
             let address = format!("127.0.0.{}", i + 2);
             let port = free_port(&address);
             let config = d.join(format!("sshd_config.{}", i + 1));
+            let set_env = if systemctl {
+                let units = d.join(format!("units-{}", i + 1));
+                std::fs::create_dir_all(&units).unwrap();
+                format!(
+                    "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin STANDIN_UNITS={}\n",
+                    bin_dir.display(),
+                    units.display()
+                )
+            } else {
+                String::new()
+            };
             std::fs::write(
                 &config,
                 format!(
-                    "ListenAddress {address}:{port}\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPidFile {pid}\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPrintMotd no\nLogLevel ERROR\nMaxSessions 50\nMaxStartups 50\nAcceptEnv LANG\n",
+                    "ListenAddress {address}:{port}\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPidFile {pid}\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPrintMotd no\nLogLevel ERROR\nMaxSessions 50\nMaxStartups 50\nAcceptEnv LANG\n{set_env}",
                     hk = host_key.display(),
                     ak = d.join("authorized_keys").display(),
                     pid = d.join(format!("sshd.{}.pid", i + 1)).display(),
@@ -133,6 +160,11 @@ impl Hosts {
             known_hosts,
             user,
         }
+    }
+
+    /// The stand-in systemctl's unit directory of a host.
+    pub fn units(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("units-{}", i + 1))
     }
 
     /// A host's own directory (its `dir:` in a plan).
@@ -217,6 +249,7 @@ impl Drop for Hosts {
         for i in 0..self.hosts.len() {
             let root = self.host_dir(i);
             kill_services(&root);
+            kill_units(&self.units(i));
             self.hosts[i].stop();
         }
     }
@@ -239,6 +272,20 @@ fn kill_services(root: &Path) {
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
+        }
+    }
+}
+
+fn kill_units(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().extension().is_some_and(|x| x == "pid")
+            && let Ok(pid) = std::fs::read_to_string(e.path())
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(-pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
