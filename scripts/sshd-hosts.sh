@@ -44,6 +44,7 @@ KbdInteractiveAuthentication no
 PrintMotd no
 LogLevel ERROR
 MaxSessions 50
+Subsystem sftp /usr/lib/openssh/sftp-server
 SetEnv PATH=$dir/bin:/usr/local/bin:/usr/bin:/bin STANDIN_UNITS=$dir/units-$n
 CONF
       /usr/sbin/sshd -f "$dir/sshd_config.$n" -E "$dir/sshd.$n.log"
