@@ -87,6 +87,10 @@ pub fn driver_for(
     for svc in &plan.services {
         let driver: Option<Box<dyn ServiceDriver>> = match &svc.driver {
             Driver::Local(_) => None,
+            Driver::Kubernetes(_) => Some(Box::new(crate::kube::KubeDriver {
+                records: crate::records::Records::new(state_dir, environment),
+                plan_dir: plan.dir.clone(),
+            })),
         };
         if let Some(d) = driver {
             others.insert(svc.name.clone(), d);

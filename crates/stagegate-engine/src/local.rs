@@ -15,8 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use stagegate_plan::{
-    Driver, HealthTarget, LocalService, PortMode, Scope, Scrubber, Service, ServiceOverride,
-    Spanned,
+    HealthTarget, LocalService, PortMode, Scope, Scrubber, Service, ServiceOverride, Spanned,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +49,9 @@ pub struct ReleaseMeta {
     /// back into its `${{ secrets.NAME }}` reference: a restart (rollback to this release)
     /// runs exactly this, reading only the secrets anew.
     pub sealed: SealedRun,
+    /// Where a `kubernetes` release was applied and what its rollout ended as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<crate::kube::KubeRecord>,
 }
 
 /// A release's start command, environment and health check with secrets sealed.
@@ -179,9 +181,10 @@ pub struct LocalDriver {
 }
 
 fn settings(svc: &Service) -> &LocalService {
-    match &svc.driver {
-        Driver::Local(l) => l,
-    }
+    // The dispatcher hands the local driver only the services whose driver is `local`.
+    svc.driver
+        .local()
+        .expect("the local driver runs only `driver: local` services")
 }
 
 pub(crate) fn sanitize(s: &str) -> String {
@@ -583,6 +586,7 @@ impl LocalDriver {
             artifacts: artifacts.clone(),
             status: "starting".into(),
             sealed,
+            kubernetes: None,
         };
         Self::write_meta(&dir, &meta).map_err(|e| {
             DeployError::early(format!("cannot write {}: {e}", dir.join(META).display()))

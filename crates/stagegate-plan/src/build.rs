@@ -60,7 +60,7 @@ pub(crate) const STEP_COMMON: &[&str] = &[
     "rollback",
 ];
 const STEP_ACTIONS: &[&str] = &["run", "deploy"];
-const DRIVERS: &[&str] = &["local"];
+const DRIVERS: &[&str] = &["local", "kubernetes"];
 
 /// Reads and validates a plan file.
 ///
@@ -578,12 +578,14 @@ fn read_service(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Service
     // `local` so its other mistakes are reported too.
     let own: &[&str] = match driver_name {
         "local" => LOCAL_KEYS,
+        "kubernetes" => crate::kube::KUBE_KEYS,
         _ => LOCAL_KEYS,
     };
     let keys: Vec<&str> = SERVICE_KEYS.iter().chain(own).copied().collect();
     cx.keys(m, &what, &keys);
     let driver = match driver_name {
         "local" => Driver::Local(read_local(cx, m, &what, &span)),
+        "kubernetes" => Driver::Kubernetes(crate::kube::read_kube(cx, m, &what, &span)),
         _ => Driver::Local(read_local(cx, m, &what, &span)),
     };
     let health = m.get_node("health").and_then(|h| read_health(cx, h, &what));

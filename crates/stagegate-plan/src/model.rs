@@ -105,12 +105,14 @@ pub struct Service {
 #[derive(Debug, Clone)]
 pub enum Driver {
     Local(LocalService),
+    Kubernetes(crate::kube::KubeService),
 }
 
 impl Driver {
     pub fn name(&self) -> &'static str {
         match self {
             Driver::Local(_) => "local",
+            Driver::Kubernetes(_) => "kubernetes",
         }
     }
 
@@ -123,6 +125,7 @@ impl Driver {
                 .chain(std::iter::once(&l.start))
                 .chain(l.env.values())
                 .collect(),
+            Driver::Kubernetes(k) => k.templates(),
         }
     }
 
@@ -130,6 +133,7 @@ impl Driver {
     pub fn local(&self) -> Option<&LocalService> {
         match self {
             Driver::Local(l) => Some(l),
+            _ => None,
         }
     }
 }
