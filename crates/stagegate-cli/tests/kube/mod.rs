@@ -82,7 +82,8 @@ pub struct FakeKube {
 }
 
 impl FakeKube {
-    /// Starts the fake on a free loopback port, with namespaces `default` and `staging`
+    /// Starts the fake on a free loopback port, with namespaces `default`, `staging` and
+    /// `architect-staging` (seed 001's)
     /// and a rollout that takes `rollout` (half of it to the first updated replica).
     pub fn start(rollout: Duration) -> FakeKube {
         Self::start_on(0, rollout)
@@ -93,7 +94,11 @@ impl FakeKube {
         let shared = Shared {
             inner: Arc::new(Mutex::new(Inner {
                 token: TOKEN.into(),
-                namespaces: vec!["default".into(), "staging".into()],
+                namespaces: vec![
+                    "default".into(),
+                    "staging".into(),
+                    "architect-staging".into(),
+                ],
                 objects: BTreeMap::new(),
                 seen: Vec::new(),
                 version: 1,
@@ -136,16 +141,21 @@ impl FakeKube {
     /// Writes a kubeconfig at `path` with context `fake` (namespace `staging`, the user's
     /// token `token`) pointing at this server, and returns the path.
     pub fn kubeconfig(&self, path: &Path, token: &str) -> PathBuf {
+        self.kubeconfig_for(path, token, "fake")
+    }
+
+    /// [`FakeKube::kubeconfig`] with the context named `context`.
+    pub fn kubeconfig_for(&self, path: &Path, token: &str, context: &str) -> PathBuf {
         let text = format!(
             "apiVersion: v1
 kind: Config
-current-context: fake
+current-context: {context}
 clusters:
 - name: fake
   cluster:
     server: {url}
 contexts:
-- name: fake
+- name: {context}
   context:
     cluster: fake
     user: tester
