@@ -440,7 +440,9 @@ pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
                 if r.current { "*" } else { " " },
                 r.meta.status,
                 r.meta.id,
-                if r.running() {
+                if r.running() && r.meta.url.is_empty() {
+                    " (running)".to_string()
+                } else if r.running() {
                     format!(" (running at {})", r.meta.url)
                 } else {
                     String::new()
