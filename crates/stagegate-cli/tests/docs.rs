@@ -22,6 +22,7 @@ const AT_LEAST: &[(&str, usize)] = &[
     ("load.md", 1),
     ("bake.md", 5),
     ("migrations.md", 3),
+    ("drivers-kubernetes.md", 2),
 ];
 
 /// Runs `stagegate validate` on `plan`, written as `stagegate.yml` in a fresh directory.
