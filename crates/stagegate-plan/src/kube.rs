@@ -18,7 +18,7 @@ use std::time::Duration;
 use marked_yaml::types::MarkedMappingNode;
 
 use crate::build::template_field;
-use crate::diagnostic::Span;
+use crate::diagnostic::{Diagnostic, Span};
 use crate::template::Template;
 use crate::yaml::{Cx, Spanned};
 
@@ -88,10 +88,16 @@ pub(crate) fn read_kube(
                 "manifests are read relative to the plan file",
             );
         } else if !cx.dir.join(p).exists() {
-            cx.error_help(
-                format!("manifest `{}` of {what} does not exist", f.value),
-                f.span.clone(),
-                "give a YAML file or a directory of them, relative to the plan file",
+            // A warning, not an error: an earlier step may write it (`kustomize build`).
+            cx.diags.push(
+                Diagnostic::warning(
+                    format!(
+                        "manifest `{}` of {what} does not exist (yet): the deploy fails unless an earlier step writes it",
+                        f.value
+                    ),
+                    Some(f.span.clone()),
+                )
+                .with_help("give a YAML file or a directory of them, relative to the plan file"),
             );
         }
     }
