@@ -215,6 +215,21 @@ fn a_progress_deadline_rolls_back_by_reapplying_the_previous_manifests() {
 }
 
 #[test]
+fn a_first_release_that_fails_its_rollout_is_scaled_to_zero() {
+    let fake = FakeKube::start(Duration::from_millis(200));
+    let p = project(&fake, PLAN);
+    deploy(&p, "1.0.0-bad")
+        .code(4)
+        .stderr_has("exceeded its progress deadline")
+        .stderr_has("restore api to no release");
+    let d = fake
+        .object("deployments", "staging", "architect-api")
+        .unwrap();
+    assert_eq!(d["spec"]["replicas"], 0);
+    assert_eq!(api(&p)["current"], serde_json::Value::Null);
+}
+
+#[test]
 fn a_rollout_slower_than_the_timeout_fails_and_rolls_back() {
     let fake = FakeKube::start(Duration::from_millis(300));
     let p = project(&fake, PLAN);
@@ -272,7 +287,8 @@ fn a_rejected_token_is_a_clear_error() {
     let o = deploy(&p, "1.0.0");
     o.stderr_has("refused the credentials of context `fake` (401 Unauthorized)")
         .lacks("expired-token");
-    assert_ne!(o.code, 0);
+    // Refused at the first apply: nothing changed, nothing to roll back.
+    o.code(3).stderr_has("nothing to roll back");
     assert_eq!(api(&p)["current"], serde_json::Value::Null);
 }
 
@@ -300,7 +316,7 @@ fn a_missing_namespace_an_invalid_object_and_an_unreachable_api_are_clear_errors
     let p = project(&fake, PLAN);
     let port = fake.port;
     drop(fake);
-    deploy(&p, "1.0.0").stderr_has(&format!(
+    deploy(&p, "1.0.0").code(3).stderr_has(&format!(
         "cannot reach the Kubernetes API at http://127.0.0.1:{port}"
     ));
     let p2 = project(

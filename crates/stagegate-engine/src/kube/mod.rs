@@ -144,7 +144,8 @@ impl KubeDriver {
     }
 
     /// Applies `objects` (server-side, as [`FIELD_MANAGER`], forcing conflicts) and waits
-    /// for the rollout of `deployments`. Returns what the Deployments ended as.
+    /// for the rollout of `deployments`. Returns what the Deployments ended as; an error
+    /// says whether anything was applied before it.
     async fn apply_and_wait(
         &self,
         svc: &Service,
@@ -153,18 +154,21 @@ impl KubeDriver {
         objects: &[Object],
         deployments: &[String],
         release: &str,
-    ) -> Result<Vec<DeploymentRecord>, String> {
+    ) -> Result<Vec<DeploymentRecord>, Failed> {
         let k = settings(svc);
         let scrub = |s: String| ctx.scrubber.scrub(&s);
         let pp = PatchParams::apply(FIELD_MANAGER).force();
-        for o in objects {
+        for (i, o) in objects.iter().enumerate() {
             let api: Api<DynamicObject> = match &o.namespace {
                 Some(ns) => Api::namespaced_with(target.client.clone(), ns, &o.resource),
                 None => Api::all_with(target.client.clone(), &o.resource),
             };
             api.patch(&o.name, &pp, &Patch::Apply(&o.body))
                 .await
-                .map_err(|e| scrub(target.explain(&e, &format!("apply {}", o.label()), o)))?;
+                .map_err(|e| Failed {
+                    message: scrub(target.explain(&e, &format!("apply {}", o.label()), o)),
+                    changed: i > 0,
+                })?;
         }
         let started = Instant::now();
         let deadline = started + k.timeout;
@@ -184,7 +188,10 @@ impl KubeDriver {
         let done = futures_util::future::join_all(waits).await;
         let mut out = Vec::new();
         for (name, r) in deployments.iter().zip(done) {
-            let d = r.map_err(scrub)?;
+            let d = r.map_err(|e| Failed {
+                message: scrub(e),
+                changed: true,
+            })?;
             ctx.events.emit(Event::ServiceHealthy {
                 service: svc.name.clone(),
                 release: release.to_string(),
@@ -291,7 +298,14 @@ impl KubeDriver {
                 server: target.server.clone(),
                 manifest_sha256: sha,
                 objects: objects.iter().map(Object::label).collect(),
-                deployments: Vec::new(),
+                // Named now, so a rollback to no release knows what to scale down.
+                deployments: deployments
+                    .iter()
+                    .map(|name| DeploymentRecord {
+                        name: name.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
             }),
         };
         let write = || -> std::io::Result<()> {
@@ -317,7 +331,12 @@ impl KubeDriver {
                     r.deployments = done;
                 }
                 let _ = Records::write_meta(&dir, &meta);
-                self.check_health(svc, ctx, &meta).await
+                self.check_health(svc, ctx, &meta)
+                    .await
+                    .map_err(|message| Failed {
+                        message,
+                        changed: true,
+                    })
             }
             Err(e) => Err(e),
         };
@@ -339,8 +358,13 @@ impl KubeDriver {
             }
             Err(why) => {
                 Records::set_status(&dir, "failed");
+                let message = format!("release {id} of service `{}`: {}", svc.name, why.message);
+                if !why.changed {
+                    // The first apply was refused: the cluster is as it was.
+                    return Err(early(message));
+                }
                 Err(DeployError {
-                    message: format!("release {id} of service `{}`: {why}", svc.name),
+                    message,
                     release: Some(id),
                     previous,
                 })
@@ -402,8 +426,8 @@ impl KubeDriver {
             .await
             .map_err(|e| {
                 format!(
-                    "release {target_id} of service `{}` did not come back: {e}",
-                    svc.name
+                    "release {target_id} of service `{}` did not come back: {}",
+                    svc.name, e.message
                 )
             })?;
         let health = self.check_health(svc, ctx, &meta).await?;
@@ -538,6 +562,12 @@ impl KubeDriver {
         };
         std::thread::spawn(ask).join().ok().flatten()
     }
+}
+
+/// Why applying or a rollout failed, and whether the cluster was changed before it.
+struct Failed {
+    message: String,
+    changed: bool,
 }
 
 /// The health check's URL, shown as the service's address (empty without one).
