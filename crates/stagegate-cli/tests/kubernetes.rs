@@ -409,4 +409,7 @@ fn plan_says_what_the_driver_will_do() {
         .stdout_has(
             "server-side apply k8s/ to namespace staging (context fake), wait for the rollout of deployment/architect-api (3s)",
         );
+    p.run(&["explain", "manifests"])
+        .code(0)
+        .stdout_has("applied server-side (field manager `stagegate`)");
 }
