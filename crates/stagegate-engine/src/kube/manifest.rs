@@ -180,3 +180,41 @@ pub fn deployments(objects: &[Object], wanted: &[Spanned<String>]) -> Result<Vec
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_become_objects_in_the_service_namespace() {
+        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: web }\nspec: {}\n---\n# only a comment\n---\napiVersion: v1\nkind: Namespace\nmetadata: { name: web-ns }\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: { name: cfg, namespace: staging }\ndata: { a: \"1\" }\n";
+        let objects = parse(text, "staging").unwrap();
+        let labels: Vec<String> = objects.iter().map(Object::label).collect();
+        assert_eq!(
+            labels,
+            ["Deployment/web", "Namespace/web-ns", "ConfigMap/cfg"]
+        );
+        assert_eq!(objects[0].namespace.as_deref(), Some("staging"));
+        assert_eq!(objects[0].body["metadata"]["namespace"], "staging");
+        assert_eq!(objects[0].resource.plural, "deployments");
+        assert_eq!(objects[0].resource.group, "apps");
+        assert_eq!(objects[1].namespace, None);
+        assert_eq!(objects[2].resource.plural, "configmaps");
+    }
+
+    #[test]
+    fn another_namespace_or_a_missing_kind_is_an_error() {
+        let other = "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: cfg, namespace: prod }\n";
+        assert!(
+            parse(other, "staging")
+                .unwrap_err()
+                .contains("names namespace `prod`")
+        );
+        let kindless = "apiVersion: v1\nmetadata: { name: cfg }\n";
+        assert!(
+            parse(kindless, "staging")
+                .unwrap_err()
+                .contains("has no `kind`")
+        );
+    }
+}

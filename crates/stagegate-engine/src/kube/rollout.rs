@@ -198,3 +198,60 @@ pub fn describe_live(name: &str, d: &Deployment) -> (String, bool) {
     }
     (line, available > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(generation: i64, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "web", "generation": generation },
+            "spec": {
+                "replicas": 3,
+                "selector": { "matchLabels": { "app": "web" } },
+                "template": { "spec": { "containers": [{ "name": "web", "image": "web:1" }] } },
+            },
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_rollout_is_done_only_when_the_controller_saw_the_spec_and_all_replicas_are_new() {
+        let all = serde_json::json!({
+            "observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3,
+        });
+        assert_eq!(judge(&deployment(2, all.clone())), Verdict::Done);
+        // The same figures from before the new generation was seen say nothing.
+        assert!(matches!(judge(&deployment(3, all)), Verdict::Pending(_)));
+        let surge = serde_json::json!({
+            "observedGeneration": 2, "replicas": 4, "updatedReplicas": 3, "availableReplicas": 3,
+        });
+        assert_eq!(
+            judge(&deployment(2, surge)),
+            Verdict::Pending("1 old replicas pending termination".into())
+        );
+        let unavailable = serde_json::json!({
+            "observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 2,
+        });
+        assert!(matches!(
+            judge(&deployment(2, unavailable)),
+            Verdict::Pending(_)
+        ));
+    }
+
+    #[test]
+    fn progress_deadline_exceeded_fails_at_once() {
+        let failed = serde_json::json!({
+            "observedGeneration": 2, "replicas": 4, "updatedReplicas": 1, "availableReplicas": 3,
+            "conditions": [{
+                "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                "message": "ReplicaSet \"web-2\" has timed out progressing.",
+            }],
+        });
+        assert_eq!(
+            judge(&deployment(2, failed)),
+            Verdict::Failed("ReplicaSet \"web-2\" has timed out progressing.".into())
+        );
+    }
+}
