@@ -12,7 +12,7 @@ mod kube;
 use std::time::Duration;
 
 use common::{Project, status_json, walk};
-use kube::{FakeKube, TOKEN};
+use kube::{FakeKube, READ_ONLY_TOKEN, TOKEN};
 
 const PLAN: &str = r#"project: architect
 environments:
@@ -290,6 +290,17 @@ fn a_rejected_token_is_a_clear_error() {
     // Refused at the first apply: nothing changed, nothing to roll back.
     o.code(3).stderr_has("nothing to roll back");
     assert_eq!(api(&p)["current"], serde_json::Value::Null);
+}
+
+#[test]
+fn a_token_that_may_not_apply_is_a_clear_error() {
+    let fake = FakeKube::start(Duration::from_millis(200));
+    let p = project(&fake, PLAN);
+    fake.kubeconfig(&p.path().join("kubeconfig"), READ_ONLY_TOKEN);
+    deploy(&p, "1.0.0")
+        .code(3)
+        .stderr_has("context `fake` is not allowed to apply Deployment/architect-api in namespace staging (403 Forbidden)")
+        .stderr_has("cannot patch resource");
 }
 
 #[test]

@@ -9,7 +9,8 @@
 //! - `GET ...?watch=true` of a collection with `fieldSelector=metadata.name=NAME`, which
 //!   streams watch events (one JSON object a line) until `timeoutSeconds`.
 //!
-//! Every request needs `Authorization: Bearer TOKEN` (else 401), and its namespace must
+//! Every request needs `Authorization: Bearer TOKEN` (else 401; `READ_ONLY_TOKEN` may read
+//! but a patch gets 403), and its namespace must
 //! exist (else 404 `namespaces "x" not found`). A Deployment without a container image is
 //! refused with 422. A tiny controller plays the Deployment controller: after an apply
 //! changes a Deployment's spec it bumps `metadata.generation` (and, when the pod template
@@ -37,6 +38,8 @@ use tokio::sync::broadcast;
 
 /// The token the fake accepts.
 pub const TOKEN: &str = "fake-kube-token";
+/// A token the fake lets read but not change anything (403 on a patch).
+pub const READ_ONLY_TOKEN: &str = "fake-kube-viewer";
 
 /// One request the fake received.
 #[derive(Debug, Clone)]
@@ -284,7 +287,20 @@ async fn handle(State(s): State<Shared>, req: Request) -> Response {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if auth != format!("Bearer {}", inner.token) {
+        if auth == format!("Bearer {READ_ONLY_TOKEN}") {
+            if method == Method::PATCH {
+                let (what, ns) = parse_path(&path)
+                    .map(|(_, ns, plural, _)| (plural, ns))
+                    .unwrap_or_default();
+                return status(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    format!(
+                        "{what} is forbidden: User \"viewer\" cannot patch resource \"{what}\" in the namespace \"{ns}\""
+                    ),
+                );
+            }
+        } else if auth != format!("Bearer {}", inner.token) {
             return status(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
