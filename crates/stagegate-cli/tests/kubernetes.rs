@@ -368,6 +368,7 @@ services:
     driver: kubernetes
     namespace: staging
     replicas: 3
+    health: { path: /health }
 stages:
   deploy:
     - deploy: api
@@ -378,7 +379,9 @@ stages:
         .stderr_has("stagegate.yml:4:")
         .stderr_has("has no `manifests`")
         .stderr_has("stagegate.yml:7:")
-        .stderr_has("unknown key `replicas`");
+        .stderr_has("unknown key `replicas`")
+        .stderr_has("stagegate.yml:8:")
+        .stderr_has("a kubernetes service has no address of its own");
 }
 
 #[test]

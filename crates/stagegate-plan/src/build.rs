@@ -589,6 +589,7 @@ fn read_service(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Service
         _ => Driver::Local(read_local(cx, m, &what, &span)),
     };
     let health = m.get_node("health").and_then(|h| read_health(cx, h, &what));
+    crate::kube::check_health(cx, &driver, health.as_ref(), &what);
     Some(Service {
         name: name.to_string(),
         span,

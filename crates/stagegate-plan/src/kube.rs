@@ -124,3 +124,21 @@ pub(crate) fn read_kube(
         keep: keep.max(2) as usize,
     }
 }
+
+/// A kubernetes service has no address of its own: its health check needs a full `url`.
+pub(crate) fn check_health(
+    cx: &mut Cx,
+    driver: &crate::model::Driver,
+    health: Option<&crate::model::HealthCheck>,
+    what: &str,
+) {
+    if let (crate::model::Driver::Kubernetes(_), Some(h)) = (driver, health)
+        && let crate::model::HealthTarget::Path(p) = &h.target
+    {
+        cx.error_help(
+            format!("the health check of {what} has a `path`, but a kubernetes service has no address of its own"),
+            p.span.clone(),
+            "give a full `url:` (the Service's or the Ingress's address)",
+        );
+    }
+}
