@@ -56,7 +56,7 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "services.driver",
-        "How the service runs. `local`: a supervised process in its own release directory under .stagegate/releases.",
+        "How the service runs. `local`: a supervised process in its own release directory under .stagegate/releases. `kubernetes`: server-side apply of its manifests and a watch of the rollout (docs/drivers-kubernetes.md).",
         "local",
         "driver: local",
     ),
@@ -98,8 +98,8 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "services.keep",
-        "How many releases stay on disk for rollback (at least 2).",
-        "3",
+        "How many releases stay on disk (local) or on record (kubernetes) for rollback (at least 2).",
+        "3 (local), 5 (kubernetes)",
         "keep: 5",
     ),
     (
@@ -107,6 +107,36 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
         "Services that must come first; cycles are errors.",
         "none",
         "depends_on: [db]",
+    ),
+    (
+        "services.manifests",
+        "kubernetes: YAML files or directories, relative to the plan, rendered with the plan's templates and applied server-side (field manager `stagegate`).",
+        "required",
+        "manifests: k8s/staging/",
+    ),
+    (
+        "services.namespace",
+        "kubernetes: the namespace of objects that name none; a template.",
+        "the context's namespace, else default",
+        "namespace: architect-staging",
+    ),
+    (
+        "services.context",
+        "kubernetes: the kubeconfig context; a template.",
+        "the kubeconfig's current context",
+        "context: staging",
+    ),
+    (
+        "services.kubeconfig",
+        "kubernetes: the kubeconfig file, relative to the plan.",
+        "KUBECONFIG, else ~/.kube/config",
+        "kubeconfig: kube/staging.yaml",
+    ),
+    (
+        "services.deployment",
+        "kubernetes: the Deployment(s) whose rollout the deploy waits for (by a watch).",
+        "every Deployment in the manifests",
+        "deployment: architect-api",
     ),
     (
         "services.health",
@@ -413,6 +443,13 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
         "The SQLite state store. `--state` overrides it.",
         ".stagegate/state.db beside the plan",
         "state: { path: /var/lib/stagegate/state.db }",
+    ),
+    // Last, so that `explain timeout` still finds the step's.
+    (
+        "services.timeout",
+        "kubernetes: how long the rollout may take before the deploy fails (and rolls back).",
+        "5m",
+        "timeout: 10m",
     ),
 ];
 

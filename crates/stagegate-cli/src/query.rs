@@ -1,7 +1,7 @@
 //! The read-mostly commands: validate, plan, status, stop, history, show, unlock.
 
 use stagegate_engine::{StepDetails, exit, health};
-use stagegate_plan::{HealthTarget, Plan, PortMode, Scope, StepKind};
+use stagegate_plan::{Driver, HealthTarget, Plan, PortMode, Scope, StepKind};
 use stagegate_report::gate::evidence_text;
 use stagegate_report::{format_duration_ms, format_time_ms};
 
@@ -246,6 +246,12 @@ pub fn print_plan(plan: &Plan, scope: &Scope) {
                             );
                         } else {
                             push(&mut out, format!("         driver: {}", svc.driver.name()));
+                            if let Driver::Kubernetes(k) = &svc.driver {
+                                push(
+                                    &mut out,
+                                    format!("         kubernetes: {}", kube_summary(k, scope)),
+                                );
+                            }
                         }
                         if let Some(h) = &svc.health {
                             let target = match &h.target {
@@ -465,7 +471,13 @@ pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
             None => println!("  not deployed"),
             Some(r) => {
                 let state = if let Some(live) = &r.live {
-                    live.clone()
+                    // A remote driver's word on what runs (`deployment web 3/3 available`,
+                    // `running on web-1, web-2`).
+                    if live.starts_with("running") {
+                        live.clone()
+                    } else {
+                        format!("running: {live}")
+                    }
                 } else if r.running() {
                     format!(
                         "running, pid {}",
@@ -476,9 +488,14 @@ pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
                 } else {
                     "STOPPED".into()
                 };
+                let at = if r.meta.url.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at {}", r.meta.url)
+                };
                 println!(
-                    "  current: {} (version {}) {state} at {}",
-                    r.meta.id, r.meta.version, r.meta.url
+                    "  current: {} (version {}) {state}{at}",
+                    r.meta.id, r.meta.version
                 );
                 if r.exits > 0 {
                     println!(
@@ -505,6 +522,8 @@ pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
                 r.meta.id,
                 if let Some(live) = &r.live {
                     format!(" ({live})")
+                } else if r.running() && r.meta.url.is_empty() {
+                    " (running)".to_string()
                 } else if r.running() {
                     format!(" (running at {})", r.meta.url)
                 } else {
@@ -893,4 +912,31 @@ pub async fn unlock(cli: &Cli, env: &str, force: bool, reason: Option<&str>) -> 
         None => println!("{env} was not locked"),
     }
     Ok(exit::SUCCESS)
+}
+
+/// What the kubernetes driver will do, in one line: `apply k8s/ to namespace web (context
+/// staging), wait for deployment/web (5m)`.
+fn kube_summary(k: &stagegate_plan::KubeService, scope: &stagegate_plan::Scope) -> String {
+    let show = |t: &Option<stagegate_plan::Spanned<stagegate_plan::Template>>, none: &str| {
+        t.as_ref()
+            .map(|t| scope.render_for_display(&t.value))
+            .unwrap_or_else(|| none.to_string())
+    };
+    let files: Vec<&str> = k.manifests.iter().map(|m| m.value.as_str()).collect();
+    let waits = if k.deployments.is_empty() {
+        "every Deployment in them".to_string()
+    } else {
+        k.deployments
+            .iter()
+            .map(|d| format!("deployment/{}", d.value))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "server-side apply {} to namespace {} (context {}), wait for the rollout of {waits} ({}s)",
+        files.join(", "),
+        show(&k.namespace, "<the context's>"),
+        show(&k.context, "<current>"),
+        k.timeout.as_secs()
+    )
 }

@@ -23,6 +23,7 @@ const AT_LEAST: &[(&str, usize)] = &[
     ("bake.md", 5),
     ("migrations.md", 3),
     ("drivers.md", 2),
+    ("drivers-kubernetes.md", 2),
 ];
 
 /// Runs `stagegate validate` on `plan`, written as `stagegate.yml` in a fresh directory.

@@ -100,6 +100,10 @@ pub fn driver_for(
                 state_dir,
                 environment,
             ))),
+            Driver::Kubernetes(_) => Some(Box::new(crate::kube::KubeDriver {
+                records: crate::records::Records::new(state_dir, environment),
+                plan_dir: plan.dir.clone(),
+            })),
         };
         if let Some(d) = driver {
             others.insert(svc.name.clone(), d);

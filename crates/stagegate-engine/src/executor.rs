@@ -1125,13 +1125,7 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
         let live: Vec<String> = runner
             .deployed
             .iter()
-            .filter_map(|n| {
-                runner
-                    .scope
-                    .services
-                    .get(n)
-                    .map(|s| format!("{n} {} at {}", s.release, s.url))
-            })
+            .filter_map(|n| runner.scope.services.get(n).map(|s| where_it_runs(n, s)))
             .collect();
         let mut s = format!(
             "step `{step_id}` is inconclusive: {}\nrelease {} keeps running in {}{}; nothing was rolled back.\ndecide: stagegate decide {} --pass --reason \"...\" (finishes the deployment) or --fail --reason \"...\" (rolls it back)",
@@ -1164,13 +1158,7 @@ pub async fn run_deploy(req: RunRequest<'_>) -> RunReport {
                 let live: Vec<String> = runner
                     .deployed
                     .iter()
-                    .filter_map(|n| {
-                        runner
-                            .scope
-                            .services
-                            .get(n)
-                            .map(|s| format!("{n} {} at {}", s.release, s.url))
-                    })
+                    .filter_map(|n| runner.scope.services.get(n).map(|s| where_it_runs(n, s)))
                     .collect();
                 let mut s = if req.filter == StepFilter::GatesOnly {
                     format!(
@@ -1544,5 +1532,15 @@ pub async fn run_manual_rollback_of(
         outcome,
         exit_code,
         summary,
+    }
+}
+
+/// `web 1.0.0-d1 at http://127.0.0.1:PORT`; without an address (a kubernetes service with
+/// no health URL) just the release.
+fn where_it_runs(name: &str, s: &stagegate_plan::ServiceEndpoint) -> String {
+    if s.url.is_empty() {
+        format!("{name} {}", s.release)
+    } else {
+        format!("{name} {} at {}", s.release, s.url)
     }
 }

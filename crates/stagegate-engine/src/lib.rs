@@ -19,6 +19,7 @@ pub mod executor;
 pub mod exit;
 pub mod gate;
 pub mod health;
+pub mod kube;
 pub mod load;
 pub mod local;
 pub mod migrate;

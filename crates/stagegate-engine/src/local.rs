@@ -52,6 +52,9 @@ pub struct ReleaseMeta {
     /// The hosts a remote release went to (ssh driver).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// Where a `kubernetes` release was applied and what its rollout ended as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<crate::kube::KubeRecord>,
 }
 
 /// A release's start command, environment and health check with secrets sealed.
@@ -561,6 +564,7 @@ impl LocalDriver {
             status: "starting".into(),
             sealed,
             hosts: Vec::new(),
+            kubernetes: None,
         };
         Self::write_meta(&dir, &meta).map_err(|e| {
             DeployError::early(format!("cannot write {}: {e}", dir.join(META).display()))

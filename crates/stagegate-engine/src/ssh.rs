@@ -529,6 +529,7 @@ impl SshDriver {
             status: "starting".into(),
             sealed,
             hosts: hosts.iter().map(|h| h.name.clone()).collect(),
+            kubernetes: None,
         };
         let start_text = match &s.activation {
             Activation::Command { .. } => {

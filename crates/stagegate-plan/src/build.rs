@@ -60,7 +60,7 @@ pub(crate) const STEP_COMMON: &[&str] = &[
     "rollback",
 ];
 const STEP_ACTIONS: &[&str] = &["run", "deploy"];
-const DRIVERS: &[&str] = &["local", "ssh"];
+const DRIVERS: &[&str] = &["local", "ssh", "kubernetes"];
 
 /// Reads and validates a plan file.
 ///
@@ -583,6 +583,7 @@ fn read_service(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Service
     let own: &[&str] = match driver_name {
         "local" => LOCAL_KEYS,
         "ssh" => crate::ssh::SSH_KEYS,
+        "kubernetes" => crate::kube::KUBE_KEYS,
         _ => LOCAL_KEYS,
     };
     let keys: Vec<&str> = SERVICE_KEYS.iter().chain(own).copied().collect();
@@ -590,9 +591,11 @@ fn read_service(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Service
     let driver = match driver_name {
         "local" => Driver::Local(read_local(cx, m, &what, &span)),
         "ssh" => crate::ssh::read_ssh(cx, m, &what, &span),
+        "kubernetes" => Driver::Kubernetes(crate::kube::read_kube(cx, m, &what, &span)),
         _ => Driver::Local(read_local(cx, m, &what, &span)),
     };
     let health = m.get_node("health").and_then(|h| read_health(cx, h, &what));
+    crate::kube::check_health(cx, &driver, health.as_ref(), &what);
     Some(Service {
         name: name.to_string(),
         span,

@@ -108,6 +108,7 @@ pub struct Service {
 pub enum Driver {
     Local(LocalService),
     Ssh(crate::ssh::SshService),
+    Kubernetes(crate::kube::KubeService),
 }
 
 impl Driver {
@@ -115,6 +116,7 @@ impl Driver {
         match self {
             Driver::Local(_) => "local",
             Driver::Ssh(_) => "ssh",
+            Driver::Kubernetes(_) => "kubernetes",
         }
     }
 
@@ -136,6 +138,7 @@ impl Driver {
                 }
                 out
             }
+            Driver::Kubernetes(k) => k.templates(),
         }
     }
 
