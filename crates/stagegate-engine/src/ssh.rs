@@ -21,7 +21,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -79,14 +78,8 @@ impl SshDriver {
 
     /// The hosts the service goes to, in the environment's order.
     fn targets(&self, s: &SshService) -> Vec<Host> {
-        self.hosts
-            .iter()
-            .filter(|h| {
-                s.hosts.is_empty()
-                    || s.hosts
-                        .iter()
-                        .any(|w| w.value == h.name || h.roles.contains(&w.value))
-            })
+        stagegate_plan::ssh::select_hosts(&self.hosts, &s.hosts)
+            .into_iter()
             .cloned()
             .collect()
     }
@@ -148,7 +141,7 @@ impl SshDriver {
         match b.connect_mux(&h.address).await {
             Ok(s) => Ok(Remote {
                 host: h.clone(),
-                session: Arc::new(s),
+                session: s,
             }),
             Err(e) => Err(connect_error(h, &e, started.elapsed())),
         }
@@ -1036,7 +1029,7 @@ impl Out {
 /// One host's master connection.
 struct Remote {
     host: Host,
-    session: Arc<Session>,
+    session: Session,
 }
 
 impl Remote {
@@ -1119,9 +1112,7 @@ impl Remote {
     }
 
     async fn close(self) {
-        if let Ok(s) = Arc::try_unwrap(self.session) {
-            let _ = s.close().await;
-        }
+        let _ = self.session.close().await;
     }
 }
 

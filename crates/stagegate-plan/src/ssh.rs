@@ -147,16 +147,22 @@ impl Environment {
     /// The hosts a service names (names or roles), in the environment's order; all of them
     /// when it names none.
     pub fn hosts_for(&self, wanted: &[Spanned<String>]) -> Vec<&Host> {
-        self.hosts
-            .iter()
-            .filter(|h| {
-                wanted.is_empty()
-                    || wanted
-                        .iter()
-                        .any(|w| w.value == h.name || h.roles.contains(&w.value))
-            })
-            .collect()
+        select_hosts(&self.hosts, wanted)
     }
+}
+
+/// The hosts that `wanted` (host names or roles) names, in their order; all of them when
+/// it names none.
+pub fn select_hosts<'a>(hosts: &'a [Host], wanted: &[Spanned<String>]) -> Vec<&'a Host> {
+    hosts
+        .iter()
+        .filter(|h| {
+            wanted.is_empty()
+                || wanted
+                    .iter()
+                    .any(|w| w.value == h.name || h.roles.contains(&w.value))
+        })
+        .collect()
 }
 
 /// A remote path stagegate may put in a shell command without quoting surprises: absolute,
