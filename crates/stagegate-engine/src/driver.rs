@@ -104,6 +104,18 @@ pub fn driver_for(
                 records: crate::records::Records::new(state_dir, environment),
                 plan_dir: plan.dir.clone(),
             })),
+            Driver::Docker(_) => Some(Box::new(crate::docker::DockerDriver {
+                records: crate::records::Records::new(state_dir, environment),
+                plan_dir: plan.dir.clone(),
+                project: plan.project.clone(),
+                environment: environment.to_string(),
+            })),
+            Driver::Compose(_) => Some(Box::new(crate::docker::compose::ComposeDriver {
+                records: crate::records::Records::new(state_dir, environment),
+                plan_dir: plan.dir.clone(),
+                project: plan.project.clone(),
+                environment: environment.to_string(),
+            })),
         };
         if let Some(d) = driver {
             others.insert(svc.name.clone(), d);

@@ -13,6 +13,7 @@
 
 pub mod check;
 pub mod details;
+pub mod docker;
 pub mod driver;
 pub mod event;
 pub mod executor;

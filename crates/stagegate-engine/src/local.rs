@@ -55,6 +55,12 @@ pub struct ReleaseMeta {
     /// Where a `kubernetes` release was applied and what its rollout ended as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<crate::kube::KubeRecord>,
+    /// The image and container of a `docker` release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<crate::docker::DockerRecord>,
+    /// The project, images and containers of a `compose` release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose: Option<crate::docker::compose::ComposeRecord>,
 }
 
 /// A release's start command, environment and health check with secrets sealed.
@@ -565,6 +571,8 @@ impl LocalDriver {
             sealed,
             hosts: Vec::new(),
             kubernetes: None,
+            docker: None,
+            compose: None,
         };
         Self::write_meta(&dir, &meta).map_err(|e| {
             DeployError::early(format!("cannot write {}: {e}", dir.join(META).display()))

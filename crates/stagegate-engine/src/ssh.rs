@@ -523,6 +523,8 @@ impl SshDriver {
             sealed,
             hosts: hosts.iter().map(|h| h.name.clone()).collect(),
             kubernetes: None,
+            docker: None,
+            compose: None,
         };
         let start_text = match &s.activation {
             Activation::Command { .. } => {

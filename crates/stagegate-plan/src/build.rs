@@ -60,7 +60,7 @@ pub(crate) const STEP_COMMON: &[&str] = &[
     "rollback",
 ];
 const STEP_ACTIONS: &[&str] = &["run", "deploy"];
-const DRIVERS: &[&str] = &["local", "ssh", "kubernetes"];
+const DRIVERS: &[&str] = &["local", "ssh", "kubernetes", "docker", "compose"];
 
 /// Reads and validates a plan file.
 ///
@@ -584,6 +584,8 @@ fn read_service(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Service
         "local" => LOCAL_KEYS,
         "ssh" => crate::ssh::SSH_KEYS,
         "kubernetes" => crate::kube::KUBE_KEYS,
+        "docker" => crate::docker::DOCKER_KEYS,
+        "compose" => crate::docker::COMPOSE_KEYS,
         _ => LOCAL_KEYS,
     };
     let keys: Vec<&str> = SERVICE_KEYS.iter().chain(own).copied().collect();
@@ -592,10 +594,13 @@ fn read_service(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Service
         "local" => Driver::Local(read_local(cx, m, &what, &span)),
         "ssh" => crate::ssh::read_ssh(cx, m, &what, &span),
         "kubernetes" => Driver::Kubernetes(crate::kube::read_kube(cx, m, &what, &span)),
+        "docker" => Driver::Docker(crate::docker::read_docker(cx, m, &what, &span)),
+        "compose" => Driver::Compose(crate::docker::read_compose(cx, m, &what, &span)),
         _ => Driver::Local(read_local(cx, m, &what, &span)),
     };
     let health = m.get_node("health").and_then(|h| read_health(cx, h, &what));
     crate::kube::check_health(cx, &driver, health.as_ref(), &what);
+    crate::docker::check_health(cx, &driver, health.as_ref(), &what);
     Some(Service {
         name: name.to_string(),
         span,

@@ -20,6 +20,7 @@ mod build;
 pub mod check;
 pub mod conninfo;
 pub mod diagnostic;
+pub mod docker;
 pub mod dotenv;
 pub mod gate;
 pub mod glob;
@@ -38,6 +39,7 @@ pub mod yaml;
 
 pub use build::{load_file, load_str};
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
+pub use docker::{ComposeService, DockerBuild, DockerService};
 pub use gate::{GateKind, GateSpec};
 pub use glob::Glob;
 pub use kube::KubeService;

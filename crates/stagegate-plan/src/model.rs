@@ -109,6 +109,8 @@ pub enum Driver {
     Local(LocalService),
     Ssh(crate::ssh::SshService),
     Kubernetes(crate::kube::KubeService),
+    Docker(crate::docker::DockerService),
+    Compose(crate::docker::ComposeService),
 }
 
 impl Driver {
@@ -117,6 +119,8 @@ impl Driver {
             Driver::Local(_) => "local",
             Driver::Ssh(_) => "ssh",
             Driver::Kubernetes(_) => "kubernetes",
+            Driver::Docker(_) => "docker",
+            Driver::Compose(_) => "compose",
         }
     }
 
@@ -139,6 +143,8 @@ impl Driver {
                 out
             }
             Driver::Kubernetes(k) => k.templates(),
+            Driver::Docker(d) => d.templates(),
+            Driver::Compose(c) => c.templates(),
         }
     }
 

@@ -308,6 +308,8 @@ impl KubeDriver {
                     })
                     .collect(),
             }),
+            docker: None,
+            compose: None,
         };
         let write = || -> std::io::Result<()> {
             private_dir(&dir)?;

@@ -7,12 +7,17 @@
 //! It listens on $DEMO_BIND:$PORT (default 127.0.0.1:8000) and reads its version from
 //! `DEMO_VERSION`.
 //! With `DEMO_BREAK=crash` it exits at once with an error, as a release that cannot start would.
+//! `quickstart-demo probe` asks 127.0.0.1:$PORT/health once and exits 0 on a 200: an image's
+//! HEALTHCHECK (the image has no curl).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 
 fn main() {
     let port = std::env::var("PORT").unwrap_or_else(|_| "8000".into());
+    if std::env::args().nth(1).as_deref() == Some("probe") {
+        std::process::exit(probe(&port));
+    }
     let version = std::env::var("DEMO_VERSION").unwrap_or_else(|_| "0.0.0".into());
     let broken = std::env::var("DEMO_BREAK").unwrap_or_default();
     if broken == "crash" {
@@ -73,4 +78,23 @@ fn handle(mut stream: TcpStream, version: &str, broken: &str) {
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+}
+
+/// One `GET /health` on this machine's port: 0 when it answers 200, 1 otherwise.
+fn probe(port: &str) -> i32 {
+    use std::io::Read;
+    let Ok(mut s) = TcpStream::connect(format!("127.0.0.1:{port}")) else {
+        eprintln!("probe: nothing listens on port {port}");
+        return 1;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    let _ = write!(
+        s,
+        "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    );
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let ok = answer.starts_with("HTTP/1.1 200");
+    println!("{}", answer.lines().last().unwrap_or(""));
+    if ok { 0 } else { 1 }
 }
