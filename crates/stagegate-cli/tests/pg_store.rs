@@ -174,3 +174,112 @@ fn state_url_is_validated() {
         .stderr_has("stagegate.yml:2");
     hides(&out, "hunter2-secret");
 }
+
+/// Two `stagegate deploy` processes on one PostgreSQL store: while the first runs, the
+/// second is refused (exit 6) and told who holds the lock; `unlock` will not break a run
+/// that is still going.
+#[test]
+fn a_second_deploy_is_locked_out_while_the_first_runs() {
+    let pg = Postgres::start();
+    let db = pg.database("two_deploys");
+    let p = Project::new(&PLAN.replace(
+        "run: echo hello from the deploy",
+        "run: touch started; while [ ! -e go-on ]; do sleep 0.1; done",
+    ));
+    let first = p
+        .cmd(&[
+            "deploy",
+            "staging",
+            "--release-version",
+            "1",
+            "--release-sha",
+            "a",
+        ])
+        .env("STAGEGATE_STATE", &db.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("stagegate starts");
+    p.wait_for("started", std::time::Duration::from_secs(60));
+
+    let env = [("STAGEGATE_STATE", db.url.as_str())];
+    let out = p.run_env(
+        &[
+            "deploy",
+            "staging",
+            "--release-version",
+            "2",
+            "--release-sha",
+            "b",
+        ],
+        &env,
+    );
+    hides(&out, &db.password);
+    out.code(6).stderr_has("environment `staging` is locked by");
+    p.run_env(&["unlock", "staging"], &env)
+        .code(6)
+        .stderr_has("still going");
+
+    p.write("go-on", "");
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        pg.superuser(&db.name, "SELECT count(*) FROM env_locks"),
+        "0"
+    );
+}
+
+/// A lock held from another machine cannot be checked from here: `unlock` names the host and
+/// asks for `--force --reason`, which breaks it and records that in the audit log.
+#[test]
+fn a_lock_from_another_host_needs_force() {
+    let pg = Postgres::start();
+    let db = pg.database("other_host");
+    let p = Project::new(PLAN);
+    let env = [("STAGEGATE_STATE", db.url.as_str())];
+    p.run_env(&["history"], &env).code(0); // creates the schema
+    pg.superuser(
+        &db.name,
+        "INSERT INTO env_locks (environment, holder, pid, host, acquired_at) \
+         VALUES ('staging', 'bob@ci-runner-7', 4242, 'ci-runner-7', 1)",
+    );
+    let out = p.run_env(
+        &[
+            "deploy",
+            "staging",
+            "--release-version",
+            "1",
+            "--release-sha",
+            "a",
+        ],
+        &env,
+    );
+    out.code(6).stderr_has("bob@ci-runner-7");
+    p.run_env(&["unlock", "staging"], &env)
+        .code(6)
+        .stderr_has("on another host, ci-runner-7");
+    p.run_env(
+        &[
+            "unlock",
+            "staging",
+            "--force",
+            "--reason",
+            "runner 7 was recycled",
+        ],
+        &env,
+    )
+    .code(0)
+    .stdout_has("unlocked staging");
+    p.run_env(&["audit", "verify"], &env).code(0);
+    assert_eq!(
+        pg.superuser(
+            &db.name,
+            "SELECT kind FROM audit_log ORDER BY seq DESC LIMIT 1"
+        ),
+        "lock_broken"
+    );
+}
