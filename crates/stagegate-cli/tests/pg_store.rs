@@ -283,3 +283,26 @@ fn a_lock_from_another_host_needs_force() {
         "lock_broken"
     );
 }
+
+/// A password written in `state.url` appears in no report, event file, command output or
+/// file under `.stagegate`.
+#[test]
+fn a_password_in_the_plans_url_is_nowhere() {
+    let pg = Postgres::start();
+    let db = pg.database("nowhere");
+    let p = Project::new(&PLAN.replace(
+        "environments:",
+        &format!("state: {{ url: \"{}\" }}\nenvironments:", db.url),
+    ));
+    let out = p.run(&common::with_reports(&[
+        "deploy",
+        "staging",
+        "--release-version",
+        "1",
+        "--release-sha",
+        "a",
+    ]));
+    hides(&out, &db.password);
+    out.code(0).stderr_has("holds a password");
+    common::assert_nowhere(&p, &[&db.password], "staging");
+}

@@ -38,7 +38,7 @@
 //! - `env_locks`: at most one row per environment (`environment` is the
 //!   primary key), which is what makes locking atomic across processes.
 //!
-//! All timestamps are stored as INTEGER unix milliseconds and exposed as
+//! All timestamps are stored as INTEGER (PostgreSQL: BIGINT) unix milliseconds and exposed as
 //! `i64` milliseconds; callers format them ([`now_millis`] gives the current
 //! time in that unit).
 //!
@@ -527,7 +527,7 @@ impl Store {
         Ok(audit::verify(&records, &deployments, &steps, &decisions))
     }
 
-    /// Closes all connections, checkpointing the WAL.
+    /// Closes all connections (SQLite: checkpointing the WAL).
     pub async fn close(self) {
         match self.backend {
             Backend::Sqlite(b) => b.close().await,
