@@ -73,6 +73,14 @@ fn deploy_records_in_postgres_and_history_and_status_read_it_back() {
     );
     assert!(!p.path().join(".stagegate/state.db").exists());
     common::assert_not_stored(&p, &[&db.password]);
+
+    // The record is read even when the plan no longer validates.
+    p.write("stagegate.yml", "project: shop\nstages: 12\n");
+    let out = p.run_env(&["history"], &env);
+    hides(&out, &db.password);
+    out.code(0)
+        .stdout_has("1.0.0")
+        .stderr_has("reading the record in the PostgreSQL store");
 }
 
 /// `state.url` in the plan selects PostgreSQL; its password comes from PGPASSWORD.
