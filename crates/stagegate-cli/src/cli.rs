@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///
 /// Reads a plan (`stagegate.yml`): environments, services and ordered stages of steps. Runs
 /// it against an environment, rolls back by itself when a step fails, and records every step
-/// in a state store (SQLite at `.stagegate/state.db` by default).
+/// in a state store (SQLite at `.stagegate/state.db` by default, or PostgreSQL).
 ///
 /// Exit codes: 0 success, 1 internal error, 2 invalid plan or arguments, 3 a step failed and
 /// nothing was rolled back, 4 a step failed and the deploy was rolled back, 5 the rollback
@@ -27,8 +27,8 @@ pub struct Cli {
     )]
     pub file: Option<PathBuf>,
 
-    /// The SQLite state store [default: `state.path` in the plan, else .stagegate/state.db beside the plan]
-    #[arg(long, global = true, env = "STAGEGATE_STATE", value_name = "PATH")]
+    /// The state store: a SQLite file, or a PostgreSQL database (`postgresql://USER@HOST/DB`) [default: `state.url` or `state.path` in the plan, else .stagegate/state.db beside the plan]
+    #[arg(long, global = true, env = "STAGEGATE_STATE", value_name = "PATH|URL")]
     pub state: Option<PathBuf>,
 
     /// When to color the output

@@ -444,6 +444,12 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
         ".stagegate/state.db beside the plan",
         "state: { path: /var/lib/stagegate/state.db }",
     ),
+    (
+        "state.url",
+        "A PostgreSQL state store instead of the SQLite file, for runs from several machines. `--state postgresql://...` (or STAGEGATE_STATE) overrides it; leave the password out (PGPASSWORD, ~/.pgpass).",
+        "none: the SQLite file",
+        "state: { url: \"postgresql://stagegate@db.internal:5432/stagegate\" }",
+    ),
     // Last, so that `explain timeout` still finds the step's.
     (
         "services.timeout",

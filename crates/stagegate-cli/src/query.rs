@@ -583,14 +583,21 @@ async fn record_only(cli: &Cli) -> Result<(stagegate_store::Store, Option<Plan>)
         let store = open_store(cli, &plan).await?;
         return Ok((store, Some(plan)));
     }
-    let path = cli.state.clone().unwrap_or_else(|| {
-        let plan = plan_path(cli);
-        let dir = plan
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        crate::context::default_store_path(dir)
-    });
+    let plan_file = plan_path(cli);
+    let dir = plan_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if let Some(store) = crate::context::open_flag_url(cli, dir).await? {
+        eprintln!(
+            "warning: the plan does not validate (run `stagegate validate`); reading the record in the PostgreSQL store"
+        );
+        return Ok((store, None));
+    }
+    let path = cli
+        .state
+        .clone()
+        .unwrap_or_else(|| crate::context::default_store_path(dir));
     if !path.exists() {
         return Err(Failure::invalid(format!(
             "error: no state store at {} and the plan cannot be read; run `stagegate validate`, or pass --state",

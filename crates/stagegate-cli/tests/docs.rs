@@ -24,6 +24,7 @@ const AT_LEAST: &[(&str, usize)] = &[
     ("migrations.md", 3),
     ("drivers.md", 2),
     ("drivers-kubernetes.md", 2),
+    ("store.md", 1),
 ];
 
 /// Runs `stagegate validate` on `plan`, written as `stagegate.yml` in a fresh directory.

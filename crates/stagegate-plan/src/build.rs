@@ -341,8 +341,21 @@ fn read_plan(cx: &mut Cx, root: &Node, source: Arc<Source>, hash: String) -> Opt
     if let Some(n) = top.get_node("state")
         && let Some(m) = cx.mapping(n, "`state`")
     {
-        cx.keys(m, "`state`", &["path"]);
-        state.path = cx.string(m, "path", "`state`").map(|p| p.value.into());
+        cx.keys(m, "`state`", &["path", "url"]);
+        let path = cx.string(m, "path", "`state`");
+        let url = cx.string(m, "url", "`state`");
+        if let Some(u) = &url {
+            read_state_url(cx, u);
+        }
+        if let (Some(_), Some(u)) = (&path, &url) {
+            cx.error_help(
+                "`state` has both `path` and `url`",
+                u.span.clone(),
+                "keep one: `path` for a SQLite file, `url` for a PostgreSQL database",
+            );
+        }
+        state.path = path.map(|p| p.value.into());
+        state.url = url.map(|u| crate::Secret::new(u.value));
     }
 
     let mut environments = Vec::new();
@@ -429,6 +442,42 @@ fn read_on_failure(cx: &mut Cx, m: &MarkedMappingNode) -> Option<OnFailure> {
             );
             None
         }
+    }
+}
+
+/// Checks `state.url`: a PostgreSQL URL, best without its password (never quoted: it may
+/// hold one).
+fn read_state_url(cx: &mut Cx, url: &Spanned<String>) {
+    let lower = url.value.trim().to_ascii_lowercase();
+    if !(lower.starts_with("postgres://") || lower.starts_with("postgresql://")) {
+        cx.error_help(
+            "`state.url` must be a PostgreSQL URL (`postgresql://...`)",
+            url.span.clone(),
+            "write `postgresql://USER@HOST:5432/DATABASE`; for a SQLite file use `state.path`",
+        );
+        return;
+    }
+    match crate::conninfo::ConnInfo::parse(url.value.trim()) {
+        Err(e) => cx.error_help(
+            format!("`state.url`: {e}"),
+            url.span.clone(),
+            "write `postgresql://USER@HOST:5432/DATABASE`",
+        ),
+        // No snippet: the line shown under a diagnostic would print the password.
+        Ok(c) if c.password().is_some() => cx.diags.push(
+            Diagnostic::warning(
+                format!(
+                    "`state.url` ({}:{}) holds a password in the plan file: whoever reads the plan reads it",
+                    url.span.path().display(),
+                    url.span.pos.line
+                ),
+                None,
+            )
+            .with_help(
+                "leave the password out and set PGPASSWORD (or ~/.pgpass), or pass the whole URL in STAGEGATE_STATE",
+            ),
+        ),
+        Ok(_) => {}
     }
 }
 

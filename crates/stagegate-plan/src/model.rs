@@ -326,4 +326,7 @@ pub enum OnFailure {
 pub struct StateSettings {
     /// The SQLite file (default `.stagegate/state.db` beside the plan).
     pub path: Option<PathBuf>,
+    /// A PostgreSQL database instead (`postgresql://USER@HOST:PORT/DB`). A secret: it may
+    /// hold a password, so `Debug` masks it.
+    pub url: Option<crate::Secret>,
 }

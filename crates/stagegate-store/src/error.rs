@@ -38,6 +38,31 @@ pub enum StoreError {
         source: sqlx::Error,
     },
 
+    /// The PostgreSQL database could not be reached or refused the connection. `target` is
+    /// the URL with its password masked.
+    #[error("cannot open the PostgreSQL state store {target}: {problem}; {next}")]
+    Connect {
+        /// The URL, password masked.
+        target: String,
+        /// What went wrong, password scrubbed.
+        problem: String,
+        /// What to do about it.
+        next: &'static str,
+    },
+
+    /// The PostgreSQL schema could not be brought up to date.
+    #[error(
+        "cannot update the schema of the PostgreSQL state store {target}: {source}; \
+         the database may come from a newer stagegate: upgrade stagegate, or point the state \
+         URL at a fresh database; the role also needs the right to create tables in it"
+    )]
+    MigrateRemote {
+        /// The URL, password masked.
+        target: String,
+        /// Underlying migration error.
+        source: sqlx::migrate::MigrateError,
+    },
+
     /// The schema could not be brought up to date.
     #[error(
         "cannot update the schema of the state store at {}: {source}; \

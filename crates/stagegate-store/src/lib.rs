@@ -5,8 +5,9 @@
 //!
 //! A `stagegate deploy` (or `rollback`) run talks to the store like this:
 //!
-//! 1. [`Store::open`] opens (creating if needed) the SQLite file and applies
-//!    the embedded schema migrations.
+//! 1. [`Store::open`] opens (creating if needed) the SQLite file, or
+//!    [`Store::open_postgres`] connects to a PostgreSQL database, and applies the
+//!    embedded schema migrations of that backend.
 //! 2. [`Store::try_lock`] takes the environment lock. Exactly one process can
 //!    win it; the loser gets [`LockAttempt::Held`] with the holder's details.
 //! 3. [`Store::begin_deployment`] inserts a deployment row with outcome
@@ -37,16 +38,24 @@
 //! - `env_locks`: at most one row per environment (`environment` is the
 //!   primary key), which is what makes locking atomic across processes.
 //!
-//! All timestamps are stored as INTEGER unix milliseconds and exposed as
+//! All timestamps are stored as INTEGER (PostgreSQL: BIGINT) unix milliseconds and exposed as
 //! `i64` milliseconds; callers format them ([`now_millis`] gives the current
 //! time in that unit).
 //!
 //! # Backends
 //!
-//! All SQL lives in the private `sqlite` module together with its migrations
-//! in `migrations/sqlite/`. Another backend (e.g. PostgreSQL) can be added as
-//! a sibling module with its own migrations folder, and [`Store`] can then
-//! dispatch between them without changing its public API.
+//! All SQL lives in one private module per backend, each with its own migrations:
+//! `sqlite` (`migrations/sqlite/`), the default, an embedded file; and `postgres`
+//! (`migrations/postgres/`), for teams whose runs start on more than one machine.
+//! [`Store`] holds one of them and forwards every call; the tables, their meaning, the
+//! audit chain's hashes and the lock's behaviour are the same in both.
+//!
+//! On PostgreSQL the environment lock is the same row, keyed by environment, taken by
+//! one `INSERT ... ON CONFLICT DO NOTHING`: two processes on any machines never both
+//! hold it. It has no lease: nothing renews a lease while a long deploy runs, and a lease
+//! that ran out under a live deploy would let a second one in. A lock is held until its
+//! holder releases it or [`Store::break_lock`] removes it (`stagegate unlock`: a holder on
+//! this host is checked for life; one on another host cannot be, so it takes `--force`).
 //!
 //! The library never prints; every failure is a [`StoreError`] whose message
 //! says what to do next.
@@ -54,15 +63,18 @@
 pub mod audit;
 mod error;
 pub mod pending;
+mod postgres;
 mod sqlite;
 pub mod status;
+pub mod url;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use audit::{AuditProblem, AuditRecord, AuditReport, LockBreak};
 pub use error::StoreError;
 pub use pending::{FinishRecord, PendingFinish};
 pub use status::{Outcome, Phase, StepState, UnknownWord};
+pub use url::{is_postgres_url, redact_url};
 
 /// Outcome stored for a deployment that has not finished yet.
 pub const OUTCOME_RUNNING: Outcome = Outcome::Running;
@@ -195,8 +207,26 @@ pub enum LockAttempt {
 /// The state store. Cheap to share by reference; all methods take `&self`.
 #[derive(Debug, Clone)]
 pub struct Store {
-    backend: sqlite::SqliteStore,
-    path: std::path::PathBuf,
+    backend: Backend,
+    /// Where outcomes that the database could not take are kept (see [`pending`]).
+    pending_dir: PathBuf,
+}
+
+/// The database behind a [`Store`].
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PostgresStore),
+}
+
+/// Calls the same method on whichever backend the store has.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &$self.backend {
+            Backend::Sqlite(b) => b.$method($($arg),*).await,
+            Backend::Postgres(b) => b.$method($($arg),*).await,
+        }
+    };
 }
 
 impl Store {
@@ -210,16 +240,39 @@ impl Store {
     /// [`Store::recover_pending`], which the caller runs once the store is open.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         let store = Store {
-            backend: sqlite::SqliteStore::open(path).await?,
-            path: path.to_path_buf(),
+            backend: Backend::Sqlite(sqlite::SqliteStore::open(path).await?),
+            pending_dir: pending::dir_of(path),
         };
         Ok(store)
     }
 
+    /// Connects to the PostgreSQL database at `url` (`postgres://` or `postgresql://`, as
+    /// libpq reads it; a password left out of the URL is taken from `PGPASSWORD` or
+    /// `~/.pgpass`) and applies pending schema migrations. `local_dir` is this machine's
+    /// state directory: the reservations of [`Store::reserve_finish`] live there, in
+    /// `postgres.pending/`, since they must be written when the database cannot be.
+    ///
+    /// Errors name the database with its password masked and say what to do: start the
+    /// server, fix the credentials, create the database.
+    pub async fn open_postgres(url: &str, local_dir: &Path) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Postgres(postgres::PostgresStore::open(url).await?),
+            pending_dir: local_dir.join("postgres.pending"),
+        })
+    }
+
+    /// Which backend this store uses: `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
     /// Reserves room, outside the database, for deployment `id`'s outcome; see [`pending`].
     pub fn reserve_finish(&self, id: i64) -> Result<PendingFinish, StoreError> {
-        PendingFinish::create(&self.path, id).map_err(|source| StoreError::Reserve {
-            path: pending::dir_of(&self.path),
+        PendingFinish::create(&self.pending_dir, id).map_err(|source| StoreError::Reserve {
+            path: self.pending_dir.clone(),
             source,
         })
     }
@@ -230,7 +283,7 @@ impl Store {
     /// one are removed once their deployment is no longer running.
     pub async fn recover_pending(&self) -> Result<Vec<FinishRecord>, StoreError> {
         let mut done = Vec::new();
-        for (file, record) in pending::left_behind(&self.path) {
+        for (file, record) in pending::left_behind(&self.pending_dir) {
             match record {
                 Some(r) => {
                     let still_open = self
@@ -285,7 +338,7 @@ impl Store {
 
     /// Inserts a deployment with outcome `"running"` and returns its id.
     pub async fn begin_deployment(&self, d: &NewDeployment) -> Result<i64, StoreError> {
-        self.backend.begin_deployment(d, 0).await
+        dispatch!(self.begin_deployment(d, 0))
     }
 
     /// [`Store::begin_deployment`] with an id above `id_floor`: the highest id that files
@@ -296,7 +349,7 @@ impl Store {
         d: &NewDeployment,
         id_floor: i64,
     ) -> Result<i64, StoreError> {
-        self.backend.begin_deployment(d, id_floor).await
+        dispatch!(self.begin_deployment(d, id_floor))
     }
 
     /// Stores the final outcome of deployment `id`.
@@ -312,9 +365,7 @@ impl Store {
         summary: &str,
         finished_at: i64,
     ) -> Result<(), StoreError> {
-        self.backend
-            .finish_deployment(id, outcome, exit_code, summary, finished_at)
-            .await
+        dispatch!(self.finish_deployment(id, outcome, exit_code, summary, finished_at))
     }
 
     /// Appends an event to the deployment's journal. The store assigns the
@@ -326,15 +377,13 @@ impl Store {
         data: &serde_json::Value,
         at: i64,
     ) -> Result<(), StoreError> {
-        self.backend
-            .record_event(deployment_id, kind, data, at)
-            .await
+        dispatch!(self.record_event(deployment_id, kind, data, at))
     }
 
     /// Inserts the step, or replaces every column of the existing row with
     /// the same `(deployment_id, seq)`.
     pub async fn upsert_step(&self, step: &StepRun) -> Result<(), StoreError> {
-        self.backend.upsert_step(step).await
+        dispatch!(self.upsert_step(step))
     }
 
     /// Up to `limit` deployments, newest first (by `started_at`, then id),
@@ -344,17 +393,17 @@ impl Store {
         environment: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Deployment>, StoreError> {
-        self.backend.deployments(environment, limit).await
+        dispatch!(self.deployments(environment, limit))
     }
 
     /// The deployment with this id, if any.
     pub async fn deployment(&self, id: i64) -> Result<Option<Deployment>, StoreError> {
-        self.backend.deployment(id).await
+        dispatch!(self.deployment(id))
     }
 
     /// All steps of a deployment, ordered by `seq`.
     pub async fn steps(&self, deployment_id: i64) -> Result<Vec<StepRun>, StoreError> {
-        self.backend.steps(deployment_id).await
+        dispatch!(self.steps(deployment_id))
     }
 
     /// The newest passing run of step `step_id` (of `kind`) in a project's environment: the
@@ -366,14 +415,12 @@ impl Store {
         step_id: &str,
         kind: &str,
     ) -> Result<Option<StepRun>, StoreError> {
-        self.backend
-            .last_passed_step(project, environment, step_id, kind)
-            .await
+        dispatch!(self.last_passed_step(project, environment, step_id, kind))
     }
 
     /// All events of a deployment, ordered by `seq`.
     pub async fn events(&self, deployment_id: i64) -> Result<Vec<EventRecord>, StoreError> {
-        self.backend.events(deployment_id).await
+        dispatch!(self.events(deployment_id))
     }
 
     /// Deployments whose outcome is still `"running"`, oldest first,
@@ -382,13 +429,13 @@ impl Store {
         &self,
         environment: Option<&str>,
     ) -> Result<Vec<Deployment>, StoreError> {
-        self.backend.unfinished(environment).await
+        dispatch!(self.unfinished(environment))
     }
 
     /// Sets outcome `"abandoned"`, `summary = reason` and `finished_at = at`,
     /// but only if the deployment is still `"running"`; otherwise does nothing.
     pub async fn mark_abandoned(&self, id: i64, reason: &str, at: i64) -> Result<(), StoreError> {
-        self.backend.mark_abandoned(id, reason, at).await
+        dispatch!(self.mark_abandoned(id, reason, at))
     }
 
     /// The newest deployment of `environment`, optionally only among those
@@ -398,7 +445,7 @@ impl Store {
         environment: &str,
         outcome: Option<Outcome>,
     ) -> Result<Option<Deployment>, StoreError> {
-        self.backend.last_deployment(environment, outcome).await
+        dispatch!(self.last_deployment(environment, outcome))
     }
 
     /// Tries to take the lock on `environment` for `holder`.
@@ -415,7 +462,7 @@ impl Store {
         environment: &str,
         holder: &LockInfo,
     ) -> Result<LockAttempt, StoreError> {
-        self.backend.try_lock(environment, holder).await
+        dispatch!(self.try_lock(environment, holder))
     }
 
     /// Records which deployment the lock (held by `pid`) belongs to.
@@ -426,20 +473,18 @@ impl Store {
         pid: u32,
         deployment_id: i64,
     ) -> Result<(), StoreError> {
-        self.backend
-            .set_lock_deployment(environment, pid, deployment_id)
-            .await
+        dispatch!(self.set_lock_deployment(environment, pid, deployment_id))
     }
 
     /// Releases the lock if it is held by `pid`; otherwise does nothing
     /// (use [`Store::lock_info`] to see who holds it).
     pub async fn release_lock(&self, environment: &str, pid: u32) -> Result<(), StoreError> {
-        self.backend.release_lock(environment, pid).await
+        dispatch!(self.release_lock(environment, pid))
     }
 
     /// Who holds the lock on `environment`, if anyone.
     pub async fn lock_info(&self, environment: &str) -> Result<Option<LockInfo>, StoreError> {
-        self.backend.lock_info(environment).await
+        dispatch!(self.lock_info(environment))
     }
 
     /// Removes the lock on `environment` whoever holds it, and returns what
@@ -449,14 +494,14 @@ impl Store {
         environment: &str,
         note: &LockBreak,
     ) -> Result<Option<LockInfo>, StoreError> {
-        self.backend.break_lock(environment, note).await
+        dispatch!(self.break_lock(environment, note))
     }
 
     /// The audit log, oldest record first.
     /// Records a decision on an inconclusive watch step, in the audit log too. Returns
     /// false, changing nothing, when that step was already decided.
     pub async fn record_decision(&self, d: &DecisionRecord) -> Result<bool, StoreError> {
-        self.backend.record_decision(d).await
+        dispatch!(self.record_decision(d))
     }
 
     /// The decision on `step_id` of deployment `deployment_id` (any step when `None`).
@@ -465,25 +510,28 @@ impl Store {
         deployment_id: i64,
         step_id: Option<&str>,
     ) -> Result<Option<DecisionRecord>, StoreError> {
-        self.backend.decision(deployment_id, step_id).await
+        dispatch!(self.decision(deployment_id, step_id))
     }
 
     pub async fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError> {
-        self.backend.audit_log().await
+        dispatch!(self.audit_log())
     }
 
     /// Checks the audit log's chain and every covered row against it; the report names the
     /// first broken link, if any.
     pub async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
-        let records = self.backend.audit_log().await?;
-        let deployments = self.backend.all_deployments().await?;
-        let steps = self.backend.all_steps().await?;
-        let decisions = self.backend.all_decisions().await?;
+        let records = dispatch!(self.audit_log())?;
+        let deployments = dispatch!(self.all_deployments())?;
+        let steps = dispatch!(self.all_steps())?;
+        let decisions = dispatch!(self.all_decisions())?;
         Ok(audit::verify(&records, &deployments, &steps, &decisions))
     }
 
-    /// Closes all connections, checkpointing the WAL.
+    /// Closes all connections (SQLite: checkpointing the WAL).
     pub async fn close(self) {
-        self.backend.close().await
+        match self.backend {
+            Backend::Sqlite(b) => b.close().await,
+            Backend::Postgres(b) => b.close().await,
+        }
     }
 }

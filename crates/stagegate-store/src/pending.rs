@@ -3,8 +3,9 @@
 //! A full disk (or any write failure) at the very end of a run would otherwise leave a
 //! finished deployment recorded as `running`, its lock held, and the next run would call it
 //! `abandoned`. So when a deployment begins, [`crate::Store::reserve_finish`] creates a
-//! small file of fixed size next to the database (`state.db.pending/ID.json`), while there is
-//! still room. When the run ends and the store cannot record the outcome, the outcome is
+//! small file of fixed size next to the database (`state.db.pending/ID.json`; for a
+//! PostgreSQL store, in the local state directory the caller names: `DIR/postgres.pending/`),
+//! while there is still room. When the run ends and the store cannot record the outcome, the outcome is
 //! written into that file *in place*: overwriting bytes a file already has needs no free
 //! space. The next [`crate::Store::open`] that can write records it (the true outcome, and a
 //! note of the delay), frees the lock the run held, and deletes the file.
@@ -44,12 +45,11 @@ pub(crate) fn dir_of(db: &Path) -> PathBuf {
 }
 
 impl PendingFinish {
-    pub(crate) fn create(db: &Path, deployment_id: i64) -> std::io::Result<PendingFinish> {
-        let dir = dir_of(db);
+    pub(crate) fn create(dir: &Path, deployment_id: i64) -> std::io::Result<PendingFinish> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&dir)?;
+            .create(dir)?;
         let path = dir.join(format!("{deployment_id}.json"));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -90,9 +90,10 @@ impl PendingFinish {
     }
 }
 
-/// The reservations left in `db`'s pending directory: (path, the record if one was written).
-pub(crate) fn left_behind(db: &Path) -> Vec<(PathBuf, Option<FinishRecord>)> {
-    let Ok(entries) = std::fs::read_dir(dir_of(db)) else {
+/// The reservations left in the pending directory `dir`: (path, the record if one was
+/// written).
+pub(crate) fn left_behind(dir: &Path) -> Vec<(PathBuf, Option<FinishRecord>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut out: Vec<_> = entries

@@ -1,4 +1,9 @@
-//! Integration tests against a real SQLite file in a temporary directory.
+//! Integration tests of the store, each run against both backends: a real SQLite file in a
+//! temporary directory, and a fresh database in a real PostgreSQL cluster (`mod pg`, one
+//! cluster for this binary). `on_both!` makes `NAME::sqlite` and `NAME::postgres` of each
+//! `async fn NAME(backend)`.
+
+mod pg;
 
 use std::path::PathBuf;
 
@@ -20,11 +25,92 @@ fn db_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("state.db")
 }
 
-async fn open_temp() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&db_path(&dir)).await.expect("open store");
-    (dir, store)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
 }
+
+/// Where one test's store lives: a SQLite file in a temporary directory, or a database of
+/// its own in the shared PostgreSQL cluster (the temporary directory is then its local
+/// state directory). Opening it again reaches the same data.
+struct Place {
+    dir: tempfile::TempDir,
+    db: Option<pg::Database>,
+}
+
+impl Place {
+    fn new(backend: Backend) -> Place {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = (backend == Backend::Postgres).then(|| pg::fresh_database("store"));
+        Place { dir, db }
+    }
+
+    async fn open(&self) -> Store {
+        match &self.db {
+            None => Store::open(&db_path(&self.dir)).await.expect("open store"),
+            Some(db) => Store::open_postgres(&db.url, self.dir.path())
+                .await
+                .expect("open store"),
+        }
+    }
+
+    /// Runs `sql` behind stagegate's back, as someone who can write the database would.
+    async fn tamper(&self, sql: &str) {
+        match &self.db {
+            None => tamper(&db_path(&self.dir), sql).await,
+            Some(db) => {
+                // PostgreSQL's way to write past foreign keys (as superuser).
+                let sql = sql.replace(
+                    "PRAGMA foreign_keys = OFF;",
+                    "SET session_replication_role = replica;",
+                );
+                pg::shared().superuser(&db.name, &sql);
+            }
+        }
+    }
+}
+
+async fn open_temp(backend: Backend) -> (Place, Store) {
+    let place = Place::new(backend);
+    let store = place.open().await;
+    (place, store)
+}
+
+/// `mod NAME { sqlite, postgres }` for each `async fn NAME(backend: Backend)`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+on_both!(
+    deployment_round_trip,
+    data_survives_reopen,
+    steps_round_trip_upsert_and_order,
+    events_get_increasing_seq_per_deployment,
+    concurrent_events_from_two_stores_get_distinct_seqs,
+    deployments_newest_first_and_filtered,
+    unfinished_and_mark_abandoned,
+    lock_acquire_info_attach_release,
+    break_lock_removes_and_reports,
+    lock_is_exclusive_across_two_stores_racing,
+    an_untampered_store_verifies,
+    edits_deletions_and_reordering_are_named,
+    ids_are_never_reused_and_the_floor_is_kept,
+);
 
 fn new_deployment(env: &str, version: &str, started_at: i64) -> NewDeployment {
     NewDeployment {
@@ -76,9 +162,8 @@ fn lock_holder(env: &str, pid: u32) -> LockInfo {
     }
 }
 
-#[tokio::test]
-async fn deployment_round_trip() {
-    let (_dir, store) = open_temp().await;
+async fn deployment_round_trip(backend: Backend) {
+    let (_place, store) = open_temp(backend).await;
     let id = store
         .begin_deployment(&new_deployment("staging", "1.2.3", 1_700_000_000_123))
         .await
@@ -129,11 +214,9 @@ async fn deployment_round_trip() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn data_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_path(&dir);
-    let store = Store::open(&path).await.unwrap();
+async fn data_survives_reopen(backend: Backend) {
+    let place = Place::new(backend);
+    let store = place.open().await;
     let id = store
         .begin_deployment(&new_deployment("prod", "9.9.9", 42))
         .await
@@ -141,15 +224,14 @@ async fn data_survives_reopen() {
     store.close().await;
 
     // Reopening runs the migrator again; it must be a no-op.
-    let store = Store::open(&path).await.unwrap();
+    let store = place.open().await;
     let d = store.deployment(id).await.unwrap().expect("persisted");
     assert_eq!(d.release_version, "9.9.9");
     store.close().await;
 }
 
-#[tokio::test]
-async fn steps_round_trip_upsert_and_order() {
-    let (_dir, store) = open_temp().await;
+async fn steps_round_trip_upsert_and_order(backend: Backend) {
+    let (_place, store) = open_temp(backend).await;
     let id = store
         .begin_deployment(&new_deployment("staging", "1.0.0", 1))
         .await
@@ -218,9 +300,8 @@ async fn steps_round_trip_upsert_and_order() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn events_get_increasing_seq_per_deployment() {
-    let (_dir, store) = open_temp().await;
+async fn events_get_increasing_seq_per_deployment(backend: Backend) {
+    let (_place, store) = open_temp(backend).await;
     let a = store
         .begin_deployment(&new_deployment("staging", "1", 1))
         .await
@@ -267,12 +348,10 @@ async fn events_get_increasing_seq_per_deployment() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn concurrent_events_from_two_stores_get_distinct_seqs() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_path(&dir);
-    let s1 = Store::open(&path).await.unwrap();
-    let s2 = Store::open(&path).await.unwrap();
+async fn concurrent_events_from_two_stores_get_distinct_seqs(backend: Backend) {
+    let place = Place::new(backend);
+    let s1 = place.open().await;
+    let s2 = place.open().await;
     let id = s1
         .begin_deployment(&new_deployment("staging", "1", 1))
         .await
@@ -297,9 +376,8 @@ async fn concurrent_events_from_two_stores_get_distinct_seqs() {
     s2.close().await;
 }
 
-#[tokio::test]
-async fn deployments_newest_first_and_filtered() {
-    let (_dir, store) = open_temp().await;
+async fn deployments_newest_first_and_filtered(backend: Backend) {
+    let (_place, store) = open_temp(backend).await;
     let s1 = store
         .begin_deployment(&new_deployment("staging", "1", 100))
         .await
@@ -390,9 +468,8 @@ async fn deployments_newest_first_and_filtered() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn unfinished_and_mark_abandoned() {
-    let (_dir, store) = open_temp().await;
+async fn unfinished_and_mark_abandoned(backend: Backend) {
+    let (_place, store) = open_temp(backend).await;
     let a = store
         .begin_deployment(&new_deployment("staging", "1", 100))
         .await
@@ -444,9 +521,8 @@ async fn unfinished_and_mark_abandoned() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn lock_acquire_info_attach_release() {
-    let (_dir, store) = open_temp().await;
+async fn lock_acquire_info_attach_release(backend: Backend) {
+    let (_place, store) = open_temp(backend).await;
     assert!(store.lock_info("staging").await.unwrap().is_none());
 
     let me = lock_holder("staging", 100);
@@ -521,9 +597,8 @@ async fn lock_acquire_info_attach_release() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn break_lock_removes_and_reports() {
-    let (_dir, store) = open_temp().await;
+async fn break_lock_removes_and_reports(backend: Backend) {
+    let (_place, store) = open_temp(backend).await;
     assert!(
         store
             .break_lock("staging", &breaker())
@@ -570,13 +645,10 @@ async fn break_lock_removes_and_reports() {
     store.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn lock_is_exclusive_across_two_stores_racing() {
+async fn lock_is_exclusive_across_two_stores_racing(backend: Backend) {
     for round in 0..10 {
-        let dir = tempfile::tempdir().unwrap();
-        let path = db_path(&dir);
-        let (s1, s2) = tokio::join!(Store::open(&path), Store::open(&path));
-        let (s1, s2) = (s1.unwrap(), s2.unwrap());
+        let place = Place::new(backend);
+        let (s1, s2) = tokio::join!(place.open(), place.open());
 
         let env = format!("env-{round}");
         let h1 = lock_holder(&env, 1);
@@ -669,10 +741,9 @@ fn now_millis_is_unix_milliseconds() {
 
 /// A store with two finished deployments (steps passed and failed), a rollback, an
 /// abandoned run and a broken lock: every kind of audit record.
-async fn audited_store() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = db_path(&dir);
-    let store = Store::open(&path).await.unwrap();
+async fn audited_store(backend: Backend) -> Place {
+    let place = Place::new(backend);
+    let store = place.open().await;
     for (v, outcome) in [("1", "succeeded"), ("2", "rolled_back")] {
         let id = store
             .begin_deployment(&new_deployment("staging", v, 10))
@@ -702,7 +773,7 @@ async fn audited_store() -> (tempfile::TempDir, PathBuf) {
     store.try_lock("staging", &holder).await.unwrap();
     store.break_lock("staging", &breaker()).await.unwrap();
     store.close().await;
-    (dir, path)
+    place
 }
 
 async fn tamper(path: &std::path::Path, sql: &str) {
@@ -720,17 +791,16 @@ async fn tamper(path: &std::path::Path, sql: &str) {
     pool.close().await;
 }
 
-async fn verify(path: &std::path::Path) -> stagegate_store::AuditReport {
-    let store = Store::open(path).await.unwrap();
+async fn verify(place: &Place) -> stagegate_store::AuditReport {
+    let store = place.open().await;
     let r = store.verify_audit().await.unwrap();
     store.close().await;
     r
 }
 
-#[tokio::test]
-async fn an_untampered_store_verifies() {
-    let (_dir, path) = audited_store().await;
-    let r = verify(&path).await;
+async fn an_untampered_store_verifies(backend: Backend) {
+    let place = audited_store(backend).await;
+    let r = verify(&place).await;
     assert_eq!(r.problem, None, "{r:?}");
     assert_eq!(r.deployments_checked, 3);
     assert_eq!(r.steps_checked, 4);
@@ -739,8 +809,7 @@ async fn an_untampered_store_verifies() {
 }
 
 /// Each edit made behind stagegate's back is found, and the first broken link is named.
-#[tokio::test]
-async fn edits_deletions_and_reordering_are_named() {
+async fn edits_deletions_and_reordering_are_named(backend: Backend) {
     let cases: &[(&str, &str, &str)] = &[
         (
             "UPDATE deployments SET outcome = 'succeeded' WHERE id = 2",
@@ -794,9 +863,9 @@ async fn edits_deletions_and_reordering_are_named() {
         ),
     ];
     for (sql, link, what) in cases {
-        let (_dir, path) = audited_store().await;
-        tamper(&path, sql).await;
-        let r = verify(&path).await;
+        let place = audited_store(backend).await;
+        place.tamper(sql).await;
+        let r = verify(&place).await;
         let p = r
             .problem
             .unwrap_or_else(|| panic!("`{sql}` went unnoticed"));
@@ -807,11 +876,9 @@ async fn edits_deletions_and_reordering_are_named() {
 
 /// Ids are never handed out twice: not after the newest row is deleted, and not below a
 /// floor the caller gives (ids that files outside the store already use).
-#[tokio::test]
-async fn ids_are_never_reused_and_the_floor_is_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_path(&dir);
-    let store = Store::open(&path).await.unwrap();
+async fn ids_are_never_reused_and_the_floor_is_kept(backend: Backend) {
+    let place = Place::new(backend);
+    let store = place.open().await;
     let a = store
         .begin_deployment(&new_deployment("staging", "1", 1))
         .await
@@ -822,8 +889,8 @@ async fn ids_are_never_reused_and_the_floor_is_kept() {
         .unwrap();
     assert_eq!((a, b), (1, 42));
     store.close().await;
-    tamper(&path, "DELETE FROM deployments WHERE id = 42").await;
-    let store = Store::open(&path).await.unwrap();
+    place.tamper("DELETE FROM deployments WHERE id = 42").await;
+    let store = place.open().await;
     let c = store
         .begin_deployment(&new_deployment("staging", "3", 3))
         .await
@@ -835,5 +902,201 @@ async fn ids_are_never_reused_and_the_floor_is_kept() {
         .await
         .unwrap();
     assert_eq!(d, 44);
+    store.close().await;
+}
+
+/// Rounds of the two-process lock race, and the pause between them.
+const RACE_ROUNDS: u32 = 40;
+const RACE_GAP_MS: i64 = 60;
+
+/// One side of `two_processes_race_for_the_lock`: does nothing unless that test started
+/// this process. Connects, then at each round's start time tries the round's environment
+/// lock once as this pid, and prints what it got.
+#[tokio::test]
+async fn lock_race_helper() {
+    let (Ok(url), Ok(start)) = (
+        std::env::var("STAGEGATE_RACE_URL"),
+        std::env::var("STAGEGATE_RACE_START"),
+    ) else {
+        return;
+    };
+    let start: i64 = start.parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_postgres(&url, dir.path()).await.unwrap();
+    let me = std::process::id();
+    for round in 0..RACE_ROUNDS {
+        let at = start + i64::from(round) * RACE_GAP_MS;
+        let wait = at - now_millis();
+        if wait > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+        }
+        let env = format!("race-{round}");
+        let got = match store.try_lock(&env, &lock_holder(&env, me)).await.unwrap() {
+            LockAttempt::Acquired => "acquired".to_string(),
+            LockAttempt::Held(h) => format!("held {}", h.pid),
+        };
+        println!("RACE {round} {me} {got}");
+    }
+    store.close().await;
+}
+
+/// Two OS processes (this test binary, run twice) race for the same environment's lock on
+/// one PostgreSQL database, round after round: each time exactly one wins, and the other is
+/// told the winner's pid.
+#[tokio::test]
+async fn two_processes_race_for_the_lock() {
+    let db = pg::fresh_database("race");
+    // Creates the schema first, so the racers race for locks, not for the migration.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_postgres(&db.url, dir.path()).await.unwrap();
+    let start = now_millis() + 3_000;
+    let spawn = || {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "lock_race_helper",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("STAGEGATE_RACE_URL", &db.url)
+            .env("STAGEGATE_RACE_START", start.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    for out in [&a, &b] {
+        assert!(
+            out.status.success(),
+            "a racer failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // round -> [(pid, what it got)]
+    let mut rounds: std::collections::BTreeMap<u32, Vec<(u32, String)>> = Default::default();
+    for out in [&a, &b] {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            // libtest's `test lock_race_helper ... ` may start the first line.
+            let Some(rest) = line.find("RACE ").map(|i| &line[i + 5..]) else {
+                continue;
+            };
+            let mut parts = rest.splitn(3, ' ');
+            let round: u32 = parts.next().unwrap().parse().unwrap();
+            let pid: u32 = parts.next().unwrap().parse().unwrap();
+            rounds
+                .entry(round)
+                .or_default()
+                .push((pid, parts.next().unwrap().to_string()));
+        }
+    }
+    assert_eq!(rounds.len(), RACE_ROUNDS as usize, "{rounds:?}");
+    for (round, got) in &rounds {
+        let winners: Vec<u32> = got
+            .iter()
+            .filter(|(_, g)| g == "acquired")
+            .map(|(p, _)| *p)
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {got:?}");
+        let loser = got.iter().find(|(_, g)| g != "acquired").unwrap();
+        assert_eq!(loser.1, format!("held {}", winners[0]), "round {round}");
+        let env = format!("race-{round}");
+        assert_eq!(
+            store.lock_info(&env).await.unwrap().unwrap().pid,
+            winners[0]
+        );
+    }
+    store.close().await;
+}
+
+/// What a failed connection says: the cause, what to do, and never the password.
+#[tokio::test]
+async fn postgres_connection_errors_say_what_to_do_and_hide_the_password() {
+    let pg = pg::shared();
+    let db = pg::fresh_database("errors");
+    let dir = tempfile::tempdir().unwrap();
+    let open = |url: String| {
+        let dir = dir.path().to_path_buf();
+        async move { Store::open_postgres(&url, &dir).await.unwrap_err() }
+    };
+    let check = |err: &StoreError, wants: &[&str]| {
+        let msg = err.to_string();
+        let debug = format!("{err:?}");
+        assert!(!msg.contains(&db.password), "password shown: {msg}");
+        assert!(!debug.contains(&db.password), "password in Debug: {debug}");
+        for w in wants {
+            assert!(msg.contains(w), "`{w}` missing from: {msg}");
+        }
+    };
+
+    // No server at that port.
+    let port = pg::free_port();
+    let err = open(format!(
+        "postgresql://{}:{}@127.0.0.1:{port}/{}",
+        db.role, db.password, db.name
+    ))
+    .await;
+    check(
+        &err,
+        &[
+            "no PostgreSQL server answers at 127.0.0.1",
+            "start the server",
+            ":***@",
+        ],
+    );
+
+    // A wrong password: the right one must not show either.
+    let wrong = format!("{}-wrong", db.password);
+    let err = open(db.url.replace(&db.password, &wrong)).await;
+    check(&err, &["refused role", "check the user and password"]);
+    assert!(!err.to_string().contains(&wrong), "{err}");
+
+    // A database that does not exist.
+    let err = open(format!(
+        "postgresql://{}:{}@127.0.0.1:{}/nosuchdb",
+        db.role, db.password, pg.port
+    ))
+    .await;
+    check(&err, &["database `nosuchdb` does not exist", "createdb"]);
+}
+
+/// On PostgreSQL the reservations of outcomes live in the local state directory, and an
+/// outcome left there is recorded by the next open, its lock freed.
+#[tokio::test]
+async fn postgres_pending_outcomes_live_in_the_local_directory() {
+    let place = Place::new(Backend::Postgres);
+    let store = place.open().await;
+    let id = store
+        .begin_deployment(&new_deployment("staging", "1", 1))
+        .await
+        .unwrap();
+    store
+        .try_lock("staging", &lock_holder("staging", 4242))
+        .await
+        .unwrap();
+    let reservation = store.reserve_finish(id).unwrap();
+    assert!(reservation.path().starts_with(place.dir.path()));
+    reservation
+        .write(&stagegate_store::FinishRecord {
+            deployment_id: id,
+            environment: "staging".into(),
+            pid: 4242,
+            outcome: "succeeded".into(),
+            exit_code: 0,
+            summary: "all good".into(),
+            finished_at: 9,
+        })
+        .unwrap();
+    store.close().await;
+
+    let store = place.open().await;
+    let done = store.recover_pending().await.unwrap();
+    assert_eq!(done.len(), 1);
+    let d = store.deployment(id).await.unwrap().unwrap();
+    assert_eq!(d.outcome, "succeeded");
+    assert!(store.lock_info("staging").await.unwrap().is_none());
+    assert!(store.verify_audit().await.unwrap().problem.is_none());
     store.close().await;
 }

@@ -1,0 +1,316 @@
+//! The PostgreSQL state store from the command line, against a real PostgreSQL (`tests/pg`):
+//! `deploy` records there (chosen by `--state`/`STAGEGATE_STATE` or the plan's
+//! `state.url`), `history`, `status`, `show` and `audit verify` read it back, and the URL's
+//! password appears in no output. Needs Debian's `postgresql` package.
+
+mod common;
+mod pg;
+
+use common::Project;
+use pg::Postgres;
+
+const PLAN: &str = r#"project: shop
+environments:
+  staging: {}
+stages:
+  deploy:
+    - id: hello
+      run: echo hello from the deploy
+"#;
+
+/// Every output of `out` lacks `secret`.
+fn hides(out: &common::Out, secret: &str) {
+    out.lacks(secret);
+}
+
+#[test]
+fn deploy_records_in_postgres_and_history_and_status_read_it_back() {
+    let pg = Postgres::start();
+    let db = pg.database("cli_store");
+    let p = Project::new(PLAN);
+    let env = [("STAGEGATE_STATE", db.url.as_str())];
+
+    let out = p.run_env(
+        &[
+            "deploy",
+            "staging",
+            "--release-version",
+            "1.0.0",
+            "--release-sha",
+            "abc123",
+        ],
+        &env,
+    );
+    hides(&out, &db.password);
+    out.code(0);
+
+    let out = p.run_env(&["history", "--json"], &env);
+    hides(&out, &db.password);
+    out.code(0);
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).expect("history --json");
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    assert_eq!(rows[0]["release_version"], "1.0.0", "{rows}");
+    assert_eq!(rows[0]["outcome"], "succeeded", "{rows}");
+
+    let out = p.run_env(&["status", "staging"], &env);
+    hides(&out, &db.password);
+    out.code(0).stdout_has("1.0.0");
+    let out = p.run_env(&["show", "1"], &env);
+    hides(&out, &db.password);
+    out.code(0).stdout_has("hello");
+    let out = p.run_env(&["audit", "verify"], &env);
+    hides(&out, &db.password);
+    out.code(0);
+
+    // The record is in PostgreSQL, not in a SQLite file beside the plan.
+    assert_eq!(
+        pg.superuser(&db.name, "SELECT release_version, outcome FROM deployments"),
+        "1.0.0|succeeded"
+    );
+    assert_eq!(
+        pg.superuser(&db.name, "SELECT count(*) FROM env_locks"),
+        "0"
+    );
+    assert!(!p.path().join(".stagegate/state.db").exists());
+    common::assert_not_stored(&p, &[&db.password]);
+
+    // The record is read even when the plan no longer validates.
+    p.write("stagegate.yml", "project: shop\nstages: 12\n");
+    let out = p.run_env(&["history"], &env);
+    hides(&out, &db.password);
+    out.code(0)
+        .stdout_has("1.0.0")
+        .stderr_has("reading the record in the PostgreSQL store");
+}
+
+/// `state.url` in the plan selects PostgreSQL; its password comes from PGPASSWORD.
+#[test]
+fn the_plans_state_url_selects_postgres() {
+    let pg = Postgres::start();
+    let db = pg.database("plan_url");
+    let plan = PLAN.replace(
+        "environments:",
+        &format!(
+            "state: {{ url: \"postgresql://{}@127.0.0.1:{}/{}\" }}\nenvironments:",
+            db.role, pg.port, db.name
+        ),
+    );
+    let p = Project::new(&plan);
+    let env = [("PGPASSWORD", db.password.as_str())];
+    let out = p.run_env(
+        &[
+            "deploy",
+            "staging",
+            "--release-version",
+            "2.0.0",
+            "--release-sha",
+            "abc123",
+        ],
+        &env,
+    );
+    hides(&out, &db.password);
+    out.code(0);
+    p.run_env(&["history"], &env).code(0).stdout_has("2.0.0");
+    assert_eq!(
+        pg.superuser(&db.name, "SELECT release_version FROM deployments"),
+        "2.0.0"
+    );
+}
+
+/// A connection that fails says why and what to do, and never shows the password.
+#[test]
+fn connection_failures_say_what_to_do_without_the_password() {
+    let pg = Postgres::start();
+    let db = pg.database("failing");
+    let p = Project::new(PLAN);
+
+    let wrong = db.url.replace(&db.password, "not-the-password-42");
+    let out = p.run_env(&["history"], &[("STAGEGATE_STATE", wrong.as_str())]);
+    hides(&out, "not-the-password-42");
+    hides(&out, &db.password);
+    out.code(1)
+        .stderr_has("check the user and password")
+        .stderr_has(":***@");
+
+    let gone = format!(
+        "postgresql://{}:{}@127.0.0.1:{}/{}",
+        db.role,
+        db.password,
+        pg::free_port(),
+        db.name
+    );
+    let out = p.run_env(
+        &["deploy", "staging"],
+        &[("STAGEGATE_STATE", gone.as_str())],
+    );
+    hides(&out, &db.password);
+    out.code(1).stderr_has("start the server");
+
+    let missing = format!(
+        "postgresql://{}:{}@127.0.0.1:{}/no_such_db",
+        db.role, db.password, pg.port
+    );
+    let out = p.run_env(
+        &["status", "staging"],
+        &[("STAGEGATE_STATE", missing.as_str())],
+    );
+    hides(&out, &db.password);
+    out.code(1)
+        .stderr_has("does not exist")
+        .stderr_has("createdb");
+}
+
+/// `state.url` must be a PostgreSQL URL, not beside `state.path`; a password written in
+/// it is warned about and not quoted.
+#[test]
+fn state_url_is_validated() {
+    let with = |state: &str| {
+        Project::new(&PLAN.replace("environments:", &format!("state: {state}\nenvironments:")))
+    };
+    let p = with("{ url: /var/lib/state.db }");
+    p.run(&["validate"])
+        .code(2)
+        .stderr_has("`state.url` must be a PostgreSQL URL");
+    let p = with("{ path: s.db, url: \"postgresql://a@b/c\" }");
+    p.run(&["validate"])
+        .code(2)
+        .stderr_has("`state` has both `path` and `url`");
+    let p = with("{ url: \"postgresql://app:hunter2-secret@db/c\" }");
+    let out = p.run(&["validate"]);
+    out.code(0)
+        .stderr_has("holds a password")
+        .stderr_has("stagegate.yml:2");
+    hides(&out, "hunter2-secret");
+}
+
+/// Two `stagegate deploy` processes on one PostgreSQL store: while the first runs, the
+/// second is refused (exit 6) and told who holds the lock; `unlock` will not break a run
+/// that is still going.
+#[test]
+fn a_second_deploy_is_locked_out_while_the_first_runs() {
+    let pg = Postgres::start();
+    let db = pg.database("two_deploys");
+    let p = Project::new(&PLAN.replace(
+        "run: echo hello from the deploy",
+        "run: touch started; while [ ! -e go-on ]; do sleep 0.1; done",
+    ));
+    let first = p
+        .cmd(&[
+            "deploy",
+            "staging",
+            "--release-version",
+            "1",
+            "--release-sha",
+            "a",
+        ])
+        .env("STAGEGATE_STATE", &db.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("stagegate starts");
+    p.wait_for("started", std::time::Duration::from_secs(60));
+
+    let env = [("STAGEGATE_STATE", db.url.as_str())];
+    let out = p.run_env(
+        &[
+            "deploy",
+            "staging",
+            "--release-version",
+            "2",
+            "--release-sha",
+            "b",
+        ],
+        &env,
+    );
+    hides(&out, &db.password);
+    out.code(6).stderr_has("environment `staging` is locked by");
+    p.run_env(&["unlock", "staging"], &env)
+        .code(6)
+        .stderr_has("still going");
+
+    p.write("go-on", "");
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        pg.superuser(&db.name, "SELECT count(*) FROM env_locks"),
+        "0"
+    );
+}
+
+/// A lock held from another machine cannot be checked from here: `unlock` names the host and
+/// asks for `--force --reason`, which breaks it and records that in the audit log.
+#[test]
+fn a_lock_from_another_host_needs_force() {
+    let pg = Postgres::start();
+    let db = pg.database("other_host");
+    let p = Project::new(PLAN);
+    let env = [("STAGEGATE_STATE", db.url.as_str())];
+    p.run_env(&["history"], &env).code(0); // creates the schema
+    pg.superuser(
+        &db.name,
+        "INSERT INTO env_locks (environment, holder, pid, host, acquired_at) \
+         VALUES ('staging', 'bob@ci-runner-7', 4242, 'ci-runner-7', 1)",
+    );
+    let out = p.run_env(
+        &[
+            "deploy",
+            "staging",
+            "--release-version",
+            "1",
+            "--release-sha",
+            "a",
+        ],
+        &env,
+    );
+    out.code(6).stderr_has("bob@ci-runner-7");
+    p.run_env(&["unlock", "staging"], &env)
+        .code(6)
+        .stderr_has("on another host, ci-runner-7");
+    p.run_env(
+        &[
+            "unlock",
+            "staging",
+            "--force",
+            "--reason",
+            "runner 7 was recycled",
+        ],
+        &env,
+    )
+    .code(0)
+    .stdout_has("unlocked staging");
+    p.run_env(&["audit", "verify"], &env).code(0);
+    assert_eq!(
+        pg.superuser(
+            &db.name,
+            "SELECT kind FROM audit_log ORDER BY seq DESC LIMIT 1"
+        ),
+        "lock_broken"
+    );
+}
+
+/// A password written in `state.url` appears in no report, event file, command output or
+/// file under `.stagegate`.
+#[test]
+fn a_password_in_the_plans_url_is_nowhere() {
+    let pg = Postgres::start();
+    let db = pg.database("nowhere");
+    let p = Project::new(&PLAN.replace(
+        "environments:",
+        &format!("state: {{ url: \"{}\" }}\nenvironments:", db.url),
+    ));
+    let out = p.run(&common::with_reports(&[
+        "deploy",
+        "staging",
+        "--release-version",
+        "1",
+        "--release-sha",
+        "a",
+    ]));
+    hides(&out, &db.password);
+    out.code(0).stderr_has("holds a password");
+    common::assert_nowhere(&p, &[&db.password], "staging");
+}
