@@ -24,6 +24,7 @@ const AT_LEAST: &[(&str, usize)] = &[
     ("migrations.md", 3),
     ("drivers.md", 2),
     ("drivers-kubernetes.md", 2),
+    ("drivers-docker.md", 2),
     ("store.md", 1),
 ];
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 use marked_yaml::types::{MarkedMappingNode, Node};
 
 use crate::build::{template, template_field, template_map};
-use crate::diagnostic::Span;
+use crate::diagnostic::{Diagnostic, Span};
 use crate::template::Template;
 use crate::yaml::{Cx, Spanned};
 
@@ -45,6 +45,7 @@ pub(crate) const DOCKER_KEYS: &[&str] = &[
     "keep",
     "stop_timeout",
     "timeout",
+    "init",
 ];
 
 /// The `compose` driver's own keys of a service.
@@ -81,6 +82,9 @@ pub struct DockerService {
     pub stop_timeout: Duration,
     /// How long the container may take to become healthy (its own HEALTHCHECK).
     pub timeout: Duration,
+    /// Run an init process as the container's PID 1 (`--init`), which passes signals on, so
+    /// a program without a SIGTERM handler stops at once.
+    pub init: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -315,6 +319,7 @@ pub(crate) fn read_docker(
             .duration(m, "timeout", what)
             .map(|d| d.value)
             .unwrap_or(Duration::from_secs(120)),
+        init: cx.bool(m, "init", what).unwrap_or(true),
     }
 }
 
@@ -335,10 +340,16 @@ pub(crate) fn read_compose(
     for f in &files {
         inside_plan(cx, f, what, "file");
         if !f.value.is_empty() && !cx.dir.join(&f.value).is_file() {
-            cx.error_help(
-                format!("compose file `{}` of {what} does not exist", f.value),
-                f.span.clone(),
-                "give the compose file's path relative to the plan file",
+            // A warning, not an error: an earlier step may write it.
+            cx.diags.push(
+                Diagnostic::warning(
+                    format!(
+                        "compose file `{}` of {what} does not exist (yet): the deploy fails unless an earlier step writes it",
+                        f.value
+                    ),
+                    Some(f.span.clone()),
+                )
+                .with_help("give the compose file's path relative to the plan file"),
             );
         }
     }

@@ -69,6 +69,9 @@ pub struct DockerRecord {
     pub volumes: Vec<String>,
     /// The image has a HEALTHCHECK, waited on before stagegate's own check.
     pub healthcheck: bool,
+    /// `docker run --init`.
+    #[serde(default)]
+    pub init: bool,
 }
 
 pub struct DockerDriver {
@@ -156,6 +159,9 @@ impl DockerDriver {
             } else {
                 format!("127.0.0.1::{}", rec.port)
             });
+        }
+        if rec.init {
+            a.push("--init".into());
         }
         if let Some(n) = &rec.network {
             a.push("--network".into());
@@ -408,6 +414,7 @@ impl DockerDriver {
             network: d.network.as_ref().map(|n| n.value.clone()),
             volumes: d.volumes.iter().map(|v| v.value.clone()).collect(),
             healthcheck: info.has_healthcheck(),
+            init: d.init,
         };
         let mut meta = ReleaseMeta {
             id: id.clone(),
