@@ -59,6 +59,48 @@ impl Records {
         self.service_dir(service).join(id)
     }
 
+    /// A release's record and its directory.
+    pub fn record(&self, service: &str, id: &str) -> Option<(PathBuf, ReleaseMeta)> {
+        let dir = self.release_dir(service, id);
+        Self::read_meta(&dir).map(|m| (dir, m))
+    }
+
+    /// A new release's id, `VERSION-dDEPLOYMENT`, with `.2`, `.3`... when one is taken.
+    pub fn new_id(&self, service: &str, version: &str, deployment_id: i64) -> String {
+        let base = format!("{}-d{deployment_id}", crate::local::sanitize(version));
+        let mut id = base.clone();
+        let mut n = 1;
+        while self.release_dir(service, &id).exists() {
+            n += 1;
+            id = format!("{base}.{n}");
+        }
+        id
+    }
+
+    /// Releases whose starter file (`PID START_TIME` of the run deploying them) names a
+    /// run that is gone: the file is removed and a release still `starting` is marked
+    /// `failed`. Returns them, still `starting` ones flagged, for the driver to stop.
+    pub(crate) fn abandoned(
+        &self,
+        service: &str,
+        starter: &str,
+    ) -> Vec<(PathBuf, ReleaseMeta, bool)> {
+        let mut out = Vec::new();
+        for (dir, meta) in self.metas(service) {
+            if let Ok(owner) = std::fs::read_to_string(dir.join(starter))
+                && !crate::local::owner_alive(&owner)
+            {
+                let _ = std::fs::remove_file(dir.join(starter));
+                let was_starting = meta.status == "starting";
+                if was_starting {
+                    Self::set_status(&dir, "failed");
+                }
+                out.push((dir, meta, was_starting));
+            }
+        }
+        out
+    }
+
     /// The release that serves, as the records say.
     pub fn current(&self, service: &str) -> Option<String> {
         std::fs::read_to_string(self.service_dir(service).join(CURRENT))

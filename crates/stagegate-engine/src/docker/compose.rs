@@ -21,14 +21,10 @@ use serde::{Deserialize, Serialize};
 use stagegate_plan::{ComposeService, Driver, Service};
 
 use super::cli::{self, Call, ContainerInfo, compose, docker};
-use super::{health_url, unseal_env};
+use super::{health_url, release_health, unseal_env};
 use crate::driver::{DriverFuture, ServiceDriver};
 use crate::event::{Event, Events};
-use crate::health::{http_client, wait_healthy};
-use crate::local::{
-    DeployError, Deployed, DriverCtx, ReleaseMeta, ReleaseState, me, owner_alive, sanitize,
-    seal_run, unsealed_probe,
-};
+use crate::local::{DeployError, Deployed, DriverCtx, ReleaseMeta, ReleaseState, me, seal_run};
 use crate::records::{Records, private_dir, write_private};
 
 const OVERRIDE: &str = "compose.images.yml";
@@ -95,19 +91,7 @@ struct Failed {
 
 impl ComposeDriver {
     fn record(&self, service: &str, id: &str) -> Option<(PathBuf, ReleaseMeta)> {
-        let dir = self.records.release_dir(service, id);
-        Records::read_meta(&dir).map(|m| (dir, m))
-    }
-
-    fn new_id(&self, service: &str, version: &str, deployment_id: i64) -> String {
-        let base = format!("{}-d{deployment_id}", sanitize(version));
-        let mut id = base.clone();
-        let mut n = 1;
-        while self.records.release_dir(service, &id).exists() {
-            n += 1;
-            id = format!("{base}.{n}");
-        }
-        id
+        self.records.record(service, id)
     }
 
     /// `-p PROJECT -f FILE... -f OVERRIDE`.
@@ -270,39 +254,16 @@ impl ComposeDriver {
             r.containers.sort_by(|a, b| a.service.cmp(&b.service));
         }
         let _ = Records::write_meta(dir, meta);
-        let Some(probe) = unsealed_probe(ctx.scope, meta).map_err(|message| Failed {
-            message,
-            changed: true,
-        })?
-        else {
-            ctx.events.emit(Event::ServiceHealthy {
-                service: svc.name.clone(),
-                release: meta.id.clone(),
-                url: format!("project {}", rec.project),
-                waited_ms: started.elapsed().as_millis() as u64,
-            });
-            return Ok(Some(format!(
-                "project {}: {} container(s) running",
-                rec.project,
-                running.len()
-            )));
-        };
-        let alive = || None;
-        match wait_healthy(&http_client(), &probe, &alive, ctx.cancel).await {
-            Ok(h) => {
-                ctx.events.emit(Event::ServiceHealthy {
-                    service: svc.name.clone(),
-                    release: meta.id.clone(),
-                    url: probe.url.clone(),
-                    waited_ms: started.elapsed().as_millis() as u64,
-                });
-                Ok(Some(format!("{} ({})", h.answer, probe.url)))
-            }
-            Err(e) => Err(Failed {
-                message: format!("health check {} failed: {e}", probe.url),
+        let ran = format!("project {}", rec.project);
+        let answer = release_health(svc, ctx, meta, &ran, started)
+            .await
+            .map_err(|message| Failed {
+                message,
                 changed: true,
-            }),
-        }
+            })?;
+        Ok(Some(answer.unwrap_or_else(|| {
+            format!("{ran}: {} container(s) running", running.len())
+        })))
     }
 
     async fn deploy_impl(
@@ -357,7 +318,9 @@ impl ComposeDriver {
             .first()
             .map(|f| self.plan_dir.join(&f.value))
             .unwrap_or_default();
-        let id = self.new_id(name, &scope.release.version, ctx.deployment_id);
+        let id = self
+            .records
+            .new_id(name, &scope.release.version, ctx.deployment_id);
         let dir = self.records.release_dir(name, &id);
         let sealed = seal_run(svc, ctx, None, &c.env).map_err(early)?;
         let rec = ComposeRecord {
@@ -515,19 +478,11 @@ impl ComposeDriver {
     }
 
     fn reconcile_records(&self, service: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for (dir, meta) in self.records.metas(service) {
-            if let Ok(owner) = std::fs::read_to_string(dir.join(STARTER))
-                && !owner_alive(&owner)
-            {
-                let _ = std::fs::remove_file(dir.join(STARTER));
-                if meta.status == "starting" {
-                    Records::set_status(&dir, "failed");
-                }
-                out.push(meta.id);
-            }
-        }
-        out
+        self.records
+            .abandoned(service, STARTER)
+            .into_iter()
+            .map(|(_, meta, _)| meta.id)
+            .collect()
     }
 
     fn states(&self, service: &str, live: Option<(String, String)>) -> Vec<ReleaseState> {

@@ -30,8 +30,8 @@ use crate::driver::{DriverFuture, ServiceDriver};
 use crate::event::{Event, Events};
 use crate::health::{http_client, wait_healthy};
 use crate::local::{
-    DeployError, Deployed, DriverCtx, ReleaseMeta, ReleaseState, me, owner_alive, sanitize,
-    seal_run, unseal, unsealed_probe,
+    DeployError, Deployed, DriverCtx, ReleaseMeta, ReleaseState, me, sanitize, seal_run, unseal,
+    unsealed_probe,
 };
 use crate::records::{Records, private_dir};
 use cli::{Call, ContainerInfo, docker};
@@ -106,8 +106,7 @@ struct Failed {
 
 impl DockerDriver {
     fn record(&self, service: &str, id: &str) -> Option<(PathBuf, ReleaseMeta)> {
-        let dir = self.records.release_dir(service, id);
-        Records::read_meta(&dir).map(|m| (dir, m))
+        self.records.record(service, id)
     }
 
     fn base_name(&self, svc: &Service) -> String {
@@ -118,17 +117,6 @@ impl DockerDriver {
                 self.project, self.environment, svc.name
             )),
         }
-    }
-
-    fn new_id(&self, service: &str, version: &str, deployment_id: i64) -> String {
-        let base = format!("{}-d{deployment_id}", sanitize(version));
-        let mut id = base.clone();
-        let mut n = 1;
-        while self.records.release_dir(service, &id).exists() {
-            n += 1;
-            id = format!("{base}.{n}");
-        }
-        id
     }
 
     /// `docker run -d` of a release's container from its record; the env file is removed
@@ -291,33 +279,13 @@ impl DockerDriver {
             }
             let _ = Records::write_meta(dir, meta);
         }
-        let Some(probe) = unsealed_probe(ctx.scope, meta)? else {
-            ctx.events.emit(Event::ServiceHealthy {
-                service: svc.name.clone(),
-                release: meta.id.clone(),
-                url: format!("container {}", rec.container),
-                waited_ms: started.elapsed().as_millis() as u64,
-            });
-            return Ok(Some(format!(
-                "container {} {}",
-                rec.container,
-                c.describe()
-            )));
-        };
-        let alive = || None;
-        match wait_healthy(&http_client(), &probe, &alive, ctx.cancel).await {
-            Ok(h) => {
-                ctx.events.emit(Event::ServiceHealthy {
-                    service: svc.name.clone(),
-                    release: meta.id.clone(),
-                    url: probe.url.clone(),
-                    waited_ms: started.elapsed().as_millis() as u64,
-                });
-                Ok(Some(format!("{} ({})", h.answer, probe.url)))
-            }
+        let ran = format!("container {}", rec.container);
+        match release_health(svc, ctx, meta, &ran, started).await {
+            Ok(answer) => Ok(Some(
+                answer.unwrap_or_else(|| format!("{ran} {}", c.describe())),
+            )),
             Err(e) => Err(format!(
-                "health check {} failed: {e}{}",
-                probe.url,
+                "{e}{}",
                 cli::logs_tail(&rec.container, ctx.scrubber).await
             )),
         }
@@ -386,7 +354,9 @@ impl DockerDriver {
             }
         };
 
-        let id = self.new_id(name, &scope.release.version, ctx.deployment_id);
+        let id = self
+            .records
+            .new_id(name, &scope.release.version, ctx.deployment_id);
         let dir = self.records.release_dir(name, &id);
         let sealed = seal_run(svc, ctx, None, &d.env).map_err(early)?;
         let mut args = Vec::new();
@@ -615,23 +585,14 @@ impl DockerDriver {
     /// A release a dead run left starting is marked `failed` and its container stopped.
     async fn reconcile_records(&self, service: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for (dir, meta) in self.records.metas(service) {
-            let starter = std::fs::read_to_string(dir.join(STARTER));
-            if let Ok(owner) = starter
-                && !owner_alive(&owner)
-            {
-                let _ = std::fs::remove_file(dir.join(STARTER));
-                let _ = std::fs::remove_file(dir.join("container.env"));
-                if meta.status == "starting" {
-                    Records::set_status(&dir, "failed");
-                    if let Some(r) = &meta.docker {
-                        let _ = self
-                            .stop_container(&r.container, Duration::from_secs(10))
-                            .await;
-                    }
-                }
-                out.push(meta.id);
+        for (dir, meta, was_starting) in self.records.abandoned(service, STARTER) {
+            let _ = std::fs::remove_file(dir.join("container.env"));
+            if was_starting && let Some(r) = &meta.docker {
+                let _ = self
+                    .stop_container(&r.container, Duration::from_secs(10))
+                    .await;
             }
+            out.push(meta.id);
         }
         out
     }
@@ -648,6 +609,35 @@ impl DockerDriver {
             })
             .collect()
     }
+}
+
+/// The service's health check of a release that runs (`what`: `container NAME`), with its
+/// `service_healthy` event; `None` when the service has no health check.
+pub(crate) async fn release_health(
+    svc: &Service,
+    ctx: &DriverCtx<'_>,
+    meta: &ReleaseMeta,
+    what: &str,
+    started: Instant,
+) -> Result<Option<String>, String> {
+    let probe = unsealed_probe(ctx.scope, meta)?;
+    let (url, answer) = match &probe {
+        None => (what.to_string(), None),
+        Some(probe) => match wait_healthy(&http_client(), probe, &|| None, ctx.cancel).await {
+            Ok(h) => (
+                probe.url.clone(),
+                Some(format!("{} ({})", h.answer, probe.url)),
+            ),
+            Err(e) => return Err(format!("health check {} failed: {e}", probe.url)),
+        },
+    };
+    ctx.events.emit(Event::ServiceHealthy {
+        service: svc.name.clone(),
+        release: meta.id.clone(),
+        url,
+        waited_ms: started.elapsed().as_millis() as u64,
+    });
+    Ok(answer)
 }
 
 /// The release id a record directory belongs to.

@@ -27,8 +27,8 @@ use crate::driver::{DriverFuture, ServiceDriver};
 use crate::event::{Event, Events};
 use crate::health::{http_client, wait_healthy};
 use crate::local::{
-    DeployError, Deployed, DriverCtx, ReleaseMeta, ReleaseState, me, owner_alive, sanitize,
-    seal_run, unseal, unsealed_probe,
+    DeployError, Deployed, DriverCtx, ReleaseMeta, ReleaseState, me, seal_run, unseal,
+    unsealed_probe,
 };
 use crate::records::{Records, private_dir, write_private};
 
@@ -119,8 +119,7 @@ impl Placement {
 
 impl KubeDriver {
     fn record(&self, service: &str, id: &str) -> Option<(PathBuf, ReleaseMeta)> {
-        let dir = self.records.release_dir(service, id);
-        Records::read_meta(&dir).map(|m| (dir, m))
+        self.records.record(service, id)
     }
 
     fn kubeconfig_path(&self, p: &Placement) -> Option<PathBuf> {
@@ -228,17 +227,6 @@ impl KubeDriver {
         }
     }
 
-    fn new_id(&self, service: &str, version: &str, deployment_id: i64) -> String {
-        let base = format!("{}-d{deployment_id}", sanitize(version));
-        let mut id = base.clone();
-        let mut n = 1;
-        while self.records.release_dir(service, &id).exists() {
-            n += 1;
-            id = format!("{base}.{n}");
-        }
-        id
-    }
-
     async fn deploy_impl(
         &self,
         svc: &Service,
@@ -269,7 +257,9 @@ impl KubeDriver {
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
             sealed_text.as_bytes(),
         ));
-        let id = self.new_id(&svc.name, &scope.release.version, ctx.deployment_id);
+        let id = self
+            .records
+            .new_id(&svc.name, &scope.release.version, ctx.deployment_id);
         let dir = self.records.release_dir(&svc.name, &id);
         let sealed = seal_run(svc, ctx, None, &Default::default()).map_err(early)?;
         let url = health_url(svc, scope);
@@ -478,20 +468,11 @@ impl KubeDriver {
 
     /// A release a dead run left applying is marked `failed`.
     fn reconcile_records(&self, service: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for (dir, meta) in self.records.metas(service) {
-            let starter = std::fs::read_to_string(dir.join(STARTER));
-            if let Ok(owner) = starter
-                && !owner_alive(&owner)
-            {
-                let _ = std::fs::remove_file(dir.join(STARTER));
-                if meta.status == "starting" {
-                    Records::set_status(&dir, "failed");
-                }
-                out.push(meta.id);
-            }
-        }
-        out
+        self.records
+            .abandoned(service, STARTER)
+            .into_iter()
+            .map(|(_, meta, _)| meta.id)
+            .collect()
     }
 
     fn states(&self, service: &str) -> Vec<ReleaseState> {
