@@ -1,11 +1,12 @@
 //! The audit log: a hash chain over what the store records.
 //!
 //! Every write that matters (a deployment begun or finished, a step finished, a lock
-//! broken) appends an [`AuditRecord`] in the same transaction as the row it covers. A
+//! broken, a decision, an approval) appends an [`AuditRecord`] in the same transaction as the row it covers. A
 //! record's `hash` is SHA-256 over the previous record's hash and its own fields, so
 //! editing, deleting or reordering a record breaks the chain from there on; and each
 //! covered row must equal what its latest record says, so editing, deleting or renumbering
-//! a deployment or a step row is found too. [`crate::Store::verify_audit`] checks both and
+//! a deployment, a step, a decision or an approval row is found too. Bypasses of protection
+//! rules and promotions are records that cover no row. [`crate::Store::verify_audit`] checks both and
 //! names the first broken link.
 //!
 //! A chain can be rebuilt by someone who can write the file and knows this scheme; what
@@ -15,7 +16,7 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::{Deployment, NewDeployment, StepRun};
+use crate::{ApprovalRecord, Deployment, NewDeployment, StepRun};
 
 /// The `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -32,6 +33,12 @@ pub enum AuditKind {
     LockBroken,
     /// A person's decision on an inconclusive watch step.
     Decision,
+    /// An approval or rejection of a pending request; covers an `approvals` row.
+    Approval,
+    /// A protection rule bypassed; covers no row.
+    Bypass,
+    /// A promotion; covers no row (the deployment it started has its own records).
+    Promotion,
 }
 
 impl AuditKind {
@@ -43,7 +50,16 @@ impl AuditKind {
             AuditKind::StepFinished => "step_finished",
             AuditKind::LockBroken => "lock_broken",
             AuditKind::Decision => "decision",
+            AuditKind::Approval => "approval",
+            AuditKind::Bypass => "bypass",
+            AuditKind::Promotion => "promotion",
         }
+    }
+
+    /// Whether a record of this kind stands alone, covering no row (see
+    /// [`crate::Store::record_audit_note`]).
+    pub fn is_note(self) -> bool {
+        matches!(self, AuditKind::Bypass | AuditKind::Promotion)
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -54,6 +70,9 @@ impl AuditKind {
             AuditKind::StepFinished,
             AuditKind::LockBroken,
             AuditKind::Decision,
+            AuditKind::Approval,
+            AuditKind::Bypass,
+            AuditKind::Promotion,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -132,6 +151,9 @@ pub struct AuditReport {
     pub steps_checked: i64,
     /// Decisions on inconclusive bakes (`stagegate decide`) checked against the log.
     pub decisions_checked: i64,
+    /// Approvals and rejections of pending requests (`stagegate approve`) checked against
+    /// the log.
+    pub approvals_checked: i64,
     /// Deployments recorded before this store had an audit log (not covered).
     pub deployments_before_log: i64,
     /// `None` when every link holds.
@@ -220,6 +242,22 @@ pub(crate) fn step_data(s: &StepRun) -> Value {
     })
 }
 
+/// What an approval's audit record holds: every field of its row.
+pub(crate) fn approval_data(a: &ApprovalRecord) -> Value {
+    json!({
+        "id": a.id,
+        "deployment_id": a.deployment_id,
+        "environment": a.environment,
+        "verdict": a.verdict.as_str(),
+        "actor": a.actor,
+        "role": a.role,
+        "comment": a.comment,
+        "plan_hash": a.plan_hash,
+        "artifact": a.artifact,
+        "at": a.at,
+    })
+}
+
 /// Checks the chain, then every covered row against its latest record; stops at the first
 /// broken link.
 pub(crate) fn verify(
@@ -227,6 +265,7 @@ pub(crate) fn verify(
     deployments: &[Deployment],
     steps: &[StepRun],
     decisions: &[crate::DecisionRecord],
+    approvals: &[ApprovalRecord],
 ) -> AuditReport {
     use std::collections::BTreeMap;
 
@@ -238,6 +277,7 @@ pub(crate) fn verify(
         deployments_checked: 0,
         steps_checked: 0,
         decisions_checked: 0,
+        approvals_checked: 0,
         deployments_before_log: 0,
         problem: None,
     };
@@ -252,6 +292,7 @@ pub(crate) fn verify(
     let mut finished: BTreeMap<i64, (i64, Value)> = BTreeMap::new();
     let mut step_recs: BTreeMap<(i64, i64), (i64, Value)> = BTreeMap::new();
     let mut decision_recs: BTreeMap<(i64, String), (i64, Value)> = BTreeMap::new();
+    let mut approval_recs: BTreeMap<i64, (i64, Value)> = BTreeMap::new();
     for (i, r) in records.iter().enumerate() {
         let expected = i as i64 + 1;
         if r.seq != expected {
@@ -319,7 +360,20 @@ pub(crate) fn verify(
                 );
                 step_recs.insert(key, (r.seq, data));
             }
-            Some(AuditKind::LockBroken) => {}
+            Some(AuditKind::LockBroken | AuditKind::Bypass | AuditKind::Promotion) => {}
+            Some(AuditKind::Approval) => {
+                let id = data["id"].as_i64().unwrap_or(-1);
+                if let Some((first, _)) = approval_recs.get(&id) {
+                    return fail(
+                        report,
+                        format!("audit record #{}", r.seq),
+                        format!(
+                            "records approval #{id} again (record #{first} recorded it): an id was reused"
+                        ),
+                    );
+                }
+                approval_recs.insert(id, (r.seq, data));
+            }
             Some(AuditKind::Decision) => {
                 let key = (
                     data["deployment_id"].as_i64().unwrap_or(-1),
@@ -475,6 +529,37 @@ pub(crate) fn verify(
                 report,
                 format!("the decision on step `{step}` of deployment #{dep}"),
                 format!("was deleted (audit record #{seq} recorded it)"),
+            );
+        }
+    }
+    // 4. Every approval against its record, and every record against its approval.
+    let mut approvals_seen = std::collections::BTreeSet::new();
+    for a in approvals {
+        let link = format!("approval #{} of deployment #{}", a.id, a.deployment_id);
+        let Some((seq, rec)) = approval_recs.get(&a.id) else {
+            return fail(
+                report,
+                link,
+                "has no audit record: it was added, or renumbered, outside stagegate".into(),
+            );
+        };
+        if let Some(diff) = first_difference(&approval_data(a), rec) {
+            return fail(
+                report,
+                link,
+                format!("differs from audit record #{seq}: {diff}"),
+            );
+        }
+        approvals_seen.insert(a.id);
+        report.approvals_checked += 1;
+    }
+    for (id, (seq, rec)) in &approval_recs {
+        if !approvals_seen.contains(id) {
+            let dep = rec["deployment_id"].as_i64().unwrap_or(-1);
+            return fail(
+                report,
+                format!("approval #{id} of deployment #{dep}"),
+                format!("was deleted or renumbered (audit record #{seq} recorded it)"),
             );
         }
     }

@@ -148,6 +148,17 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// [`crate::Store::record_audit_note`] was asked for a kind of record that covers a row
+    /// (only `bypass` and `promotion` records stand alone).
+    #[error(
+        "cannot append an audit record of kind `{kind}` on its own: only `bypass` and \
+         `promotion` records cover no row; this is a bug in stagegate, please report it"
+    )]
+    NotAnAuditNote {
+        /// The kind that was asked for.
+        kind: &'static str,
+    },
+
     /// A value could not be encoded for storage.
     #[error("cannot store {what}: {detail}; this is a bug in stagegate, please report it")]
     Encode {

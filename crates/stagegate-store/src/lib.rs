@@ -19,6 +19,13 @@
 //! 5. [`Store::finish_deployment`] stores the outcome, exit code and summary,
 //!    then [`Store::release_lock`] frees the environment.
 //!
+//! A protected deployment or a promotion may wait instead of running: its row is finished
+//! with outcome `"awaiting_approval"`, each person's say on it is stored by
+//! [`Store::record_approval`] (bound to the plan hash and artifact it saw) and read back by
+//! [`Store::approvals`], and [`Store::finish_deployment`] settles the request as
+//! `"approved"`, `"rejected"` or `"voided"`. A bypass of a protection rule and a promotion
+//! are kept in the audit log by [`Store::record_audit_note`].
+//!
 //! If a process dies between 3 and 5, its deployment stays `"running"`.
 //! [`Store::unfinished`] finds such rows and [`Store::mark_abandoned`] closes
 //! them; [`Store::break_lock`] removes a lock left behind by a dead process.
@@ -35,6 +42,11 @@
 //!   `details` are JSON text.
 //! - `events`: append-only journal, primary key `(deployment_id, seq)`; the
 //!   store assigns `seq` (1, 2, 3, ... per deployment); `data` is JSON text.
+//! - `decisions`: a person's decision on an inconclusive `watch` step, one per deployment
+//!   and step.
+//! - `approvals`: approvals and rejections of a pending request (a deployment row waiting
+//!   as `"awaiting_approval"`), any number per deployment; the store assigns `id`.
+//! - `audit_log`: the hash chain over the rows above (see [`audit`]).
 //! - `env_locks`: at most one row per environment (`environment` is the
 //!   primary key), which is what makes locking atomic across processes.
 //!
@@ -70,7 +82,7 @@ pub mod url;
 
 use std::path::{Path, PathBuf};
 
-pub use audit::{AuditProblem, AuditRecord, AuditReport, LockBreak};
+pub use audit::{AuditKind, AuditProblem, AuditRecord, AuditReport, LockBreak};
 pub use error::StoreError;
 pub use pending::{FinishRecord, PendingFinish};
 pub use status::{Outcome, Phase, StepState, UnknownWord};
@@ -92,6 +104,36 @@ pub struct DecisionRecord {
     pub decided_at: i64,
 }
 
+status::word_enum!(
+    /// What a person said about a pending promotion or protected deployment.
+    Verdict {
+        Approved = "approved",
+        Rejected = "rejected",
+    }
+);
+
+/// One approval or rejection of a pending request; see [`Store::record_approval`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApprovalRecord {
+    /// Assigned by the store (ignored on insert).
+    pub id: i64,
+    /// The pending request (a deployment row of kind `"promote"` or `"deploy"`).
+    pub deployment_id: i64,
+    pub environment: String,
+    pub verdict: Verdict,
+    /// Who: `"name"` (OS/git user or a token's subject).
+    pub actor: String,
+    /// The role the actor approved as, if any.
+    pub role: Option<String>,
+    pub comment: String,
+    /// The plan's sha256 the approval is bound to.
+    pub plan_hash: String,
+    /// The artifact digest the approval is bound to.
+    pub artifact: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
 /// Current time as unix milliseconds, the unit of every timestamp in the store.
 pub fn now_millis() -> i64 {
     jiff::Timestamp::now().as_millisecond()
@@ -102,7 +144,7 @@ pub fn now_millis() -> i64 {
 pub struct NewDeployment {
     pub project: String,
     pub environment: String,
-    /// `"deploy"` or `"rollback"`.
+    /// `"deploy"`, `"rollback"` or `"promote"` (a promotion request).
     pub kind: String,
     pub release_version: String,
     pub release_sha: String,
@@ -120,7 +162,7 @@ pub struct Deployment {
     pub id: i64,
     pub project: String,
     pub environment: String,
-    /// `"deploy"` or `"rollback"`.
+    /// `"deploy"`, `"rollback"` or `"promote"` (a promotion request).
     pub kind: String,
     pub release_version: String,
     pub release_sha: String,
@@ -497,7 +539,6 @@ impl Store {
         dispatch!(self.break_lock(environment, note))
     }
 
-    /// The audit log, oldest record first.
     /// Records a decision on an inconclusive watch step, in the audit log too. Returns
     /// false, changing nothing, when that step was already decided.
     pub async fn record_decision(&self, d: &DecisionRecord) -> Result<bool, StoreError> {
@@ -513,6 +554,40 @@ impl Store {
         dispatch!(self.decision(deployment_id, step_id))
     }
 
+    /// Records an approval or rejection and its audit record (kind `"approval"`, holding
+    /// every field of the row) in one transaction; returns the id the store gave it
+    /// (`a.id` is ignored). Fails with [`StoreError::DeploymentNotFound`] when
+    /// `a.deployment_id` does not exist.
+    pub async fn record_approval(&self, a: &ApprovalRecord) -> Result<i64, StoreError> {
+        dispatch!(self.record_approval(a))
+    }
+
+    /// Every approval and rejection of a deployment, oldest first (by id).
+    pub async fn approvals(&self, deployment_id: i64) -> Result<Vec<ApprovalRecord>, StoreError> {
+        dispatch!(self.approvals(deployment_id))
+    }
+
+    /// Appends an audit record that covers no row: a bypass of a protection rule
+    /// ([`AuditKind::Bypass`]) or a promotion ([`AuditKind::Promotion`]), with `data` as
+    /// its contents. Any other kind covers a row and is written only with it: asking for
+    /// one here is a programming error, refused with [`StoreError::NotAnAuditNote`] and
+    /// nothing written.
+    pub async fn record_audit_note(
+        &self,
+        kind: AuditKind,
+        deployment_id: Option<i64>,
+        data: &serde_json::Value,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        if !kind.is_note() {
+            return Err(StoreError::NotAnAuditNote {
+                kind: kind.as_str(),
+            });
+        }
+        dispatch!(self.record_audit_note(kind, deployment_id, data, at))
+    }
+
+    /// The audit log, oldest record first.
     pub async fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError> {
         dispatch!(self.audit_log())
     }
@@ -524,7 +599,14 @@ impl Store {
         let deployments = dispatch!(self.all_deployments())?;
         let steps = dispatch!(self.all_steps())?;
         let decisions = dispatch!(self.all_decisions())?;
-        Ok(audit::verify(&records, &deployments, &steps, &decisions))
+        let approvals = dispatch!(self.all_approvals())?;
+        Ok(audit::verify(
+            &records,
+            &deployments,
+            &steps,
+            &decisions,
+            &approvals,
+        ))
     }
 
     /// Closes all connections (SQLite: checkpointing the WAL).

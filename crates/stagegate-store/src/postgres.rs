@@ -22,17 +22,24 @@ use sqlx::{Connection, Postgres, Row, SqlStr};
 use crate::audit::{self, AuditKind, AuditRecord, LockBreak};
 use crate::url::redact_url;
 use crate::{
-    DecisionRecord, Deployment, EventRecord, LockAttempt, LockInfo, NewDeployment,
+    ApprovalRecord, DecisionRecord, Deployment, EventRecord, LockAttempt, LockInfo, NewDeployment,
     OUTCOME_ABANDONED, OUTCOME_RUNNING, Outcome, StepRun, StepState, StoreError,
 };
 
 /// Embedded schema migrations as `(version, description, sql)`, in order; a unit test
 /// checks the list and the folder agree (as for SQLite).
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../migrations/postgres/0001_initial.sql"),
-)];
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "approvals",
+        include_str!("../migrations/postgres/0002_approvals.sql"),
+    ),
+];
 
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
     Migrator::with_migrations(
@@ -79,6 +86,17 @@ macro_rules! select_steps {
              s.status, s.started_at, s.finished_at, s.duration_ms, s.exit_code, s.attempts, \
              s.output_tail, s.error, s.outputs, s.details \
              FROM step_runs s ",
+            $tail
+        )
+    };
+}
+
+/// `SELECT <all approvals columns> FROM approvals` followed by `$tail`.
+macro_rules! select_approvals {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, deployment_id, environment, verdict, actor, role, comment, plan_hash, \
+             artifact, at FROM approvals ",
             $tail
         )
     };
@@ -648,6 +666,86 @@ impl PostgresStore {
         row.as_ref().map(decision_from_row).transpose()
     }
 
+    pub(crate) async fn record_approval(&self, a: &ApprovalRecord) -> Result<i64, StoreError> {
+        const ACTION: &str = "recording an approval";
+        let mut tx = begin_write(&self.pool, ACTION).await?;
+        // FOR KEY SHARE: the deployment cannot be deleted before the approval is in.
+        let exists = sqlx::query("SELECT 1 FROM deployments WHERE id = $1 FOR KEY SHARE")
+            .bind(a.deployment_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::query(ACTION))?
+            .is_some();
+        if !exists {
+            return Err(StoreError::DeploymentNotFound {
+                id: a.deployment_id,
+            });
+        }
+        let row = sqlx::query(
+            "INSERT INTO approvals (deployment_id, environment, verdict, actor, role, comment, \
+             plan_hash, artifact, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(a.deployment_id)
+        .bind(&a.environment)
+        .bind(a.verdict.as_str())
+        .bind(&a.actor)
+        .bind(&a.role)
+        .bind(&a.comment)
+        .bind(&a.plan_hash)
+        .bind(&a.artifact)
+        .bind(a.at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::query(ACTION))?;
+        let id: i64 = get(&row, "id")?;
+        let stored = ApprovalRecord { id, ..a.clone() };
+        append_audit(
+            &mut tx,
+            AuditKind::Approval,
+            Some(a.deployment_id),
+            &audit::approval_data(&stored),
+            a.at,
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::query(ACTION))?;
+        Ok(id)
+    }
+
+    pub(crate) async fn approvals(
+        &self,
+        deployment_id: i64,
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        const SQL: &str = select_approvals!("WHERE deployment_id = $1 ORDER BY id");
+        let rows = sqlx::query(SQL)
+            .bind(deployment_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("reading approvals"))?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
+    pub(crate) async fn all_approvals(&self) -> Result<Vec<ApprovalRecord>, StoreError> {
+        const SQL: &str = select_approvals!("ORDER BY id");
+        let rows = sqlx::query(SQL)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("reading approvals"))?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
+    pub(crate) async fn record_audit_note(
+        &self,
+        kind: AuditKind,
+        deployment_id: Option<i64>,
+        data: &serde_json::Value,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        const ACTION: &str = "appending to the audit log";
+        let mut tx = begin_write(&self.pool, ACTION).await?;
+        append_audit(&mut tx, kind, deployment_id, data, at).await?;
+        tx.commit().await.map_err(StoreError::query(ACTION))
+    }
+
     pub(crate) async fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, at, kind, deployment_id, data, prev_hash, hash FROM audit_log ORDER BY seq",
@@ -940,6 +1038,21 @@ fn decision_from_row(r: &PgRow) -> Result<DecisionRecord, StoreError> {
         actor: get(r, "actor")?,
         reason: get(r, "reason")?,
         decided_at: get(r, "decided_at")?,
+    })
+}
+
+fn approval_from_row(row: &PgRow) -> Result<ApprovalRecord, StoreError> {
+    Ok(ApprovalRecord {
+        id: get(row, "id")?,
+        deployment_id: get(row, "deployment_id")?,
+        environment: get(row, "environment")?,
+        verdict: word(row, "verdict")?,
+        actor: get(row, "actor")?,
+        role: get(row, "role")?,
+        comment: get(row, "comment")?,
+        plan_hash: get(row, "plan_hash")?,
+        artifact: get(row, "artifact")?,
+        at: get(row, "at")?,
     })
 }
 

@@ -19,7 +19,7 @@ use sqlx::{Connection, Row, Sqlite};
 
 use crate::audit::{self, AuditKind, AuditRecord, LockBreak};
 use crate::{
-    DecisionRecord, Deployment, EventRecord, LockAttempt, LockInfo, NewDeployment,
+    ApprovalRecord, DecisionRecord, Deployment, EventRecord, LockAttempt, LockInfo, NewDeployment,
     OUTCOME_ABANDONED, OUTCOME_RUNNING, Outcome, StepRun, StepState, StoreError,
 };
 
@@ -55,6 +55,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "decisions",
         include_str!("../migrations/sqlite/0005_decisions.sql"),
+    ),
+    (
+        6,
+        "approvals",
+        include_str!("../migrations/sqlite/0006_approvals.sql"),
     ),
 ];
 
@@ -120,6 +125,17 @@ macro_rules! select_steps {
              s.status, s.started_at, s.finished_at, s.duration_ms, s.exit_code, s.attempts, \
              s.output_tail, s.error, s.outputs, s.details \
              FROM step_runs s ",
+            $tail
+        )
+    };
+}
+
+/// `SELECT <all approvals columns> FROM approvals` followed by `$tail`.
+macro_rules! select_approvals {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, deployment_id, environment, verdict, actor, role, comment, plan_hash, \
+             artifact, at FROM approvals ",
             $tail
         )
     };
@@ -729,6 +745,87 @@ impl SqliteStore {
         .transpose()
     }
 
+    pub(crate) async fn record_approval(&self, a: &ApprovalRecord) -> Result<i64, StoreError> {
+        const ACTION: &str = "recording an approval";
+        let mut conn = self.acquire(ACTION).await?;
+        let mut tx = begin_write(&mut conn, ACTION).await?;
+        let exists = sqlx::query("SELECT 1 FROM deployments WHERE id = ?")
+            .bind(a.deployment_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::query(ACTION))?
+            .is_some();
+        if !exists {
+            return Err(StoreError::DeploymentNotFound {
+                id: a.deployment_id,
+            });
+        }
+        let row = sqlx::query(
+            "INSERT INTO approvals (deployment_id, environment, verdict, actor, role, comment, \
+             plan_hash, artifact, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(a.deployment_id)
+        .bind(&a.environment)
+        .bind(a.verdict.as_str())
+        .bind(&a.actor)
+        .bind(&a.role)
+        .bind(&a.comment)
+        .bind(&a.plan_hash)
+        .bind(&a.artifact)
+        .bind(a.at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::query(ACTION))?;
+        let id: i64 = get(&row, "id")?;
+        let stored = ApprovalRecord { id, ..a.clone() };
+        append_audit(
+            &mut tx,
+            AuditKind::Approval,
+            Some(a.deployment_id),
+            &audit::approval_data(&stored),
+            a.at,
+        )
+        .await?;
+        commit!(tx, conn, ACTION)?;
+        Ok(id)
+    }
+
+    pub(crate) async fn approvals(
+        &self,
+        deployment_id: i64,
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        const SQL: &str = select_approvals!("WHERE deployment_id = ? ORDER BY id");
+        let rows = sqlx::query(SQL)
+            .bind(deployment_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("reading approvals"))?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
+    pub(crate) async fn all_approvals(&self) -> Result<Vec<ApprovalRecord>, StoreError> {
+        const SQL: &str = select_approvals!("ORDER BY id");
+        let rows = sqlx::query(SQL)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("reading approvals"))?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
+    pub(crate) async fn record_audit_note(
+        &self,
+        kind: AuditKind,
+        deployment_id: Option<i64>,
+        data: &serde_json::Value,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        const ACTION: &str = "appending to the audit log";
+        let mut conn = self.acquire(ACTION).await?;
+        let mut tx = begin_write(&mut conn, ACTION).await?;
+        append_audit(&mut tx, kind, deployment_id, data, at).await?;
+        commit!(tx, conn, ACTION)
+    }
+
     /// A connection of its own for a write transaction (see [`commit!`]).
     async fn acquire(&self, action: &'static str) -> Result<PoolConnection<Sqlite>, StoreError> {
         self.pool.acquire().await.map_err(StoreError::query(action))
@@ -995,6 +1092,21 @@ fn step_from_row(row: &SqliteRow) -> Result<StepRun, StoreError> {
         error: get(row, "error")?,
         outputs: decode_json("step_runs.outputs", &get::<String>(row, "outputs")?)?,
         details: decode_json("step_runs.details", &get::<String>(row, "details")?)?,
+    })
+}
+
+fn approval_from_row(row: &SqliteRow) -> Result<ApprovalRecord, StoreError> {
+    Ok(ApprovalRecord {
+        id: get(row, "id")?,
+        deployment_id: get(row, "deployment_id")?,
+        environment: get(row, "environment")?,
+        verdict: word(row, "verdict")?,
+        actor: get(row, "actor")?,
+        role: get(row, "role")?,
+        comment: get(row, "comment")?,
+        plan_hash: get(row, "plan_hash")?,
+        artifact: get(row, "artifact")?,
+        at: get(row, "at")?,
     })
 }
 

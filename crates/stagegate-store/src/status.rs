@@ -2,9 +2,8 @@
 //! [`StepState`]. Stored as the same lower-case words as before (`rolled_back`,
 //! `timed_out`), so every backend and every older store reads them alike.
 
-use std::fmt;
-use std::str::FromStr;
-
+/// A `Copy` enum stored as lower-case words: `as_str`, `ALL`, `FromStr` (erring with
+/// [`UnknownWord`]), `Display`, comparison with `&str` and `Serialize` as the word.
 macro_rules! word_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
         $(#[$doc])*
@@ -23,12 +22,12 @@ macro_rules! word_enum {
             }
         }
 
-        impl FromStr for $name {
-            type Err = UnknownWord;
-            fn from_str(s: &str) -> Result<Self, UnknownWord> {
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::status::UnknownWord;
+            fn from_str(s: &str) -> Result<Self, $crate::status::UnknownWord> {
                 match s {
                     $($word => Ok($name::$variant),)+
-                    _ => Err(UnknownWord {
+                    _ => Err($crate::status::UnknownWord {
                         what: stringify!($name),
                         word: s.to_string(),
                     }),
@@ -36,8 +35,8 @@ macro_rules! word_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
@@ -62,6 +61,8 @@ macro_rules! word_enum {
     };
 }
 
+pub(crate) use word_enum;
+
 word_enum!(
     /// How a deployment ended, or that it has not.
     Outcome {
@@ -75,6 +76,16 @@ word_enum!(
         AwaitingDecision = "awaiting_decision",
         /// Its process died before it finished; closed by the next run or `unlock`.
         Abandoned = "abandoned",
+        /// A protected deployment or promotion waits for approvals, a wait timer or a soak;
+        /// `stagegate approve` and `promote` settle it.
+        AwaitingApproval = "awaiting_approval",
+        /// A promotion request whose conditions held; the deployment it started has its own
+        /// row.
+        Approved = "approved",
+        /// A promotion request somebody rejected.
+        Rejected = "rejected",
+        /// A promotion request whose plan or artifact changed; its approvals no longer count.
+        Voided = "voided",
     }
 );
 
@@ -120,5 +131,25 @@ mod tests {
         }
         assert!("done".parse::<Phase>().is_err());
         assert_eq!(Outcome::RolledBack, "rolled_back");
+        for (o, w) in [
+            (Outcome::AwaitingApproval, "awaiting_approval"),
+            (Outcome::Approved, "approved"),
+            (Outcome::Rejected, "rejected"),
+            (Outcome::Voided, "voided"),
+        ] {
+            assert_eq!(o.as_str(), w);
+            assert_eq!(w.parse::<Outcome>().unwrap(), o);
+            assert!(Outcome::ALL.contains(&o));
+        }
+        for v in crate::Verdict::ALL {
+            assert_eq!(v.as_str().parse::<crate::Verdict>().unwrap(), *v);
+        }
+        assert_eq!("approved".parse(), Ok(crate::Verdict::Approved));
+        assert_eq!("rejected".parse(), Ok(crate::Verdict::Rejected));
+        assert!("maybe".parse::<crate::Verdict>().is_err());
+        assert_eq!(
+            serde_json::to_string(&crate::Verdict::Rejected).unwrap(),
+            "\"rejected\""
+        );
     }
 }

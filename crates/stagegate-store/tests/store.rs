@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 use serde_json::json;
 use stagegate_store::{
-    LockAttempt, LockBreak, LockInfo, NewDeployment, StepRun, Store, StoreError, now_millis,
+    ApprovalRecord, AuditKind, LockAttempt, LockBreak, LockInfo, NewDeployment, Outcome, StepRun,
+    Store, StoreError, Verdict, now_millis,
 };
 
 fn breaker() -> LockBreak {
@@ -110,6 +111,11 @@ on_both!(
     an_untampered_store_verifies,
     edits_deletions_and_reordering_are_named,
     ids_are_never_reused_and_the_floor_is_kept,
+    approvals_round_trip_in_order,
+    an_approval_of_a_missing_deployment_fails,
+    an_awaiting_approval_request_is_settled_by_finish_deployment,
+    approvals_bypasses_and_promotions_are_audited,
+    approval_edits_and_deletions_are_named,
 );
 
 fn new_deployment(env: &str, version: &str, started_at: i64) -> NewDeployment {
@@ -1099,4 +1105,395 @@ async fn postgres_pending_outcomes_live_in_the_local_directory() {
     assert!(store.lock_info("staging").await.unwrap().is_none());
     assert!(store.verify_audit().await.unwrap().problem.is_none());
     store.close().await;
+}
+
+fn promotion_request(env: &str, version: &str, started_at: i64) -> NewDeployment {
+    NewDeployment {
+        kind: "promote".into(),
+        ..new_deployment(env, version, started_at)
+    }
+}
+
+fn approval(
+    deployment_id: i64,
+    verdict: Verdict,
+    actor: &str,
+    role: Option<&str>,
+    at: i64,
+) -> ApprovalRecord {
+    ApprovalRecord {
+        id: 0,
+        deployment_id,
+        environment: "prod".into(),
+        verdict,
+        actor: actor.into(),
+        role: role.map(str::to_string),
+        comment: format!("{actor} looked at it"),
+        plan_hash: "plan-abc".into(),
+        artifact: "sha256:0123abcd".into(),
+        at,
+    }
+}
+
+/// Approvals come back per deployment, oldest first, with every field and the id the store
+/// gave them; they survive a reopen.
+async fn approvals_round_trip_in_order(backend: Backend) {
+    let place = Place::new(backend);
+    let store = place.open().await;
+    let a = store
+        .begin_deployment(&promotion_request("prod", "1", 10))
+        .await
+        .unwrap();
+    let b = store
+        .begin_deployment(&new_deployment("prod", "2", 20))
+        .await
+        .unwrap();
+    assert!(store.approvals(a).await.unwrap().is_empty());
+
+    let mut first = approval(a, Verdict::Approved, "alice", Some("release-manager"), 300);
+    first.id = 999; // ignored: the store assigns it
+    let wanted = [
+        first,
+        approval(b, Verdict::Rejected, "carol", None, 150),
+        // Recorded later with an earlier time: the order is the store's, by id.
+        approval(a, Verdict::Rejected, "bob", None, 100),
+        approval(a, Verdict::Approved, "dave", Some("sre"), 400),
+    ];
+    let mut ids = Vec::new();
+    for w in &wanted {
+        ids.push(store.record_approval(w).await.unwrap());
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert!(!ids.contains(&999));
+
+    let expect = |which: &[usize]| -> Vec<ApprovalRecord> {
+        which
+            .iter()
+            .map(|&i| ApprovalRecord {
+                id: ids[i],
+                ..wanted[i].clone()
+            })
+            .collect()
+    };
+    assert_eq!(store.approvals(a).await.unwrap(), expect(&[0, 2, 3]));
+    assert_eq!(store.approvals(b).await.unwrap(), expect(&[1]));
+    assert!(store.approvals(b + 100).await.unwrap().is_empty());
+    let got = store.approvals(a).await.unwrap();
+    assert_eq!(got[0].role.as_deref(), Some("release-manager"));
+    assert_eq!(got[0].verdict, Verdict::Approved);
+    assert_eq!(got[1].role, None);
+    assert_eq!(got[1].verdict, "rejected");
+    assert_eq!(got[1].comment, "bob looked at it");
+    assert_eq!(got[1].at, 100);
+    assert_eq!(
+        serde_json::to_value(&got[1]).unwrap()["verdict"],
+        json!("rejected")
+    );
+    store.close().await;
+
+    let store = place.open().await;
+    assert_eq!(store.approvals(a).await.unwrap(), expect(&[0, 2, 3]));
+    store.close().await;
+}
+
+/// An approval of a deployment that does not exist is refused, and nothing is written.
+async fn an_approval_of_a_missing_deployment_fails(backend: Backend) {
+    let (_place, store) = open_temp(backend).await;
+    let id = store
+        .begin_deployment(&promotion_request("prod", "1", 10))
+        .await
+        .unwrap();
+    let records = store.audit_log().await.unwrap().len();
+    let err = store
+        .record_approval(&approval(id + 7, Verdict::Approved, "alice", None, 5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::DeploymentNotFound { id: missing } if missing == id + 7),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert!(store.approvals(id + 7).await.unwrap().is_empty());
+    assert_eq!(store.audit_log().await.unwrap().len(), records);
+    // The store still takes a good one after the failure.
+    store
+        .record_approval(&approval(id, Verdict::Approved, "alice", None, 6))
+        .await
+        .unwrap();
+    let r = store.verify_audit().await.unwrap();
+    assert_eq!(r.problem, None, "{r:?}");
+    assert_eq!(r.approvals_checked, 1);
+    store.close().await;
+}
+
+/// A request waiting as `awaiting_approval` is not unfinished (nor abandoned by a later
+/// run), and `finish_deployment` settles it as approved, rejected or voided.
+async fn an_awaiting_approval_request_is_settled_by_finish_deployment(backend: Backend) {
+    let (_place, store) = open_temp(backend).await;
+    for (i, outcome) in [Outcome::Approved, Outcome::Rejected, Outcome::Voided]
+        .into_iter()
+        .enumerate()
+    {
+        let at = 100 * (i as i64 + 1);
+        let id = store
+            .begin_deployment(&promotion_request("prod", &format!("1.{i}"), at))
+            .await
+            .unwrap();
+        store
+            .finish_deployment(
+                id,
+                Outcome::AwaitingApproval,
+                0,
+                "waits for 2 approvals",
+                at + 1,
+            )
+            .await
+            .unwrap();
+        let d = store.deployment(id).await.unwrap().unwrap();
+        assert_eq!(d.outcome, Outcome::AwaitingApproval);
+        assert_eq!(d.outcome, "awaiting_approval");
+        assert_eq!(d.kind, "promote");
+        // Only `running` rows are unfinished, and only those are abandoned.
+        assert!(store.unfinished(None).await.unwrap().is_empty());
+        store.mark_abandoned(id, "killed", at + 2).await.unwrap();
+        assert_eq!(
+            store.deployment(id).await.unwrap().unwrap().outcome,
+            Outcome::AwaitingApproval
+        );
+        assert_eq!(
+            store
+                .last_deployment("prod", Some(Outcome::AwaitingApproval))
+                .await
+                .unwrap()
+                .map(|d| d.id),
+            Some(id)
+        );
+
+        store
+            .finish_deployment(id, outcome, 3, &format!("settled as {outcome}"), at + 50)
+            .await
+            .unwrap();
+        let d = store.deployment(id).await.unwrap().unwrap();
+        assert_eq!(d.outcome, outcome);
+        assert_eq!(d.exit_code, Some(3));
+        assert_eq!(d.summary, Some(format!("settled as {outcome}")));
+        assert_eq!(d.finished_at, Some(at + 50));
+        assert_eq!(
+            store
+                .last_deployment("prod", Some(outcome))
+                .await
+                .unwrap()
+                .map(|d| d.id),
+            Some(id)
+        );
+        assert!(
+            store
+                .last_deployment("prod", Some(Outcome::AwaitingApproval))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    let r = store.verify_audit().await.unwrap();
+    assert_eq!(r.problem, None, "{r:?}");
+    assert_eq!(r.deployments_checked, 3);
+    store.close().await;
+}
+
+/// A store with a promotion request (deployment #1) approved twice and rejected once, a
+/// protected deploy (#2) approved once, a bypass and a promotion noted.
+async fn approved_store(backend: Backend) -> Place {
+    let place = Place::new(backend);
+    let store = place.open().await;
+    let req = store
+        .begin_deployment(&promotion_request("prod", "1", 10))
+        .await
+        .unwrap();
+    let dep = store
+        .begin_deployment(&new_deployment("prod", "1", 20))
+        .await
+        .unwrap();
+    store
+        .finish_deployment(req, Outcome::AwaitingApproval, 0, "waits", 30)
+        .await
+        .unwrap();
+    for a in [
+        approval(req, Verdict::Approved, "alice", Some("release-manager"), 40),
+        approval(req, Verdict::Rejected, "bob", None, 50),
+        approval(req, Verdict::Approved, "carol", Some("sre"), 60),
+        approval(dep, Verdict::Approved, "dave", None, 70),
+    ] {
+        store.record_approval(&a).await.unwrap();
+    }
+    store
+        .record_audit_note(
+            AuditKind::Bypass,
+            Some(dep),
+            &json!({"rule": "required_approvals", "by": "erin", "reason": "hotfix"}),
+            80,
+        )
+        .await
+        .unwrap();
+    store
+        .record_audit_note(
+            AuditKind::Promotion,
+            None,
+            &json!({"from": "staging", "to": "prod", "request": req, "deployment": dep}),
+            90,
+        )
+        .await
+        .unwrap();
+    store
+        .finish_deployment(req, Outcome::Approved, 0, "approved", 100)
+        .await
+        .unwrap();
+    store.close().await;
+    place
+}
+
+/// Approvals, bypasses and promotions are in the audit log, an approval's record holds
+/// every field of its row, and the log verifies; a note of a kind that covers a row is
+/// refused.
+async fn approvals_bypasses_and_promotions_are_audited(backend: Backend) {
+    let place = approved_store(backend).await;
+    let store = place.open().await;
+    let log = store.audit_log().await.unwrap();
+    let kinds: Vec<&str> = log.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "audit_started",
+            "deployment_begun",
+            "deployment_begun",
+            "deployment_finished",
+            "approval",
+            "approval",
+            "approval",
+            "approval",
+            "bypass",
+            "promotion",
+            "deployment_finished",
+        ]
+    );
+    for k in [AuditKind::Approval, AuditKind::Bypass, AuditKind::Promotion] {
+        assert_eq!(AuditKind::parse(k.as_str()), Some(k));
+    }
+    let rows = store.approvals(1).await.unwrap();
+    let first: serde_json::Value = serde_json::from_str(&log[4].data).unwrap();
+    assert_eq!(log[4].deployment_id, Some(1));
+    assert_eq!(log[4].at, 40);
+    assert_eq!(
+        first,
+        json!({
+            "id": rows[0].id,
+            "deployment_id": 1,
+            "environment": "prod",
+            "verdict": "approved",
+            "actor": "alice",
+            "role": "release-manager",
+            "comment": "alice looked at it",
+            "plan_hash": "plan-abc",
+            "artifact": "sha256:0123abcd",
+            "at": 40,
+        })
+    );
+    let second: serde_json::Value = serde_json::from_str(&log[5].data).unwrap();
+    assert_eq!(second["role"], serde_json::Value::Null);
+    assert_eq!(second["verdict"], "rejected");
+    assert_eq!(log[8].deployment_id, Some(2));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&log[8].data).unwrap()["reason"],
+        "hotfix"
+    );
+    assert_eq!(log[9].deployment_id, None);
+    assert_eq!(log[9].at, 90);
+
+    // Kinds that cover a row are not notes: refused, nothing written.
+    for kind in [
+        AuditKind::Approval,
+        AuditKind::Decision,
+        AuditKind::DeploymentBegun,
+        AuditKind::LockBroken,
+    ] {
+        let err = store
+            .record_audit_note(kind, Some(1), &json!({}), 1)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::NotAnAuditNote { kind: k } if k == kind.as_str()),
+            "{err:?}"
+        );
+    }
+    assert_eq!(store.audit_log().await.unwrap().len(), log.len());
+
+    let r = store.verify_audit().await.unwrap();
+    assert_eq!(r.problem, None, "{r:?}");
+    assert_eq!(r.records, 11);
+    assert_eq!(r.approvals_checked, 4);
+    assert_eq!(r.deployments_checked, 2);
+    assert_eq!(serde_json::to_value(&r).unwrap()["approvals_checked"], 4);
+    store.close().await;
+}
+
+/// An approval edited, deleted, added or renumbered behind stagegate's back is named.
+async fn approval_edits_and_deletions_are_named(backend: Backend) {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "UPDATE approvals SET actor = 'mallory' WHERE id = 2",
+            "approval #2 of deployment #1",
+            "`actor` is \"mallory\" but was recorded as \"bob\"",
+        ),
+        (
+            "UPDATE approvals SET actor = 'mallory'",
+            "approval #1 of deployment #1",
+            "`actor`",
+        ),
+        (
+            "UPDATE approvals SET verdict = 'approved' WHERE id = 2",
+            "approval #2 of deployment #1",
+            "`verdict` is \"approved\" but was recorded as \"rejected\"",
+        ),
+        (
+            "UPDATE approvals SET role = 'release-manager' WHERE id = 4",
+            "approval #4 of deployment #2",
+            "`role`",
+        ),
+        (
+            "UPDATE approvals SET artifact = 'sha256:evil' WHERE id = 3",
+            "approval #3 of deployment #1",
+            "`artifact`",
+        ),
+        (
+            "UPDATE approvals SET deployment_id = 2 WHERE id = 1",
+            "approval #1 of deployment #2",
+            "`deployment_id`",
+        ),
+        (
+            "DELETE FROM approvals WHERE id = 2",
+            "approval #2 of deployment #1",
+            "was deleted",
+        ),
+        (
+            "INSERT INTO approvals (deployment_id, environment, verdict, actor, role, comment, \
+             plan_hash, artifact, at) VALUES (1, 'prod', 'approved', 'mallory', NULL, 'lgtm', \
+             'plan-abc', 'sha256:0123abcd', 65)",
+            "approval #5 of deployment #1",
+            "has no audit record",
+        ),
+        (
+            "UPDATE approvals SET id = 9 WHERE id = 3",
+            "approval #9 of deployment #1",
+            "has no audit record",
+        ),
+    ];
+    for (sql, link, what) in cases {
+        let place = approved_store(backend).await;
+        place.tamper(sql).await;
+        let r = verify(&place).await;
+        let p = r
+            .problem
+            .unwrap_or_else(|| panic!("`{sql}` went unnoticed"));
+        assert_eq!(p.link, *link, "{sql}: {p:?}");
+        assert!(p.what.contains(what), "{sql}: {p:?}");
+    }
 }
