@@ -28,8 +28,21 @@ const TOP_KEYS: &[&str] = &[
     "stages",
     "on_failure",
     "state",
+    "roles",
 ];
-const ENV_KEYS: &[&str] = &["vars", "secrets", "services", "on_failure", "hosts"];
+const ENV_KEYS: &[&str] = &[
+    "vars",
+    "secrets",
+    "services",
+    "on_failure",
+    "hosts",
+    "promote_from",
+    "soak",
+    "wait_timer",
+    "approvals",
+    "tags",
+    "bypass",
+];
 const SECRET_KEYS: &[&str] = &["require", "optional", "dotenv"];
 /// Keys every service has, whatever its driver.
 const SERVICE_KEYS: &[&str] = &["driver", "health", "depends_on"];
@@ -358,6 +371,11 @@ fn read_plan(cx: &mut Cx, root: &Node, source: Arc<Source>, hash: String) -> Opt
         state.url = url.map(|u| crate::Secret::new(u.value));
     }
 
+    let roles = top
+        .get_node("roles")
+        .map(|n| crate::protect::read_roles(cx, n))
+        .unwrap_or_default();
+
     let mut environments = Vec::new();
     match top.get_node("environments") {
         Some(n) => {
@@ -423,6 +441,7 @@ fn read_plan(cx: &mut Cx, root: &Node, source: Arc<Source>, hash: String) -> Opt
         stages,
         on_failure,
         state,
+        roles,
     };
     check_references(cx, &mut plan);
     crate::kinds::check_plan(cx, &plan);
@@ -549,6 +568,7 @@ fn read_environment(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Env
         services: BTreeMap::new(),
         on_failure: None,
         hosts: Vec::new(),
+        protection: Default::default(),
     };
     // `staging:` with nothing under it is a valid, empty environment.
     if matches!(n, Node::Scalar(s) if s.as_str().is_empty()) {
@@ -562,6 +582,7 @@ fn read_environment(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Env
         .map(|s| read_secrets(cx, s, &what))
         .unwrap_or_default();
     env.on_failure = read_on_failure(cx, m);
+    env.protection = crate::protect::read_protection(cx, m, name);
     if let Some(h) = m.get_node("hosts") {
         env.hosts = crate::ssh::read_hosts(cx, h, name);
     }
@@ -1042,6 +1063,12 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
     }
 
     crate::ssh::check_hosts(cx, &plan.services, &plan.environments);
+    let protected: Vec<_> = plan
+        .environments
+        .iter()
+        .map(|e| (e.name.clone(), e.span.clone(), &e.protection))
+        .collect();
+    crate::protect::check(cx, &plan.roles, &protected);
 
     // Service dependencies exist and have no cycle; order services so dependencies come first.
     for s in &plan.services {

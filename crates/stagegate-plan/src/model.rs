@@ -28,6 +28,8 @@ pub struct Plan {
     pub stages: Vec<Stage>,
     pub on_failure: OnFailure,
     pub state: StateSettings,
+    /// Who is in which role, for approvals and bypasses.
+    pub roles: crate::protect::Roles,
 }
 
 impl Plan {
@@ -85,6 +87,8 @@ pub struct Environment {
     pub on_failure: Option<OnFailure>,
     /// The machines `ssh` services deploy to.
     pub hosts: Vec<crate::ssh::Host>,
+    /// What must hold before a release reaches this environment.
+    pub protection: crate::protect::Protection,
 }
 
 /// What an environment changes in a service.

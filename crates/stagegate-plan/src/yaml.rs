@@ -91,6 +91,11 @@ impl Cx {
         self.diags.error_help(msg, Some(span), help);
     }
 
+    pub fn warning_help(&mut self, msg: impl Into<String>, span: Span, help: impl Into<String>) {
+        self.diags
+            .push(crate::Diagnostic::warning(msg, Some(span)).with_help(help));
+    }
+
     pub fn mapping<'n>(&mut self, n: &'n Node, what: &str) -> Option<&'n MarkedMappingNode> {
         match n {
             Node::Mapping(m) => Some(m),
