@@ -146,6 +146,68 @@ pub struct RoundSample {
     pub detail: Option<String>,
 }
 
+/// See [`Event::Authorized`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Authorization {
+    /// The environment the release passed, and the deployment there (a promotion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_deployment: Option<i64>,
+    /// The request the approvals were given on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<i64>,
+    /// sha256 over version, SHA and every artifact's digest.
+    pub artifact: String,
+    pub approvals: Vec<Approver>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bypass: Option<Approver>,
+}
+
+/// Who approved (or bypassed), as what, and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Approver {
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    pub comment: String,
+    pub at: Millis,
+}
+
+impl Authorization {
+    /// One line: `promotion of #4 from staging (artifact 1a2b…), approved by alice (security)`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(f) = &self.from {
+            parts.push(format!(
+                "promotion from {f}{}",
+                self.source_deployment
+                    .map(|d| format!(" (deployment #{d})"))
+                    .unwrap_or_default()
+            ));
+        }
+        parts.push(format!(
+            "artifact {}",
+            self.artifact.chars().take(12).collect::<String>()
+        ));
+        if !self.approvals.is_empty() {
+            let by: Vec<String> = self
+                .approvals
+                .iter()
+                .map(|a| match &a.role {
+                    Some(r) => format!("{} ({r})", a.actor),
+                    None => a.actor.clone(),
+                })
+                .collect();
+            parts.push(format!("approved by {}", by.join(", ")));
+        }
+        if let Some(b) = &self.bypass {
+            parts.push(format!("bypass by {}: {}", b.actor, b.comment));
+        }
+        parts.join("; ")
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -252,6 +314,9 @@ pub enum Event {
         actor: String,
         reason: String,
     },
+    /// What let a deploy of a protected environment go ahead: a promotion with its
+    /// approvals, or a bypass with its reason.
+    Authorized(Authorization),
     RunFinished {
         outcome: Outcome,
         exit_code: i32,
@@ -273,6 +338,7 @@ impl Event {
             Event::MeasurementRound { .. } => "measurement_round",
             Event::DecisionPending { .. } => "decision_pending",
             Event::Decided { .. } => "decided",
+            Event::Authorized(_) => "authorized",
             Event::StepRetrying { .. } => "step_retrying",
             Event::StepFinished(_) => "step_finished",
             Event::StepProgress { .. } => "step_progress",

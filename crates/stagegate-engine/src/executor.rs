@@ -424,8 +424,29 @@ impl<'a> Runner<'a> {
                     cancel,
                     events: &self.events,
                     log: Some(log.clone()),
+                    pinned: (!self.inputs.pinned.is_empty()).then(|| {
+                        self.inputs
+                            .pinned
+                            .get(&svc.name)
+                            .map_or(&[][..], Vec::as_slice)
+                    }),
                 };
-                let result = self.driver.deploy(svc, &ctx).await;
+                let result = match self.driver.deploy(svc, &ctx).await {
+                    // Drivers that cannot check before they start (an image pulled, a rollout)
+                    // are checked here: the new release is rolled back.
+                    Ok(d) => match ctx
+                        .pinned
+                        .and_then(|want| crate::local::artifacts_differ(want, &d.artifacts))
+                    {
+                        Some(why) => Err(crate::local::DeployError {
+                            message: format!("service `{}`: {why}", svc.name),
+                            release: Some(d.release),
+                            previous: d.previous,
+                        }),
+                        None => Ok(d),
+                    },
+                    Err(e) => Err(e),
+                };
                 let tail = std::fs::read_to_string(&log)
                     .map(|t| crate::process::last_lines(&t, crate::process::TAIL_LINES))
                     .unwrap_or_default();
@@ -702,6 +723,7 @@ impl<'a> Runner<'a> {
                         cancel: abort,
                         events: &self.events,
                         log: None,
+                        pinned: None,
                     };
                     match self
                         .driver
@@ -1455,6 +1477,7 @@ pub async fn run_manual_rollback_of(
             cancel: &req.cancel,
             events: &req.events,
             log: None,
+            pinned: None,
         };
         let res = driver
             .restore(svc, &ctx, target.as_deref(), current.as_deref())

@@ -16,5 +16,12 @@ pub const ROLLBACK_FAILED: i32 = 5;
 pub const LOCKED: i32 = 6;
 /// A `watch` step was inconclusive: the new release runs and waits for `stagegate decide`.
 pub const AWAITING_DECISION: i32 = 7;
+/// A protected deploy (or promotion) waits for approvals, its wait timer or its soak; it is
+/// recorded as a request awaiting approval and nothing ran.
+pub const AWAITING_APPROVAL: i32 = 8;
+/// A protection rule refused the deploy or the approval: self-approval, a role that may not
+/// approve, a version the environment's `tags` exclude, a rejected request, a bypass not
+/// allowed. Nothing ran and nothing was recorded as approved.
+pub const REFUSED: i32 = 9;
 /// Interrupted by Ctrl-C or SIGTERM; what had begun was rolled back.
 pub const INTERRUPTED: i32 = 130;

@@ -90,6 +90,39 @@ pub struct ArtifactDigest {
     pub bytes: u64,
 }
 
+/// Why `got` is not the artifact set `want` (what a promotion carries), if it is not:
+/// the first path whose digest differs, is missing or is new.
+pub fn artifacts_differ(want: &[ArtifactDigest], got: &[ArtifactDigest]) -> Option<String> {
+    let short = |s: &str| s.chars().take(12).collect::<String>();
+    for w in want {
+        match got.iter().find(|g| g.path == w.path) {
+            None => {
+                return Some(format!(
+                    "the artifact `{}` that passed the source environment is missing",
+                    w.path
+                ));
+            }
+            Some(g) if g.sha256 != w.sha256 => {
+                return Some(format!(
+                    "the artifact `{}` differs from what passed the source environment (sha256 {} there, {} here)",
+                    w.path,
+                    short(&w.sha256),
+                    short(&g.sha256)
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    got.iter()
+        .find(|g| !want.iter().any(|w| w.path == g.path))
+        .map(|g| {
+            format!(
+                "the artifact `{}` was not part of what passed the source environment",
+                g.path
+            )
+        })
+}
+
 /// A release on disk and whether it runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReleaseState {
@@ -179,6 +212,9 @@ pub struct DriverCtx<'a> {
     pub events: &'a Events,
     /// The step's log file: build output goes here.
     pub log: Option<PathBuf>,
+    /// A promotion: the artifacts that passed the source environment, which this deploy
+    /// must carry byte for byte (`None`: any).
+    pub pinned: Option<&'a [ArtifactDigest]>,
 }
 
 pub struct LocalDriver {
@@ -514,6 +550,15 @@ impl LocalDriver {
             copy_and_digest(&from, &to, &a.value, &mut artifacts).map_err(|e| {
                 DeployError::early(format!("cannot copy artifact `{}`: {e}", a.value))
             })?;
+        }
+        if let Some(want) = ctx.pinned
+            && let Some(why) = artifacts_differ(want, &artifacts)
+        {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(DeployError::early(format!(
+                "service `{}`: {why}; nothing was started",
+                svc.name
+            )));
         }
 
         let mode = Self::port_mode(svc, ctx);

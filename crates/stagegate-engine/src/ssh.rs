@@ -464,6 +464,14 @@ impl SshDriver {
         }
         let files = collect_uploads(&self.plan_dir, s, &svc.name).map_err(DeployError::early)?;
         let artifacts: Vec<ArtifactDigest> = files.iter().map(|f| f.digest.clone()).collect();
+        if let Some(want) = ctx.pinned
+            && let Some(why) = crate::local::artifacts_differ(want, &artifacts)
+        {
+            return Err(DeployError::early(format!(
+                "service `{}`: {why}; nothing was uploaded",
+                svc.name
+            )));
+        }
         let (start, stop) = match &s.activation {
             Activation::Command { start, stop } => (Some(start), stop.as_ref()),
             Activation::Unit { .. } => (None, None),

@@ -37,6 +37,9 @@ pub struct RunInputs {
     /// `last_pass` ones are read from the state store by the caller; `before` ones are
     /// captured by the run itself before its first step.
     pub watch_baselines: BTreeMap<(String, String), Result<crate::watch::Baseline, String>>,
+    /// A promotion's artifacts by service: what passed the source environment. A deploy
+    /// whose artifacts differ fails (the local driver before it starts anything).
+    pub pinned: BTreeMap<String, Vec<crate::local::ArtifactDigest>>,
 }
 
 /// Which steps a run executes.

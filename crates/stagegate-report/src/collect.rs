@@ -41,6 +41,9 @@ pub struct RunSummary {
     pub rollback: Option<RollbackSummary>,
     /// Services that answered their health check, in order.
     pub services: Vec<ServiceSummary>,
+    /// What let a deploy of a protected environment go ahead (promotion, approvals, bypass).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorized: Option<stagegate_engine::event::Authorization>,
 }
 
 /// What the rollback did.
@@ -88,6 +91,7 @@ impl Default for RunSummary {
             warnings: Vec::new(),
             rollback: None,
             services: Vec::new(),
+            authorized: None,
         }
     }
 }
@@ -162,6 +166,7 @@ impl RunSummary {
                 rollback.not_rolled_back.clone_from(not_rolled_back);
             }
             Event::Warning { message } => self.warnings.push(message.clone()),
+            Event::Authorized(a) => self.authorized = Some(a.clone()),
             // Each watch step's tally is in its details; samples are in the event journal.
             Event::Measurement { .. }
             | Event::MeasurementRound { .. }

@@ -451,6 +451,57 @@ fn render(s: &RunSummary) -> String {
         }
     }
 
+    // What authorized a protected deploy.
+    if let Some(a) = &s.authorized {
+        push(&mut md, "### Authorization");
+        md.push('\n');
+        if let Some(f) = &a.from {
+            push(
+                &mut md,
+                &format!(
+                    "- Promoted from **{}**{}",
+                    escape(f),
+                    a.source_deployment
+                        .map(|d| format!(" (deployment #{d})"))
+                        .unwrap_or_default()
+                ),
+            );
+        }
+        push(&mut md, &format!("- Artifact digest: `{}`", a.artifact));
+        if let Some(r) = a.request {
+            push(&mut md, &format!("- Request: #{r}"));
+        }
+        for ap in &a.approvals {
+            push(
+                &mut md,
+                &format!(
+                    "- Approved by **{}**{}{}",
+                    escape(&ap.actor),
+                    ap.role
+                        .as_ref()
+                        .map(|r| format!(" as {}", escape(r)))
+                        .unwrap_or_default(),
+                    if ap.comment.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", escape(ap.comment.trim()))
+                    }
+                ),
+            );
+        }
+        if let Some(b) = &a.bypass {
+            push(
+                &mut md,
+                &format!(
+                    "- **Bypass** by {}: {}",
+                    escape(&b.actor),
+                    escape(b.comment.trim())
+                ),
+            );
+        }
+        md.push('\n');
+    }
+
     // Warnings.
     if !s.warnings.is_empty() {
         push(&mut md, "### Warnings");

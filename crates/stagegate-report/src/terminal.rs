@@ -345,6 +345,16 @@ impl TerminalReporter {
                 self.line(&line);
                 self.draw_live();
             }
+            Event::Authorized(a) => {
+                let line = format!(
+                    "{}authorized:{} {}",
+                    self.c(BOLD),
+                    self.r(),
+                    self.clean(&a.describe()).trim_end()
+                );
+                self.line(&line);
+                self.draw_live();
+            }
             Event::Warning { message } => {
                 let line = format!(
                     "{}warning:{} {}",

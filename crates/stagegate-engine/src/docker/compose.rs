@@ -378,7 +378,11 @@ impl ComposeDriver {
                     previous,
                     url: meta.url.clone(),
                     port: 0,
-                    artifacts: Vec::new(),
+                    artifacts: super::image_artifacts(meta.compose.iter().flat_map(|c| {
+                        c.containers
+                            .iter()
+                            .map(|k| (k.service.as_str(), k.image_id.as_str()))
+                    })),
                     health,
                 })
             }

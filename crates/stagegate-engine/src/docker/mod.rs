@@ -470,7 +470,11 @@ impl DockerDriver {
                     previous,
                     url: meta.url.clone(),
                     port: meta.port,
-                    artifacts: Vec::new(),
+                    artifacts: image_artifacts(
+                        meta.docker
+                            .iter()
+                            .map(|d| (d.image.as_str(), d.image_id.as_str())),
+                    ),
                     health,
                 })
             }
@@ -815,4 +819,18 @@ impl ServiceDriver for DockerDriver {
     fn previous_good(&self, service: &str) -> Option<ReleaseState> {
         crate::records::previous_good_in(&self.releases(service))
     }
+}
+
+/// Images as a release's artifacts: `image NAME` with the image id's hex as its sha256, so
+/// a promotion can check that it runs the very image that passed (a rebuilt tag differs).
+pub(crate) fn image_artifacts<'a>(
+    images: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Vec<crate::local::ArtifactDigest> {
+    images
+        .map(|(name, id)| crate::local::ArtifactDigest {
+            path: format!("image {name}"),
+            sha256: id.strip_prefix("sha256:").unwrap_or(id).to_string(),
+            bytes: 0,
+        })
+        .collect()
 }
