@@ -30,6 +30,10 @@ pub async fn run(cli: &Cli, action: &AuditAction) -> CmdResult {
                                 format!(", {} decisions", report.decisions_checked)
                             } else {
                                 String::new()
+                            } + &if report.approvals_checked > 0 {
+                                format!(", {} approvals", report.approvals_checked)
+                            } else {
+                                String::new()
                             },
                             report.steps_checked,
                             if report.deployments_before_log > 0 {

@@ -13,7 +13,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Exit codes: 0 success, 1 internal error, 2 invalid plan or arguments, 3 a step failed and
 /// nothing was rolled back, 4 a step failed and the deploy was rolled back, 5 the rollback
 /// failed too, 6 the environment is locked, 7 a bake was inconclusive and awaits `stagegate
-/// decide`, 130 interrupted. See docs/exit-codes.md.
+/// decide`, 8 a protected deploy awaits approval (or its soak or wait timer), 9 a protection
+/// rule refused it, 130 interrupted. See docs/exit-codes.md.
 #[derive(Debug, Parser)]
 #[command(name = "stagegate", version, max_term_width = 100)]
 pub struct Cli {
@@ -72,8 +73,46 @@ pub enum Command {
         #[command(flatten)]
         bake: BakeArgs,
         #[command(flatten)]
+        protect: ProtectArgs,
+        #[command(flatten)]
         run: RunArgs,
     },
+    /// Deploy to TO exactly what last passed FROM: its version, git SHA and artifacts
+    ///
+    /// Takes the newest deployment of FROM that succeeded and still runs there, checks TO's
+    /// protection (`promote_from`, `tags`, `soak`, `wait_timer`, `approvals`) and deploys
+    /// that release with its artifacts pinned: a build or image that differs fails the deploy.
+    /// What is missing is recorded as a request awaiting approval (exit 8): `stagegate
+    /// approve TO` records approvals; run `promote` again (or with --wait) to go on.
+    #[command(
+        after_help = "Examples:\n  stagegate promote staging production\n  stagegate promote staging production --wait --approval-timeout 2h"
+    )]
+    Promote {
+        /// The environment the release passed
+        from: String,
+        /// The environment to deploy it to
+        to: String,
+        #[command(flatten)]
+        gates: GateArgs,
+        #[command(flatten)]
+        bake: BakeArgs,
+        #[command(flatten)]
+        protect: ProtectArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Approve the open request to deploy to an environment (a promotion awaiting approval)
+    ///
+    /// The approval is bound to the plan's hash and the artifact's digest: a changed plan or
+    /// artifact voids it. The person who asked cannot approve unless the plan allows
+    /// (`self_approve: true`); `--role` must be a role of the plan's `roles` the approver is
+    /// a member of. Recorded in the audit log.
+    #[command(
+        after_help = "Examples:\n  stagegate approve production --role security --comment \"pen test findings closed\"\n  STAGEGATE_ACTOR=bob stagegate approve production --deployment 12"
+    )]
+    Approve(ApproveArgs),
+    /// Reject the open request to deploy to an environment; it is closed (needs --comment)
+    Reject(ApproveArgs),
     /// Decide an inconclusive bake (`watch` step): pass it or fail it, with a reason
     ///
     /// A deployment whose watch step was inconclusive ends as `awaiting_decision` (exit 7)
@@ -220,6 +259,47 @@ pub struct DecideArgs {
         value_name = "NAME"
     )]
     pub actor: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ApproveArgs {
+    /// The environment whose request this is
+    pub env: String,
+    /// The request's number (as in `history`) [default: the environment's open request]
+    #[arg(long, value_name = "N")]
+    pub deployment: Option<i64>,
+    /// The role approving, one of the plan's `roles` you are a member of [default: your only approving role]
+    #[arg(long, value_name = "ROLE")]
+    pub role: Option<String>,
+    /// What you checked, or (rejecting) what is wrong; recorded
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// Who approves [default: $STAGEGATE_ACTOR, else $USER]
+    #[arg(
+        long,
+        visible_alias = "as",
+        env = "STAGEGATE_ACTOR",
+        value_name = "NAME"
+    )]
+    pub actor: Option<String>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ProtectArgs {
+    /// Skip a protected environment's promotion and soak, with this reason (the plan's
+    /// `bypass` rule says who may; recorded in the audit log). Approvals still apply.
+    #[arg(long, value_name = "REASON")]
+    pub bypass: Option<String>,
+    /// The role you bypass as, one of the `bypass.by` roles you are a member of
+    #[arg(long = "bypass-role", value_name = "ROLE", requires = "bypass")]
+    pub bypass_role: Option<String>,
+    /// Wait for approvals, the soak and the wait timer (printing what is missing as it
+    /// changes), then deploy, instead of exiting 8
+    #[arg(long)]
+    pub wait_approval: bool,
+    /// Give up waiting for approvals after this long (with --wait-approval)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "wait_approval")]
+    pub approval_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args, Clone, Default)]

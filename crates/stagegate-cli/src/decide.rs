@@ -46,7 +46,7 @@ pub async fn pending_decision(store: &Store, env: &str) -> Result<Option<Deploym
     let recent = store.deployments(Some(env), 100).await?;
     Ok(recent
         .into_iter()
-        .find(|d| d.kind != "check")
+        .find(|d| d.kind != "check" && d.kind != crate::promote::REQUEST)
         .filter(|d| d.outcome == Outcome::AwaitingDecision))
 }
 
@@ -298,6 +298,11 @@ fn pick_step(id: i64, open: &[String], args: &DecideArgs) -> Result<String, Fail
             many.join(", ")
         ))),
     }
+}
+
+/// `text` with the plan's secret values of `env` masked (a comment quoting a token).
+pub fn scrub_for(plan: &Plan, env: &str, text: &str) -> String {
+    plan_scrubber(plan, env)(text)
 }
 
 /// Masks the plan's secret values in text a person typed (a reason quoting a token).

@@ -38,7 +38,7 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "environments",
-        "The environments a plan deploys to, each with `vars`, `secrets`, `services` overrides and `on_failure`.",
+        "The environments a plan deploys to, each with `vars`, `secrets`, `services` overrides and `on_failure`, and protection: `promote_from`, `soak`, `wait_timer`, `tags`, `approvals`, `bypass`.",
         "required, at least one",
         "environments:\n  staging:\n    vars: { base: \"http://127.0.0.1:8000\" }",
     ),
@@ -47,6 +47,48 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
         "Per-environment changes to a service: `env`, `port`, `start`.",
         "none",
         "environments:\n  staging:\n    services:\n      web: { port: 8080 }",
+    ),
+    (
+        "roles",
+        "Who is in which role, for `approvals.from` and `bypass.by`: role -> people's names. `stagegate approve --role ROLE` must name a role the approver is in. See docs/promotion.md.",
+        "none",
+        "roles:\n  security: [alice]\n  devops: [bob, olga]",
+    ),
+    (
+        "environments.promote_from",
+        "Releases reach this environment only by `stagegate promote FROM ENV`: the newest deployment of FROM that succeeded and still runs, its artifacts pinned (a build that differs fails). A plain `deploy` is refused (exit 9) unless `bypass` allows it.",
+        "none: direct deploys",
+        "production:\n  promote_from: staging",
+    ),
+    (
+        "environments.soak",
+        "How long the artifact must have run in `promote_from` (since its deployment there passed, still running) before it may be promoted. Until then the promotion waits (exit 8).",
+        "none",
+        "production: { promote_from: staging, soak: 48h }",
+    ),
+    (
+        "environments.wait_timer",
+        "How long after a promotion (or deploy) of an artifact is first asked for before it may run.",
+        "none",
+        "production: { wait_timer: 24h }",
+    ),
+    (
+        "environments.tags",
+        "Glob patterns the release version must match to reach this environment (e.g. release tags); others are refused (exit 9).",
+        "any version",
+        "production: { tags: \"v*\" }",
+    ),
+    (
+        "environments.approvals",
+        "N approvals before a deploy or promotion runs: `required`, `from` (roles of `roles`, or names), `self_approve` (default false: the requester cannot approve), `distinct_roles` (default false). Bound to the plan's hash and the artifact digest; `stagegate approve ENV`.",
+        "none",
+        "production:\n  approvals: { required: 2, from: [security, devops], distinct_roles: true }",
+    ),
+    (
+        "environments.bypass",
+        "Who may skip `promote_from` and `soak` with `deploy ENV --bypass REASON` (roles or names); recorded in the audit log. Approvals and the wait timer still apply. Without it nobody can bypass, administrators included.",
+        "nobody",
+        "production:\n  bypass: { by: [tech-lead] }",
     ),
     (
         "services",

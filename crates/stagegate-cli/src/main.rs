@@ -24,6 +24,7 @@ mod decide;
 mod explain;
 mod load;
 mod preflight;
+mod promote;
 mod query;
 mod run;
 
@@ -33,7 +34,9 @@ use stagegate_report::TerminalStyle;
 
 use stagegate_engine::StepFilter;
 
-use crate::cli::{BakeArgs, Cli, ColorChoice, Command, GateArgs, ReleaseArgs, RunArgs};
+use crate::cli::{
+    BakeArgs, Cli, ColorChoice, Command, GateArgs, ProtectArgs, ReleaseArgs, RunArgs,
+};
 use crate::context::{CmdResult, Failure, load_plan, open_store, prepare_scope, state_dir};
 
 pub fn terminal_style(choice: ColorChoice) -> TerminalStyle {
@@ -100,6 +103,7 @@ async fn dispatch(cli: &Cli) -> CmdResult {
             release,
             gates,
             bake,
+            protect,
             run,
         } => {
             deploy(
@@ -107,12 +111,38 @@ async fn dispatch(cli: &Cli) -> CmdResult {
                 env,
                 release,
                 gates,
-                Some(bake),
+                Some((bake, protect, None)),
                 run,
                 None,
                 StepFilter::All,
             )
             .await
+        }
+        Command::Promote {
+            from,
+            to,
+            gates,
+            bake,
+            protect,
+            run,
+        } => {
+            deploy(
+                cli,
+                to,
+                &ReleaseArgs::default(),
+                gates,
+                Some((bake, protect, Some(from.as_str()))),
+                run,
+                None,
+                StepFilter::All,
+            )
+            .await
+        }
+        Command::Approve(args) => {
+            promote::approve(cli, args, stagegate_store::Verdict::Approved).await
+        }
+        Command::Reject(args) => {
+            promote::approve(cli, args, stagegate_store::Verdict::Rejected).await
         }
         Command::Decide(args) => decide::decide(cli, args).await,
         Command::Check {
@@ -220,22 +250,44 @@ async fn dispatch(cli: &Cli) -> CmdResult {
     }
 }
 
-/// `deploy ENV` runs every stage; `check ENV` only the gates, changing nothing.
+/// `deploy ENV` runs every stage; `check ENV` only the gates, changing nothing; `promote
+/// FROM ENV` deploys what passed FROM (`bake` carries the protection flags and FROM).
 #[allow(clippy::too_many_arguments)]
 async fn deploy(
     cli: &Cli,
     env: &str,
     release: &ReleaseArgs,
     gates: &GateArgs,
-    bake: Option<&BakeArgs>,
+    bake: Option<(&BakeArgs, &ProtectArgs, Option<&str>)>,
     run: &RunArgs,
     at: Option<jiff::Timestamp>,
     filter: StepFilter,
 ) -> CmdResult {
     let plan = load_plan(cli)?;
-    let scope = prepare_scope(&plan, env, release)?;
-    let mut inputs = preflight::run_inputs(&plan, &scope, gates, run, at)?;
+    if plan.environment(env).is_none() {
+        // The scope says so with the list; before the store, so nothing is recorded.
+        prepare_scope(&plan, env, release)?;
+    }
     let store = open_store(cli, &plan).await?;
+    let (bake, protect, from) = match bake {
+        Some((b, p, f)) => (Some(b), Some(p), f),
+        None => (None, None, None),
+    };
+    let mut release = release.clone();
+    if let Some(f) = from {
+        if plan.environment(f).is_none() {
+            return Err(Failure::invalid(format!(
+                "error: the plan has no environment `{f}`; it has: {}",
+                plan.environment_names().join(", ")
+            )));
+        }
+        let (v, s) = promote::source_release(cli, &plan, &store, f, env).await?;
+        release.version = Some(v);
+        release.sha = Some(s);
+    }
+    let scope = prepare_scope(&plan, env, &release)?;
+    let mut inputs = preflight::run_inputs(&plan, &scope, gates, run, at)?;
+    let mut authorized = None;
     if filter != StepFilter::GatesOnly {
         if let Some(d) = decide::pending_decision(&store, env).await? {
             return Err(Failure::new(
@@ -246,6 +298,24 @@ async fn deploy(
                     d.id, d.release_version, d.id
                 ),
             ));
+        }
+        if let Some(p) = protect {
+            let who = context::actor(run.actor.as_deref());
+            let ask = promote::BypassAsk {
+                reason: p.bypass.clone(),
+                role: p.bypass_role.clone(),
+            };
+            let wait = promote::WaitAsk {
+                wait: p.wait_approval,
+                timeout: p.approval_timeout,
+            };
+            let release = (scope.release.version.as_str(), scope.release.sha.as_str());
+            if let Some(a) =
+                promote::authorize(cli, &plan, &store, env, &who, release, from, &ask, wait).await?
+            {
+                inputs.pinned = a.pinned.clone();
+                authorized = Some(a.event());
+            }
         }
         inputs.baselines = load_baselines(&store, &plan, env).await?;
         inputs.watch_baselines = load_watch_baselines(&store, &plan, env).await?;
@@ -274,6 +344,9 @@ async fn deploy(
     let plan_ref = &plan;
     session
         .run(&version, &sha, move |id, events, cancel, abort| {
+            if let Some(a) = authorized {
+                events.emit(stagegate_engine::Event::Authorized(a));
+            }
             stagegate_engine::run_deploy(stagegate_engine::RunRequest {
                 plan: plan_ref,
                 scope,

@@ -82,6 +82,7 @@ pub fn run_inputs(
         baselines: Default::default(),
         decisions: Default::default(),
         watch_baselines: Default::default(),
+        pinned: Default::default(),
     })
 }
 

@@ -355,6 +355,7 @@ pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
     let lock = store.lock_info(env).await?;
     let unfinished = store.unfinished(Some(env)).await?;
     let last = store.last_deployment(env, None).await?;
+    let awaiting = crate::promote::describe_open(&store, &plan, env).await?;
     let client = health::http_client();
     let mut services = Vec::new();
     for svc in &plan.services {
@@ -396,6 +397,7 @@ pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
             "environment": env,
             "lock": lock,
             "unfinished": unfinished,
+            "awaiting_approval": awaiting,
             "last_deployment": last,
             "services": services.iter().map(|(s, rs, cur, h)| serde_json::json!({
                 "service": s.name,
@@ -430,6 +432,9 @@ pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
                 }
             );
         }
+    }
+    if let Some(a) = &awaiting {
+        println!("  {a}");
     }
     for d in &unfinished {
         let steps = store.steps(d.id).await?;
@@ -668,6 +673,11 @@ pub async fn history(cli: &Cli, env: Option<&str>, limit: i64, json: bool) -> Cm
             took,
             d.actor
         );
+        if d.kind == crate::promote::REQUEST
+            && let Some(sum) = &d.summary
+        {
+            println!("{:>5}  {sum}", "");
+        }
         for o in overridden {
             println!(
                 "{:>5}  gate `{}` overridden by {} at {}: {}",

@@ -152,7 +152,7 @@ impl Drop for Project {
 }
 
 impl Out {
-    fn of(mut c: Command) -> Self {
+    pub fn of(mut c: Command) -> Self {
         let o = c.output().expect("stagegate runs");
         Out {
             code: o.status.code().unwrap_or(-1),

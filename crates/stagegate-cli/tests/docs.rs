@@ -26,6 +26,7 @@ const AT_LEAST: &[(&str, usize)] = &[
     ("drivers-kubernetes.md", 2),
     ("drivers-docker.md", 2),
     ("store.md", 1),
+    ("promotion.md", 3),
 ];
 
 /// Runs `stagegate validate` on `plan`, written as `stagegate.yml` in a fresh directory.
