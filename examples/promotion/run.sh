@@ -20,9 +20,6 @@ echo "### seed 003 (examples/promotion/trading)"
 sg_plan examples/promotion/trading/stagegate.yml
 stop_on_exit staging
 stop_on_exit production
-plan=examples/promotion/trading/stagegate.yml
-cp "$plan" "$plan.orig"
-trap 'mv -f "$plan.orig" "$plan"; _sg_stop_all' EXIT
 
 echo "## 1. 1.4.0 deploys to staging"
 sg deploy staging --release-version 1.4.0
@@ -69,10 +66,14 @@ sg deploy staging --release-version 1.4.1
 sleep 3
 expect_code 8 sg promote staging production
 sg STAGEGATE_ACTOR=alice approve production --role security
-echo "# reviewed change" >> "$plan"
+# The changed plan, beside the first so that it shares its state store:
+changed=examples/promotion/trading/stagegate-changed.yml
+{ cat examples/promotion/trading/stagegate.yml; echo "# a reviewed change"; } > "$changed"
+sg_plan "$changed"
 expect_code 9 sg STAGEGATE_ACTOR=bob approve production
 expect_code 8 sg promote staging production   # the old request is voided; a new one waits
 sg history production
+rm -f "$changed"
 
 echo
 echo "### seed 004 (examples/promotion/marketedge)"
