@@ -294,11 +294,13 @@ pub struct ProtectArgs {
     #[arg(long = "bypass-role", value_name = "ROLE", requires = "bypass")]
     pub bypass_role: Option<String>,
     /// Wait for approvals, the soak and the wait timer (printing what is missing as it
-    /// changes), then deploy, instead of exiting 8
+    /// changes), then deploy, instead of exiting 8. `--wait` waits for them too, and then
+    /// for the lock.
     #[arg(long)]
     pub wait_approval: bool,
-    /// Give up waiting for approvals after this long (with --wait-approval)
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "wait_approval")]
+    /// Give up waiting for approvals after this long (with --wait or --wait-approval)
+    /// [default: wait until approved, rejected or interrupted]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub approval_timeout: Option<std::time::Duration>,
 }
 
@@ -316,7 +318,8 @@ pub struct BakeArgs {
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct RunArgs {
-    /// Wait for the environment's lock instead of failing when another run holds it
+    /// Wait for the environment's lock instead of failing when another run holds it (and,
+    /// for a protected environment, for its approvals, soak and wait timer first)
     #[arg(long)]
     pub wait: bool,
     /// Give up waiting for the lock after this long (with --wait)

@@ -306,7 +306,7 @@ async fn deploy(
                 role: p.bypass_role.clone(),
             };
             let wait = promote::WaitAsk {
-                wait: p.wait_approval,
+                wait: p.wait_approval || run.wait,
                 timeout: p.approval_timeout,
             };
             let release = (scope.release.version.as_str(), scope.release.sha.as_str());

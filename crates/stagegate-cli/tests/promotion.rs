@@ -455,13 +455,13 @@ fn wait_approval_blocks_until_the_approvals_arrive_then_deploys() {
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert_eq!(history(&p, "production")[0]["outcome"], "succeeded");
 
-    // And it gives up when told to, leaving the request open.
+    // And it gives up when told to, leaving the request open; `--wait` waits for approvals too.
     deploy_staging(&p, "7.0.1");
     p.run(&[
         "promote",
         "staging",
         "production",
-        "--wait-approval",
+        "--wait",
         "--approval-timeout",
         "1s",
     ])
