@@ -439,3 +439,41 @@ fn container_of_platform(p: &Project, id: &str) -> serde_json::Value {
     ));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("release {id}: {e}: {text}"))
 }
+
+/// A promotion carries the image id that passed staging: the same image goes to production;
+/// a tag rebuilt with other content since is caught and its container rolled back.
+#[test]
+fn a_promotion_deploys_the_image_that_passed_staging_and_refuses_a_rebuilt_tag() {
+    let s = Scope::new("promote");
+    let plan = docker_plan(&s.prefix, "    port: 8000", "").replace(
+        "environments:\n  staging:\n    secrets: { optional: [BLOB_KEY] }\n",
+        "environments:\n  staging:\n    secrets: { optional: [BLOB_KEY] }\n  production:\n    promote_from: staging\n    secrets: { optional: [BLOB_KEY] }\n",
+    );
+    assert!(plan.contains("promote_from"), "{plan}");
+    let p = Project::new(&plan);
+    dockerd::write_image_context(&p.path().join("image"), false);
+    let env = [("ERP_VERSION", "3.0.0")];
+    p.run_env(&["deploy", "staging"], &env).code(0);
+    let staged = container_of(&p, "3.0.0-d1");
+    let image_id = staged["docker"]["image_id"].as_str().unwrap().to_string();
+
+    p.run_env(&["promote", "staging", "production"], &env)
+        .code(0)
+        .stderr_has("authorized: promotion from staging (deployment #1)");
+    let prod: serde_json::Value =
+        serde_json::from_str(&p.read(".stagegate/releases/production/erp/3.0.0-d2/release.json"))
+            .unwrap();
+    assert_eq!(prod["docker"]["image_id"], image_id.as_str());
+    serves(prod["url"].as_str().unwrap(), "3.0.0");
+
+    // The tag is rebuilt from other content: production would run another image.
+    std::fs::write(p.path().join("image/rootfs/extra"), "changed").unwrap();
+    p.run_env(&["promote", "staging", "production"], &env)
+        .code(4)
+        .stderr_has("the artifact `image ")
+        .stderr_has("differs from what passed the source environment");
+    // Production still serves the image that passed.
+    serves(prod["url"].as_str().unwrap(), "3.0.0");
+    let _ = p.run(&["stop", "production"]);
+    let _ = p.run(&["stop", "staging"]);
+}

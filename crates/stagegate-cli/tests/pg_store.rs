@@ -314,3 +314,112 @@ fn a_password_in_the_plans_url_is_nowhere() {
     out.code(0).stderr_has("holds a password");
     common::assert_nowhere(&p, &[&db.password], "staging");
 }
+
+/// A promotion through a PostgreSQL store: the request, two approvers (each its own
+/// process, as from two machines), the deploy, and the approvals in the table and the
+/// audit log there.
+#[test]
+fn a_promotion_is_approved_and_deployed_through_postgres() {
+    let pg = Postgres::start();
+    let db = pg.database("cli_promotion");
+    let p = Project::new(
+        r#"project: shop
+roles:
+  security: [alice]
+  devops: [bob]
+environments:
+  staging: {}
+  production:
+    promote_from: staging
+    approvals: { required: 2, from: [security, devops], distinct_roles: true }
+stages:
+  deploy:
+    - id: hello
+      run: echo deploying ${{ release.version }}
+"#,
+    );
+    let env = |who: &'static str| {
+        [
+            ("STAGEGATE_STATE", db.url.clone()),
+            ("STAGEGATE_ACTOR", who.to_string()),
+        ]
+    };
+    let run = |who: &'static str, args: &[&str]| {
+        let e = env(who);
+        let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let out = p.run_env(args, &e);
+        hides(&out, &db.password);
+        out
+    };
+    run("ci", &["deploy", "staging", "--release-version", "2.1.0"]).code(0);
+    // No service ran in staging: there is no artifact, so nothing can be promoted.
+    run("ci", &["promote", "staging", "production"])
+        .code(9)
+        .stderr_has("deployed no service");
+    assert_eq!(
+        pg.superuser(
+            &db.name,
+            "SELECT count(*) FROM deployments WHERE environment = 'production'"
+        ),
+        "0"
+    );
+    // A direct deploy of production is refused too.
+    run(
+        "ci",
+        &["deploy", "production", "--release-version", "2.1.0"],
+    )
+    .code(9)
+    .stderr_has("takes releases only by promotion");
+
+    // Sign-offs with no promotion: approvals in PostgreSQL.
+    p.write(
+        "stagegate.yml",
+        r#"project: shop
+roles:
+  security: [alice]
+  devops: [bob]
+environments:
+  production:
+    approvals: { required: 2, from: [security, devops], distinct_roles: true }
+stages:
+  deploy:
+    - id: hello
+      run: echo deploying ${{ release.version }}
+"#,
+    );
+    run(
+        "ci",
+        &["deploy", "production", "--release-version", "2.1.0"],
+    )
+    .code(8);
+    run("ci", &["approve", "production"])
+        .code(9)
+        .stderr_has("cannot approve it");
+    run("alice", &["approve", "production", "--comment", "ok"]).code(0);
+    run("bob", &["approve", "production"])
+        .code(0)
+        .stdout_has("(2 of 2)");
+    run(
+        "ci",
+        &["deploy", "production", "--release-version", "2.1.0"],
+    )
+    .code(0)
+    .stderr_has("approved by alice (security), bob (devops)");
+    assert_eq!(
+        pg.superuser(
+            &db.name,
+            "SELECT string_agg(actor || ':' || coalesce(role, '-') || ':' || verdict, ',' ORDER BY id) FROM approvals"
+        ),
+        "alice:security:approved,bob:devops:approved"
+    );
+    assert_eq!(
+        pg.superuser(
+            &db.name,
+            "SELECT outcome FROM deployments WHERE kind = 'request'"
+        ),
+        "approved"
+    );
+    run("ci", &["audit", "verify"])
+        .code(0)
+        .stdout_has("2 approvals");
+}

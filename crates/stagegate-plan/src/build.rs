@@ -1392,7 +1392,18 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
                         .iter()
                         .flat_map(|(_, v)| v.iter().map(String::as_str))
                         .collect();
+                    let declared: Vec<&str> = env_secrets
+                        .iter()
+                        .filter(|(_, vs)| vs.contains(name))
+                        .map(|(e, _)| e.as_str())
+                        .collect();
                     let help = match did_you_mean(name, all.iter().copied()) {
+                        // Declared in some environments only: say where, not "did you mean" itself.
+                        Some(s) if s == name.as_str() => format!(
+                            "it is declared for {} only: add `{name}` to the `secrets` of {} too, or at the top of the plan",
+                            declared.join(", "),
+                            missing.join(", ")
+                        ),
                         Some(s) => format!("did you mean `secrets.{s}`?"),
                         None => format!(
                             "declare `{name}` under `secrets: {{ require: [...] }}` at the top or in each environment"
