@@ -274,6 +274,39 @@ async fn request_binding(store: &Store, id: i64) -> Result<Option<serde_json::Va
         .map(|e| e.data))
 }
 
+/// The newest `approved` request of `env` for this plan and artifact, when no deploy of
+/// `env` has succeeded since it was approved.
+async fn unspent_approved(
+    store: &Store,
+    env: &str,
+    plan: &Plan,
+    artifact: &Artifact,
+) -> Result<Option<Deployment>, Failure> {
+    let recent = store.deployments(Some(env), 500).await?;
+    let Some(pos) = recent
+        .iter()
+        .position(|d| d.kind == REQUEST && d.outcome != Outcome::AwaitingApproval)
+    else {
+        return Ok(None);
+    };
+    let req = &recent[pos];
+    if req.outcome != Outcome::Approved || req.plan_hash != plan.hash {
+        return Ok(None);
+    }
+    let binding = request_binding(store, req.id).await?.unwrap_or_default();
+    if binding["artifact"]["digest"] != artifact.digest.as_str() {
+        return Ok(None);
+    }
+    // `recent` is newest first: what came after the request is before it in the list.
+    let spent = recent[..pos]
+        .iter()
+        .any(|d| d.kind == "deploy" && d.outcome == Outcome::Succeeded);
+    if spent {
+        return Ok(None);
+    }
+    Ok(Some(req.clone()))
+}
+
 /// The newest open request of `env`.
 pub async fn open_request(store: &Store, env: &str) -> Result<Option<Deployment>, Failure> {
     Ok(store
@@ -423,6 +456,11 @@ async fn request_for(
     artifact: &Artifact,
     from: Option<(&str, i64)>,
 ) -> Result<(Deployment, bool), Failure> {
+    // An approved request whose deploy did not succeed (the lock was held, a step failed)
+    // keeps its approvals: they approved this artifact under this plan.
+    if let Some(unspent) = unspent_approved(store, env, plan, artifact).await? {
+        return Ok((unspent, false));
+    }
     if let Some(open) = open_request(store, env).await? {
         let binding = request_binding(store, open.id).await?.unwrap_or_default();
         let same_artifact = binding["artifact"]["digest"] == artifact.digest.as_str();

@@ -470,3 +470,27 @@ fn wait_approval_blocks_until_the_approvals_arrive_then_deploys() {
     assert_eq!(history(&p, "production")[0]["outcome"], "awaiting_approval");
     stop_all(&p);
 }
+
+#[test]
+fn approvals_survive_a_deploy_that_failed_and_are_spent_by_one_that_succeeded() {
+    let p = Project::with_demo(&plan(
+        "    promote_from: staging\n    approvals: { required: 1, from: [devops] }",
+    ));
+    deploy_staging(&p, "8.0.0");
+    p.run(&["promote", "staging", "production"]).code(8);
+    as_(&p, "bob", &["approve", "production"]).code(0);
+    // The deploy fails (the build differs): the approval still stands for this artifact.
+    p.run_env(&["promote", "staging", "production"], &[("STAMP", "two")])
+        .code(3);
+    p.run(&["promote", "staging", "production"])
+        .code(0)
+        .stderr_has("approved by bob (devops)");
+    let prod = history(&p, "production");
+    let requests = prod.iter().filter(|d| d["kind"] == "request").count();
+    assert_eq!(requests, 1, "{prod:?}");
+    // Once deployed, promoting the same artifact again asks anew.
+    p.run(&["promote", "staging", "production"])
+        .code(8)
+        .stderr_has("approvals: 0 of 1");
+    stop_all(&p);
+}
