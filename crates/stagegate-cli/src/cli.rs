@@ -217,6 +217,20 @@ pub enum Command {
         after_help = "Examples:\n  stagegate load http://127.0.0.1:8080/health -n 1000 -c 10 --slo 'p95 < 2s'\n  stagegate load https://staging.example.com/ -q 500/s -z 30s --warmup 5s --json\n  stagegate load http://127.0.0.1:8080/me --users users.csv -H 'X-User: ${{ vu.id }}' --isolation id"
     )]
     Load(Box<LoadArgs>),
+    /// Serve the HTTP API and web page: history, runs, approvals, GitHub webhooks, /metrics
+    ///
+    /// Everything but `/healthz` needs an API token (`stagegate token create`) or a page
+    /// login with one. Approvals through it follow the plan's rules with the token's subject
+    /// as the approver. See docs/server.md.
+    #[command(
+        after_help = "Examples:\n  stagegate token create alice --subject alice --scope read,approve\n  GITHUB_WEBHOOK_SECRET=... stagegate serve --listen 127.0.0.1:8470 --github-secret-env GITHUB_WEBHOOK_SECRET"
+    )]
+    Serve(ServeArgs),
+    /// Create, list or revoke the server's API tokens (kept hashed, 0600)
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// (internal) supervise one release's process
     #[command(name = "__supervise", hide = true)]
     Supervise { dir: PathBuf },
@@ -282,6 +296,36 @@ pub struct ApproveArgs {
         value_name = "NAME"
     )]
     pub actor: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// The address to listen on (port 0: any free port, printed at start)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8470")]
+    pub listen: String,
+    /// The environment variable holding the GitHub webhook's secret; without it the
+    /// webhook endpoint is off
+    #[arg(long, value_name = "NAME")]
+    pub github_secret_env: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Make a token; it is printed once, and only its hash is kept
+    Create {
+        /// A name for the token (to list and revoke it)
+        name: String,
+        /// Who acts with it: the approver and the actor of the runs it starts
+        #[arg(long, value_name = "WHO")]
+        subject: String,
+        /// What it may do: read, approve, deploy (comma-separated or repeated)
+        #[arg(long, value_name = "SCOPE", required = true)]
+        scope: Vec<String>,
+    },
+    /// List the tokens (never the tokens themselves)
+    List,
+    /// Revoke a token: requests and page sessions with it fail from now on
+    Revoke { name: String },
 }
 
 #[derive(Debug, Args, Clone, Default)]

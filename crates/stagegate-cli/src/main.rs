@@ -27,6 +27,7 @@ mod preflight;
 mod promote;
 mod query;
 mod run;
+mod serve;
 
 use clap::Parser;
 use stagegate_engine::exit;
@@ -247,6 +248,8 @@ async fn dispatch(cli: &Cli) -> CmdResult {
         }
         Command::Audit { action } => audit::run(cli, action).await,
         Command::Load(args) => load::load(args).await,
+        Command::Serve(args) => serve::serve(cli, args).await,
+        Command::Token { action } => serve::token(cli, action).await,
     }
 }
 

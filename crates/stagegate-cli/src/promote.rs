@@ -839,6 +839,50 @@ pub async fn authorize(
 /// `stagegate approve ENV` and `stagegate reject ENV`.
 pub async fn approve(cli: &Cli, args: &ApproveArgs, verdict: Verdict) -> CmdResult {
     let plan = load_plan(cli)?;
+    if plan.environment(&args.env).is_none() {
+        return Err(Failure::invalid(format!(
+            "error: the plan has no environment `{}`; it has: {}",
+            args.env,
+            plan.environment_names().join(", ")
+        )));
+    }
+    let store = open_store(cli, &plan).await?;
+    let who = actor(args.actor.as_deref());
+    let ask = VerdictAsk {
+        env: args.env.clone(),
+        deployment: args.deployment,
+        role: args.role.clone(),
+        comment: args.comment.clone(),
+    };
+    for line in record_verdict(&plan, &store, &ask, &who, verdict).await? {
+        println!("{line}");
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// An approval or rejection asked for, from the command line or the server's API.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct VerdictAsk {
+    pub env: String,
+    #[serde(default)]
+    pub deployment: Option<i64>,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// Records `who`'s approval or rejection of `ask.env`'s request under the plan's rules;
+/// returns what to tell them. Refusals are [`Failure`]s with exit code 9 (2 for bad input).
+pub async fn record_verdict(
+    plan: &Plan,
+    store: &Store,
+    args: &VerdictAsk,
+    who: &str,
+    verdict: Verdict,
+) -> Result<Vec<String>, Failure> {
+    let who = who.to_string();
+    let mut said = Vec::new();
     let env = &args.env;
     let Some(e) = plan.environment(env) else {
         return Err(Failure::invalid(format!(
@@ -858,7 +902,6 @@ pub async fn approve(cli: &Cli, args: &ApproveArgs, verdict: Verdict) -> CmdResu
             "error: a rejection needs --comment: say what is wrong, e.g. --comment \"p95 doubled in staging since 14:00\"",
         ));
     }
-    let store = open_store(cli, &plan).await?;
     let req = match args.deployment {
         Some(id) => match store.deployment(id).await? {
             Some(d) if d.kind == REQUEST && d.environment == *env => d,
@@ -874,7 +917,7 @@ pub async fn approve(cli: &Cli, args: &ApproveArgs, verdict: Verdict) -> CmdResu
                 )));
             }
         },
-        None => match open_request(&store, env).await? {
+        None => match open_request(store, env).await? {
             Some(d) => d,
             None => {
                 return Err(Failure::invalid(format!(
@@ -899,12 +942,11 @@ pub async fn approve(cli: &Cli, args: &ApproveArgs, verdict: Verdict) -> CmdResu
             &plan.hash[..12]
         )));
     }
-    let binding = request_binding(&store, req.id).await?.unwrap_or_default();
+    let binding = request_binding(store, req.id).await?.unwrap_or_default();
     let digest = binding["artifact"]["digest"]
         .as_str()
         .unwrap_or("")
         .to_string();
-    let who = actor(args.actor.as_deref());
     if who == req.actor && !rule.self_approve {
         return Err(refused(format!(
             "error: {who} asked for request #{} and cannot {} it: the plan does not allow self-approval; nothing was recorded\n  = help: someone else from {} must",
@@ -1006,7 +1048,7 @@ pub async fn approve(cli: &Cli, args: &ApproveArgs, verdict: Verdict) -> CmdResu
         verdict,
         actor: who.clone(),
         role: role.clone(),
-        comment: crate::decide::scrub_for(&plan, env, comment),
+        comment: crate::decide::scrub_for(plan, env, comment),
         plan_hash: plan.hash.clone(),
         artifact: digest.clone(),
         at: stagegate_store::now_millis(),
@@ -1034,11 +1076,11 @@ pub async fn approve(cli: &Cli, args: &ApproveArgs, verdict: Verdict) -> CmdResu
                 record.at,
             )
             .await?;
-        println!(
+        said.push(format!(
             "rejected: request #{} ({} to `{env}`) by {who}{as_role}; it is closed",
             req.id, req.release_version
-        );
-        return Ok(exit::SUCCESS);
+        ));
+        return Ok(said);
     }
     let approvals = store.approvals(req.id).await?;
     let artifact = Artifact {
@@ -1052,7 +1094,7 @@ pub async fn approve(cli: &Cli, args: &ApproveArgs, verdict: Verdict) -> CmdResu
         None => None,
     };
     let (st, counted) = standing(
-        &plan,
+        plan,
         &e.protection,
         &req,
         &artifact,
@@ -1060,13 +1102,13 @@ pub async fn approve(cli: &Cli, args: &ApproveArgs, verdict: Verdict) -> CmdResu
         &approvals,
         stagegate_store::now_millis(),
     );
-    println!(
+    said.push(format!(
         "approved: request #{} ({} to `{env}`) by {who}{as_role} ({} of {})",
         req.id,
         req.release_version,
         counted.len(),
         rule.required
-    );
+    ));
     let again = match binding["from"].as_str() {
         Some(f) => format!("stagegate promote {f} {env}"),
         None => format!(
@@ -1075,15 +1117,15 @@ pub async fn approve(cli: &Cli, args: &ApproveArgs, verdict: Verdict) -> CmdResu
         ),
     };
     match st {
-        Standing::Ready => println!("every condition holds: `{again}` deploys it"),
+        Standing::Ready => said.push(format!("every condition holds: `{again}` deploys it")),
         Standing::Waiting(what) => {
             for w in what {
-                println!("still waits for: {w}");
+                said.push(format!("still waits for: {w}"));
             }
         }
         Standing::Rejected(_) => {}
     }
-    Ok(exit::SUCCESS)
+    Ok(said)
 }
 
 /// One line on an environment's open request, for `status`.

@@ -29,6 +29,7 @@ const TOP_KEYS: &[&str] = &[
     "on_failure",
     "state",
     "roles",
+    "triggers",
 ];
 const ENV_KEYS: &[&str] = &[
     "vars",
@@ -376,6 +377,11 @@ fn read_plan(cx: &mut Cx, root: &Node, source: Arc<Source>, hash: String) -> Opt
         .map(|n| crate::protect::read_roles(cx, n))
         .unwrap_or_default();
 
+    let triggers = top
+        .get_node("triggers")
+        .map(|n| crate::trigger::read_triggers(cx, n))
+        .unwrap_or_default();
+
     let mut environments = Vec::new();
     match top.get_node("environments") {
         Some(n) => {
@@ -442,6 +448,7 @@ fn read_plan(cx: &mut Cx, root: &Node, source: Arc<Source>, hash: String) -> Opt
         on_failure,
         state,
         roles,
+        triggers,
     };
     check_references(cx, &mut plan);
     crate::kinds::check_plan(cx, &plan);
@@ -1069,6 +1076,7 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
         .map(|e| (e.name.clone(), e.span.clone(), &e.protection))
         .collect();
     crate::protect::check(cx, &plan.roles, &protected);
+    crate::trigger::check(cx, &plan.triggers, &plan.environment_names());
 
     // Service dependencies exist and have no cycle; order services so dependencies come first.
     for s in &plan.services {

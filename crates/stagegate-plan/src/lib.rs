@@ -35,6 +35,7 @@ pub mod secret;
 pub mod shell;
 pub mod ssh;
 pub mod template;
+pub mod trigger;
 pub mod watch;
 pub mod yaml;
 

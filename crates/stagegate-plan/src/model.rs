@@ -30,6 +30,8 @@ pub struct Plan {
     pub state: StateSettings,
     /// Who is in which role, for approvals and bypasses.
     pub roles: crate::protect::Roles,
+    /// GitHub events that `stagegate serve` turns into runs.
+    pub triggers: Vec<crate::trigger::Trigger>,
 }
 
 impl Plan {
