@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::Project;
+use common::{Project, http};
 use sha2::{Digest, Sha256};
 
 const PLAN: &str = r#"project: shop
@@ -85,82 +84,6 @@ fn start(p: &Project) -> Server {
         let _ = err.read_to_string(&mut sink);
     });
     Server { child, port }
-}
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap_or("")
-        .split(' ')
-        .nth(1)
-        .unwrap_or("0")
-        .parse()
-        .unwrap_or(0);
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 fn token(p: &Project, name: &str, subject: &str, scope: &str) -> String {
@@ -641,4 +564,260 @@ stages:
         .stderr_has("trigger 3 answers `release` but has `branch`")
         .stderr_has("trigger 4 runs nothing")
         .stderr_has("stagegate.yml:5");
+}
+
+/// A WebDriver session of a real headless Chromium (Debian's `chromium` and
+/// `chromium-driver`), spoken to over HTTP.
+struct Browser {
+    driver: Child,
+    port: u16,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = http(
+            self.port,
+            "DELETE",
+            &format!("/session/{}", self.session),
+            &[],
+            "",
+        );
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver runs (Debian's chromium-driver package)");
+        let started = Instant::now();
+        while http_status(port, "/status") != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "chromedriver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                         "--disable-dev-shm-usage", "--window-size=1200,900",
+                         format!("--user-data-dir={}", profile.path().display())]
+            }
+        }}});
+        let r = http(
+            port,
+            "POST",
+            "/session",
+            &[("Content-Type", "application/json")],
+            &caps.to_string(),
+        );
+        assert_eq!(r.status, 200, "new session: {}", r.body);
+        let session = r.json()["value"]["sessionId"].as_str().unwrap().to_string();
+        Browser {
+            driver,
+            port,
+            session,
+            _profile: profile,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let r = http(
+            self.port,
+            method,
+            &format!("/session/{}{path}", self.session),
+            &[("Content-Type", "application/json")],
+            &body.to_string(),
+        );
+        assert_eq!(r.status, 200, "{method} {path}: {}", r.body);
+        r.json()["value"].clone()
+    }
+
+    fn js(&self, script: &str) -> serde_json::Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            serde_json::json!({"script": script, "args": []}),
+        )
+    }
+
+    fn element(&self, css: &str) -> String {
+        let v = self.call(
+            "POST",
+            "/element",
+            serde_json::json!({"using": "css selector", "value": css}),
+        );
+        v.as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Clicks the element `css` selects, as a person would (WebDriver's element click).
+    fn click(&self, css: &str) {
+        let e = self.element(css);
+        self.call(
+            "POST",
+            &format!("/element/{e}/click"),
+            serde_json::json!({}),
+        );
+    }
+
+    /// Waits until `script` returns something truthy, then returns it.
+    fn until(&self, what: &str, script: &str) -> serde_json::Value {
+        let started = Instant::now();
+        loop {
+            let v = self.js(script);
+            if !(v.is_null() || v == false || v == "") {
+                return v;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "waited 30s for {what}; the page says: {}",
+                self.js("return document.body.innerText")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn http_status(port: u16, path: &str) -> u16 {
+    match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        Ok(_) => http(port, "GET", path, &[], "").status,
+        Err(_) => 0,
+    }
+}
+
+#[test]
+fn in_chromium_a_person_logs_in_approves_and_watches_the_promotion_run() {
+    let p = Project::new(&PLAN.replace(
+        "run: echo deploying ${{ release.version }}",
+        "run: sleep 1; echo deploying ${{ release.version }}",
+    ));
+    let alice = token(&p, "alice", "alice", "read,approve");
+    let bob = token(&p, "bob", "bob", "approve");
+    let s = start(&p);
+    // A deploy that waits for its approvals, as a CI job would.
+    let waiting = p.spawn(&[
+        "deploy",
+        "production",
+        "--release-version",
+        "4.0.0",
+        "--wait-approval",
+        "--approval-timeout",
+        "600s",
+    ]);
+    wait_history(&p, 1);
+
+    let t0 = Instant::now();
+    let b = Browser::start();
+    eprintln!("chromium session after {:?}", t0.elapsed());
+    b.call(
+        "POST",
+        "/url",
+        serde_json::json!({"url": format!("http://127.0.0.1:{}/", s.port)}),
+    );
+    let field = b.element("#token");
+    b.call(
+        "POST",
+        &format!("/element/{field}/value"),
+        serde_json::json!({"text": alice}),
+    );
+    b.click("#login-button");
+    assert_eq!(
+        b.until(
+            "the subject",
+            "return document.querySelector('#subject')?.textContent"
+        ),
+        "alice"
+    );
+    let waits = b.until(
+        "the request",
+        "return document.querySelector('#request-1')?.innerText",
+    );
+    assert!(
+        waits.as_str().unwrap().contains("approvals: 0 of 2"),
+        "{waits}"
+    );
+
+    b.js("document.querySelector('#comment-1').value = 'looked at the canary'");
+    b.click("#approve-1");
+    let said = b.until(
+        "the answer",
+        "return document.querySelector('#message').textContent",
+    );
+    assert!(
+        said.as_str()
+            .unwrap()
+            .contains("by alice as security (1 of 2)"),
+        "{said}"
+    );
+
+    // The second approval comes from bob over the API; the waiting deploy goes on.
+    let r = http(
+        s.port,
+        "POST",
+        "/api/approve",
+        &[("Authorization", &format!("Bearer {bob}"))],
+        r#"{"env":"production"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    b.until(
+        "the run in the history",
+        "return document.querySelector('tr[data-id=\"2\"]') !== null",
+    );
+    b.click("tr[data-id=\"2\"]");
+    let outcome = b.until(
+        "the run to finish on the page",
+        "const o = document.querySelector('#outcome'); return o && o.textContent !== 'running' ? o.textContent : null",
+    );
+    assert_eq!(outcome, "succeeded");
+    let events = b.js("return document.querySelector('#events').textContent");
+    assert!(
+        events.as_str().unwrap().contains("run_finished"),
+        "{events}"
+    );
+    assert!(events.as_str().unwrap().contains("authorized"), "{events}");
+
+    let png = b.call("GET", "/screenshot", serde_json::json!({}));
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(png.as_str().unwrap())
+        .unwrap();
+    assert!(bytes.starts_with(b"\x89PNG"), "a PNG");
+    std::fs::write(p.path().join("page.png"), &bytes).unwrap();
+    // What the screenshot shows, checked in the page it was taken of: the approvals.
+    let approvals = b.js("return document.querySelector('#detail').innerText");
+    assert!(
+        approvals.as_str().unwrap().contains("succeeded"),
+        "{approvals}"
+    );
+
+    let out = waiting.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
