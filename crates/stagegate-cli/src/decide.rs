@@ -492,6 +492,7 @@ async fn reject(
                 ..Default::default()
             },
             kind: "rollback",
+            notify: crate::run::notifier(plan, &scope),
         };
         let seen = rollback_id.clone();
         let why = why.clone();

@@ -205,6 +205,7 @@ async fn dispatch(cli: &Cli) -> CmdResult {
                 env: env.clone(),
                 args: run.clone(),
                 kind: "rollback",
+                notify: run::notifier(&plan, &scope),
             };
             let plan_ref = &plan;
             // A deploy awaiting a decision that this rollback undoes is finished by it.
@@ -339,6 +340,12 @@ async fn deploy(
             "check"
         } else {
             "deploy"
+        },
+        // A check changes nothing, so nobody is told of it.
+        notify: if filter == StepFilter::GatesOnly {
+            stagegate_engine::notify::Notifier::new(Vec::new())
+        } else {
+            run::notifier(&plan, &scope)
         },
     };
     let plan_ref = &plan;

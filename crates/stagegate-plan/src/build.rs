@@ -29,6 +29,7 @@ const TOP_KEYS: &[&str] = &[
     "on_failure",
     "state",
     "roles",
+    "notify",
 ];
 const ENV_KEYS: &[&str] = &[
     "vars",
@@ -42,6 +43,7 @@ const ENV_KEYS: &[&str] = &[
     "approvals",
     "tags",
     "bypass",
+    "notify",
 ];
 const SECRET_KEYS: &[&str] = &["require", "optional", "dotenv"];
 /// Keys every service has, whatever its driver.
@@ -375,6 +377,10 @@ fn read_plan(cx: &mut Cx, root: &Node, source: Arc<Source>, hash: String) -> Opt
         .get_node("roles")
         .map(|n| crate::protect::read_roles(cx, n))
         .unwrap_or_default();
+    let notify = top
+        .get_node("notify")
+        .map(|n| crate::notify::read_notify(cx, n, "the plan"))
+        .unwrap_or_default();
 
     let mut environments = Vec::new();
     match top.get_node("environments") {
@@ -442,6 +448,7 @@ fn read_plan(cx: &mut Cx, root: &Node, source: Arc<Source>, hash: String) -> Opt
         on_failure,
         state,
         roles,
+        notify,
     };
     check_references(cx, &mut plan);
     crate::kinds::check_plan(cx, &plan);
@@ -569,6 +576,7 @@ fn read_environment(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Env
         on_failure: None,
         hosts: Vec::new(),
         protection: Default::default(),
+        notify: Vec::new(),
     };
     // `staging:` with nothing under it is a valid, empty environment.
     if matches!(n, Node::Scalar(s) if s.as_str().is_empty()) {
@@ -583,6 +591,9 @@ fn read_environment(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Env
         .unwrap_or_default();
     env.on_failure = read_on_failure(cx, m);
     env.protection = crate::protect::read_protection(cx, m, name);
+    if let Some(n) = m.get_node("notify") {
+        env.notify = crate::notify::read_notify(cx, n, &what);
+    }
     if let Some(h) = m.get_node("hosts") {
         env.hosts = crate::ssh::read_hosts(cx, h, name);
     }
@@ -1340,9 +1351,19 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
     for t in plan.vars.values() {
         collect(t, None, &mut refs_to_check);
     }
+    for n in &plan.notify {
+        for t in n.templates() {
+            collect(t, None, &mut refs_to_check);
+        }
+    }
     for env in &plan.environments {
         for t in env.vars.values() {
             collect(t, None, &mut refs_to_check);
+        }
+        for n in &env.notify {
+            for t in n.templates() {
+                collect(t, None, &mut refs_to_check);
+            }
         }
         for o in env.services.values() {
             for t in o.env.values().chain(o.start.iter()) {
