@@ -125,11 +125,13 @@ impl Session<'_> {
                     ReportKind::Json => ReportFormat::Json,
                     ReportKind::Junit => ReportFormat::Junit,
                     ReportKind::Markdown => ReportFormat::Markdown,
+                    ReportKind::Html => ReportFormat::Html,
                 };
                 (format, path.clone())
             })
             .collect();
-        sinks.push(Box::new(ReportFiles::new(files)));
+        let who = actor(self.args.actor.as_deref());
+        sinks.push(Box::new(ReportFiles::new(files).with_actor(who)));
         let notify = self.notify.clone();
         if !notify.is_empty() {
             sinks.push(Box::new(notify.sink()));
