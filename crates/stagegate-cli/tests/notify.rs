@@ -280,3 +280,41 @@ stages:
         .stderr_has("undeclared secret `secrets.NOPE`")
         .stderr_has("`notify` in environment `staging` must be a list");
 }
+
+#[test]
+fn a_protected_deploy_that_waits_notifies_awaiting_approval_once() {
+    let (port, got) = receiver(|_| "200 OK");
+    let p = Project::new(&format!(
+        r#"project: demo
+environments:
+  staging:
+    approvals: {{ required: 1 }}
+    notify:
+      - webhook: "http://127.0.0.1:{port}/approvals"
+stages:
+  s:
+    - run: echo fine
+"#
+    ));
+    p.run(&["deploy", "staging", "--release-version", "5.0"])
+        .code(8)
+        .lacks("warning:");
+    // Asking again finds the same open request: nobody is told twice.
+    p.run(&["deploy", "staging", "--release-version", "5.0"])
+        .code(8);
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let n = got[0].json();
+    assert_eq!(n["event"], "awaiting_approval");
+    assert_eq!(n["request_id"], 1);
+    assert!(n["deployment_id"].is_null());
+    assert_eq!(n["release"]["version"], "5.0");
+    assert_eq!(n["exit_code"], 8);
+    assert!(
+        n["summary"]
+            .as_str()
+            .unwrap()
+            .contains("request #1 by tester waits for"),
+        "{n}"
+    );
+}

@@ -151,6 +151,9 @@ pub struct Notification {
     pub environment: String,
     /// `None` for a deploy awaiting approval: it has a request, not a deployment yet.
     pub deployment_id: Option<i64>,
+    /// The request a deploy awaiting approval is recorded as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<i64>,
     pub release: NotifiedRelease,
     /// The outcome of a finished run (`None` for `started` and `awaiting_approval`).
     pub outcome: Option<&'static str>,
@@ -189,6 +192,22 @@ pub fn notify_event(o: Outcome) -> NotifyEvent {
 #[derive(Clone)]
 pub struct Notifier {
     inner: Arc<Inner>,
+}
+
+impl Default for Notifier {
+    /// A notifier with no target: it sends nothing.
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
+}
+
+impl std::fmt::Debug for Notifier {
+    // The targets' URLs are secrets: only their labels are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.inner.targets.iter().map(Target::label))
+            .finish()
+    }
 }
 
 struct Inner {
@@ -413,10 +432,11 @@ fn slack_escape(s: &str) -> String {
 /// `blocks` (a header, the facts, the summary, the link).
 pub fn slack_message(n: &Notification, link: Option<&str>) -> serde_json::Value {
     let what = n.outcome.unwrap_or(n.event).replace('_', " ");
-    let deployment = n
-        .deployment_id
-        .map(|d| format!(" (deployment #{d})"))
-        .unwrap_or_default();
+    let deployment = match (n.deployment_id, n.request_id) {
+        (Some(d), _) => format!(" (deployment #{d})"),
+        (None, Some(r)) => format!(" (request #{r})"),
+        (None, None) => String::new(),
+    };
     let text = format!(
         "stagegate: {} {} to {}: {what}{deployment}",
         n.project, n.release.version, n.environment
@@ -429,6 +449,9 @@ pub fn slack_message(n: &Notification, link: Option<&str>) -> serde_json::Value 
     ];
     if let Some(d) = n.deployment_id {
         fields.push(("Deployment", format!("#{d}")));
+    }
+    if let Some(r) = n.request_id {
+        fields.push(("Request", format!("#{r}")));
     }
     if let Some(ms) = n.duration_ms {
         fields.push(("Duration", crate_duration(ms)));
@@ -510,6 +533,7 @@ impl EventSink for NotifySink {
                     project: facts.project.clone(),
                     environment: facts.environment.clone(),
                     deployment_id: Some(facts.deployment_id),
+                    request_id: None,
                     release: facts.release.clone(),
                     outcome: None,
                     exit_code: None,
@@ -534,6 +558,7 @@ impl EventSink for NotifySink {
                     project: facts.project.clone(),
                     environment: facts.environment.clone(),
                     deployment_id: Some(facts.deployment_id),
+                    request_id: None,
                     release: facts.release.clone(),
                     outcome: Some(outcome.as_str()),
                     exit_code: Some(*exit_code),
@@ -580,6 +605,7 @@ mod tests {
             project: "demo".into(),
             environment: "staging".into(),
             deployment_id: Some(3),
+            request_id: None,
             release: NotifiedRelease {
                 version: "1.0".into(),
                 sha: String::new(),
