@@ -510,6 +510,7 @@ fn awaiting_approval(
     use stagegate_engine::notify::{Notification, NotifiedRelease, rfc3339};
     Notification {
         event: stagegate_plan::NotifyEvent::AwaitingApproval.as_str(),
+        kind: "deploy".into(),
         project: plan.project.clone(),
         environment: env.to_string(),
         deployment_id: None,

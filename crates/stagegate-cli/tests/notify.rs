@@ -106,6 +106,7 @@ stages:
     assert_ne!(deliveries[0], deliveries[1]);
     let end = got[1].json();
     assert_eq!(end["project"], "demo");
+    assert_eq!(end["kind"], "deploy");
     assert_eq!(end["environment"], "staging");
     assert_eq!(end["deployment_id"], 1);
     assert_eq!(end["release"]["version"], "1.2.3");

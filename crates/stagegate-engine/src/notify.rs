@@ -147,6 +147,8 @@ pub struct NotifiedRelease {
 pub struct Notification {
     /// `started`, `succeeded`, `rolled_back`, `awaiting_approval`, ...
     pub event: &'static str,
+    /// `deploy` or `rollback` (a manual rollback that `succeeded` put services back).
+    pub kind: String,
     pub project: String,
     pub environment: String,
     /// `None` for a deploy awaiting approval: it has a request, not a deployment yet.
@@ -437,10 +439,17 @@ pub fn slack_message(n: &Notification, link: Option<&str>) -> serde_json::Value 
         (None, Some(r)) => format!(" (request #{r})"),
         (None, None) => String::new(),
     };
-    let text = format!(
-        "stagegate: {} {} to {}: {what}{deployment}",
-        n.project, n.release.version, n.environment
-    );
+    let text = if n.kind == "rollback" {
+        format!(
+            "stagegate: rollback of {} in {}: {what}{deployment}",
+            n.project, n.environment
+        )
+    } else {
+        format!(
+            "stagegate: {} {} to {}: {what}{deployment}",
+            n.project, n.release.version, n.environment
+        )
+    };
     let mut fields = vec![
         ("Outcome", what.clone()),
         ("Project", n.project.clone()),
@@ -497,6 +506,7 @@ fn crate_duration(ms: u64) -> String {
 #[derive(Debug, Clone)]
 struct RunFacts {
     deployment_id: i64,
+    kind: String,
     project: String,
     environment: String,
     release: NotifiedRelease,
@@ -515,12 +525,14 @@ impl EventSink for NotifySink {
                 deployment_id,
                 project,
                 environment,
+                kind,
                 release,
                 at,
                 ..
             } => {
                 let facts = RunFacts {
                     deployment_id: *deployment_id,
+                    kind: kind.clone(),
                     project: project.clone(),
                     environment: environment.clone(),
                     release: NotifiedRelease {
@@ -530,6 +542,7 @@ impl EventSink for NotifySink {
                 };
                 self.notifier.send(&Notification {
                     event: NotifyEvent::Started.as_str(),
+                    kind: facts.kind.clone(),
                     project: facts.project.clone(),
                     environment: facts.environment.clone(),
                     deployment_id: Some(facts.deployment_id),
@@ -555,6 +568,7 @@ impl EventSink for NotifySink {
                 };
                 self.notifier.send(&Notification {
                     event: notify_event(*outcome).as_str(),
+                    kind: facts.kind.clone(),
                     project: facts.project.clone(),
                     environment: facts.environment.clone(),
                     deployment_id: Some(facts.deployment_id),
@@ -602,6 +616,7 @@ mod tests {
     fn slack_text_is_escaped() {
         let n = Notification {
             event: "failed",
+            kind: "deploy".into(),
             project: "demo".into(),
             environment: "staging".into(),
             deployment_id: Some(3),

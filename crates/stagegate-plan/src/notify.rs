@@ -305,3 +305,30 @@ fn check_url(cx: &mut Cx, t: &Spanned<Template>, w: &str) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_the_environment_list_after_the_plan_list() {
+        let (plan, _) = crate::load_str(
+            std::path::Path::new("stagegate.yml"),
+            "project: p\nnotify:\n  - slack: https://hooks.slack.com/services/a\nenvironments:\n  staging:\n    notify:\n      - webhook: https://h.example.com/x\n        on: [failed, failed, started]\n        retries: 0\n        timeout: 2s\n  prod: {}\nstages:\n  s:\n    - run: 'true'\n",
+        )
+        .expect("valid");
+        let all = plan.notifiers("staging");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].kind, NotifyKind::Slack);
+        assert_eq!(all[0].on, NotifyEvent::ALL.to_vec());
+        assert_eq!(all[0].retries, DEFAULT_RETRIES);
+        assert_eq!(all[0].timeout, DEFAULT_TIMEOUT);
+        assert_eq!(all[1].kind, NotifyKind::Webhook);
+        assert_eq!(all[1].on, [NotifyEvent::Failed, NotifyEvent::Started]);
+        assert_eq!(
+            (all[1].retries, all[1].timeout),
+            (0, Duration::from_secs(2))
+        );
+        assert_eq!(plan.notifiers("prod").len(), 1);
+    }
+}
