@@ -319,3 +319,54 @@ stages:
         "{n}"
     );
 }
+
+#[test]
+fn a_bake_awaiting_decision_notifies_and_so_does_the_decision_to_pass() {
+    // A Prometheus API that has no series: every sample is no data, so inconclusive.
+    let prom = common::serve(|_, _| {
+        response(
+            "200 OK",
+            "application/json",
+            br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+        )
+    });
+    let (port, got) = receiver(|_| "200 OK");
+    let p = Project::new(&format!(
+        r#"project: demo
+notify:
+  - webhook: "http://127.0.0.1:{port}/bake"
+    on: [awaiting_decision, succeeded]
+environments: {{ staging: {{}} }}
+stages:
+  bake:
+    - id: bake
+      watch:
+        for: 2s
+        every: 200ms
+        inconclusive_limit: 0
+        measure:
+          - name: up
+            prometheus: {{ url: "http://127.0.0.1:{prom}", query: "up" }}
+            pass: "== 1"
+            fail: "< 1"
+"#
+    ));
+    p.run(&["deploy", "staging"]).code(7);
+    p.run(&["decide", "1", "--pass", "--reason", "exporter down"])
+        .code(0);
+    let got = got.lock().unwrap().clone();
+    let events: Vec<serde_json::Value> = got.iter().map(Got::json).collect();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(events[0]["event"], "awaiting_decision");
+    assert_eq!(events[0]["exit_code"], 7);
+    assert_eq!(events[1]["event"], "succeeded");
+    assert_eq!(events[1]["deployment_id"], 1);
+    assert!(
+        events[1]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("decided it passed: exporter down"),
+        "{}",
+        events[1]
+    );
+}
