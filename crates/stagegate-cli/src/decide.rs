@@ -450,6 +450,9 @@ async fn accept(
 /// for the sends (bounded) and prints failures as warnings.
 async fn notify_accepted(plan: &Plan, dep: &Deployment, summary: &str) {
     use stagegate_engine::notify::{Notification, NotifiedRelease, rfc3339};
+    if plan.notifiers(&dep.environment).is_empty() {
+        return;
+    }
     let Ok(scope) = crate::context::prepare_scope(plan, &dep.environment, &Default::default())
     else {
         eprintln!(
