@@ -114,6 +114,9 @@ stages:
     assert_eq!(end["exit_code"], 0);
     assert!(end["summary"].is_string() && end["at"].is_string(), "{end}");
     assert!(got[0].json()["outcome"].is_null());
+    p.run(&["plan", "staging"])
+        .code(0)
+        .stdout_has("notify:\n  notifier #1 (webhook to 127.0.0.1), signed on started, succeeded,");
     assert_nowhere(&p, &[TOKEN, SIGNING], "staging");
 }
 
