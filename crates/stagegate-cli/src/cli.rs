@@ -369,7 +369,7 @@ pub struct RunArgs {
     /// Give up waiting for the lock after this long (with --wait)
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub wait_timeout: std::time::Duration,
-    /// Write a report when the run ends: json=PATH, junit=PATH or markdown=PATH (repeatable)
+    /// Write a report when the run ends: json=PATH, junit=PATH, markdown=PATH or html=PATH (repeatable)
     #[arg(long = "report", value_name = "KIND=PATH", value_parser = parse_report)]
     pub reports: Vec<(ReportKind, PathBuf)>,
     /// Write every event as a JSON line to PATH (`-` for stdout)
@@ -534,6 +534,7 @@ pub enum ReportKind {
     Json,
     Junit,
     Markdown,
+    Html,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -554,9 +555,10 @@ fn parse_report(s: &str) -> Result<(ReportKind, PathBuf), String> {
         "json" => ReportKind::Json,
         "junit" => ReportKind::Junit,
         "markdown" | "md" => ReportKind::Markdown,
+        "html" => ReportKind::Html,
         other => {
             return Err(format!(
-                "unknown report kind `{other}`: use json, junit or markdown"
+                "unknown report kind `{other}`: use json, junit, markdown or html"
             ));
         }
     };

@@ -438,11 +438,53 @@ async fn accept(
         .await;
     let _ = store.release_lock(env, std::process::id()).await;
     finished?;
+    notify_accepted(plan, dep, &summary).await;
     println!("deployment #{id} succeeded: {summary}");
     if !retired.is_empty() {
         println!("retired: {}", retired.join(", "));
     }
     Ok(exit::SUCCESS)
+}
+
+/// Tells the notifiers that a deployment awaiting a decision succeeded after all; waits
+/// for the sends (bounded) and prints failures as warnings.
+async fn notify_accepted(plan: &Plan, dep: &Deployment, summary: &str) {
+    use stagegate_engine::notify::{Notification, NotifiedRelease, rfc3339};
+    if plan.notifiers(&dep.environment).is_empty() {
+        return;
+    }
+    let Ok(scope) = crate::context::prepare_scope(plan, &dep.environment, &Default::default())
+    else {
+        eprintln!(
+            "warning: the notifiers were not told: the secrets of `{}` are missing",
+            dep.environment
+        );
+        return;
+    };
+    let notify = crate::run::notifier(plan, &scope);
+    if notify.is_empty() {
+        return;
+    }
+    notify.send(&Notification {
+        event: stagegate_plan::NotifyEvent::Succeeded.as_str(),
+        kind: dep.kind.clone(),
+        project: dep.project.clone(),
+        environment: dep.environment.clone(),
+        deployment_id: Some(dep.id),
+        request_id: None,
+        release: NotifiedRelease {
+            version: dep.release_version.clone(),
+            sha: dep.release_sha.clone(),
+        },
+        outcome: Some(stagegate_engine::Outcome::Succeeded.as_str()),
+        exit_code: Some(exit::SUCCESS),
+        summary: Some(summary.to_string()),
+        duration_ms: None,
+        at: rfc3339(stagegate_engine::now_ms()),
+    });
+    for w in notify.drain().await {
+        eprintln!("{w}");
+    }
 }
 
 /// The plan's step ids after `step_id`, in order.
@@ -492,6 +534,7 @@ async fn reject(
                 ..Default::default()
             },
             kind: "rollback",
+            notify: crate::run::notifier(plan, &scope),
         };
         let seen = rollback_id.clone();
         let why = why.clone();

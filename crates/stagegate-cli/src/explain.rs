@@ -91,6 +91,24 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
         "production:\n  bypass: { by: [tech-lead] }",
     ),
     (
+        "notify",
+        "Who hears about runs: a list of `slack: URL` (a Slack incoming webhook) or `webhook: URL` (JSON to any endpoint, signed with HMAC-SHA256 in X-Stagegate-Signature-256 when `secret` is set) entries, each with `on` (events), `retries` (0-10, backoff from 500ms), `timeout` and `link`. Sent in the background; a failed send is a warning naming the notifier by index and host, never the URL, and never changes the exit code. URLs and secrets are templates, usually `${{ secrets.NAME }}`. See docs/notifications.md.",
+        "none",
+        "notify:\n  - slack: \"${{ secrets.SLACK_WEBHOOK_URL }}\"\n    on: [failed, rolled_back, awaiting_approval]",
+    ),
+    (
+        "notify.on",
+        "The events a notifier sends: started, succeeded, failed, rolled_back, rollback_failed, awaiting_decision, interrupted (a run's start and end) and awaiting_approval (a protected deploy or promotion that opened a request).",
+        "every event",
+        "notify:\n  - webhook: https://hooks.example.com/stagegate\n    on: [started, succeeded, failed]",
+    ),
+    (
+        "environments.notify",
+        "Notifiers for runs of this environment only, beside the plan's `notify` (both are told).",
+        "none",
+        "production:\n  notify:\n    - webhook: https://hooks.example.com/prod",
+    ),
+    (
         "services",
         "What gets deployed. Each service has a driver (`local`), a start command and a health check.",
         "none",

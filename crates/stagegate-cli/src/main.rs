@@ -206,6 +206,7 @@ async fn dispatch(cli: &Cli) -> CmdResult {
                 env: env.clone(),
                 args: run.clone(),
                 kind: "rollback",
+                notify: run::notifier(&plan, &scope),
             };
             let plan_ref = &plan;
             // A deploy awaiting a decision that this rollback undoes is finished by it.
@@ -290,6 +291,12 @@ async fn deploy(
     }
     let scope = prepare_scope(&plan, env, &release)?;
     let mut inputs = preflight::run_inputs(&plan, &scope, gates, run, at)?;
+    // A check changes nothing, so nobody is told of it.
+    let notify = if filter == StepFilter::GatesOnly {
+        stagegate_engine::notify::Notifier::default()
+    } else {
+        run::notifier(&plan, &scope)
+    };
     let mut authorized = None;
     if filter != StepFilter::GatesOnly {
         if let Some(d) = decide::pending_decision(&store, env).await? {
@@ -311,11 +318,19 @@ async fn deploy(
             let wait = promote::WaitAsk {
                 wait: p.wait_approval || run.wait,
                 timeout: p.approval_timeout,
+                notify: notify.clone(),
             };
             let release = (scope.release.version.as_str(), scope.release.sha.as_str());
-            if let Some(a) =
-                promote::authorize(cli, &plan, &store, env, &who, release, from, &ask, wait).await?
-            {
+            let asked =
+                promote::authorize(cli, &plan, &store, env, &who, release, from, &ask, wait).await;
+            // Awaiting approval (exit 8), refused, or given up on: what was sent is waited
+            // for before the command ends.
+            if asked.is_err() {
+                for w in notify.drain().await {
+                    eprintln!("{w}");
+                }
+            }
+            if let Some(a) = asked? {
                 inputs.pinned = a.pinned.clone();
                 authorized = Some(a.event());
             }
@@ -343,6 +358,7 @@ async fn deploy(
         } else {
             "deploy"
         },
+        notify,
     };
     let plan_ref = &plan;
     session

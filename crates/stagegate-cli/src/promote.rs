@@ -160,10 +160,12 @@ pub struct BypassAsk {
 }
 
 /// Waiting for approvals and timers (`--wait`), or not.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct WaitAsk {
     pub wait: bool,
     pub timeout: Option<Duration>,
+    /// Told `awaiting_approval` when a new request starts waiting.
+    pub notify: stagegate_engine::notify::Notifier,
 }
 
 fn when(ms: i64) -> String {
@@ -535,6 +537,39 @@ async fn request_for(
     Ok((req, true))
 }
 
+/// The `awaiting_approval` notification of a new request.
+fn awaiting_approval(
+    plan: &Plan,
+    env: &str,
+    req: &Deployment,
+    artifact: &Artifact,
+    what: &[String],
+) -> stagegate_engine::notify::Notification {
+    use stagegate_engine::notify::{Notification, NotifiedRelease, rfc3339};
+    Notification {
+        event: stagegate_plan::NotifyEvent::AwaitingApproval.as_str(),
+        kind: "deploy".into(),
+        project: plan.project.clone(),
+        environment: env.to_string(),
+        deployment_id: None,
+        request_id: Some(req.id),
+        release: NotifiedRelease {
+            version: artifact.version.clone(),
+            sha: artifact.sha.clone(),
+        },
+        outcome: None,
+        exit_code: Some(exit::AWAITING_APPROVAL),
+        summary: Some(format!(
+            "request #{} by {} waits for: {}",
+            req.id,
+            req.actor,
+            what.join("; ")
+        )),
+        duration_ms: None,
+        at: rfc3339(stagegate_engine::now_ms()),
+    }
+}
+
 /// Checks a deploy of `env` against its protection and returns what authorizes it, or why
 /// it cannot go ahead (refused, exit 9; awaiting approval, exit 8).
 #[allow(clippy::too_many_arguments)]
@@ -767,6 +802,10 @@ pub async fn authorize(
                 )));
             }
             Standing::Waiting(what) => {
+                if created && last_said.is_empty() {
+                    wait.notify
+                        .send(&awaiting_approval(plan, env, &req, &artifact, &what));
+                }
                 if what != last_said {
                     // `history` shows what the request waits for, as of its last check.
                     let summary = format!("awaiting approval: waits for {}", what.join("; "));

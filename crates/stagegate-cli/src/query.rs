@@ -110,6 +110,26 @@ pub fn print_plan(plan: &Plan, scope: &Scope) {
             );
         }
     }
+    // Notifiers by label only: their URLs and signing keys are secrets.
+    let (targets, left_out) = stagegate_engine::notify::targets(plan, scope);
+    if !targets.is_empty() || !left_out.is_empty() {
+        push(&mut out, "notify:".into());
+        for t in &targets {
+            let on: Vec<&str> = t.on.iter().map(|e| e.as_str()).collect();
+            push(
+                &mut out,
+                format!(
+                    "  {}{} on {}",
+                    t.label(),
+                    if t.secret.is_some() { ", signed" } else { "" },
+                    on.join(", ")
+                ),
+            );
+        }
+        for w in &left_out {
+            push(&mut out, format!("  {}", w.trim_start_matches("warning: ")));
+        }
+    }
     let on_failure = plan
         .environment(&scope.environment)
         .and_then(|e| e.on_failure)

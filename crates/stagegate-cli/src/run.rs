@@ -57,6 +57,17 @@ pub struct Session<'a> {
     pub env: String,
     pub args: RunArgs,
     pub kind: &'static str,
+    /// Who hears of the run's start and end (see [`notifier`]).
+    pub notify: stagegate_engine::notify::Notifier,
+}
+
+/// The notifier of a run of `scope.environment`, telling on stderr of any entry left out.
+pub fn notifier(plan: &Plan, scope: &stagegate_plan::Scope) -> stagegate_engine::notify::Notifier {
+    let (targets, warnings) = stagegate_engine::notify::targets(plan, scope);
+    for w in warnings {
+        eprintln!("{w}");
+    }
+    stagegate_engine::notify::Notifier::new(targets)
 }
 
 impl Session<'_> {
@@ -114,11 +125,17 @@ impl Session<'_> {
                     ReportKind::Json => ReportFormat::Json,
                     ReportKind::Junit => ReportFormat::Junit,
                     ReportKind::Markdown => ReportFormat::Markdown,
+                    ReportKind::Html => ReportFormat::Html,
                 };
                 (format, path.clone())
             })
             .collect();
-        sinks.push(Box::new(ReportFiles::new(files)));
+        let who = actor(self.args.actor.as_deref());
+        sinks.push(Box::new(ReportFiles::new(files).with_actor(who)));
+        let notify = self.notify.clone();
+        if !notify.is_empty() {
+            sinks.push(Box::new(notify.sink()));
+        }
 
         let kind = match self.kind {
             "check" => SessionKind::Check,
@@ -147,12 +164,17 @@ impl Session<'_> {
             sha: sha.into(),
         };
         let env = &self.env;
-        match session
+        let result = session
             .run(release, move |id, events, ctl| {
                 engine(id, events, ctl.cancel, ctl.abort)
             })
-            .await
-        {
+            .await;
+        // Sends still pending are waited for, for a bounded time; a failed one is a
+        // warning and never changes the exit code.
+        for w in notify.drain().await {
+            eprintln!("{w}");
+        }
+        match result {
             Ok(report) => Ok(report.exit_code),
             Err(SessionError::Locked {
                 environment,

@@ -473,6 +473,11 @@ pub fn show_json_with(p: &Project, global: &[&str], id: &str) -> serde_json::Val
 /// A tiny HTTP/1.1 server on loopback: every request gets `respond(request_line, body)`.
 /// Returns its port.
 pub fn serve(respond: impl Fn(&str, &[u8]) -> Vec<u8> + Send + Sync + 'static) -> u16 {
+    serve_head(move |head, body| respond(head.lines().next().unwrap_or(""), body))
+}
+
+/// Like [`serve`], but `respond` gets the whole head: the request line and its headers.
+pub fn serve_head(respond: impl Fn(&str, &[u8]) -> Vec<u8> + Send + Sync + 'static) -> u16 {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -508,8 +513,7 @@ pub fn serve(respond: impl Fn(&str, &[u8]) -> Vec<u8> + Send + Sync + 'static) -
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
-                let line = head.lines().next().unwrap_or("").to_string();
-                let _ = s.write_all(&respond(&line, &buf[head_end..]));
+                let _ = s.write_all(&respond(&head, &buf[head_end..]));
             });
         }
     });

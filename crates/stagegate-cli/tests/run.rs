@@ -151,6 +151,58 @@ fn a_timeout_kills_the_whole_process_group() {
 }
 
 #[test]
+fn the_html_report_is_one_self_contained_file_with_hostile_output_escaped() {
+    let p = Project::new(&plan(
+        r#"  build:
+    - id: hostile
+      name: prints <b>markup</b>
+      run: echo '<script>alert("owned")</script> & <img src=x onerror=alert(1)>'
+      rollback: 'true'
+  verify:
+    - id: bad
+      run: echo "<script src=https://evil.example.com/x.js></script>"; exit 3
+"#,
+    ));
+    p.run(&[
+        "deploy",
+        "staging",
+        "--release-version",
+        "4.2",
+        "--report",
+        "html=out/report.html",
+    ])
+    .code(4);
+    let files = common::walk(&p.path().join("out"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let html = p.read("out/report.html");
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    for want in [
+        "<style>",
+        "hostile",
+        "prints &lt;b&gt;markup&lt;/b&gt;",
+        "&lt;script&gt;alert(&quot;owned&quot;)&lt;/script&gt; &amp; &lt;img src=x onerror=alert(1)&gt;",
+        "&lt;script src=https://evil.example.com/x.js&gt;",
+        "<h2>Rollback</h2>",
+        "rolled back (exit code 4)",
+        "<th>Who</th><td>tester</td>",
+        "<code>4.2</code>",
+    ] {
+        assert!(html.contains(want), "{want} missing:\n{html}");
+    }
+    // No script at all, no external asset, nothing fetched.
+    for bad in [
+        "<script",
+        "<link",
+        "<img",
+        "src=\"http",
+        "href=\"http",
+        "url(http",
+    ] {
+        assert!(!html.contains(bad), "{bad} in:\n{html}");
+    }
+}
+
+#[test]
 fn reports_are_written_in_every_format() {
     let p = Project::new(&plan(
         "  build:\n    - id: ok\n      run: echo fine\n  verify:\n    - id: bad\n      name: a | pipe\n      run: echo broken; exit 1\n      rollback: 'true'\n",

@@ -9,7 +9,6 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::{Project, http};
-use sha2::{Digest, Sha256};
 
 const PLAN: &str = r#"project: shop
 roles:
@@ -105,15 +104,10 @@ fn bearer(t: &str) -> String {
 }
 
 fn hmac(key: &[u8], msg: &[u8]) -> String {
-    let mut k = [0u8; 64];
-    k[..key.len()].copy_from_slice(key);
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(msg);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    hex::encode(outer.finalize())
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(msg);
+    hex::encode(mac.finalize().into_bytes())
 }
 
 fn wait_history(p: &Project, n: usize) -> Vec<serde_json::Value> {

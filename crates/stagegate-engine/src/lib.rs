@@ -24,6 +24,7 @@ pub mod kube;
 pub mod load;
 pub mod local;
 pub mod migrate;
+pub mod notify;
 pub mod poll;
 pub mod postgres;
 pub mod process;

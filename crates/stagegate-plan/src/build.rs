@@ -30,6 +30,7 @@ const TOP_KEYS: &[&str] = &[
     "state",
     "roles",
     "triggers",
+    "notify",
 ];
 const ENV_KEYS: &[&str] = &[
     "vars",
@@ -43,6 +44,7 @@ const ENV_KEYS: &[&str] = &[
     "approvals",
     "tags",
     "bypass",
+    "notify",
 ];
 const SECRET_KEYS: &[&str] = &["require", "optional", "dotenv"];
 /// Keys every service has, whatever its driver.
@@ -376,6 +378,10 @@ fn read_plan(cx: &mut Cx, root: &Node, source: Arc<Source>, hash: String) -> Opt
         .get_node("roles")
         .map(|n| crate::protect::read_roles(cx, n))
         .unwrap_or_default();
+    let notify = top
+        .get_node("notify")
+        .map(|n| crate::notify::read_notify(cx, n, "the plan"))
+        .unwrap_or_default();
 
     let triggers = top
         .get_node("triggers")
@@ -449,6 +455,7 @@ fn read_plan(cx: &mut Cx, root: &Node, source: Arc<Source>, hash: String) -> Opt
         state,
         roles,
         triggers,
+        notify,
     };
     check_references(cx, &mut plan);
     crate::kinds::check_plan(cx, &plan);
@@ -576,6 +583,7 @@ fn read_environment(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Env
         on_failure: None,
         hosts: Vec::new(),
         protection: Default::default(),
+        notify: Vec::new(),
     };
     // `staging:` with nothing under it is a valid, empty environment.
     if matches!(n, Node::Scalar(s) if s.as_str().is_empty()) {
@@ -590,6 +598,9 @@ fn read_environment(cx: &mut Cx, name: &str, span: Span, n: &Node) -> Option<Env
         .unwrap_or_default();
     env.on_failure = read_on_failure(cx, m);
     env.protection = crate::protect::read_protection(cx, m, name);
+    if let Some(n) = m.get_node("notify") {
+        env.notify = crate::notify::read_notify(cx, n, &what);
+    }
     if let Some(h) = m.get_node("hosts") {
         env.hosts = crate::ssh::read_hosts(cx, h, name);
     }
@@ -1348,9 +1359,19 @@ fn check_references(cx: &mut Cx, plan: &mut Plan) {
     for t in plan.vars.values() {
         collect(t, None, &mut refs_to_check);
     }
+    for n in &plan.notify {
+        for t in n.templates() {
+            collect(t, None, &mut refs_to_check);
+        }
+    }
     for env in &plan.environments {
         for t in env.vars.values() {
             collect(t, None, &mut refs_to_check);
+        }
+        for n in &env.notify {
+            for t in n.templates() {
+                collect(t, None, &mut refs_to_check);
+            }
         }
         for o in env.services.values() {
             for t in o.env.values().chain(o.start.iter()) {

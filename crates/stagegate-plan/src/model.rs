@@ -32,6 +32,8 @@ pub struct Plan {
     pub roles: crate::protect::Roles,
     /// GitHub events that `stagegate serve` turns into runs.
     pub triggers: Vec<crate::trigger::Trigger>,
+    /// Who hears about every run (see [`crate::notify`]).
+    pub notify: Vec<crate::notify::Notifier>,
 }
 
 impl Plan {
@@ -41,6 +43,18 @@ impl Plan {
 
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Every notifier of a run of `environment`: the plan's, then the environment's.
+    pub fn notifiers(&self, environment: &str) -> Vec<&crate::notify::Notifier> {
+        self.notify
+            .iter()
+            .chain(
+                self.environment(environment)
+                    .into_iter()
+                    .flat_map(|e| &e.notify),
+            )
+            .collect()
     }
 
     pub fn environment_names(&self) -> Vec<&str> {
@@ -91,6 +105,8 @@ pub struct Environment {
     pub hosts: Vec<crate::ssh::Host>,
     /// What must hold before a release reaches this environment.
     pub protection: crate::protect::Protection,
+    /// Who hears about runs of this environment, beside the plan's `notify`.
+    pub notify: Vec<crate::notify::Notifier>,
 }
 
 /// What an environment changes in a service.

@@ -44,6 +44,21 @@ pub struct RunSummary {
     /// What let a deploy of a protected environment go ahead (promotion, approvals, bypass).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorized: Option<stagegate_engine::event::Authorization>,
+    /// Who ran it, when the caller knows (the HTML report's header); not in the events.
+    #[serde(skip)]
+    pub actor: Option<String>,
+    /// Each watch step's sampling rounds, by step id: what the HTML report charts.
+    #[serde(skip)]
+    pub bake_rounds: std::collections::BTreeMap<String, Vec<BakeRound>>,
+}
+
+/// One sampling round of a watch step: each measurement's value, in the order of the
+/// step's `measure` list (`None` for a sample without one: no data, an error).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BakeRound {
+    pub round: u32,
+    pub at: Millis,
+    pub values: Vec<Option<f64>>,
 }
 
 /// What the rollback did.
@@ -92,6 +107,8 @@ impl Default for RunSummary {
             rollback: None,
             services: Vec::new(),
             authorized: None,
+            actor: None,
+            bake_rounds: Default::default(),
         }
     }
 }
@@ -168,10 +185,21 @@ impl RunSummary {
             Event::Warning { message } => self.warnings.push(message.clone()),
             Event::Authorized(a) => self.authorized = Some(a.clone()),
             // Each watch step's tally is in its details; samples are in the event journal.
-            Event::Measurement { .. }
-            | Event::MeasurementRound { .. }
-            | Event::DecisionPending { .. }
-            | Event::Decided { .. } => {}
+            Event::MeasurementRound {
+                step_id,
+                round,
+                at,
+                samples,
+            } => self
+                .bake_rounds
+                .entry(step_id.clone())
+                .or_default()
+                .push(BakeRound {
+                    round: *round,
+                    at: *at,
+                    values: samples.iter().map(|s| s.value).collect(),
+                }),
+            Event::Measurement { .. } | Event::DecisionPending { .. } | Event::Decided { .. } => {}
             Event::RunFinished {
                 outcome,
                 exit_code,

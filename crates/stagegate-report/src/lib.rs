@@ -16,6 +16,9 @@
 //! - [`junit`]: [`write_junit`], a JUnit XML report for CI test tabs: one test suite per
 //!   stage (and one named `rollback`), one test case per step.
 //! - [`markdown`]: [`write_markdown`], a Markdown summary fit for `$GITHUB_STEP_SUMMARY`.
+//! - [`html`]: [`write_html`], one self-contained HTML page (inline CSS and SVG charts,
+//!   no external assets, every text escaped) of the steps, checks, gates, load latencies,
+//!   bake samples, rollback and authorization.
 //! - [`gate`]: a gate's evidence (its checks, findings, acknowledgements and override) as
 //!   lines, rendered alike by every reporter and by `stagegate show`.
 //! - [`checks`]: the assertions of check steps (`details.assertions`), shown by the
@@ -38,6 +41,7 @@ pub mod checks;
 pub mod collect;
 pub mod format;
 pub mod gate;
+pub mod html;
 pub mod json;
 pub mod junit;
 pub mod load;
@@ -47,8 +51,9 @@ pub mod sink;
 pub mod terminal;
 pub mod watch;
 
-pub use collect::{RollbackSummary, RunSummary, ServiceSummary};
+pub use collect::{BakeRound, RollbackSummary, RunSummary, ServiceSummary};
 pub use format::{format_duration_ms, format_time_ms};
+pub use html::write_html;
 pub use json::{JsonLinesReporter, write_json};
 pub use junit::write_junit;
 pub use markdown::write_markdown;

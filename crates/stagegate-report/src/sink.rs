@@ -73,6 +73,8 @@ pub enum ReportFormat {
     Json,
     Junit,
     Markdown,
+    /// One self-contained HTML page.
+    Html,
 }
 
 /// Folds the run into a [`RunSummary`] and writes the asked-for report files at the end.
@@ -88,6 +90,12 @@ impl ReportFiles {
             files,
         }
     }
+
+    /// Who runs it, for the reports that show it (the HTML header).
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.summary.actor = Some(actor.into());
+        self
+    }
 }
 
 impl EventSink for ReportFiles {
@@ -102,6 +110,7 @@ impl EventSink for ReportFiles {
                 ReportFormat::Json => crate::write_json(&self.summary, &mut buf),
                 ReportFormat::Junit => crate::write_junit(&self.summary, &mut buf),
                 ReportFormat::Markdown => crate::write_markdown(&self.summary, &mut buf),
+                ReportFormat::Html => crate::write_html(&self.summary, &mut buf),
             };
             r.and_then(|()| {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -439,3 +439,62 @@ fn markdown_summary() {
     );
     assert!(md.contains("- retired release 0.8.0 left on disk"), "{md}");
 }
+
+#[test]
+fn html_report_is_self_contained_and_charts_a_bake() {
+    use stagegate_engine::details::StepDetails;
+    use stagegate_engine::event::RoundSample;
+    use stagegate_engine::watch::{MeasurementSummary, SampleState, WatchDetails, WatchSummary};
+    let mut events = run();
+    let finish = events.pop().unwrap();
+    let watch = step(9, Phase::Run, "verify", "bake", "Bake <prod>", "watch");
+    for (round, v) in [(1, 0.01), (2, 0.04), (3, 0.02)] {
+        events.push(Event::MeasurementRound {
+            step_id: "bake".into(),
+            round,
+            at: T0 + round as i64 * 1000,
+            samples: vec![RoundSample {
+                state: SampleState::Pass,
+                value: Some(v),
+                detail: None,
+            }],
+        });
+    }
+    let Event::StepFinished(mut r) = finished(watch, StepStatus::Passed, 3000, None, "", None)
+    else {
+        unreachable!()
+    };
+    r.details = StepDetails::Watch(Box::new(WatchDetails {
+        watch: WatchSummary {
+            verdict: "pass".into(),
+            reason: "every sample passed".into(),
+            measurements: vec![MeasurementSummary {
+                name: "error_rate".into(),
+                verdict: "pass".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    }));
+    events.push(Event::StepFinished(r));
+    events.push(finish);
+    let mut buf = Vec::new();
+    stagegate_report::write_html(&RunSummary::from_events(&events), &mut buf).unwrap();
+    let html = String::from_utf8(buf).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    for want in [
+        "Build | package app",
+        "Bake &lt;prod&gt;",
+        "<h2>Bakes</h2>",
+        "<svg ",
+        "aria-label=\"error_rate\"",
+        "round 2: 0.04",
+        "<h2>Rollback</h2>",
+    ] {
+        assert!(html.contains(want), "{want} missing:\n{html}");
+    }
+    // Text may name a URL (a service's); nothing may load one.
+    for bad in ["<link", "<script", "src=", "href=", "url("] {
+        assert!(!html.contains(bad), "{bad} in:\n{html}");
+    }
+}

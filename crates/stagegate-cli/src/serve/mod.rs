@@ -29,7 +29,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use stagegate_store::{Outcome, Store, Verdict};
 
 use crate::cli::{Cli, ServeArgs, TokenAction};
@@ -679,21 +679,21 @@ async fn deploy(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) ->
     r.unwrap_or_else(json_error)
 }
 
-/// HMAC-SHA256 (RFC 2104).
-pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(msg);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+/// Whether `sig` (`sha256=HEX`, GitHub's `X-Hub-Signature-256`) is the HMAC-SHA256 of `body`
+/// under `secret`; compared in constant time.
+fn signed(secret: &[u8], body: &[u8], sig: &str) -> bool {
+    use hmac::{Hmac, Mac};
+    let Some(bytes) = sig
+        .strip_prefix("sha256=")
+        .and_then(|h| hex::decode(h).ok())
+    else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&bytes).is_ok()
 }
 
 async fn github(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -712,12 +712,7 @@ async fn github(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) ->
                 .unwrap_or("")
                 .to_string()
         };
-        let sig = h("x-hub-signature-256");
-        let want = format!(
-            "sha256={}",
-            hex::encode(hmac_sha256(secret.as_bytes(), &body))
-        );
-        if !tokens::same(sig.as_bytes(), want.as_bytes()) {
+        if !signed(secret.as_bytes(), &body, &h("x-hub-signature-256")) {
             return Err(err(
                 StatusCode::UNAUTHORIZED,
                 "X-Hub-Signature-256 is missing or does not match the body",
