@@ -55,6 +55,12 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
         "roles:\n  security: [alice]\n  devops: [bob, olga]",
     ),
     (
+        "triggers",
+        "GitHub events that `stagegate serve` turns into runs: `on: push` with `branch` globs runs `deploy` of the pushed commit; `on: release` with `tags` globs runs `deploy` of the tag or `promote`. Webhooks are checked by signature and delivery id. See docs/server.md.",
+        "none",
+        "triggers:\n  - { on: push, branch: main, deploy: staging }\n  - { on: release, tags: \"v*\", promote: { from: staging, to: production } }",
+    ),
+    (
         "environments.promote_from",
         "Releases reach this environment only by `stagegate promote FROM ENV`: the newest deployment of FROM that succeeded and still runs, its artifacts pinned (a build that differs fails). A plain `deploy` is refused (exit 9) unless `bypass` allows it.",
         "none: direct deploys",

@@ -27,6 +27,7 @@ const AT_LEAST: &[(&str, usize)] = &[
     ("drivers-docker.md", 2),
     ("store.md", 1),
     ("promotion.md", 3),
+    ("server.md", 1),
     ("notifications.md", 1),
 ];
 
