@@ -27,6 +27,7 @@ mod preflight;
 mod promote;
 mod query;
 mod run;
+mod runbook;
 
 use clap::Parser;
 use stagegate_engine::exit;
@@ -247,6 +248,11 @@ async fn dispatch(cli: &Cli) -> CmdResult {
         }
         Command::Audit { action } => audit::run(cli, action).await,
         Command::Load(args) => load::load(args).await,
+        Command::Import {
+            runbook,
+            output,
+            force,
+        } => runbook::import(runbook, output.as_deref(), *force),
     }
 }
 
