@@ -27,6 +27,7 @@ const AT_LEAST: &[(&str, usize)] = &[
     ("drivers-docker.md", 2),
     ("store.md", 1),
     ("promotion.md", 3),
+    ("import.md", 1),
 ];
 
 /// Runs `stagegate validate` on `plan`, written as `stagegate.yml` in a fresh directory.

@@ -67,3 +67,27 @@ fn a_runbook_over_5_mib_is_refused() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("5 MiB"), "{}", out.stderr);
 }
+
+/// docs/import.md shows a runbook and the plan it becomes: importing the one gives the other.
+#[test]
+fn the_example_in_the_docs_is_what_import_prints() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/import.md"),
+    )
+    .unwrap();
+    let runbook = doc
+        .split("~~~~markdown\n")
+        .nth(1)
+        .and_then(|r| r.split("~~~~\n").next())
+        .expect("the runbook block");
+    let plan = doc
+        .split("```yaml\n# stagegate.yml\n")
+        .nth(1)
+        .and_then(|r| r.split("```\n").next())
+        .expect("the plan block");
+    let p = project();
+    p.write("RUNBOOK.md", runbook);
+    let out = p.run(&["import", "RUNBOOK.md"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, format!("# stagegate.yml\n{plan}"));
+}

@@ -479,7 +479,7 @@ impl Builder {
         let mut after_command = false;
         if dialect == Dialect::PowerShell
             && let Some(line) = pieces.iter().find_map(|p| match p {
-                Piece::Command(c) => Some(c.line),
+                Piece::Command(c) if !PS_ONLY.is_match(&c.text) => Some(c.line),
                 _ => None,
             })
         {
@@ -619,6 +619,18 @@ impl Builder {
             c.text.clone()
         };
         let mut notes = Vec::new();
+        // `export OPENAI_API_KEY="your-key"` sets a secret by hand: the plan requires it
+        // instead (see `secrets.require`), so no step would do anything useful.
+        if !text.contains('\n')
+            && text.starts_with("export ")
+            && let Some(secret) = secrets::assigned(&text)
+        {
+            self.stage().items.push(Item::Note {
+                line: c.line,
+                text: format!("`{secret}` is set by hand here: the plan requires it under `secrets` (export it or put it in `.env.staging`)"),
+            });
+            return None;
+        }
         let name = name.or(c.trailing.clone());
         let words = shell::words(&text);
         let program = c.program();
@@ -663,7 +675,11 @@ impl Builder {
         {
             cmd.push('\n');
             cmd.push_str(more);
-            prev.notes.extend(notes);
+            for (l, n) in notes {
+                if !prev.notes.iter().any(|(_, m)| *m == n) {
+                    prev.notes.push((l, n));
+                }
+            }
             return Some(at);
         }
         stage.items.push(Item::Step(Box::new(Step {

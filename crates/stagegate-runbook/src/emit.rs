@@ -10,14 +10,9 @@ use crate::{Summary, Todo};
 pub fn write(d: &Draft) -> (String, Summary) {
     let mut s = Summary::default();
     let mut y = String::new();
-    let _ = writeln!(
-        y,
-        "# stagegate.yml drafted by `stagegate import` from a Markdown runbook."
-    );
-    let _ = writeln!(
-        y,
-        "# Each item names its runbook line; `# TODO` marks what was not translated. Review before deploying."
-    );
+    y.push_str("# stagegate.yml\n");
+    y.push_str("# Drafted by `stagegate import` from a Markdown runbook. Each item names its runbook line;\n");
+    y.push_str("# `# TODO` marks what was not translated. Review it before deploying with it.\n");
     let _ = writeln!(
         y,
         "project: {}  # runbook line {}",
