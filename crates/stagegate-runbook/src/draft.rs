@@ -403,7 +403,10 @@ impl Builder {
                 self.draft.require.entry(n).or_insert(c.line);
             }
         }
-        if !commands.is_empty() && commands.iter().all(|c| is_plain_assignment(&c.text)) {
+        if !commands.is_empty()
+            && prose == 0
+            && commands.iter().all(|c| is_plain_assignment(&c.text))
+        {
             let found: Vec<String> = commands
                 .iter()
                 .filter_map(|c| secrets::assigned(&c.text))

@@ -249,6 +249,16 @@ fn block_depth(code: &str, dialect: Dialect) -> i32 {
 /// Whether a line reads as a command rather than prose, a URL or a `Key: value` line.
 pub fn looks_like_command(line: &str) -> bool {
     let first = line.split_whitespace().next().unwrap_or("");
+    // An assignment is shell, whatever its value: `JWT_SECRET=<use-secrets-manager>`.
+    let name_len = first.find('=').filter(|&at| {
+        at > 0
+            && first[..at]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    });
+    if name_len.is_some() && !first.starts_with(|c: char| c.is_ascii_digit()) {
+        return true;
+    }
     if first.is_empty() || first.contains("://") || first.ends_with(':') {
         return false;
     }
