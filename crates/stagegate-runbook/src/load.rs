@@ -81,7 +81,16 @@ pub fn parse(words: &[String]) -> Option<LoadTest> {
             (_, u) => url = Some(u.to_string()),
         }
     }
-    t.url = to_template(&url?);
+    let url = url?;
+    static PLACEHOLDER: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"<[A-Za-z][A-Za-z0-9_-]*>").unwrap());
+    for p in PLACEHOLDER.find_iter(&url) {
+        t.todos.push(format!(
+            "the URL's placeholder `{}` needs a value: a var, or a capture of an earlier step",
+            p.as_str()
+        ));
+    }
+    t.url = to_template(&url);
     if t.vus.is_none() {
         // hey's default is 50 users, ab's and wrk's 1 and 10.
         t.vus = Some(match tool.as_str() {
