@@ -231,6 +231,28 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Draft a plan from a Markdown runbook: checklists, commands, curl checks, load tests, secrets
+    ///
+    /// Headings become stages, `- [ ]` items checklist gates, shell blocks `run` steps named by
+    /// their comments, `curl` lines `http` checks (an "Expected: HTTP 404, {...}" note is their
+    /// `expect`), `hey`/`ab`/`wrk` lines `load` steps with the SLO lines near them, and secret
+    /// names `secrets.require` or a `forbid` gate. Every item names its runbook line; what is
+    /// not translated is a `# TODO (line N)` comment. Without -o the plan goes to stdout; the
+    /// summary always goes to stderr. Exit code 2 for a missing or unreadable runbook or a
+    /// refused overwrite. See docs/import.md.
+    #[command(
+        after_help = "Examples:\n  stagegate import RUNBOOK.md -o stagegate.yml\n  stagegate import docs/staging-runbook.md | less\n  stagegate import RUNBOOK.md -o stagegate.yml --force && stagegate validate"
+    )]
+    Import {
+        /// The Markdown runbook
+        runbook: PathBuf,
+        /// Write the plan to this file instead of stdout
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Overwrite the output file if it exists
+        #[arg(long, requires = "output")]
+        force: bool,
+    },
     /// (internal) supervise one release's process
     #[command(name = "__supervise", hide = true)]
     Supervise { dir: PathBuf },

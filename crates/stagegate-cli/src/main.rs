@@ -28,6 +28,7 @@ mod promote;
 mod query;
 mod run;
 mod serve;
+mod runbook;
 
 use clap::Parser;
 use stagegate_engine::exit;
@@ -251,6 +252,11 @@ async fn dispatch(cli: &Cli) -> CmdResult {
         Command::Load(args) => load::load(args).await,
         Command::Serve(args) => serve::serve(cli, args).await,
         Command::Token { action } => serve::token(cli, action).await,
+        Command::Import {
+            runbook,
+            output,
+            force,
+        } => runbook::import(runbook, output.as_deref(), *force),
     }
 }
 

@@ -29,6 +29,7 @@ const AT_LEAST: &[(&str, usize)] = &[
     ("promotion.md", 3),
     ("server.md", 1),
     ("notifications.md", 1),
+    ("import.md", 1),
 ];
 
 /// Runs `stagegate validate` on `plan`, written as `stagegate.yml` in a fresh directory.
