@@ -88,7 +88,7 @@ dep=$!
 sleep 1.5
 id=$(sqlite3 "$db" "SELECT max(id) FROM deployments")
 a=$(cpu); sleep $window; b=$(cpu)
-idle=$(awk -v t=$((b - a)) -v hz="$hz" -v w=$window 'BEGIN {printf "%.2f", 100 * t / hz / w}')
+idle=$(awk -v t=$((b - a)) -v hz="$hz" -v w=$window 'BEGIN {printf "%.2f%% of a core (%d ms of CPU)", 100 * t / hz / w, 1000 * t / hz}')
 wait $dep
 
 sg deploy staging --release-version 9.9.10 >/dev/null 2>&1 &
@@ -100,10 +100,10 @@ for i in $(seq 100); do
 done
 sleep 1
 a=$(cpu); sleep $window; b=$(cpu)
-busy=$(awk -v t=$((b - a)) -v hz="$hz" -v w=$window 'BEGIN {printf "%.2f", 100 * t / hz / w}')
+busy=$(awk -v t=$((b - a)) -v hz="$hz" -v w=$window 'BEGIN {printf "%.2f%% of a core (%d ms of CPU)", 100 * t / hz / w, 1000 * t / hz}')
 wait $dep
 sleep 1
 got=$(grep -l 'event: end' "$work"/viewer.* | wc -l)
 events=$(grep -c '^event: event' "$work/viewer.1" || true)
-echo "one run of 20 steps, server CPU over ${window}s: 0 viewers ${idle}% of a core, 100 viewers ${busy}% of a core"
+echo "one run of 20 steps, server CPU over ${window}s: 0 viewers ${idle}; 100 viewers ${busy} (1 tick = $((1000 / hz)) ms)"
 echo "viewers that saw the run end: $got of 100 (each got $events events)"

@@ -27,8 +27,8 @@ mod preflight;
 mod promote;
 mod query;
 mod run;
-mod serve;
 mod runbook;
+mod serve;
 
 use clap::Parser;
 use stagegate_engine::exit;

@@ -435,7 +435,17 @@ impl Store {
         environment: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Deployment>, StoreError> {
-        dispatch!(self.deployments(environment, limit))
+        dispatch!(self.deployments(environment, limit, 0))
+    }
+
+    /// [`Store::deployments`] after skipping the `offset` newest: one page of the history.
+    pub async fn deployments_page(
+        &self,
+        environment: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        dispatch!(self.deployments(environment, limit, offset.max(0)))
     }
 
     /// The deployment with this id, if any.

@@ -336,14 +336,16 @@ impl PostgresStore {
         &self,
         environment: Option<&str>,
         limit: i64,
+        offset: i64,
     ) -> Result<Vec<Deployment>, StoreError> {
         const SQL: &str = select_deployments!(
             "WHERE ($1::TEXT IS NULL OR environment = $1) \
-             ORDER BY started_at DESC, id DESC LIMIT $2"
+             ORDER BY started_at DESC, id DESC LIMIT $2 OFFSET $3"
         );
         let rows = sqlx::query(SQL)
             .bind(environment)
             .bind(limit)
+            .bind(offset)
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::query("listing deployments"))?;

@@ -429,6 +429,22 @@ async fn deployments_newest_first_and_filtered(backend: Backend) {
         .collect();
     assert_eq!(limited, vec![s3, s2]);
     assert!(store.deployments(Some("dev"), 10).await.unwrap().is_empty());
+    // Pages of the history: the second page of two starts after the first.
+    let page = |offset| {
+        let store = &store;
+        async move {
+            store
+                .deployments_page(Some("staging"), 2, offset)
+                .await
+                .unwrap()
+                .iter()
+                .map(|d| d.id)
+                .collect::<Vec<i64>>()
+        }
+    };
+    assert_eq!(page(0).await, vec![s3, s2]);
+    assert_eq!(page(2).await, vec![s1]);
+    assert!(page(3).await.is_empty());
 
     // last_deployment, with and without an outcome filter.
     store

@@ -437,17 +437,14 @@ async fn list(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(q): RawQ
             .unwrap_or(0)
             .clamp(0, 10_000);
         let env = q.get("env").filter(|e| !e.is_empty());
-        let rows = app
+        // One more than a page, to know whether another follows.
+        let mut rows = app
             .store
-            .deployments(env.map(String::as_str), per * (page + 1) + 1)
+            .deployments_page(env.map(String::as_str), per + 1, per * page)
             .await
             .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let more = rows.len() as i64 > per * (page + 1);
-        let rows: Vec<_> = rows
-            .into_iter()
-            .skip((per * page) as usize)
-            .take(per as usize)
-            .collect();
+        let more = rows.len() as i64 > per;
+        rows.truncate(per as usize);
         Ok(axum::Json(json!({ "deployments": rows, "page": page, "more": more })).into_response())
     }
     .await;
