@@ -65,7 +65,7 @@ echo "deployments in the store: $(sqlite3 "$db" 'SELECT count(*) FROM deployment
 tok=$(sg token create bench --subject bench --scope read 2>/dev/null)
 
 port=18471
-sg serve --listen 127.0.0.1:$port 2>"$work/serve.log" &
+STAGEGATE_ACTOR=bench "$SG" -f "$work/stagegate.yml" serve --listen 127.0.0.1:$port 2>"$work/serve.log" &
 srv=$!
 for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 
