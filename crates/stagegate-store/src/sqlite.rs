@@ -1180,7 +1180,7 @@ mod tests {
         .expect("index lookup");
         assert_eq!(index.as_deref(), Some("step_runs_by_step"));
         assert_eq!(
-            store.deployments(None, 10).await.expect("old rows")[0].release_version,
+            store.deployments(None, 10, 0).await.expect("old rows")[0].release_version,
             "1.0"
         );
 
