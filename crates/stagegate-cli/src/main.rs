@@ -284,6 +284,7 @@ async fn deploy(
         None => (None, None, None),
     };
     let mut release = release.clone();
+    let mut source = None;
     if let Some(f) = from {
         if plan.environment(f).is_none() {
             return Err(Failure::invalid(format!(
@@ -291,9 +292,10 @@ async fn deploy(
                 plan.environment_names().join(", ")
             )));
         }
-        let (v, s) = promote::source_release(cli, &plan, &store, f, env).await?;
-        release.version = Some(v);
-        release.sha = Some(s);
+        let src = promote::source_release(cli, &plan, &store, f, env).await?;
+        release.version = Some(src.deployment.release_version.clone());
+        release.sha = Some(src.deployment.release_sha.clone());
+        source = Some(src);
     }
     let scope = prepare_scope(&plan, env, &release)?;
     let mut inputs = preflight::run_inputs(&plan, &scope, gates, run, at)?;
@@ -327,8 +329,17 @@ async fn deploy(
                 notify: notify.clone(),
             };
             let release = (scope.release.version.as_str(), scope.release.sha.as_str());
-            let asked =
-                promote::authorize(cli, &plan, &store, env, &who, release, from, &ask, wait).await;
+            let asked = promote::authorize(
+                &plan,
+                &store,
+                env,
+                &who,
+                release,
+                source.as_ref(),
+                &ask,
+                wait,
+            )
+            .await;
             // Awaiting approval (exit 8), refused, or given up on: what was sent is waited
             // for before the command ends.
             if asked.is_err() {

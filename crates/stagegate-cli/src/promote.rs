@@ -118,15 +118,22 @@ impl Authorization {
     }
 }
 
-/// The version and SHA `promote FROM TO` deploys: what last passed FROM and still runs
-/// there. Checks first that TO takes promotions from FROM.
+/// What `promote FROM TO` deploys: the deployment that last passed FROM and still runs
+/// there, with its artifact.
+pub struct Source {
+    pub env: String,
+    pub deployment: Deployment,
+    pub artifact: Artifact,
+}
+
+/// The [`Source`] of `promote FROM TO`, checking first that TO takes promotions from FROM.
 pub async fn source_release(
     cli: &Cli,
     plan: &Plan,
     store: &Store,
     from: &str,
     to: &str,
-) -> Result<(String, String), Failure> {
+) -> Result<Source, Failure> {
     let Some(e) = plan.environment(to) else {
         return Err(Failure::invalid(format!(
             "error: the plan has no environment `{to}`; it has: {}",
@@ -148,8 +155,12 @@ pub async fn source_release(
             )));
         }
     }
-    let (d, _) = candidate(cli, plan, store, from).await?;
-    Ok((d.release_version, d.release_sha))
+    let (deployment, artifact) = candidate(cli, plan, store, from).await?;
+    Ok(Source {
+        env: from.to_string(),
+        deployment,
+        artifact,
+    })
 }
 
 /// A bypass asked for on the command line: reason and the role claimed.
@@ -448,6 +459,35 @@ fn standing(
     }
 }
 
+/// Where a recorded request stands now: [`standing`] with its artifact digest and source
+/// read from its `request` event (`binding`) and its approvals from the store.
+async fn standing_of(
+    store: &Store,
+    plan: &Plan,
+    p: &Protection,
+    req: &Deployment,
+    binding: &serde_json::Value,
+) -> Result<(Standing, Vec<ApprovalRecord>), Failure> {
+    let artifact = Artifact {
+        version: req.release_version.clone(),
+        sha: req.release_sha.clone(),
+        services: BTreeMap::new(),
+        digest: binding["artifact"]["digest"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    };
+    let soak_since = match binding["source_deployment"].as_i64() {
+        Some(src) => store.deployment(src).await?.and_then(|d| d.finished_at),
+        None => None,
+    };
+    let approvals = store.approvals(req.id).await?;
+    let now = stagegate_store::now_millis();
+    Ok(standing(
+        plan, p, req, &artifact, soak_since, &approvals, now,
+    ))
+}
+
 /// The request for `artifact` in `env`: the open one bound to it, else a new one (an open
 /// request bound to another plan or artifact is voided, its approvals no longer count).
 async fn request_for(
@@ -574,13 +614,12 @@ fn awaiting_approval(
 /// it cannot go ahead (refused, exit 9; awaiting approval, exit 8).
 #[allow(clippy::too_many_arguments)]
 pub async fn authorize(
-    cli: &Cli,
     plan: &Plan,
     store: &Store,
     env: &str,
     who: &str,
     release: (&str, &str),
-    from: Option<&str>,
+    from: Option<&Source>,
     bypass: &BypassAsk,
     wait: WaitAsk,
 ) -> Result<Option<Authorization>, Failure> {
@@ -592,23 +631,12 @@ pub async fn authorize(
         return Ok(None);
     }
     let mut bypassed = None;
+    // A promotion's source was checked against `promote_from` by `source_release`.
     let (source, artifact) = match (from, &p.promote_from) {
-        (Some(f), Some(pf)) if pf.value == f => {
-            let (d, a) = candidate(cli, plan, store, f).await?;
-            (Some((f.to_string(), d)), a)
-        }
-        (Some(f), Some(pf)) => {
-            return Err(refused(format!(
-                "error: `{env}` takes promotions from `{}`, not from `{f}` (plan line {})\n  = help: `stagegate promote {} {env}`",
-                pf.value, pf.span.pos.line, pf.value
-            )));
-        }
-        (Some(f), None) => {
-            return Err(refused(format!(
-                "error: `{env}` does not take promotions: the plan gives it no `promote_from`\n  = help: add `promote_from: {f}` to environment `{env}` (line {}), or deploy it directly with `stagegate deploy {env}`",
-                e.span.pos.line
-            )));
-        }
+        (Some(src), _) => (
+            Some((src.env.clone(), src.deployment.clone())),
+            src.artifact.clone(),
+        ),
         (None, Some(pf)) => {
             let Some(reason) = bypass.reason.as_deref().map(str::trim) else {
                 let how = match &p.bypass {
@@ -1121,26 +1149,7 @@ pub async fn record_verdict(
         ));
         return Ok(said);
     }
-    let approvals = store.approvals(req.id).await?;
-    let artifact = Artifact {
-        version: req.release_version.clone(),
-        sha: req.release_sha.clone(),
-        services: BTreeMap::new(),
-        digest,
-    };
-    let soak_since = match binding["source_deployment"].as_i64() {
-        Some(src) => store.deployment(src).await?.and_then(|d| d.finished_at),
-        None => None,
-    };
-    let (st, counted) = standing(
-        plan,
-        &e.protection,
-        &req,
-        &artifact,
-        soak_since,
-        &approvals,
-        stagegate_store::now_millis(),
-    );
+    let (st, counted) = standing_of(store, plan, &e.protection, &req, &binding).await?;
     said.push(format!(
         "approved: request #{} ({} to `{env}`) by {who}{as_role} ({} of {})",
         req.id,
@@ -1167,12 +1176,12 @@ pub async fn record_verdict(
     Ok(said)
 }
 
-/// One line on an environment's open request, for `status`.
+/// An environment's open request and a line on where it stands (`status`, the server).
 pub async fn describe_open(
     store: &Store,
     plan: &Plan,
     env: &str,
-) -> Result<Option<String>, Failure> {
+) -> Result<Option<(Deployment, String)>, Failure> {
     let Some(req) = open_request(store, env).await? else {
         return Ok(None);
     };
@@ -1180,29 +1189,7 @@ pub async fn describe_open(
         return Ok(None);
     };
     let binding = request_binding(store, req.id).await?.unwrap_or_default();
-    let artifact = Artifact {
-        version: req.release_version.clone(),
-        sha: req.release_sha.clone(),
-        services: BTreeMap::new(),
-        digest: binding["artifact"]["digest"]
-            .as_str()
-            .unwrap_or("")
-            .to_string(),
-    };
-    let soak_since = match binding["source_deployment"].as_i64() {
-        Some(src) => store.deployment(src).await?.and_then(|d| d.finished_at),
-        None => None,
-    };
-    let approvals = store.approvals(req.id).await?;
-    let (st, _) = standing(
-        plan,
-        &e.protection,
-        &req,
-        &artifact,
-        soak_since,
-        &approvals,
-        stagegate_store::now_millis(),
-    );
+    let (st, _) = standing_of(store, plan, &e.protection, &req, &binding).await?;
     let from = binding["from"]
         .as_str()
         .map(|f| format!(" from `{f}`"))
@@ -1211,11 +1198,12 @@ pub async fn describe_open(
         "request #{}: {}{from} by {}, awaiting approval",
         req.id, req.release_version, req.actor
     );
-    Ok(Some(match st {
+    let text = match st {
         Standing::Waiting(w) => format!("{head}; waits for:\n    - {}", w.join("\n    - ")),
         Standing::Ready => {
             format!("{head}; every condition holds: promote (or deploy) again to go on")
         }
         Standing::Rejected(why) => format!("{head}; {why}"),
-    }))
+    };
+    Ok(Some((req, text)))
 }

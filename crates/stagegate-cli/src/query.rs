@@ -375,7 +375,9 @@ pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
     let lock = store.lock_info(env).await?;
     let unfinished = store.unfinished(Some(env)).await?;
     let last = store.last_deployment(env, None).await?;
-    let awaiting = crate::promote::describe_open(&store, &plan, env).await?;
+    let awaiting = crate::promote::describe_open(&store, &plan, env)
+        .await?
+        .map(|(_, text)| text);
     let client = health::http_client();
     let mut services = Vec::new();
     for svc in &plan.services {

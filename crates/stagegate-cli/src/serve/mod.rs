@@ -488,13 +488,10 @@ async fn requests(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         })?;
         let mut out = Vec::new();
         for env in plan.environment_names() {
-            let req = crate::promote::open_request(&app.store, env)
+            let open = crate::promote::describe_open(&app.store, &plan, env)
                 .await
                 .map_err(|f| err(StatusCode::INTERNAL_SERVER_ERROR, f.message))?;
-            if let Some(req) = req {
-                let text = crate::promote::describe_open(&app.store, &plan, env)
-                    .await
-                    .map_err(|f| err(StatusCode::INTERNAL_SERVER_ERROR, f.message))?;
+            if let Some((req, text)) = open {
                 let roles = plan
                     .environment(env)
                     .and_then(|e| e.protection.approvals.as_ref())
