@@ -577,11 +577,19 @@ services:
     artifacts: [demo]
     start: ./demo
     port: PORT
-    env: { DEMO_FAULT: "${{ vars.fault }}", DEMO_SLOW_MS: "60" }
+    env: { DEMO_FAULT: "${{ vars.fault }}", DEMO_SLOW_MS: "60", DEMO_VERSION: "${{ release.version }}" }
     health: { path: /health, interval: 100ms, timeout: 10s }
 stages:
   deploy:
     - deploy: api
+  verify:
+    # Until Prometheus has scraped the new release, its last `up` may be of the restart (0).
+    - id: scraped
+      prometheus:
+        url: "${{ vars.prom }}"
+        query: 'sum(demo_build_info{job="demo",version="${{ release.version }}"})'
+      expect: "== 1"
+      retry: { attempts: 60, interval: 250ms }
   bake:
     - id: vs-before
       watch:
