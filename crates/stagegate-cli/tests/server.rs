@@ -339,6 +339,26 @@ fn approvals_through_the_api_follow_the_plans_rules_with_the_tokens_subject() {
         "{}",
         m.body
     );
+    // The `hello` step of the production deploy, an `echo`: one run, under 5 s, with its sum.
+    let labels = "environment=\"production\",kind=\"run\",phase=\"run\",status=\"passed\"";
+    for line in [
+        "# TYPE stagegate_step_duration_seconds histogram".to_string(),
+        format!("stagegate_step_duration_seconds_bucket{{{labels},le=\"5\"}} 1"),
+        format!("stagegate_step_duration_seconds_bucket{{{labels},le=\"+Inf\"}} 1"),
+        format!("stagegate_step_duration_seconds_count{{{labels}}} 1"),
+    ] {
+        assert!(
+            m.body.lines().any(|l| l == line),
+            "no `{line}` in:\n{}",
+            m.body
+        );
+    }
+    assert!(
+        m.body
+            .contains(&format!("stagegate_step_duration_seconds_sum{{{labels}}} ")),
+        "{}",
+        m.body
+    );
 }
 
 #[test]

@@ -207,6 +207,54 @@ pub struct StepRun {
     pub details: serde_json::Value,
 }
 
+/// Upper bounds, in seconds, of the buckets of [`Store::step_durations`] (and of the server's
+/// `stagegate_step_duration_seconds` histogram); a last bucket, `+Inf`, is the count.
+pub const STEP_DURATION_BUCKETS_S: [f64; 10] =
+    [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+
+/// The finished steps of one environment, kind, phase and status: how many, how long in
+/// all, and how many took at most each bound of [`STEP_DURATION_BUCKETS_S`] (cumulative).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StepDurations {
+    pub environment: String,
+    pub kind: String,
+    /// `"run"` or `"rollback"`.
+    pub phase: String,
+    pub status: String,
+    pub count: i64,
+    pub sum_ms: i64,
+    pub buckets: [i64; STEP_DURATION_BUCKETS_S.len()],
+}
+
+/// The aggregate behind [`Store::step_durations`], the same text on both backends.
+macro_rules! le {
+    ($ms:literal) => {
+        concat!(
+            "CAST(SUM(CASE WHEN s.duration_ms <= ",
+            $ms,
+            " THEN 1 ELSE 0 END) AS BIGINT), "
+        )
+    };
+}
+pub(crate) const STEP_DURATIONS_SQL: &str = concat!(
+    "SELECT d.environment, s.kind, s.phase, s.status, COUNT(*), ",
+    "CAST(SUM(s.duration_ms) AS BIGINT), ",
+    le!("100"),
+    le!("500"),
+    le!("1000"),
+    le!("5000"),
+    le!("10000"),
+    le!("30000"),
+    le!("60000"),
+    le!("300000"),
+    le!("900000"),
+    "CAST(SUM(CASE WHEN s.duration_ms <= 3600000 THEN 1 ELSE 0 END) AS BIGINT) ",
+    "FROM step_runs s JOIN deployments d ON d.id = s.deployment_id ",
+    "WHERE s.duration_ms IS NOT NULL ",
+    "GROUP BY d.environment, s.kind, s.phase, s.status ",
+    "ORDER BY d.environment, s.kind, s.phase, s.status"
+);
+
 /// One entry of a deployment's event journal.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EventRecord {
@@ -456,6 +504,12 @@ impl Store {
     /// All steps of a deployment, ordered by `seq`.
     pub async fn steps(&self, deployment_id: i64) -> Result<Vec<StepRun>, StoreError> {
         dispatch!(self.steps(deployment_id))
+    }
+
+    /// Every finished step's duration, counted by environment, kind, phase and status into
+    /// the buckets of [`STEP_DURATION_BUCKETS_S`]: one aggregate query, not a row per step.
+    pub async fn step_durations(&self) -> Result<Vec<StepDurations>, StoreError> {
+        dispatch!(self.step_durations())
     }
 
     /// The newest passing run of step `step_id` (of `kind`) in a project's environment: the

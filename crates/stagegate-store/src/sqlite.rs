@@ -447,6 +447,31 @@ impl SqliteStore {
         rows.iter().map(step_from_row).collect()
     }
 
+    pub(crate) async fn step_durations(&self) -> Result<Vec<crate::StepDurations>, StoreError> {
+        let rows = sqlx::query(crate::STEP_DURATIONS_SQL)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("counting step durations"))?;
+        rows.iter()
+            .map(|r| {
+                let mut buckets = [0; crate::STEP_DURATION_BUCKETS_S.len()];
+                for (i, b) in buckets.iter_mut().enumerate() {
+                    *b = r.try_get(6 + i)?;
+                }
+                Ok(crate::StepDurations {
+                    environment: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    phase: r.try_get(2)?,
+                    status: r.try_get(3)?,
+                    count: r.try_get(4)?,
+                    sum_ms: r.try_get(5)?,
+                    buckets,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::query("counting step durations"))
+    }
+
     pub(crate) async fn last_passed_step(
         &self,
         project: &str,

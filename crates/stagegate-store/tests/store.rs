@@ -116,6 +116,7 @@ on_both!(
     an_awaiting_approval_request_is_settled_by_finish_deployment,
     approvals_bypasses_and_promotions_are_audited,
     approval_edits_and_deletions_are_named,
+    step_durations_are_counted_into_buckets,
 );
 
 fn new_deployment(env: &str, version: &str, started_at: i64) -> NewDeployment {
@@ -1512,4 +1513,52 @@ async fn approval_edits_and_deletions_are_named(backend: Backend) {
         assert_eq!(p.link, *link, "{sql}: {p:?}");
         assert!(p.what.contains(what), "{sql}: {p:?}");
     }
+}
+
+async fn step_durations_are_counted_into_buckets(backend: Backend) {
+    let (_place, store) = open_temp(backend).await;
+    assert!(store.step_durations().await.unwrap().is_empty());
+    let staging = store
+        .begin_deployment(&new_deployment("staging", "1", 10))
+        .await
+        .unwrap();
+    let prod = store
+        .begin_deployment(&new_deployment("production", "1", 20))
+        .await
+        .unwrap();
+    // 50 ms, 2 s and 2 h on staging; 700 ms on production; one unfinished step, not counted.
+    for (id, seq, ms) in [
+        (staging, 1, 50),
+        (staging, 2, 2_000),
+        (staging, 3, 7_200_000),
+        (prod, 1, 700),
+    ] {
+        let mut s = step(id, seq, &format!("s{seq}"), "passed");
+        s.duration_ms = Some(ms);
+        store.upsert_step(&s).await.unwrap();
+    }
+    store
+        .upsert_step(&step(prod, 2, "running", "running"))
+        .await
+        .unwrap();
+    let d = store.step_durations().await.unwrap();
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert_eq!(
+        (d[0].environment.as_str(), d[0].count, d[0].sum_ms),
+        ("production", 1, 700)
+    );
+    // 700 ms: above 0.1 s and 0.5 s, under 1 s and every bound after.
+    assert_eq!(d[0].buckets, [0, 0, 1, 1, 1, 1, 1, 1, 1, 1]);
+    assert_eq!(
+        (
+            d[1].environment.as_str(),
+            d[1].kind.as_str(),
+            d[1].phase.as_str(),
+            d[1].status.as_str()
+        ),
+        ("staging", "shell", "run", "passed")
+    );
+    assert_eq!((d[1].count, d[1].sum_ms), (3, 7_202_050));
+    // Cumulative: 50 ms is under every bound, 2 s from 5 s on, 2 h under none.
+    assert_eq!(d[1].buckets, [1, 1, 1, 2, 2, 2, 2, 2, 2, 2]);
 }

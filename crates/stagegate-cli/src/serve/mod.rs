@@ -951,6 +951,17 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         for ((env, kind, outcome), (_, secs)) in &by {
             out.push_str(&format!("stagegate_deployment_seconds_total{{environment=\"{}\",kind=\"{}\",outcome=\"{}\"}} {secs:.3}\n", esc(env), esc(kind), esc(outcome)));
         }
+        let steps = app.store.step_durations().await.map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        out.push_str("# HELP stagegate_step_duration_seconds How long finished steps took, by environment, kind, phase and status.\n# TYPE stagegate_step_duration_seconds histogram\n");
+        for d in &steps {
+            let labels = format!("environment=\"{}\",kind=\"{}\",phase=\"{}\",status=\"{}\"", esc(&d.environment), esc(&d.kind), esc(&d.phase), esc(&d.status));
+            for (le, n) in stagegate_store::STEP_DURATION_BUCKETS_S.iter().zip(d.buckets) {
+                out.push_str(&format!("stagegate_step_duration_seconds_bucket{{{labels},le=\"{le}\"}} {n}\n"));
+            }
+            out.push_str(&format!("stagegate_step_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}\n", d.count));
+            out.push_str(&format!("stagegate_step_duration_seconds_sum{{{labels}}} {:.3}\n", d.sum_ms as f64 / 1000.0));
+            out.push_str(&format!("stagegate_step_duration_seconds_count{{{labels}}} {}\n", d.count));
+        }
         out.push_str("# HELP stagegate_http_requests_total Requests this server answered, by route.\n# TYPE stagegate_http_requests_total counter\n");
         for (route, n) in app.requests.lock().unwrap().iter() {
             out.push_str(&format!("stagegate_http_requests_total{{route=\"{}\"}} {n}\n", esc(route)));
