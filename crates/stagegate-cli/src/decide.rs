@@ -88,6 +88,36 @@ pub async fn finish_undecided(
     Ok(())
 }
 
+/// The watch steps of `dep` that wait for a person's decision now: the undecided
+/// inconclusive ones of a deployment that ended awaiting a decision, or those a
+/// `deploy --wait-decision` in another process waits on (its `decision_pending` events
+/// without a `decided`). None for any other outcome.
+pub async fn waiting_steps(
+    store: &Store,
+    dep: &Deployment,
+    steps: &[StepRun],
+) -> Result<Vec<String>, Failure> {
+    Ok(match dep.outcome {
+        Outcome::AwaitingDecision => undecided(steps).iter().map(|s| s.step_id.clone()).collect(),
+        Outcome::Running => {
+            let events = store.events(dep.id).await?;
+            let of = |kind: &str| -> Vec<String> {
+                events
+                    .iter()
+                    .filter(|e| e.kind == kind)
+                    .filter_map(|e| e.data["step"]["id"].as_str().map(str::to_string))
+                    .collect()
+            };
+            let decided = of("decided");
+            of("decision_pending")
+                .into_iter()
+                .filter(|s| !decided.contains(s))
+                .collect()
+        }
+        _ => Vec::new(),
+    })
+}
+
 /// Inconclusive watch steps of a deployment that nobody has decided yet.
 fn undecided(steps: &[StepRun]) -> Vec<&StepRun> {
     steps
@@ -131,30 +161,10 @@ pub async fn decide(cli: &Cli, args: &DecideArgs) -> CmdResult {
     let steps = store.steps(id).await?;
     let step_id = match dep.outcome {
         Outcome::AwaitingDecision => {
-            let open = undecided(&steps);
-            pick_step(
-                id,
-                &open.iter().map(|s| s.step_id.clone()).collect::<Vec<_>>(),
-                args,
-            )?
+            pick_step(id, &waiting_steps(&store, &dep, &steps).await?, args)?
         }
         Outcome::Running => {
-            // A `deploy --wait-decision` waiting: its latest `decision_pending` event says on what.
-            let events = store.events(id).await?;
-            let waiting: Vec<String> = events
-                .iter()
-                .filter(|e| e.kind == "decision_pending")
-                .filter_map(|e| e.data["step"]["id"].as_str().map(str::to_string))
-                .collect();
-            let decided: Vec<String> = events
-                .iter()
-                .filter(|e| e.kind == "decided")
-                .filter_map(|e| e.data["step"]["id"].as_str().map(str::to_string))
-                .collect();
-            let open: Vec<String> = waiting
-                .into_iter()
-                .filter(|s| !decided.contains(s))
-                .collect();
+            let open = waiting_steps(&store, &dep, &steps).await?;
             if open.is_empty() {
                 if let Some(d) = store.decision(id, args.step.as_deref()).await? {
                     return Err(Failure::invalid(format!(

@@ -596,8 +596,7 @@ pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body:
     req.push_str("\r\n");
     req.push_str(body);
     std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut s, &mut raw);
+    let raw = read_reply(&mut s);
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
@@ -625,6 +624,34 @@ pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body:
         status,
         headers,
         body,
+    }
+}
+
+/// The bytes of one response: up to the end of a `Content-Length` body, else to the close.
+/// Some servers (chromedriver) keep the connection open after `Connection: close`, so
+/// reading to the end would wait for the read timeout on every request.
+fn read_reply(s: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(n) = length
+                && raw.len() >= end + 4 + n
+            {
+                raw.truncate(end + 4 + n);
+                return raw;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return raw,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
     }
 }
 

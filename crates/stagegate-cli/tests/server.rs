@@ -3,6 +3,7 @@
 //! payloads are signed with HMAC-SHA256 as GitHub signs them.
 
 mod common;
+mod prom;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::Child;
@@ -140,6 +141,7 @@ fn nothing_but_health_answers_without_a_valid_token_and_tokens_are_scoped() {
         "/api/deployments",
         "/api/deployments/1",
         "/api/requests",
+        "/api/decisions",
         "/api/me",
         "/metrics",
         "/api/deployments/1/events",
@@ -165,6 +167,17 @@ fn nothing_but_health_answers_without_a_valid_token_and_tokens_are_scoped() {
             "",
         );
         assert_eq!(other.status, 401, "{path} with the token in another scheme");
+    }
+    for path in ["/api/approve", "/api/reject", "/api/decide", "/api/deploy"] {
+        let body = r#"{"env":"production","deployment":1,"pass":true,"reason":"x"}"#;
+        let r = http(
+            s.port,
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body,
+        );
+        assert_eq!(r.status, 401, "POST {path} without a token");
     }
     // The page is the login form without a session, and carries no data.
     let page = http(s.port, "GET", "/", &[], "");
@@ -359,6 +372,166 @@ fn approvals_through_the_api_follow_the_plans_rules_with_the_tokens_subject() {
         "{}",
         m.body
     );
+}
+
+/// A load step and two bakes against a real Prometheus: `steady` has a value every round
+/// (`vector(1)`), `unsure` has none (no such job), so the deploy ends awaiting a decision.
+fn bake_plan(prom: &str, target: u16) -> String {
+    format!(
+        r#"project: shop
+environments:
+  staging: {{}}
+stages:
+  verify:
+    - id: home
+      http: "http://127.0.0.1:{target}/"
+      expect: {{ status: 200 }}
+  load:
+    - id: load
+      name: load the home page
+      load: {{ vus: 2, requests: 40, check: home, slo: ["p95 < 2s"] }}
+  bake:
+    - id: steady
+      name: steady
+      watch:
+        for: 2s
+        every: 400ms
+        measure:
+          - name: one
+            prometheus: {{ url: "{prom}", query: "vector(1)" }}
+            pass: "== 1"
+    - id: unsure
+      watch:
+        for: 2s
+        every: 400ms
+        measure:
+          - name: missing
+            prometheus: {{ url: "{prom}", query: 'up{{job="nothing-scrapes-this"}}' }}
+            pass: "== 1"
+            fail: "< 1"
+"#
+    )
+}
+
+#[test]
+fn an_inconclusive_bake_is_decided_through_the_api_and_the_deployment_shows_its_charts() {
+    let prom = prom::Prometheus::start(&[]);
+    let target = common::serve(|_, _| common::response("200 OK", "text/plain", b"ok"));
+    let p = Project::new(&bake_plan(&prom.url, target));
+    let alice = token(&p, "alice", "alice", "read,approve");
+    let reader = token(&p, "reader", "carol", "read");
+    p.run(&["deploy", "staging", "--release-version", "2.0.0"])
+        .code(7);
+    let s = start(&p);
+    let get = |path: &str, t: &str| http(s.port, "GET", path, &[("Authorization", &bearer(t))], "");
+    let decide = |t: &str, body: &str| {
+        http(
+            s.port,
+            "POST",
+            "/api/decide",
+            &[
+                ("Authorization", &bearer(t)),
+                ("Content-Type", "application/json"),
+            ],
+            body,
+        )
+    };
+
+    let d = get("/api/decisions", &reader);
+    assert_eq!(d.status, 200, "{}", d.body);
+    let open = &d.json()["decisions"];
+    assert_eq!(open.as_array().unwrap().len(), 1, "{open:#}");
+    assert_eq!(open[0]["deployment"]["id"], 1);
+    assert_eq!(open[0]["steps"][0]["id"], "unsure", "{open:#}");
+    assert_eq!(open[0]["steps"][0]["verdict"], "inconclusive", "{open:#}");
+
+    // A read token cannot decide; nor can an empty reason, or a non-number.
+    let body = r#"{"deployment": 1, "pass": true, "reason": "-the exporter is off, by design"}"#;
+    assert_eq!(decide(&reader, body).status, 403);
+    let r = decide(&alice, r#"{"deployment": 1, "pass": true, "reason": "  "}"#);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("reason"), "{}", r.body);
+    assert_eq!(
+        decide(
+            &alice,
+            r#"{"deployment": "1", "pass": true, "reason": "x"}"#
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        decide(
+            &alice,
+            r#"{"deployment": 1, "step": "--fail", "pass": true, "reason": "x"}"#
+        )
+        .status,
+        400
+    );
+
+    // A reason starting with `-` stays a reason (it goes to the child as `--reason=...`).
+    let r = decide(&alice, body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["by"], "alice");
+    assert!(
+        r.json()["said"].as_str().unwrap().contains("succeeded"),
+        "{}",
+        r.body
+    );
+    let again = decide(&alice, body);
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert!(
+        again.body.contains("does not wait for a decision"),
+        "{}",
+        again.body
+    );
+    assert_eq!(
+        get("/api/decisions", &reader).json()["decisions"],
+        serde_json::json!([])
+    );
+
+    let one = get("/api/deployments/1", &reader).json();
+    assert_eq!(one["deployment"]["outcome"], "succeeded", "{one:#}");
+    let decided = one["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "decided")
+        .unwrap_or_else(|| panic!("no decided event: {one:#}"));
+    assert_eq!(decided["data"]["actor"], "alice");
+    assert_eq!(decided["data"]["reason"], "-the exporter is off, by design");
+    // The load step's latency bars and the steady bake's line; the unsure bake had no values.
+    let titles: Vec<&str> = one["charts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        titles,
+        ["load the home page: latency (ms)", "steady: one"],
+        "{one:#}"
+    );
+    for c in one["charts"].as_array().unwrap() {
+        let svg = c["svg"].as_str().unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
+    }
+    assert!(
+        one["charts"][0]["svg"].as_str().unwrap().contains(">p95<"),
+        "{one:#}"
+    );
+    // The audit trail is this deployment's, and has the decision.
+    let kinds: Vec<&str> = one["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"deployment_begun"), "{kinds:?}");
+    assert!(kinds.contains(&"decision"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"deployment_finished"), "{kinds:?}");
 }
 
 #[test]
@@ -724,10 +897,34 @@ fn http_status(port: u16, path: &str) -> u16 {
 
 #[test]
 fn in_chromium_a_person_logs_in_approves_and_watches_the_promotion_run() {
-    let p = Project::new(&PLAN.replace(
+    // Staging has a bake with one measurement that has values and one that has none.
+    let prom = prom::Prometheus::start(&[]);
+    let mut plan = PLAN.replace(
         "run: echo deploying ${{ release.version }}",
         "run: sleep 1; echo deploying ${{ release.version }}",
+    );
+    plan.push_str(&format!(
+        r#"  bake:
+    - id: unsure
+      name: staging bake
+      when: environment.name == 'staging'
+      watch:
+        for: 2s
+        every: 400ms
+        # `missing` is inconclusive at its fourth round without data: `one` has a line by then.
+        inconclusive_limit: 3
+        measure:
+          - name: one
+            prometheus: {{ url: "{url}", query: "vector(1)" }}
+            pass: "== 1"
+          - name: missing
+            prometheus: {{ url: "{url}", query: 'up{{job="nothing-scrapes-this"}}' }}
+            pass: "== 1"
+            fail: "< 1"
+"#,
+        url = prom.url
     ));
+    let p = Project::new(&plan);
     let alice = token(&p, "alice", "alice", "read,approve");
     let bob = token(&p, "bob", "bob", "approve");
     let s = start(&p);
@@ -826,6 +1023,49 @@ fn in_chromium_a_person_logs_in_approves_and_watches_the_promotion_run() {
         approvals.as_str().unwrap().contains("succeeded"),
         "{approvals}"
     );
+    eprintln!("promotion seen on the page after {:?}", t0.elapsed());
+    // The promotion run's audit trail, from its start to its end.
+    let audit = b.js("return document.querySelector('#audit').innerText");
+    let audit = audit.as_str().unwrap();
+    assert!(
+        audit.contains("deployment_begun") && audit.contains("deployment_finished"),
+        "{audit}"
+    );
+
+    // A staging deploy whose bake is inconclusive: the page offers the decision.
+    p.run(&["deploy", "staging", "--release-version", "4.1.0"])
+        .code(7);
+    eprintln!("staging deploy awaits a decision after {:?}", t0.elapsed());
+    let offered = b.until(
+        "the decision",
+        "return document.querySelector('#decision-3-unsure')?.innerText",
+    );
+    assert!(
+        offered.as_str().unwrap().contains("inconclusive"),
+        "{offered}"
+    );
+    b.js("document.querySelector('#reason-3-unsure').value = 'the exporter is not deployed yet'");
+    eprintln!("decision offered after {:?}", t0.elapsed());
+    b.click("#pass-3-unsure");
+    let said = b.until(
+        "the decision's answer",
+        "const m = document.querySelector('#message').textContent; return m.includes('deployment #3') ? m : null",
+    );
+    assert!(said.as_str().unwrap().contains("succeeded"), "{said}");
+    b.until(
+        "no decision left",
+        "return document.querySelector('#decisions').textContent === 'none' ? true : null",
+    );
+    eprintln!("decided on the page after {:?}", t0.elapsed());
+    // Its page: the bake's chart of `one` (the measurement without values has none).
+    b.click("tr[data-id=\"3\"]");
+    let charts = b.until(
+        "the bake chart",
+        "const c = document.querySelectorAll('#charts svg'); return c.length ? c[0].getAttribute('aria-label') : null",
+    );
+    assert_eq!(charts, "staging bake: one");
+    let shown = b.js("return document.querySelector('#outcome').textContent");
+    assert_eq!(shown, "succeeded");
 
     let out = waiting.wait_with_output().unwrap();
     assert_eq!(

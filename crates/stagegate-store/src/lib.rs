@@ -653,13 +653,19 @@ impl Store {
 
     /// The audit log, oldest record first.
     pub async fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError> {
-        dispatch!(self.audit_log())
+        dispatch!(self.audit_log(None))
+    }
+
+    /// The audit records of one deployment, oldest first (a page of its audit trail; the
+    /// chain itself is checked by [`Store::verify_audit`] over the whole log).
+    pub async fn audit_log_of(&self, deployment_id: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        dispatch!(self.audit_log(Some(deployment_id)))
     }
 
     /// Checks the audit log's chain and every covered row against it; the report names the
     /// first broken link, if any.
     pub async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
-        let records = dispatch!(self.audit_log())?;
+        let records = dispatch!(self.audit_log(None))?;
         let deployments = dispatch!(self.all_deployments())?;
         let steps = dispatch!(self.all_steps())?;
         let decisions = dispatch!(self.all_decisions())?;

@@ -858,10 +858,15 @@ impl SqliteStore {
         self.pool.acquire().await.map_err(StoreError::query(action))
     }
 
-    pub(crate) async fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError> {
+    pub(crate) async fn audit_log(
+        &self,
+        deployment: Option<i64>,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, at, kind, deployment_id, data, prev_hash, hash FROM audit_log ORDER BY seq",
+            "SELECT seq, at, kind, deployment_id, data, prev_hash, hash FROM audit_log \
+             WHERE (?1 IS NULL OR deployment_id = ?1) ORDER BY seq",
         )
+        .bind(deployment)
         .fetch_all(&self.pool)
         .await
         .map_err(StoreError::query("reading the audit log"))?;

@@ -829,6 +829,15 @@ async fn an_untampered_store_verifies(backend: Backend) {
     assert_eq!(r.steps_checked, 4);
     // 1 start + 3 begun + 4 steps finished + 3 finished (one abandoned) + 1 lock broken.
     assert_eq!(r.records, 12);
+    // One deployment's trail: it began, its two steps (a failed one counts as finished), it
+    // finished; only its own records, oldest first.
+    let store = place.open().await;
+    let first = store.audit_log_of(1).await.unwrap();
+    assert_eq!(first.len(), 4, "{first:?}");
+    assert!(first.iter().all(|a| a.deployment_id == Some(1)));
+    assert!(first.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(store.audit_log_of(99).await.unwrap().is_empty());
+    store.close().await;
 }
 
 /// Each edit made behind stagegate's back is found, and the first broken link is named.

@@ -14,6 +14,7 @@
 //! - `GET /api/deployments/{id}/events` streams a run's events (server-sent events); one
 //!   poller per deployment feeds every viewer.
 
+mod charts;
 pub mod tokens;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -259,6 +260,8 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> CmdResult {
         .route("/api/requests", get(requests))
         .route("/api/approve", post(approve))
         .route("/api/reject", post(reject))
+        .route("/api/decisions", get(decisions))
+        .route("/api/decide", post(decide))
         .route("/api/deploy", post(deploy))
         .route("/api/webhooks/github", post(github))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -467,9 +470,32 @@ async fn one(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<i64
         let steps = s.steps(id).await.map_err(ise)?;
         let events = s.events(id).await.map_err(ise)?;
         let approvals = s.approvals(id).await.map_err(ise)?;
-        Ok(axum::Json(
-            json!({ "deployment": d, "steps": steps, "events": events, "approvals": approvals }),
-        )
+        // The audit trail as stored (secrets were masked before anything was recorded);
+        // `data` is the JSON text the chain hashes, parsed for the page.
+        let audit: Vec<Value> = s
+            .audit_log_of(id)
+            .await
+            .map_err(ise)?
+            .into_iter()
+            .map(|a| {
+                json!({
+                    "seq": a.seq,
+                    "at": a.at,
+                    "kind": a.kind,
+                    "data": serde_json::from_str::<Value>(&a.data).unwrap_or(Value::Null),
+                    "hash": a.hash,
+                })
+            })
+            .collect();
+        let charts = charts::of(&steps, &events);
+        Ok(axum::Json(json!({
+            "deployment": d,
+            "steps": steps,
+            "events": events,
+            "approvals": approvals,
+            "audit": audit,
+            "charts": charts,
+        }))
         .into_response())
     }
     .await;
@@ -560,6 +586,124 @@ async fn reject(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) ->
     verdict(app, headers, body, Verdict::Rejected).await
 }
 
+/// Deployments whose inconclusive bake waits for a person (`stagegate decide`), newest first.
+async fn decisions(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    app.count("/api/decisions");
+    let r: Reply = async {
+        app.allowed(&headers, "read", false)?;
+        let (plan, _) = stagegate_plan::load_file(&app.plan_file).map_err(|_| {
+            err(
+                StatusCode::CONFLICT,
+                "the plan does not validate: run `stagegate validate`",
+            )
+        })?;
+        let internal = |e: String| err(StatusCode::INTERNAL_SERVER_ERROR, e);
+        let mut out = Vec::new();
+        for env in plan.environment_names() {
+            // A new deploy waits for a pending decision, so only the newest few can wait.
+            let recent = app
+                .store
+                .deployments(Some(env), 20)
+                .await
+                .map_err(|e| internal(e.to_string()))?;
+            for d in recent.iter().filter(|d| {
+                d.kind == "deploy"
+                    && matches!(d.outcome, Outcome::AwaitingDecision | Outcome::Running)
+            }) {
+                let steps = app.store.steps(d.id).await.map_err(|e| internal(e.to_string()))?;
+                let waiting = crate::decide::waiting_steps(&app.store, d, &steps)
+                    .await
+                    .map_err(|f| internal(f.message))?;
+                if waiting.is_empty() {
+                    continue;
+                }
+                let steps: Vec<Value> = waiting
+                    .iter()
+                    .map(|id| {
+                        let row = steps.iter().rev().find(|s| s.step_id == *id);
+                        let w = row.map(|r| &r.details["watch"]);
+                        json!({
+                            "id": id,
+                            "name": row.map(|r| r.name.as_str()).unwrap_or(id),
+                            "verdict": w.and_then(|w| w["verdict"].as_str()).unwrap_or("inconclusive"),
+                            "reason": w.and_then(|w| w["reason"].as_str()).unwrap_or(""),
+                        })
+                    })
+                    .collect();
+                out.push(json!({
+                    "environment": env,
+                    "deployment": d,
+                    "waiting": if d.outcome == Outcome::Running { "a running deploy waits (--wait-decision)" } else { "the deploy ended awaiting a decision (exit 7)" },
+                    "steps": steps,
+                }));
+            }
+        }
+        Ok(axum::Json(json!({ "decisions": out })).into_response())
+    }
+    .await;
+    r.unwrap_or_else(json_error)
+}
+
+/// A person's decision on an inconclusive bake: `stagegate decide` run as the token's subject,
+/// so the rules and the record are the CLI's. Answers when the decision has taken effect (a
+/// `fail` on a finished deploy answers after its rollback).
+async fn decide(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    app.count("/api/decide");
+    let r: Reply = async {
+        let c = app.allowed(&headers, "approve", true)?;
+        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+            err(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be JSON {{\"deployment\": N, \"pass\": true|false, \"reason\": ...}}: {e}"),
+            )
+        })?;
+        let bad = |m: &str| err(StatusCode::BAD_REQUEST, m.to_string());
+        let id = v["deployment"].as_i64().filter(|n| *n > 0).ok_or_else(|| bad("`deployment` must be a deployment number"))?;
+        let pass = v["pass"].as_bool().ok_or_else(|| bad("`pass` must be true (the release is good) or false (roll it back)"))?;
+        let reason = v["reason"].as_str().unwrap_or("").trim();
+        if reason.is_empty() {
+            return Err(bad("`reason` is empty: say why, e.g. \"p95 is flat against the baseline\""));
+        }
+        if reason.chars().count() > 2000 || reason.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            return Err(bad("`reason` must be at most 2000 characters of text, without control characters"));
+        }
+        let mut args = vec![
+            "decide".to_string(),
+            id.to_string(),
+            if pass { "--pass" } else { "--fail" }.to_string(),
+            // One argument with `=`: a reason that starts with `-` stays a reason.
+            format!("--reason={reason}"),
+        ];
+        if let Some(step) = v["step"].as_str() {
+            args.push(format!("--step={}", arg_value("step", step)?));
+        }
+        let mut cmd = tokio::process::Command::from(app.command(&c.token.subject, &args));
+        cmd.kill_on_drop(true);
+        let run = tokio::time::timeout(Duration::from_secs(30 * 60), cmd.output());
+        let out = run
+            .await
+            .map_err(|_| err(StatusCode::GATEWAY_TIMEOUT, "`stagegate decide` took over 30 minutes; `stagegate show` says where it is"))?
+            .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot start stagegate: {e}")))?;
+        let code = out.status.code().unwrap_or(stagegate_engine::exit::INTERNAL);
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        use stagegate_engine::exit;
+        match code {
+            exit::SUCCESS | exit::ROLLED_BACK | exit::ROLLBACK_FAILED => Ok(axum::Json(json!({
+                "ok": code != exit::ROLLBACK_FAILED,
+                "exit_code": code,
+                "by": c.token.subject,
+                "said": text.trim(),
+            }))
+            .into_response()),
+            exit::INVALID | exit::LOCKED => Err(err(StatusCode::CONFLICT, text.trim().trim_start_matches("error: ").to_string())),
+            _ => Err(err(StatusCode::INTERNAL_SERVER_ERROR, text.trim().to_string())),
+        }
+    }
+    .await;
+    r.unwrap_or_else(json_error)
+}
+
 /// A value that goes on a child's command line: no option lookalikes, no control bytes.
 fn arg_value(what: &str, v: &str) -> Result<String, (StatusCode, String)> {
     let ok = !v.is_empty()
@@ -581,6 +725,21 @@ fn arg_value(what: &str, v: &str) -> Result<String, (StatusCode, String)> {
 }
 
 impl App {
+    /// `stagegate ARGS` on this server's plan and store, as `who`, without a terminal.
+    fn command(&self, who: &str, args: &[String]) -> std::process::Command {
+        let mut c = std::process::Command::new(&self.exe);
+        c.arg("-f").arg(&self.plan_file);
+        if let Some(s) = &self.state_flag {
+            c.arg("--state").arg(s);
+        }
+        c.arg("--color").arg("never");
+        c.args(args)
+            .env("STAGEGATE_ACTOR", who)
+            .env("CI", "true")
+            .stdin(std::process::Stdio::null());
+        c
+    }
+
     /// Starts `stagegate ARGS` as a child, as `who`, its output in a log file; returns its pid
     /// and log.
     fn start_run(
@@ -605,21 +764,12 @@ impl App {
                 format!("cannot write {}: {e}", log.display()),
             )
         })?;
-        let mut c = std::process::Command::new(&self.exe);
-        c.arg("-f").arg(&self.plan_file);
-        if let Some(s) = &self.state_flag {
-            c.arg("--state").arg(s);
-        }
-        c.arg("--color").arg("never");
-        c.args(args)
-            .env("STAGEGATE_ACTOR", who)
-            .env("CI", "true")
-            .stdin(std::process::Stdio::null())
-            .stdout(
-                out.try_clone()
-                    .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
-            )
-            .stderr(out);
+        let mut c = self.command(who, args);
+        c.stdout(
+            out.try_clone()
+                .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+        )
+        .stderr(out);
         let child = c.spawn().map_err(|e| {
             err(
                 StatusCode::INTERNAL_SERVER_ERROR,
