@@ -106,6 +106,8 @@ static PS_ONLY: LazyLock<Regex> = LazyLock::new(|| {
 /// Builds the draft from the runbook's blocks.
 pub fn build(blocks: &[Block]) -> Draft {
     let mut b = Builder::default();
+    // The stage `emit` writes for forbidden secrets: a section of that name is `-2`.
+    b.names.insert(crate::emit::FORBID_STAGE.to_string());
     // Stages are the shallowest headings below the title.
     let title_at = blocks
         .iter()
@@ -253,9 +255,18 @@ impl Builder {
                     });
                 }
             }
-            Block::Code { lang, body, line } => {
+            Block::Code {
+                lang,
+                body,
+                line,
+                step,
+            } => {
                 let expect_json = std::mem::take(&mut self.expect_next_json);
-                self.code(lang, body, *line, expect_json);
+                if *step && matches!(lang.as_str(), "bash" | "sh" | "shell") {
+                    self.step_block(lang, body, *line);
+                } else {
+                    self.code(lang, body, *line, expect_json);
+                }
             }
         }
     }
@@ -336,6 +347,35 @@ impl Builder {
             self.draft.require.remove(name);
         }
         self.draft
+    }
+
+    /// A ```` ```bash step ```` block (as `stagegate doc` writes a `run` step): one step, its
+    /// name on the first `# ` line, the rest its command as written. Blank lines and comments
+    /// in the command do not split it, as they would in another block.
+    fn step_block(&mut self, lang: &str, body: &str, line: usize) {
+        let (name, command, at) = match body.split_once('\n') {
+            Some((first, rest)) if first.starts_with("# ") => {
+                (Some(first[2..].trim().to_string()), rest, line + 1)
+            }
+            _ => (None, body, line),
+        };
+        let command = command.trim_end_matches('\n');
+        if command.trim().is_empty() {
+            self.todo(line, "a step block without a command");
+            return;
+        }
+        for n in secrets::referenced(command) {
+            self.draft.require.entry(n).or_insert(at);
+        }
+        let manual = self.manual();
+        self.stage().items.push(Item::Step(Box::new(Step {
+            line: at,
+            name,
+            lang: format!("{lang} step"),
+            action: Action::Run(command.to_string()),
+            notes: Vec::new(),
+            manual,
+        })));
     }
 
     fn code(&mut self, lang: &str, body: &str, line: usize, expect_json: bool) {
