@@ -181,27 +181,26 @@ pub fn blocks(text: &str) -> Vec<Block> {
     out
 }
 
-/// A fence for `body`: backticks, one more than the longest run of them at the start of a
-/// line in it (at least three), so no line of the body closes the block.
+/// A fence for `body`: backticks, one more than the longest run of them in it (at least
+/// three), so no line of the body closes the block, in any Markdown reader.
 pub fn fence(body: &str) -> String {
-    let longest = body
-        .lines()
-        .map(|l| l.trim_start().chars().take_while(|&c| c == '`').count())
-        .max()
-        .unwrap_or(0);
-    "`".repeat((longest + 1).max(3))
+    "`".repeat((longest_backticks(body) + 1).max(3))
 }
 
-/// An inline code span for `text`: its delimiters longer than any run of backticks in it,
-/// padded with a space when it starts or ends with one.
-pub fn code_span(text: &str) -> String {
+fn longest_backticks(text: &str) -> usize {
     let mut longest = 0;
     let mut run = 0;
     for c in text.chars() {
         run = if c == '`' { run + 1 } else { 0 };
         longest = longest.max(run);
     }
-    let ticks = "`".repeat(longest + 1);
+    longest
+}
+
+/// An inline code span for `text`: its delimiters longer than any run of backticks in it,
+/// padded with a space when it starts or ends with one.
+pub fn code_span(text: &str) -> String {
+    let ticks = "`".repeat(longest_backticks(text) + 1);
     let pad = if text.starts_with('`') || text.ends_with('`') {
         " "
     } else {

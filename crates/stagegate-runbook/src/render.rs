@@ -14,7 +14,6 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use stagegate_load::profile::{Model, Stop};
-use stagegate_load::slo::fmt_duration;
 use stagegate_plan::check::{
     Assertion, Auth, CheckSpec, CheckTarget, JsonTemplate, Matcher, Payload, RequestBody, Subject,
 };
@@ -398,6 +397,21 @@ fn rollback_section(d: &mut Doc, plan: &Plan, envs: &[&Environment]) {
                 rb.value.written().trim_end_matches('\n')
             ),
         );
+    }
+}
+
+/// `1h`, `90m`, `30s`, `200ms`: the largest unit that says it exactly.
+fn fmt_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    match s {
+        0 => "0s".into(),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 

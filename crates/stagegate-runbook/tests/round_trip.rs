@@ -37,7 +37,8 @@ enum Seen {
         command: String,
     },
     Http(String),
-    Load(String),
+    /// A load step's name and SLO thresholds.
+    Load(String, Vec<String>),
     /// A checklist item: a `gate: checklist` item, or a step told as `- [ ] NAME`.
     Item(String),
 }
@@ -51,6 +52,10 @@ fn text(t: &Template) -> String {
 
 fn literal(s: &str) -> String {
     Template::parse(s).map(|t| text(&t)).unwrap_or(s.into())
+}
+
+fn slo(l: &stagegate_plan::LoadSpec) -> Vec<String> {
+    l.slo.iter().map(|t| t.value.text.clone()).collect()
 }
 
 fn original(plan: &Plan) -> Vec<Seen> {
@@ -68,9 +73,9 @@ fn original(plan: &Plan) -> Vec<Seen> {
                     out.extend(c.items.iter().map(|i| Seen::Item(i.text.clone())));
                 }
             }
-            StepKind::Load(_) => {
+            StepKind::Load(l) => {
                 // A load step `hey` can say comes back as a load step; others as an item.
-                out.push(Seen::Load(name));
+                out.push(Seen::Load(name, slo(l)));
             }
             _ => out.push(Seen::Item(name)),
         }
@@ -104,7 +109,7 @@ fn step(out: &mut Vec<Seen>, s: &stagegate_plan::Step) {
                 command: text(&command.value).trim_end().to_string(),
             }),
             StepKind::Check(c) if c.kind() == "http" => out.push(Seen::Http(name)),
-            StepKind::Load(_) => out.push(Seen::Load(name)),
+            StepKind::Load(l) => out.push(Seen::Load(name, slo(l))),
             StepKind::Gate(g) => {
                 if let GateKind::Checklist(c) = &g.kind {
                     out.extend(c.items.iter().map(|i| Seen::Item(i.text.clone())));
@@ -162,7 +167,7 @@ fn every_step_survives_doc_then_import() {
             .into_iter()
             .zip(0..)
             .map(|(w, i)| match (w, got.get(i)) {
-                (Seen::Load(n), Some(Seen::Item(m))) if *m == n => Seen::Item(n),
+                (Seen::Load(n, _), Some(Seen::Item(m))) if *m == n => Seen::Item(n),
                 (w, _) => w,
             })
             .collect();
