@@ -240,6 +240,7 @@ fn the_runbook_imports_back_to_the_same_steps() {
         "text: \"Rollback plan reviewed\"",
         "- name: \"Migrate the database\"",
         "run: \"./bin/migrate up\"",
+        "rollback: \"./bin/migrate down 1\"",
         "- name: \"Write the release notes\"",
         "released ${{ '${{' }} release.version }}",
         "- name: \"Health check\"",
@@ -251,6 +252,8 @@ fn the_runbook_imports_back_to_the_same_steps() {
             .unwrap_or_else(|| panic!("{want:?} not found in order in:\n{plan}"));
         at += found + want.len();
     }
+    // The rollback is the step's, not a manual step of its own.
+    assert!(!plan.contains("when: \"false\""), "{plan}");
 }
 
 /// docs/doc.md shows a plan and the runbook it renders: rendering the one gives the other.

@@ -83,6 +83,9 @@ pub struct Step {
     pub notes: Vec<(usize, String)>,
     /// A manual procedure (rollback, troubleshooting): written with `when: "false"`.
     pub manual: bool,
+    /// The command that undoes the step, with its runbook line: a rollback block that names
+    /// this step (see [`Builder::step_block`]).
+    pub rollback: Option<(usize, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -368,6 +371,12 @@ impl Builder {
             self.draft.require.entry(n).or_insert(at);
         }
         let manual = self.manual();
+        if let Some(of) = name.as_deref().and_then(|n| n.strip_prefix("rollback: "))
+            && let Some(step) = self.run_step_to_roll_back(of)
+        {
+            step.rollback = Some((at, command.to_string()));
+            return;
+        }
         self.stage().items.push(Item::Step(Box::new(Step {
             line: at,
             name,
@@ -375,7 +384,32 @@ impl Builder {
             action: Action::Run(command.to_string()),
             notes: Vec::new(),
             manual,
+            rollback: None,
         })));
+    }
+
+    /// The first `run` step so far named `name` that is run on deploy and has no rollback
+    /// yet: where a `# rollback: NAME` block attaches. Rollbacks come in the order of their
+    /// steps (as `stagegate doc` writes them), so two steps of one name each get theirs.
+    /// None when there is no such step: the block is then a manual step, as any rollback
+    /// section's.
+    fn run_step_to_roll_back(&mut self, name: &str) -> Option<&mut Step> {
+        self.draft
+            .stages
+            .iter_mut()
+            .chain(self.stage.as_mut())
+            .flat_map(|st| st.items.iter_mut())
+            .find_map(|i| match i {
+                Item::Step(s)
+                    if s.name.as_deref() == Some(name)
+                        && matches!(s.action, Action::Run(_))
+                        && !s.manual
+                        && s.rollback.is_none() =>
+                {
+                    Some(&mut **s)
+                }
+                _ => None,
+            })
     }
 
     fn code(&mut self, lang: &str, body: &str, line: usize, expect_json: bool) {
@@ -739,6 +773,7 @@ impl Builder {
                 .filter(|(_, n)| !n.starts_with("TODO: "))
                 .collect(),
             manual,
+            rollback: None,
         })));
         let at = stage.items.len() - 1;
         for (l, t) in todo_notes {

@@ -170,6 +170,10 @@ fn step_yaml(y: &mut String, s: &mut Summary, step: &Step) {
         Action::Run(cmd) => {
             head(y);
             let _ = writeln!(y, "      run: {}", block(cmd, 8));
+            if let Some((line, rb)) = &step.rollback {
+                let _ = writeln!(y, "      # runbook line {line}: the rollback of this step");
+                let _ = writeln!(y, "      rollback: {}", block(rb, 8));
+            }
             s.commands += 1;
         }
         Action::Http(c) => {
