@@ -54,6 +54,12 @@ stages:
       expect:
         status: 200
         json: { "$.status": "ok" }
+    - id: literal-token
+      name: Token written in the plan
+      http:
+        url: ${{ vars.base }}/admin
+        headers:
+          X-Api-Key: ak-HEADERVALUE
 "#;
 
 fn project() -> Project {
@@ -97,7 +103,13 @@ fn secret_and_var_values_are_never_shown() {
     let p = project();
     let out = p.run_env(&["doc"], &[("SHOP_API_TOKEN", "tok-PROCESSVALUE")]);
     assert_eq!(out.code, 0, "{out:?}");
-    for value in ["VARVALUE123", "ENVVALUE", "PROCESSVALUE", "hunter2"] {
+    for value in [
+        "VARVALUE123",
+        "ENVVALUE",
+        "PROCESSVALUE",
+        "hunter2",
+        "HEADERVALUE",
+    ] {
         assert!(
             !out.stdout.contains(value),
             "{value} shown:\n{}",
@@ -109,7 +121,12 @@ fn secret_and_var_values_are_never_shown() {
             out.stderr
         );
     }
-    assert!(out.stdout.contains("`DB_PASSWORD` (values not shown)"));
+    assert!(
+        out.stdout.contains("DB\\_PASSWORD (values not shown)"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("-H 'X-Api-Key: ***'"), "{}", out.stdout);
 }
 
 #[test]
@@ -252,6 +269,9 @@ fn the_runbook_imports_back_to_the_same_steps() {
             .unwrap_or_else(|| panic!("{want:?} not found in order in:\n{plan}"));
         at += found + want.len();
     }
+    // A step's env names are not taken for secrets to require; the plan's secret is.
+    assert!(!plan.contains("DB_PASSWORD"), "{plan}");
+    assert!(plan.contains("- \"SHOP_API_TOKEN\""), "{plan}");
     // The rollback is the step's, not a manual step of its own.
     assert!(!plan.contains("when: \"false\""), "{plan}");
 }

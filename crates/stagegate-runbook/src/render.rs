@@ -136,6 +136,31 @@ fn names(list: impl IntoIterator<Item = String>) -> String {
         .join(", ")
 }
 
+fn plain_names(list: impl IntoIterator<Item = String>) -> String {
+    list.into_iter()
+        .map(|n| escape_inline(&n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A header whose value is a credential: shown as `***` when written in the plan as text.
+fn header(name: &str, value: &Template) -> String {
+    const SENSITIVE: &[&str] = &[
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+        "api-key",
+        "x-auth-token",
+    ];
+    let v = if SENSITIVE.contains(&name.to_ascii_lowercase().as_str()) {
+        hidden(value)
+    } else {
+        value.written()
+    };
+    format!("{name}: {v}")
+}
+
 fn environments_section(d: &mut Doc, plan: &Plan, envs: &[&Environment]) {
     d.line("## Environments");
     d.blank();
@@ -228,7 +253,12 @@ fn environments_section(d: &mut Doc, plan: &Plan, envs: &[&Environment]) {
             d.item(&format!("Secrets required: {}.", names(required)));
         }
         if !optional.is_empty() {
-            d.item(&format!("Secrets used when set: {}.", names(optional)));
+            // Plain text, not code spans: `import` reads a secret name in a code span as
+            // required.
+            d.item(&format!(
+                "Secrets used when set: {}.",
+                plain_names(optional)
+            ));
         }
         if !forbidden.is_empty() {
             d.item(&format!(
@@ -264,7 +294,7 @@ fn step_section(d: &mut Doc, plan: &Plan, step: &Step) {
     if !step.env.is_empty() {
         notes.push(format!(
             "Environment: {} (values not shown).",
-            names(step.env.keys().cloned())
+            plain_names(step.env.keys().cloned())
         ));
     }
     if let Some(t) = step.timeout {
@@ -465,7 +495,7 @@ fn curl_block(name: &str, c: &CheckSpec) -> String {
         args.push(format!("-X {}", sh(&h.method)));
     }
     for (k, v) in &h.headers {
-        args.push(format!("-H {}", sh(&format!("{k}: {}", v.value.written()))));
+        args.push(format!("-H {}", sh(&header(k, &v.value))));
     }
     match &h.auth {
         Some(Auth::Bearer(t)) => args.push(format!(
@@ -643,7 +673,7 @@ fn hey_line(l: &stagegate_plan::LoadSpec) -> Option<String> {
         args.push(format!("-m {}", sh(&h.method)));
     }
     for (k, v) in &h.headers {
-        args.push(format!("-H {}", sh(&format!("{k}: {}", v.value.written()))));
+        args.push(format!("-H {}", sh(&header(k, &v.value))));
     }
     args.push(sh(&url_with_query(h)));
     Some(args.join(" "))
