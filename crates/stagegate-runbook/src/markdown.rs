@@ -282,4 +282,48 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn fences_and_spans_are_longer_than_the_backticks_inside() {
+        assert_eq!(fence("echo hi\n"), "```");
+        assert_eq!(fence("```text\nx\n```\n"), "````");
+        assert_eq!(fence("printf '`````'\n"), "``````");
+        assert_eq!(code_span("a"), "`a`");
+        assert_eq!(code_span("a `b` c"), "``a `b` c``");
+        assert_eq!(code_span("`x"), "`` `x ``");
+    }
+
+    /// Escaped text reads back as itself: as a task item, and its code block bodies whole.
+    #[test]
+    fn escaped_text_and_fenced_code_read_back_as_written() {
+        for text in [
+            "# not a heading",
+            "1. not a list",
+            "- not a list",
+            "a *b* _c_ `d` [e](f) <g> &amp; | ~h~ \\ !",
+            "plain",
+        ] {
+            let md = format!("- [ ] {}\n", escape_inline(text));
+            assert_eq!(
+                blocks(&md),
+                [Block::Task {
+                    text: text.into(),
+                    line: 1
+                }],
+                "{md}"
+            );
+        }
+        let body = "cat <<'EOF'\n```text\nhi\n```\nEOF\n";
+        let f = fence(body);
+        let md = format!("{f}bash step\n{body}{f}\n");
+        assert_eq!(
+            blocks(&md),
+            [Block::Code {
+                lang: "bash".into(),
+                body: body.into(),
+                line: 2,
+                step: true
+            }]
+        );
+    }
 }
