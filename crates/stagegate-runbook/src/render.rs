@@ -385,12 +385,6 @@ fn step_section(d: &mut Doc, plan: &Plan, step: &Step) {
                 }
                 d.blank();
             }
-            if let StepKind::Load(l) = other {
-                for t in &l.slo {
-                    let _ = writeln!(d.out, "* SLO: {}", code_span(&t.value.text));
-                }
-                d.blank();
-            }
             d.item(&format!("[ ] {}", escape_inline(&name)));
             d.blank();
         }
