@@ -253,6 +253,35 @@ pub enum Command {
         #[arg(long, requires = "output")]
         force: bool,
     },
+    /// Render the plan as a Markdown runbook, for people to read
+    ///
+    /// Writes the validated plan (-f PLAN) as Markdown: the environments with their
+    /// protection, secrets and vars by name (never values), then every stage as a section and
+    /// every step in order: `run` commands in `bash` blocks, `http` checks as the curl command
+    /// with its expected answer, load steps with their SLOs, checklists as `- [ ]` items,
+    /// deploys, bakes and gates described, `when:` conditions noted, and the rollback
+    /// procedures. Templates are shown as written, nothing is evaluated. The same plan gives
+    /// the same bytes, and `stagegate import` reads the runbook back into the same steps.
+    ///
+    /// Without -o the runbook goes to stdout. `--check -o FILE` renders the plan and compares
+    /// it with FILE instead of writing it: exit 0 when it is up to date, 3 when it drifted
+    /// (the first differing lines are shown), 2 when FILE is missing. See docs/doc.md.
+    #[command(
+        after_help = "Examples:\n  stagegate doc | less\n  stagegate doc -o RUNBOOK.md\n  stagegate doc staging -o docs/staging-runbook.md --force\n  stagegate doc --check -o RUNBOOK.md      # in CI: fails when RUNBOOK.md is out of date"
+    )]
+    Doc {
+        /// Only this environment's protection, secrets and vars [default: every environment]
+        env: Option<String>,
+        /// Write the runbook to this file instead of stdout
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Overwrite the output file if it exists
+        #[arg(long, requires = "output", conflicts_with = "check")]
+        force: bool,
+        /// Compare the output file with what the plan renders; write nothing
+        #[arg(long, requires = "output")]
+        check: bool,
+    },
     /// (internal) supervise one release's process
     #[command(name = "__supervise", hide = true)]
     Supervise { dir: PathBuf },

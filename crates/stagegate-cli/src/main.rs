@@ -21,6 +21,7 @@ mod audit;
 mod cli;
 mod context;
 mod decide;
+mod doc;
 mod explain;
 mod load;
 mod preflight;
@@ -257,6 +258,22 @@ async fn dispatch(cli: &Cli) -> CmdResult {
             output,
             force,
         } => runbook::import(runbook, output.as_deref(), *force),
+        Command::Doc {
+            env,
+            output,
+            force,
+            check,
+        } => {
+            let plan = load_plan(cli)?;
+            doc::doc(
+                &plan,
+                &context::plan_path(cli),
+                env.as_deref(),
+                output.as_deref(),
+                *force,
+                *check,
+            )
+        }
     }
 }
 

@@ -74,6 +74,26 @@ pub enum Expr {
     Or(Box<Expr>, Box<Expr>),
 }
 
+/// The expression as text, in one canonical spelling: `env.PORT || '8080'`. Parsing the text
+/// again gives the same expression.
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = |e: &Expr| match e {
+            Expr::Ref(..) | Expr::Lit(_) | Expr::Not(_) => e.to_string(),
+            _ => format!("({e})"),
+        };
+        match self {
+            Expr::Ref(r, _) => write!(f, "{r}"),
+            Expr::Lit(l) => write!(f, "'{l}'"),
+            Expr::Not(x) => write!(f, "!{}", inner(x)),
+            Expr::Eq(a, b) => write!(f, "{} == {}", inner(a), inner(b)),
+            Expr::Ne(a, b) => write!(f, "{} != {}", inner(a), inner(b)),
+            Expr::And(a, b) => write!(f, "{} && {}", inner(a), inner(b)),
+            Expr::Or(a, b) => write!(f, "{} || {}", inner(a), inner(b)),
+        }
+    }
+}
+
 impl Expr {
     /// Every reference with its byte offset in the text the expression was parsed from.
     pub fn refs(&self, out: &mut Vec<(Ref, usize)>) {
@@ -442,6 +462,19 @@ impl Template {
             parts.push(Part::Lit(rest.to_string()));
         }
         Ok(Self { parts })
+    }
+
+    /// The template as text, nothing evaluated: `${{ vars.base }}/health` (no secret can
+    /// show, since no reference is resolved). `Template::parse` of the text gives it back.
+    pub fn written(&self) -> String {
+        let mut s = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Lit(l) => s.push_str(l),
+                Part::Expr(e) => s.push_str(&format!("${{{{ {e} }}}}")),
+            }
+        }
+        s
     }
 
     pub fn literal(text: &str) -> Self {

@@ -83,6 +83,9 @@ pub struct Step {
     pub notes: Vec<(usize, String)>,
     /// A manual procedure (rollback, troubleshooting): written with `when: "false"`.
     pub manual: bool,
+    /// The command that undoes the step, with its runbook line: a rollback block that names
+    /// this step (see [`Builder::step_block`]).
+    pub rollback: Option<(usize, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +109,8 @@ static PS_ONLY: LazyLock<Regex> = LazyLock::new(|| {
 /// Builds the draft from the runbook's blocks.
 pub fn build(blocks: &[Block]) -> Draft {
     let mut b = Builder::default();
+    // The stage `emit` writes for forbidden secrets: a section of that name is `-2`.
+    b.names.insert(crate::emit::FORBID_STAGE.to_string());
     // Stages are the shallowest headings below the title.
     let title_at = blocks
         .iter()
@@ -253,9 +258,18 @@ impl Builder {
                     });
                 }
             }
-            Block::Code { lang, body, line } => {
+            Block::Code {
+                lang,
+                body,
+                line,
+                step,
+            } => {
                 let expect_json = std::mem::take(&mut self.expect_next_json);
-                self.code(lang, body, *line, expect_json);
+                if *step && matches!(lang.as_str(), "bash" | "sh" | "shell") {
+                    self.step_block(lang, body, *line);
+                } else {
+                    self.code(lang, body, *line, expect_json);
+                }
             }
         }
     }
@@ -336,6 +350,66 @@ impl Builder {
             self.draft.require.remove(name);
         }
         self.draft
+    }
+
+    /// A ```` ```bash step ```` block (as `stagegate doc` writes a `run` step): one step, its
+    /// name on the first `# ` line, the rest its command as written. Blank lines and comments
+    /// in the command do not split it, as they would in another block.
+    fn step_block(&mut self, lang: &str, body: &str, line: usize) {
+        let (name, command, at) = match body.split_once('\n') {
+            Some((first, rest)) if first.starts_with("# ") => {
+                (Some(first[2..].trim().to_string()), rest, line + 1)
+            }
+            _ => (None, body, line),
+        };
+        let command = command.trim_end_matches('\n');
+        if command.trim().is_empty() {
+            self.todo(line, "a step block without a command");
+            return;
+        }
+        for n in secrets::referenced(command) {
+            self.draft.require.entry(n).or_insert(at);
+        }
+        let manual = self.manual();
+        if let Some(of) = name.as_deref().and_then(|n| n.strip_prefix("rollback: "))
+            && let Some(step) = self.run_step_to_roll_back(of)
+        {
+            step.rollback = Some((at, command.to_string()));
+            return;
+        }
+        self.stage().items.push(Item::Step(Box::new(Step {
+            line: at,
+            name,
+            lang: format!("{lang} step"),
+            action: Action::Run(command.to_string()),
+            notes: Vec::new(),
+            manual,
+            rollback: None,
+        })));
+    }
+
+    /// The first `run` step so far named `name` that is run on deploy and has no rollback
+    /// yet: where a `# rollback: NAME` block attaches. Rollbacks come in the order of their
+    /// steps (as `stagegate doc` writes them), so two steps of one name each get theirs.
+    /// None when there is no such step: the block is then a manual step, as any rollback
+    /// section's.
+    fn run_step_to_roll_back(&mut self, name: &str) -> Option<&mut Step> {
+        self.draft
+            .stages
+            .iter_mut()
+            .chain(self.stage.as_mut())
+            .flat_map(|st| st.items.iter_mut())
+            .find_map(|i| match i {
+                Item::Step(s)
+                    if s.name.as_deref() == Some(name)
+                        && matches!(s.action, Action::Run(_))
+                        && !s.manual
+                        && s.rollback.is_none() =>
+                {
+                    Some(&mut **s)
+                }
+                _ => None,
+            })
     }
 
     fn code(&mut self, lang: &str, body: &str, line: usize, expect_json: bool) {
@@ -699,6 +773,7 @@ impl Builder {
                 .filter(|(_, n)| !n.starts_with("TODO: "))
                 .collect(),
             manual,
+            rollback: None,
         })));
         let at = stage.items.len() - 1;
         for (l, t) in todo_notes {

@@ -7,6 +7,9 @@ use crate::draft::{Action, Draft, Item, Step};
 use crate::yaml::{block, comment, slug, string, template};
 use crate::{Summary, Todo};
 
+/// The stage that holds the `gate: secrets` of the names the runbook forbids.
+pub const FORBID_STAGE: &str = "runbook-secrets";
+
 pub fn write(d: &Draft) -> (String, Summary) {
     let mut s = Summary::default();
     let mut y = String::new();
@@ -36,7 +39,7 @@ pub fn write(d: &Draft) -> (String, Summary) {
     }
     y.push_str("\nstages:\n");
     if !d.forbid.is_empty() {
-        y.push_str("  runbook-secrets:\n");
+        let _ = writeln!(y, "  {FORBID_STAGE}:");
         let first = d.forbid.values().min().copied().unwrap_or(1);
         let _ = writeln!(
             y,
@@ -167,6 +170,10 @@ fn step_yaml(y: &mut String, s: &mut Summary, step: &Step) {
         Action::Run(cmd) => {
             head(y);
             let _ = writeln!(y, "      run: {}", block(cmd, 8));
+            if let Some((line, rb)) = &step.rollback {
+                let _ = writeln!(y, "      # runbook line {line}: the rollback of this step");
+                let _ = writeln!(y, "      rollback: {}", block(rb, 8));
+            }
             s.commands += 1;
         }
         Action::Http(c) => {

@@ -10,6 +10,9 @@
 //! 3. [`emit::write`] writes the plan as YAML text, every value quoted by [`yaml`] so that
 //!    nothing from the runbook becomes YAML syntax or a template, and counts a [`Summary`].
 //!
+//! [`render::render`] goes the other way: a validated plan as a Markdown runbook
+//! (`stagegate doc`), laid out so that importing it gives every step back.
+//!
 //! Nothing is dropped silently: what is not translated is a `# TODO (line N)` comment and a
 //! [`Todo`] in the summary. The library never prints.
 
@@ -18,6 +21,7 @@ pub mod draft;
 pub mod emit;
 pub mod load;
 pub mod markdown;
+pub mod render;
 pub mod secrets;
 pub mod shell;
 pub mod yaml;
@@ -79,6 +83,38 @@ impl fmt::Display for Summary {
         }
         Ok(())
     }
+}
+
+pub use render::{DocError, DocOptions, render};
+
+/// The first lines where `old` and `new` differ, numbered, for `stagegate doc --check`:
+/// `-12: old text` / `+12: new text`, at most `max` differing lines. Empty when they match.
+pub fn first_differences(old: &str, new: &str, max: usize) -> Vec<String> {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    let mut out = Vec::new();
+    let mut shown = 0;
+    for i in 0..a.len().max(b.len()) {
+        let (x, y) = (a.get(i), b.get(i));
+        if x == y {
+            continue;
+        }
+        if shown == max {
+            out.push("...".to_string());
+            break;
+        }
+        shown += 1;
+        if let Some(x) = x {
+            out.push(format!("-{}: {x}", i + 1));
+        }
+        if let Some(y) = y {
+            out.push(format!("+{}: {y}", i + 1));
+        }
+    }
+    if out.is_empty() && old != new {
+        out.push("the files differ in their line endings or final newline".into());
+    }
+    out
 }
 
 /// Drafts a plan from a Markdown runbook.

@@ -134,6 +134,16 @@ pub fn slo_lines(text: &str) -> Vec<String> {
     if NO_5XX.is_match(text) {
         out.push("status_5xx == 0".into());
     }
+    // A list line in stagegate's own threshold syntax (`- error_rate < 1%`, as `stagegate
+    // doc` writes them) is kept as written.
+    for line in text.lines() {
+        let t = line.trim_start_matches(['#', '-', '*', ' ']).trim();
+        let listed = line.trim_start_matches(['#', ' ']).starts_with("- ");
+        if listed && !out.iter().any(|o| o == t) && stagegate_load::slo::Threshold::parse(t).is_ok()
+        {
+            out.push(t.to_string());
+        }
+    }
     out
 }
 
@@ -166,5 +176,9 @@ mod tests {
         );
         assert_eq!(slo_lines("P99: < 1000ms"), ["p99 < 1000ms"]);
         assert!(slo_lines("CPU < 70%").is_empty());
+        assert_eq!(
+            slo_lines("# - p95 < 500ms\n# - error_rate < 1%\n# - status_5xx == 0"),
+            ["p95 < 500ms", "error_rate < 1%", "status_5xx == 0"]
+        );
     }
 }

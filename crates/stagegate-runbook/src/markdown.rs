@@ -10,11 +10,14 @@ pub enum Block {
         text: String,
         line: usize,
     },
-    /// A code block; `line` is the line of its first content line.
+    /// A code block; `line` is the line of its first content line. `step`: its info string
+    /// says `step` after the language (```` ```bash step ````, as `stagegate doc` writes a
+    /// `run` step): the block is one step, read whole.
     Code {
         lang: String,
         body: String,
         line: usize,
+        step: bool,
     },
     /// A `- [ ] item` (or `- [x] item`).
     Task { text: String, line: usize },
@@ -55,7 +58,7 @@ pub fn blocks(text: &str) -> Vec<Block> {
     let mut para = String::new();
     let mut para_line = 0;
     let mut heading: Option<(u8, String, usize)> = None;
-    let mut code: Option<(String, String, usize)> = None;
+    let mut code: Option<(String, String, usize, bool)> = None;
 
     let flush_item = |b: &mut ItemBuf, out: &mut Vec<Block>| {
         let text = b.text.trim().to_string();
@@ -89,18 +92,24 @@ pub fn blocks(text: &str) -> Vec<Block> {
                 }
             }
             Event::Start(Tag::CodeBlock(kind)) => {
-                let (lang, first) = match kind {
-                    CodeBlockKind::Fenced(info) => (
-                        info.split_whitespace().next().unwrap_or("").to_lowercase(),
-                        line + 1,
-                    ),
-                    CodeBlockKind::Indented => (String::new(), line),
+                let (lang, first, step) = match kind {
+                    CodeBlockKind::Fenced(info) => {
+                        let mut words = info.split_whitespace();
+                        let lang = words.next().unwrap_or("").to_lowercase();
+                        (lang, line + 1, words.any(|w| w == "step"))
+                    }
+                    CodeBlockKind::Indented => (String::new(), line, false),
                 };
-                code = Some((lang, String::new(), first));
+                code = Some((lang, String::new(), first, step));
             }
             Event::End(TagEnd::CodeBlock) => {
-                if let Some((lang, body, line)) = code.take() {
-                    out.push(Block::Code { lang, body, line });
+                if let Some((lang, body, line, step)) = code.take() {
+                    out.push(Block::Code {
+                        lang,
+                        body,
+                        line,
+                        step,
+                    });
                 }
             }
             Event::Start(Tag::Item) => {
@@ -149,7 +158,7 @@ pub fn blocks(text: &str) -> Vec<Block> {
             }
             Event::Text(t) | Event::Html(t) | Event::InlineHtml(t) => {
                 let piece = t.to_string();
-                if let Some((_, body, _)) = code.as_mut() {
+                if let Some((_, body, _, _)) = code.as_mut() {
                     body.push_str(&t);
                 } else if let Some((_, h, _)) = heading.as_mut() {
                     h.push_str(&t);
@@ -168,6 +177,55 @@ pub fn blocks(text: &str) -> Vec<Block> {
             }
             _ => {}
         }
+    }
+    out
+}
+
+/// A fence for `body`: backticks, one more than the longest run of them in it (at least
+/// three), so no line of the body closes the block, in any Markdown reader.
+pub fn fence(body: &str) -> String {
+    "`".repeat((longest_backticks(body) + 1).max(3))
+}
+
+fn longest_backticks(text: &str) -> usize {
+    let mut longest = 0;
+    let mut run = 0;
+    for c in text.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    longest
+}
+
+/// An inline code span for `text`: its delimiters longer than any run of backticks in it,
+/// padded with a space when it starts or ends with one.
+pub fn code_span(text: &str) -> String {
+    let ticks = "`".repeat(longest_backticks(text) + 1);
+    let pad = if text.starts_with('`') || text.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{ticks}{pad}{text}{pad}{ticks}")
+}
+
+/// Text that reads as itself in Markdown: characters that could start markup are
+/// backslash-escaped (CommonMark allows it for any ASCII punctuation).
+pub fn escape_inline(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in text.chars().enumerate() {
+        let leading = i == 0 && "#+-=>0123456789".contains(c);
+        if "\\`*_[]<>&|~!".contains(c) || leading && !c.is_ascii_digit() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    // `1. item` at the start would be a list: escape its dot.
+    if let Some(rest) = out.find(|c: char| !c.is_ascii_digit())
+        && rest > 0
+        && matches!(&out[rest..rest + 1], "." | ")")
+    {
+        out.insert(rest, '\\');
     }
     out
 }
@@ -218,9 +276,54 @@ mod tests {
                 Block::Code {
                     lang: "bash".into(),
                     body: "ls\n".into(),
-                    line: 14
+                    line: 14,
+                    step: false
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn fences_and_spans_are_longer_than_the_backticks_inside() {
+        assert_eq!(fence("echo hi\n"), "```");
+        assert_eq!(fence("```text\nx\n```\n"), "````");
+        assert_eq!(fence("printf '`````'\n"), "``````");
+        assert_eq!(code_span("a"), "`a`");
+        assert_eq!(code_span("a `b` c"), "``a `b` c``");
+        assert_eq!(code_span("`x"), "`` `x ``");
+    }
+
+    /// Escaped text reads back as itself: as a task item, and its code block bodies whole.
+    #[test]
+    fn escaped_text_and_fenced_code_read_back_as_written() {
+        for text in [
+            "# not a heading",
+            "1. not a list",
+            "- not a list",
+            "a *b* _c_ `d` [e](f) <g> &amp; | ~h~ \\ !",
+            "plain",
+        ] {
+            let md = format!("- [ ] {}\n", escape_inline(text));
+            assert_eq!(
+                blocks(&md),
+                [Block::Task {
+                    text: text.into(),
+                    line: 1
+                }],
+                "{md}"
+            );
+        }
+        let body = "cat <<'EOF'\n```text\nhi\n```\nEOF\n";
+        let f = fence(body);
+        let md = format!("{f}bash step\n{body}{f}\n");
+        assert_eq!(
+            blocks(&md),
+            [Block::Code {
+                lang: "bash".into(),
+                body: body.into(),
+                line: 2,
+                step: true
+            }]
         );
     }
 }

@@ -3,37 +3,13 @@
 
 use super::*;
 use crate::build::first_text_line;
-use crate::template::{Part, Template};
+use crate::template::Template;
 use crate::yaml::Spanned;
 
 /// A template written back as text, `${{ … }}` holes included: default step names, which
 /// the executor renders when the step runs (secrets masked).
 pub(crate) fn template_text(t: &Template) -> String {
-    let mut s = String::new();
-    for p in &t.parts {
-        match p {
-            Part::Lit(l) => s.push_str(l),
-            Part::Expr(e) => s.push_str(&format!("${{{{ {} }}}}", expr_text(e))),
-        }
-    }
-    s
-}
-
-fn expr_text(e: &crate::template::Expr) -> String {
-    use crate::template::Expr;
-    let inner = |e: &Expr| match e {
-        Expr::Ref(..) | Expr::Lit(_) | Expr::Not(_) => expr_text(e),
-        _ => format!("({})", expr_text(e)),
-    };
-    match e {
-        Expr::Ref(r, _) => r.to_string(),
-        Expr::Lit(l) => format!("'{l}'"),
-        Expr::Not(x) => format!("!{}", inner(x)),
-        Expr::Eq(a, b) => format!("{} == {}", inner(a), inner(b)),
-        Expr::Ne(a, b) => format!("{} != {}", inner(a), inner(b)),
-        Expr::And(a, b) => format!("{} && {}", inner(a), inner(b)),
-        Expr::Or(a, b) => format!("{} || {}", inner(a), inner(b)),
-    }
+    t.written()
 }
 
 impl CheckSpec {
