@@ -3,6 +3,7 @@
 //! payloads are signed with HMAC-SHA256 as GitHub signs them.
 
 mod common;
+mod pg;
 mod prom;
 
 use std::io::{BufRead, BufReader, Read};
@@ -47,6 +48,10 @@ impl Drop for Server {
 }
 
 fn start(p: &Project) -> Server {
+    start_env(p, &[])
+}
+
+fn start_env(p: &Project, env: &[(&str, &str)]) -> Server {
     let mut c = p.cmd(&[
         "serve",
         "--listen",
@@ -54,6 +59,7 @@ fn start(p: &Project) -> Server {
         "--github-secret-env",
         "HOOK_SECRET",
     ]);
+    c.envs(env.iter().copied());
     c.env("HOOK_SECRET", HOOK_SECRET)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
@@ -372,6 +378,90 @@ fn approvals_through_the_api_follow_the_plans_rules_with_the_tokens_subject() {
         "{}",
         m.body
     );
+}
+
+/// The same server over a real PostgreSQL store (`tests/pg`): the command line and the
+/// server share it; the URL's password is in no answer.
+#[test]
+fn over_a_postgresql_store_the_server_lists_approves_and_counts() {
+    let pg = pg::Postgres::start();
+    let db = pg.database("serve_store");
+    let p = Project::new(PLAN);
+    let env = [("STAGEGATE_STATE", db.url.as_str())];
+    let alice = token(&p, "alice", "alice", "read,approve");
+    let bob = token(&p, "bob", "bob", "read,approve");
+    p.run_env(&["deploy", "staging", "--release-version", "5.0.0"], &env)
+        .code(0);
+    p.run_env(
+        &["deploy", "production", "--release-version", "5.0.0"],
+        &env,
+    )
+    .code(8);
+    let s = start_env(&p, &env);
+    let get = |path: &str| {
+        let r = http(
+            s.port,
+            "GET",
+            path,
+            &[("Authorization", &bearer(&alice))],
+            "",
+        );
+        assert!(!r.body.contains(&db.password), "{path} shows the password");
+        r
+    };
+    let approve = |t: &str, role: &str| {
+        http(
+            s.port,
+            "POST",
+            "/api/approve",
+            &[
+                ("Authorization", &bearer(t)),
+                ("Content-Type", "application/json"),
+            ],
+            &format!(r#"{{"env":"production","role":"{role}"}}"#),
+        )
+    };
+
+    let h = get("/api/deployments").json();
+    let kinds: Vec<(&str, &str)> = h["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["kind"].as_str().unwrap(), d["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("request", "awaiting_approval"), ("deploy", "succeeded")]
+    );
+    let r = get("/api/requests").json();
+    assert_eq!(r["requests"][0]["request"]["id"], 2, "{r:#}");
+    assert_eq!(approve(&alice, "security").status, 200);
+    let second = approve(&bob, "devops");
+    assert_eq!(second.status, 200, "{}", second.body);
+    // Approved in PostgreSQL: the deploy from the command line goes ahead.
+    p.run_env(
+        &["deploy", "production", "--release-version", "5.0.0"],
+        &env,
+    )
+    .code(0);
+    let one = get("/api/deployments/2").json();
+    assert_eq!(one["approvals"].as_array().unwrap().len(), 2, "{one:#}");
+    assert!(
+        one["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "approval"),
+        "{one:#}"
+    );
+    let m = get("/metrics").body;
+    for line in [
+        "stagegate_deployments_total{environment=\"production\",kind=\"deploy\",outcome=\"succeeded\"} 1",
+        "stagegate_step_duration_seconds_count{environment=\"staging\",kind=\"run\",phase=\"run\",status=\"passed\"} 1",
+        "stagegate_step_duration_seconds_count{environment=\"production\",kind=\"run\",phase=\"run\",status=\"passed\"} 1",
+    ] {
+        assert!(m.lines().any(|l| l == line), "no `{line}` in:\n{m}");
+    }
 }
 
 /// A load step and two bakes against a real Prometheus: `steady` has a value every round
@@ -1003,6 +1093,9 @@ fn in_chromium_a_person_logs_in_approves_and_watches_the_promotion_run() {
         "const o = document.querySelector('#outcome'); return o && o.textContent !== 'running' ? o.textContent : null",
     );
     assert_eq!(outcome, "succeeded");
+    // The steps table is drawn again when the run ends: its one step is there, passed.
+    let steps = b.js("return document.querySelector('#steps').innerText");
+    assert!(steps.as_str().unwrap().contains("passed"), "{steps}");
     let events = b.js("return document.querySelector('#events').textContent");
     assert!(
         events.as_str().unwrap().contains("run_finished"),
