@@ -433,16 +433,7 @@ fn loads(h: &mut String, steps: &[&StepResult]) {
             step_name(r),
             escape(&crate::load::summary_line(l))
         );
-        let lat = &l.summary.latency;
-        let bars = [
-            ("p50", lat.p50_ms),
-            ("p90", lat.p90_ms),
-            ("p95", lat.p95_ms),
-            ("p99", lat.p99_ms),
-            ("p99.9", lat.p999_ms),
-            ("max", lat.max_ms),
-        ];
-        h.push_str(&bar_chart("Latency (ms)", &bars));
+        h.push_str(&latency_chart("Latency (ms)", l));
         if !l.thresholds.is_empty() {
             h.push_str("<table>\n<tr><th>Threshold</th><th>Value</th><th>Result</th></tr>\n");
             for t in &l.thresholds {
@@ -525,6 +516,20 @@ fn bakes(h: &mut String, s: &RunSummary, steps: &[&StepResult]) {
             let _ = writeln!(h, "<p>{}</p>", escape(&d));
         }
     }
+}
+
+/// A load run's latency percentiles (p50 to max) as a bar chart.
+pub fn latency_chart(title: &str, l: &stagegate_load::LoadReport) -> String {
+    let lat = &l.summary.latency;
+    let bars = [
+        ("p50", lat.p50_ms),
+        ("p90", lat.p90_ms),
+        ("p95", lat.p95_ms),
+        ("p99", lat.p99_ms),
+        ("p99.9", lat.p999_ms),
+        ("max", lat.max_ms),
+    ];
+    bar_chart(title, &bars)
 }
 
 /// A number for a chart label: at most three decimals, no trailing zeros.

@@ -14,20 +14,11 @@ pub fn of(steps: &[StepRun], events: &[EventRecord]) -> Vec<Value> {
             continue;
         };
         if let Some(l) = details.load() {
-            let lat = &l.load.summary.latency;
-            let bars = [
-                ("p50", lat.p50_ms),
-                ("p90", lat.p90_ms),
-                ("p95", lat.p95_ms),
-                ("p99", lat.p99_ms),
-                ("p99.9", lat.p999_ms),
-                ("max", lat.max_ms),
-            ];
             let title = format!("{}: latency (ms)", s.name);
             out.push(json!({
                 "step": s.step_id,
                 "title": title,
-                "svg": stagegate_report::html::bar_chart(&title, &bars),
+                "svg": stagegate_report::html::latency_chart(&title, &l.load),
             }));
         }
         if let Some(w) = details.watch() {

@@ -506,12 +506,7 @@ async fn requests(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     app.count("/api/requests");
     let r: Reply = async {
         app.allowed(&headers, "read", false)?;
-        let (plan, _) = stagegate_plan::load_file(&app.plan_file).map_err(|_| {
-            err(
-                StatusCode::CONFLICT,
-                "the plan does not validate: run `stagegate validate`",
-            )
-        })?;
+        let plan = app.plan()?;
         let mut out = Vec::new();
         for env in plan.environment_names() {
             let open = crate::promote::describe_open(&app.store, &plan, env)
@@ -550,12 +545,7 @@ async fn verdict(app: Arc<App>, headers: HeaderMap, body: Bytes, v: Verdict) -> 
                 ),
             )
         })?;
-        let (plan, _) = stagegate_plan::load_file(&app.plan_file).map_err(|_| {
-            err(
-                StatusCode::CONFLICT,
-                "the plan does not validate: run `stagegate validate`",
-            )
-        })?;
+        let plan = app.plan()?;
         match crate::promote::record_verdict(&plan, &app.store, &ask, &c.token.subject, v).await {
             Ok(said) => Ok(
                 axum::Json(json!({ "ok": true, "said": said, "by": c.token.subject }))
@@ -591,12 +581,7 @@ async fn decisions(State(app): State<Arc<App>>, headers: HeaderMap) -> Response 
     app.count("/api/decisions");
     let r: Reply = async {
         app.allowed(&headers, "read", false)?;
-        let (plan, _) = stagegate_plan::load_file(&app.plan_file).map_err(|_| {
-            err(
-                StatusCode::CONFLICT,
-                "the plan does not validate: run `stagegate validate`",
-            )
-        })?;
+        let plan = app.plan()?;
         let internal = |e: String| err(StatusCode::INTERNAL_SERVER_ERROR, e);
         let mut out = Vec::new();
         for env in plan.environment_names() {
@@ -725,6 +710,18 @@ fn arg_value(what: &str, v: &str) -> Result<String, (StatusCode, String)> {
 }
 
 impl App {
+    /// The plan as it is on disk now (it may have changed since the server started).
+    fn plan(&self) -> Result<stagegate_plan::Plan, (StatusCode, String)> {
+        stagegate_plan::load_file(&self.plan_file)
+            .map(|(plan, _)| plan)
+            .map_err(|_| {
+                err(
+                    StatusCode::CONFLICT,
+                    "the plan does not validate: run `stagegate validate`",
+                )
+            })
+    }
+
     /// `stagegate ARGS` on this server's plan and store, as `who`, without a terminal.
     fn command(&self, who: &str, args: &[String]) -> std::process::Command {
         let mut c = std::process::Command::new(&self.exe);
@@ -930,12 +927,7 @@ async fn github(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) ->
             }
         };
         let git_ref = arg_value("ref", &git_ref)?;
-        let (plan, _) = stagegate_plan::load_file(&app.plan_file).map_err(|_| {
-            err(
-                StatusCode::CONFLICT,
-                "the plan does not validate: run `stagegate validate`",
-            )
-        })?;
+        let plan = app.plan()?;
         let mut runs = Vec::new();
         for (i, t) in plan.triggers.iter().enumerate() {
             if !t.matches(kind, &git_ref) {
