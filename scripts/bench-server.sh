@@ -6,7 +6,9 @@
 #
 # 1. Fills a SQLite store with 10,000 deployments (sqlite3), serves it, and times
 #    `GET /api/deployments` (the page's history, 50 a page) on loopback: first page and the
-#    last, median and max of 30 requests each, as curl measures from request to last byte.
+#    last, median and max of 30 requests each, as curl measures from request to last byte;
+#    then one deployment's view (its steps, events, approvals, audit trail and charts) and
+#    /metrics, with 5 steps, 12 events and 7 audit records per deployment.
 # 2. Runs a deploy of 20 one-second steps and opens 100 server-sent-event viewers of it;
 #    prints the server's CPU time over 10 s with 0 viewers and with 100, as % of one core.
 # Needs curl and sqlite3.
@@ -61,7 +63,28 @@ SELECT 'bench', CASE i % 3 WHEN 0 THEN 'production' ELSE 'staging' END, 'deploy'
   CASE WHEN i % 17 = 0 THEN 'rolled_back' ELSE 'succeeded' END, 0, 'ok'
 FROM n;
 EOF
-echo "deployments in the store: $(sqlite3 "$db" 'SELECT count(*) FROM deployments')"
+# Each with 5 steps, 12 events and 7 audit records, as a short deploy has (the deployment
+# view reads them; /metrics counts the steps).
+sqlite3 "$db" <<'EOF'
+WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 12)
+INSERT INTO events (deployment_id, seq, at, kind, data)
+SELECT d.id, k.i, d.started_at + k.i * 300, 'step_progress',
+  '{"event":"step_progress","message":"round ' || k.i || '","step":{"id":"s1"}}'
+FROM deployments d, k;
+WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 5)
+INSERT INTO step_runs (deployment_id, seq, phase, stage, step_id, name, kind, status,
+  started_at, finished_at, duration_ms, exit_code, attempts, output_tail, outputs, details)
+SELECT d.id, k.i, 'run', 'deploy', 's' || k.i, 'step ' || k.i, 'run', 'passed',
+  d.started_at + k.i * 800, d.started_at + k.i * 800 + 750, 750 + k.i, 0, 1, 'ok', '{}', '{}'
+FROM deployments d, k;
+WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 7)
+INSERT INTO audit_log (seq, at, kind, deployment_id, data, prev_hash, hash)
+SELECT 1000 + (d.id - 1) * 7 + k.i, d.started_at + k.i,
+  CASE k.i WHEN 1 THEN 'deployment_begun' WHEN 7 THEN 'deployment_finished' ELSE 'step_finished' END,
+  d.id, '{}', printf('%064x', (d.id - 1) * 7 + k.i - 1), printf('%064x', (d.id - 1) * 7 + k.i)
+FROM deployments d, k;
+EOF
+echo "deployments in the store: $(sqlite3 "$db" 'SELECT count(*) FROM deployments'), steps: $(sqlite3 "$db" 'SELECT count(*) FROM step_runs'), events: $(sqlite3 "$db" 'SELECT count(*) FROM events'), audit records: $(sqlite3 "$db" 'SELECT count(*) FROM audit_log')"
 tok=$(sg token create bench --subject bench --scope read 2>/dev/null)
 
 port=18471
@@ -78,6 +101,8 @@ echo "history, first page (50 of 10,000):   $(timeit '/api/deployments?limit=50&
 echo "history, page 100 (rows 5,001-5,050):  $(timeit '/api/deployments?limit=50&page=100')"
 echo "history, last page (page 199):         $(timeit '/api/deployments?limit=50&page=199')"
 echo "one environment, first page:           $(timeit '/api/deployments?env=production&limit=50')"
+echo "one deployment's view (#5000):         $(timeit '/api/deployments/5000')"
+echo "/metrics (50,000 steps in its histogram): $(timeit '/metrics')"
 
 cpu() { awk '{print $14 + $15}' "/proc/$srv/stat"; }
 hz=$(getconf CLK_TCK)

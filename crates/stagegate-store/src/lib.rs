@@ -226,6 +226,22 @@ pub struct StepDurations {
     pub buckets: [i64; STEP_DURATION_BUCKETS_S.len()],
 }
 
+/// The deployments of one environment, kind and outcome: how many, and how long the
+/// finished ones took in all.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeploymentTotals {
+    pub environment: String,
+    pub kind: String,
+    pub outcome: String,
+    pub count: i64,
+    pub seconds_ms: i64,
+}
+
+/// The aggregate behind [`Store::deployment_totals`], the same text on both backends.
+pub(crate) const DEPLOYMENT_TOTALS_SQL: &str = "SELECT environment, kind, outcome, COUNT(*), \
+     CAST(SUM(CASE WHEN finished_at > started_at THEN finished_at - started_at ELSE 0 END) AS BIGINT) \
+     FROM deployments GROUP BY environment, kind, outcome ORDER BY environment, kind, outcome";
+
 /// The aggregate behind [`Store::step_durations`], the same text on both backends.
 macro_rules! le {
     ($ms:literal) => {
@@ -504,6 +520,12 @@ impl Store {
     /// All steps of a deployment, ordered by `seq`.
     pub async fn steps(&self, deployment_id: i64) -> Result<Vec<StepRun>, StoreError> {
         dispatch!(self.steps(deployment_id))
+    }
+
+    /// Every deployment counted by environment, kind and outcome, with the time the finished
+    /// ones took: one aggregate query (the server's `/metrics`).
+    pub async fn deployment_totals(&self) -> Result<Vec<DeploymentTotals>, StoreError> {
+        dispatch!(self.deployment_totals())
     }
 
     /// Every finished step's duration, counted by environment, kind, phase and status into

@@ -61,6 +61,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "approvals",
         include_str!("../migrations/sqlite/0006_approvals.sql"),
     ),
+    (
+        7,
+        "server indexes",
+        include_str!("../migrations/sqlite/0007_server_indexes.sql"),
+    ),
 ];
 
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrator(MIGRATIONS));
@@ -445,6 +450,27 @@ impl SqliteStore {
             .await
             .map_err(StoreError::query("reading steps"))?;
         rows.iter().map(step_from_row).collect()
+    }
+
+    pub(crate) async fn deployment_totals(
+        &self,
+    ) -> Result<Vec<crate::DeploymentTotals>, StoreError> {
+        let rows = sqlx::query(crate::DEPLOYMENT_TOTALS_SQL)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("counting deployments"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::DeploymentTotals {
+                    environment: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    outcome: r.try_get(2)?,
+                    count: r.try_get(3)?,
+                    seconds_ms: r.try_get::<Option<i64>, _>(4)?.unwrap_or(0),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::query("counting deployments"))
     }
 
     pub(crate) async fn step_durations(&self) -> Result<Vec<crate::StepDurations>, StoreError> {

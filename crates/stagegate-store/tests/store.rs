@@ -116,7 +116,7 @@ on_both!(
     an_awaiting_approval_request_is_settled_by_finish_deployment,
     approvals_bypasses_and_promotions_are_audited,
     approval_edits_and_deletions_are_named,
-    step_durations_are_counted_into_buckets,
+    step_durations_and_deployment_totals_are_counted,
 );
 
 fn new_deployment(env: &str, version: &str, started_at: i64) -> NewDeployment {
@@ -1524,7 +1524,7 @@ async fn approval_edits_and_deletions_are_named(backend: Backend) {
     }
 }
 
-async fn step_durations_are_counted_into_buckets(backend: Backend) {
+async fn step_durations_and_deployment_totals_are_counted(backend: Backend) {
     let (_place, store) = open_temp(backend).await;
     assert!(store.step_durations().await.unwrap().is_empty());
     let staging = store
@@ -1570,4 +1570,30 @@ async fn step_durations_are_counted_into_buckets(backend: Backend) {
     assert_eq!((d[1].count, d[1].sum_ms), (3, 7_202_050));
     // Cumulative: 50 ms is under every bound, 2 s from 5 s on, 2 h under none.
     assert_eq!(d[1].buckets, [1, 1, 1, 2, 2, 2, 2, 2, 2, 2]);
+
+    // The deployments by outcome: a running one has taken no time yet.
+    store
+        .finish_deployment(staging, "succeeded".parse().unwrap(), 0, "ok", 1_500)
+        .await
+        .unwrap();
+    let t = store.deployment_totals().await.unwrap();
+    let rows: Vec<(&str, &str, &str, i64, i64)> = t
+        .iter()
+        .map(|t| {
+            (
+                t.environment.as_str(),
+                t.kind.as_str(),
+                t.outcome.as_str(),
+                t.count,
+                t.seconds_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("production", "deploy", "running", 1, 0),
+            ("staging", "deploy", "succeeded", 1, 1_490)
+        ]
+    );
 }

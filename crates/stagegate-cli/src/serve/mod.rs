@@ -1074,24 +1074,16 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     app.count("/metrics");
     let r: Reply = async {
         app.allowed(&headers, "read", false)?;
-        let rows = app.store.deployments(None, 100_000).await.map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let mut by: BTreeMap<(String, String, String), (u64, f64)> = BTreeMap::new();
-        for d in &rows {
-            let e = by.entry((d.environment.clone(), d.kind.clone(), d.outcome.to_string())).or_default();
-            e.0 += 1;
-            if let Some(f) = d.finished_at {
-                e.1 += (f - d.started_at).max(0) as f64 / 1000.0;
-            }
-        }
+        let totals = app.store.deployment_totals().await.map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
         let mut out = String::new();
         out.push_str("# HELP stagegate_deployments_total Deployments recorded, by environment, kind and outcome.\n# TYPE stagegate_deployments_total gauge\n");
-        for ((env, kind, outcome), (n, _)) in &by {
-            out.push_str(&format!("stagegate_deployments_total{{environment=\"{}\",kind=\"{}\",outcome=\"{}\"}} {n}\n", esc(env), esc(kind), esc(outcome)));
+        for t in &totals {
+            out.push_str(&format!("stagegate_deployments_total{{environment=\"{}\",kind=\"{}\",outcome=\"{}\"}} {}\n", esc(&t.environment), esc(&t.kind), esc(&t.outcome), t.count));
         }
         out.push_str("# HELP stagegate_deployment_seconds_total Time deployments took, by environment, kind and outcome.\n# TYPE stagegate_deployment_seconds_total gauge\n");
-        for ((env, kind, outcome), (_, secs)) in &by {
-            out.push_str(&format!("stagegate_deployment_seconds_total{{environment=\"{}\",kind=\"{}\",outcome=\"{}\"}} {secs:.3}\n", esc(env), esc(kind), esc(outcome)));
+        for t in &totals {
+            out.push_str(&format!("stagegate_deployment_seconds_total{{environment=\"{}\",kind=\"{}\",outcome=\"{}\"}} {:.3}\n", esc(&t.environment), esc(&t.kind), esc(&t.outcome), t.seconds_ms as f64 / 1000.0));
         }
         let steps = app.store.step_durations().await.map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         out.push_str("# HELP stagegate_step_duration_seconds How long finished steps took, by environment, kind, phase and status.\n# TYPE stagegate_step_duration_seconds histogram\n");
