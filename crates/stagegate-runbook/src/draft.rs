@@ -95,6 +95,81 @@ pub enum Action {
     Load(LoadTest),
 }
 
+/// `kubectl rollout undo deployment/NAME [-n NS]`, a rollback section's usual command.
+static ROLLOUT_UNDO: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^kubectl\s+rollout\s+undo\s+(?:deployment|deploy|deployments)/([A-Za-z0-9._-]+)")
+        .unwrap()
+});
+
+/// The namespace a kubectl command names (`-n NS`, `--namespace NS`, `--namespace=NS`).
+fn kube_namespace(command: &str) -> Option<&str> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    words.iter().enumerate().find_map(|(i, w)| match *w {
+        "-n" | "--namespace" => words.get(i + 1).copied(),
+        _ => w.strip_prefix("--namespace="),
+    })
+}
+
+/// A rollback section's `kubectl rollout undo deployment/NAME` (a manual step) also becomes
+/// the `rollback:` of the deploy step it undoes: the first step run on deploy that changes
+/// that deployment (`kubectl apply`, `kubectl set image`, `kubectl rollout restart`) in the
+/// same namespace, and has no rollback yet. The manual step stays where the runbook had it,
+/// with a note; a rollout undone that no step changed is left as it was.
+fn attach_rollouts_undone(stages: &mut [Stage]) {
+    let mut undos: Vec<(usize, String, String, Option<String>)> = Vec::new();
+    for st in stages.iter() {
+        for i in &st.items {
+            if let Item::Step(s) = i
+                && s.manual
+                && let Action::Run(cmd) = &s.action
+                && let Some(m) = ROLLOUT_UNDO.captures(cmd.trim())
+            {
+                undos.push((
+                    s.line,
+                    cmd.trim().to_string(),
+                    m[1].to_string(),
+                    kube_namespace(cmd).map(str::to_string),
+                ));
+            }
+        }
+    }
+    for (line, cmd, name, ns) in undos {
+        let target = stages
+            .iter_mut()
+            .flat_map(|st| st.items.iter_mut())
+            .find_map(|i| match i {
+                Item::Step(s) if !s.manual && s.rollback.is_none() => {
+                    let Action::Run(run) = &s.action else {
+                        return None;
+                    };
+                    let changes = run.lines().any(|l| {
+                        let l = l.trim();
+                        (l.starts_with("kubectl apply")
+                            || l.starts_with("kubectl set image")
+                            || l.starts_with("kubectl rollout restart"))
+                            && kube_namespace(l).map(str::to_string) == ns
+                            && (l.starts_with("kubectl apply") || l.contains(&name))
+                    });
+                    changes.then_some(&mut **s)
+                }
+                _ => None,
+            });
+        let Some(step) = target else { continue };
+        step.rollback = Some((line, cmd));
+        let at = step.line;
+        if let Some(manual) = stages
+            .iter_mut()
+            .flat_map(|st| st.items.iter_mut())
+            .find_map(|i| match i {
+                Item::Step(s) if s.manual && s.line == line => Some(&mut **s),
+                _ => None,
+            })
+        {
+            manual.notes.push((line, format!("also the rollback of the deploy step at runbook line {at}, run when a later step fails")));
+        }
+    }
+}
+
 static MANUAL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)roll ?back|troubleshoot|incident|issue\b|diagnos|emergency|on-call|hotfix|common issues|known issues")
         .unwrap()
@@ -346,6 +421,7 @@ impl Builder {
 
     fn finish(mut self) -> Draft {
         self.end_stage();
+        attach_rollouts_undone(&mut self.draft.stages);
         for name in self.draft.forbid.keys() {
             self.draft.require.remove(name);
         }

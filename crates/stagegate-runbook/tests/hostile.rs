@@ -44,3 +44,34 @@ fn a_runbook_over_5_mib_is_refused() {
         Err(stagegate_runbook::ImportError::TooLarge { .. })
     ));
 }
+
+/// A rollback section's `kubectl rollout undo` becomes the rollback of the apply in its
+/// namespace, and of nothing in another one.
+#[test]
+fn a_rollout_undo_rolls_back_the_apply_of_its_namespace_only() {
+    let md = "# Shop\n\n## Deploy\n\n```bash\n# Apply\nkubectl apply -f k8s/ -n shop\n```\n\n```bash\n# Apply the other\nkubectl apply -f other/ -n elsewhere\n```\n\n## Rollback Procedure\n\n```bash\n# Undo\nkubectl rollout undo deployment/api -n shop\n```\n\n```bash\n# Undo a stranger\nkubectl rollout undo deployment/api -n nowhere\n```\n";
+    let yaml = stagegate_runbook::import(md).unwrap().yaml;
+    if let Err(d) = stagegate_plan::load_str(std::path::Path::new("stagegate.yml"), &yaml) {
+        panic!("{d}\n{yaml}");
+    }
+    let rollbacks: Vec<&str> = yaml
+        .lines()
+        .filter(|l| l.trim_start().starts_with("rollback:"))
+        .collect();
+    assert_eq!(
+        rollbacks,
+        ["      rollback: \"kubectl rollout undo deployment/api -n shop\""],
+        "{yaml}"
+    );
+    // The apply in `shop` carries it; the manual steps stay, the stranger with no note.
+    let apply = yaml.find("kubectl apply -f k8s/ -n shop").unwrap();
+    let other = yaml.find("kubectl apply -f other/").unwrap();
+    let rb = yaml.find("rollback: ").unwrap();
+    assert!(apply < rb && rb < other, "{yaml}");
+    assert_eq!(
+        yaml.matches("also the rollback of the deploy step").count(),
+        1,
+        "{yaml}"
+    );
+    assert_eq!(yaml.matches("when: \"false\"").count(), 2, "{yaml}");
+}
