@@ -242,6 +242,44 @@ pub(crate) const DEPLOYMENT_TOTALS_SQL: &str = "SELECT environment, kind, outcom
      CAST(SUM(CASE WHEN finished_at > started_at THEN finished_at - started_at ELSE 0 END) AS BIGINT) \
      FROM deployments GROUP BY environment, kind, outcome ORDER BY environment, kind, outcome";
 
+/// A row of [`DEPLOYMENT_TOTALS_SQL`], on either backend.
+pub(crate) fn deployment_totals_row<R: sqlx::Row>(r: &R) -> Result<DeploymentTotals, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(DeploymentTotals {
+        environment: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        outcome: r.try_get(2)?,
+        count: r.try_get(3)?,
+        seconds_ms: r.try_get::<Option<i64>, _>(4)?.unwrap_or(0),
+    })
+}
+
+/// A row of [`STEP_DURATIONS_SQL`], on either backend.
+pub(crate) fn step_durations_row<R: sqlx::Row>(r: &R) -> Result<StepDurations, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut buckets = [0; STEP_DURATION_BUCKETS_S.len()];
+    for (i, b) in buckets.iter_mut().enumerate() {
+        *b = r.try_get(6 + i)?;
+    }
+    Ok(StepDurations {
+        environment: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        phase: r.try_get(2)?,
+        status: r.try_get(3)?,
+        count: r.try_get(4)?,
+        sum_ms: r.try_get(5)?,
+        buckets,
+    })
+}
+
 /// The aggregate behind [`Store::step_durations`], the same text on both backends.
 macro_rules! le {
     ($ms:literal) => {

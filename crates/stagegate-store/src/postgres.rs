@@ -385,15 +385,7 @@ impl PostgresStore {
             .await
             .map_err(StoreError::query("counting deployments"))?;
         rows.iter()
-            .map(|r| {
-                Ok(crate::DeploymentTotals {
-                    environment: r.try_get(0)?,
-                    kind: r.try_get(1)?,
-                    outcome: r.try_get(2)?,
-                    count: r.try_get(3)?,
-                    seconds_ms: r.try_get::<Option<i64>, _>(4)?.unwrap_or(0),
-                })
-            })
+            .map(crate::deployment_totals_row)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::query("counting deployments"))
     }
@@ -404,21 +396,7 @@ impl PostgresStore {
             .await
             .map_err(StoreError::query("counting step durations"))?;
         rows.iter()
-            .map(|r| {
-                let mut buckets = [0; crate::STEP_DURATION_BUCKETS_S.len()];
-                for (i, b) in buckets.iter_mut().enumerate() {
-                    *b = r.try_get(6 + i)?;
-                }
-                Ok(crate::StepDurations {
-                    environment: r.try_get(0)?,
-                    kind: r.try_get(1)?,
-                    phase: r.try_get(2)?,
-                    status: r.try_get(3)?,
-                    count: r.try_get(4)?,
-                    sum_ms: r.try_get(5)?,
-                    buckets,
-                })
-            })
+            .map(crate::step_durations_row)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::query("counting step durations"))
     }
