@@ -420,6 +420,11 @@ pub struct RunArgs {
     /// Give up waiting for the lock after this long (with --wait)
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub wait_timeout: std::time::Duration,
+    /// How long the environment's lock stays fresh without a renewal; the run renews it every
+    /// third of that. Twice this without a renewal, other machines take the run for gone
+    /// (`unlock` then needs no --force), 1s to 1h [default: 60s]
+    #[arg(long, value_name = "DURATION", env = "STAGEGATE_LOCK_LEASE", value_parser = parse_lease)]
+    pub lock_lease: Option<std::time::Duration>,
     /// Write a report when the run ends: json=PATH, junit=PATH, markdown=PATH or html=PATH (repeatable)
     #[arg(long = "report", value_name = "KIND=PATH", value_parser = parse_report)]
     pub reports: Vec<(ReportKind, PathBuf)>,
@@ -631,4 +636,14 @@ fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     stagegate_plan::parse_duration(s)
+}
+
+fn parse_lease(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(3600) {
+        return Err(format!(
+            "a lock lease of {s} is out of range: give 1s to 1h (60s is the default)"
+        ));
+    }
+    Ok(d)
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use stagegate_engine::watch::{Decision, DecisionSource};
 use stagegate_engine::{DriverFuture, Events, exit};
 use stagegate_plan::Plan;
-use stagegate_store::{DecisionRecord, Deployment, LockAttempt, LockInfo, Outcome, StepRun, Store};
+use stagegate_store::{DecisionRecord, Deployment, LockAttempt, Outcome, StepRun, Store};
 
 use crate::cli::{Cli, DecideArgs};
 use crate::context::{CmdResult, Failure, actor, hostname, load_plan, open_store, state_dir};
@@ -373,21 +373,18 @@ fn services_of(plan: &Plan, driver: &dyn stagegate_engine::ServiceDriver, id: i6
         .collect()
 }
 
-/// Takes the environment's lock for a short change, or says who holds it.
-async fn lock(store: &Store, env: &str, who: &str, id: i64) -> Result<(), Failure> {
-    let host = hostname();
-    let me = LockInfo {
-        environment: env.to_string(),
-        deployment_id: Some(id),
-        holder: format!("{who}@{host}"),
-        pid: std::process::id(),
-        host,
-        acquired_at: stagegate_store::now_millis(),
-        pid_started: stagegate_engine::process::process_start_ticks(std::process::id()),
-        boot_id: stagegate_engine::process::boot_id(),
-    };
+/// Takes the environment's lock for a short change (returning the holding's token), or says
+/// who holds it.
+async fn lock(store: &Store, env: &str, who: &str, id: i64) -> Result<String, Failure> {
+    let me = stagegate_engine::session::new_holding(
+        env,
+        who,
+        &hostname(),
+        Some(id),
+        stagegate_engine::session::DEFAULT_LEASE,
+    );
     match store.try_lock(env, &me).await? {
-        LockAttempt::Acquired => Ok(()),
+        LockAttempt::Acquired => Ok(me.token.unwrap_or_default()),
         LockAttempt::Held(h) => Err(Failure::new(
             exit::LOCKED,
             format!(
@@ -410,7 +407,14 @@ async fn accept(
 ) -> CmdResult {
     let env = &dep.environment;
     let id = dep.id;
-    lock(store, env, &d.actor, id).await?;
+    let token = lock(store, env, &d.actor, id).await?;
+    let _lease = stagegate_engine::session::Heartbeat::start(
+        store.clone(),
+        env.clone(),
+        token.clone(),
+        stagegate_engine::session::DEFAULT_LEASE,
+        Vec::new(),
+    );
     let exe = std::env::current_exe().unwrap_or_default();
     let driver = crate::context::driver_for(cli, plan, env, exe);
     let (events, rx) = Events::channel();
@@ -446,7 +450,7 @@ async fn accept(
             stagegate_store::now_millis(),
         )
         .await;
-    let _ = store.release_lock(env, std::process::id()).await;
+    let _ = store.release_lock(env, &token).await;
     finished?;
     notify_accepted(plan, dep, &summary).await;
     println!("deployment #{id} succeeded: {summary}");

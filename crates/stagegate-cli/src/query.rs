@@ -437,21 +437,31 @@ pub async fn status(cli: &Cli, env: &str, json: bool) -> CmdResult {
     match &lock {
         None => println!("  lock: free"),
         Some(l) => {
-            let alive =
-                stagegate_engine::process::pid_alive(l.pid) || l.host != crate::context::hostname();
+            let here = l.host == crate::context::hostname();
+            let gone = stagegate_engine::session::holder_gone(l, &crate::context::hostname());
+            let state = match (gone, here) {
+                (false, true) => String::new(),
+                (false, false) if l.lease_ms.is_some() => format!(
+                    " on {}, lease renewed {} ago",
+                    l.host,
+                    stagegate_report::lease_silence(l)
+                ),
+                (false, false) => format!(" on {} (no lease: an older stagegate's)", l.host),
+                (true, true) => format!(": that process is gone; run `stagegate unlock {env}`"),
+                (true, false) => format!(
+                    " on {}: that run is gone, its lease not renewed for {}; run `stagegate unlock {env}`",
+                    l.host,
+                    stagegate_report::lease_silence(l)
+                ),
+            };
             println!(
-                "  lock: held by {} (pid {}{}) since {}{}",
+                "  lock: held by {} (pid {}{}) since {}{state}",
                 l.holder,
                 l.pid,
                 l.deployment_id
                     .map(|d| format!(", deployment #{d}"))
                     .unwrap_or_default(),
                 format_time_ms(l.acquired_at),
-                if alive {
-                    String::new()
-                } else {
-                    format!(": that process is gone; run `stagegate unlock {env}`")
-                }
             );
         }
     }
@@ -574,7 +584,7 @@ pub async fn stop(cli: &Cli, env: &str, service: Option<&str>) -> CmdResult {
     }
     let store = open_store(cli, &plan).await?;
     if let Some(l) = store.lock_info(env).await?
-        && stagegate_engine::process::pid_alive(l.pid)
+        && !stagegate_engine::session::holder_gone(&l, &crate::context::hostname())
     {
         return Err(Failure::new(
             exit::LOCKED,
@@ -909,17 +919,24 @@ pub async fn unlock(cli: &Cli, env: &str, force: bool, reason: Option<&str>) -> 
     if let Some(l) = &lock
         && !force
     {
-        if l.host != crate::context::hostname() {
+        if l.host != crate::context::hostname() && !l.lease_expired() {
+            let lease = match l.lease_ms {
+                Some(_) => format!(
+                    "its lease was renewed {} ago, so it looks alive",
+                    stagegate_report::lease_silence(l)
+                ),
+                None => "stagegate cannot see whether that run still goes".to_string(),
+            };
             return Err(Failure::new(
                 exit::LOCKED,
                 format!(
-                    "error: environment `{env}` is locked by {} (pid {}) on another host, {}; stagegate cannot see whether that run still goes.\n  \
+                    "error: environment `{env}` is locked by {} (pid {}) on another host, {}; {lease}.\n  \
                      = help: check on {}, then `stagegate unlock {env} --force --reason \"...\"`",
                     l.holder, l.pid, l.host, l.host
                 ),
             ));
         }
-        if stagegate_engine::session::holder_alive(l) {
+        if l.host == crate::context::hostname() && stagegate_engine::session::holder_alive(l) {
             return Err(Failure::new(
                 exit::LOCKED,
                 format!(
@@ -943,10 +960,18 @@ pub async fn unlock(cli: &Cli, env: &str, force: bool, reason: Option<&str>) -> 
     .await?;
     match removed {
         Some(l) => println!(
-            "unlocked {env}: removed the lock of {} (pid {}) taken {}",
+            "unlocked {env}: removed the lock of {} (pid {}) taken {}{}",
             l.holder,
             l.pid,
-            format_time_ms(l.acquired_at)
+            format_time_ms(l.acquired_at),
+            if l.lease_expired() {
+                format!(
+                    "; its lease had not been renewed for {}",
+                    stagegate_report::lease_silence(&l)
+                )
+            } else {
+                String::new()
+            }
         ),
         None => println!("{env} was not locked"),
     }

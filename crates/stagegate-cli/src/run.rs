@@ -154,6 +154,10 @@ impl Session<'_> {
             lock: LockPolicy {
                 wait: self.args.wait,
                 wait_timeout: self.args.wait_timeout,
+                lease: self
+                    .args
+                    .lock_lease
+                    .unwrap_or(stagegate_engine::session::DEFAULT_LEASE),
             },
             control,
             sinks,
@@ -183,6 +187,12 @@ impl Session<'_> {
             }) => {
                 let what = describe_lock(&environment, &holder);
                 let text = match refusal {
+                    LockRefusal::HolderGone if holder.host != hostname() => format!(
+                        "error: {what}, but that run is gone: it has not renewed its lease for {}.\n  \
+                         = help: check on {} what it left running (`stagegate status {env}`), then `stagegate unlock {env}`",
+                        stagegate_report::lease_silence(&holder),
+                        holder.host
+                    ),
                     LockRefusal::HolderGone => format!(
                         "error: {what}, but that process is gone: it was killed before it finished.\n  \
                          = help: run `stagegate status {env}` to see what it left running, then `stagegate unlock {env}`"

@@ -292,6 +292,160 @@ fn a_lock_from_another_host_needs_force() {
     );
 }
 
+/// A lock from another machine carries a lease, renewed by PostgreSQL's clock. While it is
+/// fresh the holder looks alive: `unlock` needs `--force`. Once it has not been renewed for
+/// two leases the holder is gone: `deploy` says so and what to do, `status` shows it, and
+/// `unlock` clears it without `--force`, recorded in the audit log.
+#[test]
+fn a_remote_lock_whose_lease_ran_out_is_gone() {
+    let pg = Postgres::start();
+    let db = pg.database("lease_out");
+    let p = Project::new(PLAN);
+    let env = [("STAGEGATE_STATE", db.url.as_str())];
+    p.run_env(&["history"], &env).code(0); // creates the schema
+    let lock = |ms_ago: i64| {
+        pg.superuser(
+            &db.name,
+            &format!(
+                "DELETE FROM env_locks; \
+                 INSERT INTO env_locks (environment, holder, pid, host, acquired_at, token, lease_ms, lease_until) \
+                 VALUES ('staging', 'bob@ci-runner-7', 4242, 'ci-runner-7', 1, 'theirs', 60000, \
+                 (extract(epoch from clock_timestamp()) * 1000)::bigint + 60000 - {ms_ago})"
+            ),
+        )
+    };
+    let deploy = [
+        "deploy",
+        "staging",
+        "--release-version",
+        "1",
+        "--release-sha",
+        "a",
+    ];
+
+    // Renewed 5 s ago: alive.
+    lock(5_000);
+    p.run_env(&deploy, &env)
+        .code(6)
+        .stderr_has("is locked by bob@ci-runner-7")
+        .stderr_has("--wait");
+    p.run_env(&["status", "staging"], &env)
+        .code(0)
+        .stdout_has("on ci-runner-7, lease renewed 5.");
+    p.run_env(&["unlock", "staging"], &env)
+        .code(6)
+        .stderr_has("its lease was renewed 5.")
+        .stderr_has("looks alive")
+        .stderr_has("--force");
+
+    // Not renewed for 3 minutes (a lease is 1 minute): gone.
+    lock(180_000);
+    p.run_env(&deploy, &env)
+        .code(6)
+        .stderr_has("but that run is gone: it has not renewed its lease for 3m0")
+        .stderr_has("check on ci-runner-7");
+    p.run_env(&["status", "staging"], &env)
+        .code(0)
+        .stdout_has("that run is gone, its lease not renewed for 3m0");
+    p.run_env(&["unlock", "staging"], &env)
+        .code(0)
+        .stdout_has("unlocked staging")
+        .stdout_has("its lease had not been renewed for 3m0");
+    assert_eq!(
+        pg.superuser(
+            &db.name,
+            "SELECT kind FROM audit_log ORDER BY seq DESC LIMIT 1"
+        ),
+        "lock_broken"
+    );
+    p.run_env(&deploy, &env).code(0);
+    p.run_env(&["audit", "verify"], &env).code(0);
+}
+
+/// Five stagegate processes deploy one environment of one PostgreSQL store at once, each
+/// queueing (`--wait`) behind the others: never do two of them hold the lock, so their
+/// steps never overlap (each writes `start` and `end` lines around a sleep of more than twice
+/// its 1 s lease), and the lease in the row is renewed all along, by PostgreSQL's clock.
+#[test]
+fn concurrent_processes_on_one_postgres_never_both_hold_the_lock() {
+    let pg = Postgres::start();
+    let db = pg.database("five_at_once");
+    let p = Project::new(&PLAN.replace(
+        "run: echo hello from the deploy",
+        "run: echo \"start ${{ release.version }}\" >> steps.log; sleep 2.5; echo \"end ${{ release.version }}\" >> steps.log",
+    ));
+    p.run_env(&["history"], &[("STAGEGATE_STATE", db.url.as_str())])
+        .code(0);
+    let children: Vec<_> = (1..=5)
+        .map(|n| {
+            p.cmd(&[
+                "deploy",
+                "staging",
+                "--wait",
+                "--wait-timeout",
+                "5m",
+                "--release-version",
+                &n.to_string(),
+                "--release-sha",
+                "a",
+            ])
+            .env("STAGEGATE_STATE", &db.url)
+            .env("STAGEGATE_LOCK_LEASE", "1s")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("stagegate starts")
+        })
+        .collect();
+    // While they run, the row's lease never runs out (a renewal every third of a second).
+    let mut lowest = i64::MAX;
+    let mut reads = 0;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    while std::time::Instant::now() < until {
+        let left = pg.superuser(
+            &db.name,
+            "SELECT lease_until - (extract(epoch from clock_timestamp()) * 1000)::bigint FROM env_locks",
+        );
+        if let Ok(ms) = left.trim().parse::<i64>() {
+            lowest = lowest.min(ms);
+            reads += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(150));
+    }
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(reads > 5, "the lock row was seen {reads} times");
+    // Without renewals it would run out 1.5 s into each 2.5 s step.
+    assert!(
+        lowest > 0,
+        "the lease ran out under a live run ({lowest} ms left)"
+    );
+
+    let log = p.read("steps.log");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 10, "{log}");
+    for pair in lines.chunks(2) {
+        let (start, end) = (pair[0], pair[1]);
+        assert!(
+            start.starts_with("start ") && end == start.replacen("start", "end", 1),
+            "two runs overlapped:\n{log}"
+        );
+    }
+    let mut versions: Vec<&str> = lines.iter().step_by(2).map(|l| &l[6..]).collect();
+    versions.sort_unstable();
+    assert_eq!(versions, ["1", "2", "3", "4", "5"]);
+    assert_eq!(
+        pg.superuser(&db.name, "SELECT count(*) FROM env_locks"),
+        "0"
+    );
+}
+
 /// A password written in `state.url` appears in no report, event file, command output or
 /// file under `.stagegate`.
 #[test]

@@ -27,6 +27,98 @@ use crate::event::{Event, Events, now_ms};
 use crate::executor::RunReport;
 use crate::process::{boot_id, pid_alive, process_start_ticks, same_process_alive};
 
+/// The lease a lock gets unless the caller says otherwise. The holder renews it every third
+/// of that, so a holder is taken for gone only after two minutes without a renewal.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
+/// A new holding of `environment`'s lock for this process, run by `actor` on `host`, with a
+/// fresh token and `lease`.
+pub fn new_holding(
+    environment: &str,
+    actor: &str,
+    host: &str,
+    deployment_id: Option<i64>,
+    lease: Duration,
+) -> LockInfo {
+    LockInfo {
+        environment: environment.to_string(),
+        deployment_id,
+        holder: format!("{actor}@{host}"),
+        pid: std::process::id(),
+        host: host.to_string(),
+        acquired_at: stagegate_store::now_millis(),
+        pid_started: process_start_ticks(std::process::id()),
+        boot_id: boot_id(),
+        token: Some(stagegate_store::lock_token()),
+        lease_ms: Some(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
+        lease_left_ms: None,
+    }
+}
+
+/// Whether the holder of `lock` is gone, as far as a process on `host` can tell: on this host
+/// its process is dead (or its pid now belongs to another); on another host it has stopped
+/// renewing its lease ([`LockInfo::lease_expired`]). A lock from another host without a
+/// lease (an older version's) cannot be told gone.
+pub fn holder_gone(lock: &LockInfo, host: &str) -> bool {
+    if lock.host == host {
+        !holder_alive(lock)
+    } else {
+        lock.lease_expired()
+    }
+}
+
+/// Keeps a lock's lease fresh while its holder runs: renews it every third of the lease until
+/// dropped. When the holding is gone (someone broke the lock with `stagegate unlock --force`),
+/// it cancels `on_loss` and stops; [`Heartbeat::lost`] then says so.
+pub struct Heartbeat {
+    task: tokio::task::JoinHandle<()>,
+    lost: CancellationToken,
+}
+
+impl Heartbeat {
+    pub fn start(
+        store: Store,
+        environment: String,
+        token: String,
+        lease: Duration,
+        on_loss: Vec<CancellationToken>,
+    ) -> Heartbeat {
+        let lost = CancellationToken::new();
+        let said = lost.clone();
+        let every = (lease / 3).max(Duration::from_millis(100));
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match store.renew_lock(&environment, &token).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        said.cancel();
+                        for t in &on_loss {
+                            t.cancel();
+                        }
+                        return;
+                    }
+                    // The store cannot be reached for now: the next beat tries again (the
+                    // lease outlasts several missed ones).
+                    Err(_) => {}
+                }
+            }
+        });
+        Heartbeat { task, lost }
+    }
+
+    /// Whether the holding was found gone.
+    pub fn lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Whether the process that took `lock` still runs on this host: its pid is alive and was
 /// not reused by another process since (start time and boot id compared).
 pub fn holder_alive(lock: &LockInfo) -> bool {
@@ -63,6 +155,9 @@ pub struct LockPolicy {
     pub wait: bool,
     /// How long to queue before giving up.
     pub wait_timeout: Duration,
+    /// How long the lock stays fresh without a renewal ([`DEFAULT_LEASE`]); the session
+    /// renews it every third of that while it runs.
+    pub lease: Duration,
 }
 
 /// Why the lock could not be taken.
@@ -70,7 +165,8 @@ pub struct LockPolicy {
 pub enum LockRefusal {
     /// A live process holds it and the policy says not to wait.
     Busy,
-    /// The holder's process is gone: it was killed before it finished.
+    /// The holder's process is gone: it was killed before it finished (on this host), or it
+    /// stopped renewing its lease (on another).
     HolderGone,
     /// Waited the whole `wait_timeout`.
     GaveUp(Duration),
@@ -94,6 +190,9 @@ pub enum Notice {
     },
     /// Recording an event to the store failed (said once per run; the run goes on).
     RecordFailed { error: String },
+    /// The run's lock was broken by someone else while it ran (`stagegate unlock --force`):
+    /// it stopped without rolling back, leaving the environment as it was at that moment.
+    LockLost { environment: String },
 }
 
 /// Receives everything a session has to tell: the run's events, then `finish` once.
@@ -208,38 +307,52 @@ impl Session<'_> {
         Fut: std::future::Future<Output = RunReport>,
     {
         let locking = self.kind.locks();
+        let mut heartbeat = None;
+        let mut token = None;
         if locking {
-            self.acquire_lock().await?;
+            let held = self.acquire_lock().await?;
+            heartbeat = Some(Heartbeat::start(
+                self.store.clone(),
+                self.environment.clone(),
+                held.clone(),
+                self.lock.lease,
+                vec![self.control.cancel.clone(), self.control.abort.clone()],
+            ));
+            token = Some(held);
         }
-        let result = self.run_locked(&release, engine).await;
-        if locking && !matches!(result, Err(SessionError::FinishNotRecorded { .. })) {
+        let result = self
+            .run_locked(&release, token.as_deref(), heartbeat.as_ref(), engine)
+            .await;
+        drop(heartbeat);
+        if let Some(token) = &token
+            && !matches!(result, Err(SessionError::FinishNotRecorded { .. }))
+        {
             let env = self.environment.clone();
-            let _ = retry_write(|| self.store.release_lock(&env, std::process::id())).await;
+            let _ = retry_write(|| self.store.release_lock(&env, token)).await;
         }
         result
     }
 
-    /// Takes the lock, waiting if the policy says so. A lock left by a dead process is refused
-    /// with [`LockRefusal::HolderGone`]: what it left running must be looked at first.
-    async fn acquire_lock(&mut self) -> Result<(), SessionError> {
-        let me = LockInfo {
-            environment: self.environment.clone(),
-            deployment_id: None,
-            holder: format!("{}@{}", self.actor, self.host),
-            pid: std::process::id(),
-            host: self.host.clone(),
-            acquired_at: stagegate_store::now_millis(),
-            pid_started: process_start_ticks(std::process::id()),
-            boot_id: boot_id(),
-        };
+    /// Takes the lock, waiting if the policy says so, and returns the holding's token. A lock
+    /// left by a dead process (or one whose lease ran out on another host) is refused with
+    /// [`LockRefusal::HolderGone`]: what it left running must be looked at first.
+    async fn acquire_lock(&mut self) -> Result<String, SessionError> {
+        let me = new_holding(
+            &self.environment,
+            &self.actor,
+            &self.host,
+            None,
+            self.lock.lease,
+        );
+        let token = me.token.clone().unwrap_or_default();
         let started = Instant::now();
         let mut said_waiting = false;
         loop {
             let holder = match self.store.try_lock(&self.environment, &me).await? {
-                LockAttempt::Acquired => return Ok(()),
+                LockAttempt::Acquired => return Ok(token),
                 LockAttempt::Held(h) => h,
             };
-            let refusal = if holder.host == self.host && !holder_alive(&holder) {
+            let refusal = if holder_gone(&holder, &self.host) {
                 Some(LockRefusal::HolderGone)
             } else if !self.lock.wait {
                 Some(LockRefusal::Busy)
@@ -290,6 +403,8 @@ impl Session<'_> {
     async fn run_locked<F, Fut>(
         &mut self,
         release: &SessionRelease,
+        token: Option<&str>,
+        heartbeat: Option<&Heartbeat>,
         engine: F,
     ) -> Result<RunReport, SessionError>
     where
@@ -318,9 +433,9 @@ impl Session<'_> {
                 floor,
             )
             .await?;
-        if self.kind.locks() {
+        if let Some(token) = token {
             self.store
-                .set_lock_deployment(&self.environment, std::process::id(), id)
+                .set_lock_deployment(&self.environment, token, id)
                 .await?;
         }
         // Room for the outcome outside the database, taken while there is room: if the
@@ -358,7 +473,17 @@ impl Session<'_> {
                 }
             }
         };
-        let (report, ()) = tokio::join!(engine(id, events, self.control.clone()), consume);
+        let (mut report, ()) = tokio::join!(engine(id, events, self.control.clone()), consume);
+        if heartbeat.is_some_and(Heartbeat::lost) {
+            report.summary = format!(
+                "{}; the lock on `{}` was broken while this run went (`stagegate unlock --force`): it stopped without rolling back, so the environment is as this run left it; check it before deploying again",
+                report.summary, self.environment
+            );
+            let n = Notice::LockLost {
+                environment: self.environment.clone(),
+            };
+            self.notify(&n);
+        }
         // The sinks hear the end first (the terminal's last line), then the record is finished.
         let mut sink_error = None;
         for s in &mut self.sinks {
@@ -384,6 +509,7 @@ impl Session<'_> {
                 deployment_id: id,
                 environment: self.environment.clone(),
                 pid: std::process::id(),
+                lock_token: token.unwrap_or_default().to_string(),
                 outcome: report.outcome.as_str().into(),
                 exit_code: report.exit_code,
                 summary: report.summary.clone(),
@@ -578,6 +704,7 @@ mod tests {
             lock: LockPolicy {
                 wait,
                 wait_timeout: Duration::from_secs(5),
+                lease: DEFAULT_LEASE,
             },
             control: RunControl::default(),
             sinks: vec![Box::new(tape.clone())],
@@ -628,6 +755,76 @@ mod tests {
         assert!(store.lock_info("staging").await.unwrap().is_none());
     }
 
+    /// While a run goes, its lease is renewed: read from the store it never runs out, though
+    /// the run lasts several leases. When someone breaks the lock, the heartbeat finds its
+    /// holding gone: the run is stopped (cancel and abort: no rollback), its record says why,
+    /// and the sinks hear `LockLost`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_lease_is_renewed_while_a_run_goes_and_a_broken_lock_stops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        let plan = plan();
+        let tape = Tape::default();
+        let mut s = session(&plan, Store::open(&db).await.unwrap(), &tape, false);
+        s.lock.lease = Duration::from_millis(300);
+        let watcher = Store::open(&db).await.unwrap();
+        let run = s.run(
+            SessionRelease {
+                version: "1".into(),
+                sha: String::new(),
+            },
+            |_, _, ctl| async move {
+                // A step that goes on until it is stopped, as a long bake does.
+                tokio::select! {
+                    () = ctl.abort.cancelled() => RunReport {
+                        outcome: Outcome::Failed,
+                        exit_code: 130,
+                        summary: "stopped".into(),
+                    },
+                    () = tokio::time::sleep(Duration::from_secs(20)) => report(),
+                }
+            },
+        );
+        let watch = async {
+            let mut lowest = i64::MAX;
+            for _ in 0..12 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Some(l) = watcher.lock_info("staging").await.unwrap() {
+                    lowest = lowest.min(l.lease_left_ms.unwrap());
+                    assert!(!l.lease_expired(), "{l:?}");
+                }
+            }
+            // 1.2 s, four leases, and it never ran out.
+            assert!(lowest > 0, "the lease ran out: {lowest} ms left");
+            let note = stagegate_store::LockBreak {
+                by: "someone".into(),
+                reason: Some("test".into()),
+                forced: true,
+                at: 0,
+            };
+            watcher.break_lock("staging", &note).await.unwrap();
+        };
+        let (report, ()) = tokio::join!(run, watch);
+        let report = report.unwrap();
+        assert_eq!(report.exit_code, 130);
+        assert!(report.summary.contains("was broken"), "{}", report.summary);
+        let tape = tape.0.lock().unwrap().clone();
+        assert!(
+            tape.iter().any(|t| t.starts_with("notice LockLost")),
+            "{tape:?}"
+        );
+        let d = watcher
+            .last_deployment("staging", None)
+            .await
+            .unwrap()
+            .unwrap();
+        let summary = d.summary.unwrap_or_default();
+        assert!(
+            summary.contains("stopped without rolling back"),
+            "{summary}"
+        );
+    }
+
     /// While one session holds the lock, a second is refused (Busy) without waiting, and a
     /// waiting one gives up when cancelled, having recorded nothing.
     #[tokio::test]
@@ -647,6 +844,9 @@ mod tests {
             acquired_at: 0,
             pid_started: None,
             boot_id: None,
+            token: Some("theirs".into()),
+            lease_ms: None,
+            lease_left_ms: None,
         };
         assert!(matches!(
             holder.try_lock("staging", &me).await.unwrap(),

@@ -57,5 +57,5 @@ pub use html::write_html;
 pub use json::{JsonLinesReporter, write_json};
 pub use junit::write_junit;
 pub use markdown::write_markdown;
-pub use sink::{ReportFiles, ReportFormat, describe_lock, describe_notice};
+pub use sink::{ReportFiles, ReportFormat, describe_lock, describe_notice, lease_silence};
 pub use terminal::{TerminalReporter, TerminalStyle};

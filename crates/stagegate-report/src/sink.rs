@@ -23,6 +23,17 @@ pub fn describe_lock(environment: &str, h: &LockInfo) -> String {
     )
 }
 
+/// How long the holder of `h` has gone without renewing its lease (`2m10s`), or `no lease`
+/// for a lock taken by an older version.
+pub fn lease_silence(h: &LockInfo) -> String {
+    match (h.lease_ms, h.lease_left_ms) {
+        (Some(lease), Some(left)) => {
+            crate::format_duration_ms(u64::try_from(lease - left).unwrap_or(0))
+        }
+        _ => "no lease".into(),
+    }
+}
+
 /// The words for a session's notice, as the terminal shows them.
 pub fn describe_notice(n: &Notice) -> String {
     match n {
@@ -38,6 +49,10 @@ pub fn describe_notice(n: &Notice) -> String {
         } => format!(
             "warning: deployment #{deployment_id} (release {release_version}) was left unfinished{during} and has been marked abandoned.\n  \
              = help: check `stagegate status {environment}`; `stagegate rollback {environment}` returns services to their previous release"
+        ),
+        Notice::LockLost { environment } => format!(
+            "warning: the lock on `{environment}` was broken by someone else while this run went (`stagegate unlock --force`); the run stopped without rolling back.\n  \
+             = help: `stagegate status {environment}` shows what runs now; whoever broke the lock should check the environment before deploying"
         ),
         Notice::RecordFailed { error } => {
             format!("warning: cannot record to the state store: {error}")

@@ -102,14 +102,12 @@ pub enum StoreError {
 
     /// The environment lock is not (or no longer) held by this process.
     #[error(
-        "the lock on environment '{environment}' is not held by pid {pid}; \
-         it was released or broken by someone else: check who holds it before retrying"
+        "the lock on environment '{environment}' is no longer held by this run; \
+         it was broken by someone else (`stagegate unlock`): check who holds it before retrying"
     )]
     LockNotHeld {
         /// Environment whose lock was expected.
         environment: String,
-        /// Process id that expected to hold it.
-        pid: u32,
     },
 
     /// The lock was taken and released by others so fast that no attempt

@@ -64,10 +64,14 @@
 //!
 //! On PostgreSQL the environment lock is the same row, keyed by environment, taken by
 //! one `INSERT ... ON CONFLICT DO NOTHING`: two processes on any machines never both
-//! hold it. It has no lease: nothing renews a lease while a long deploy runs, and a lease
-//! that ran out under a live deploy would let a second one in. A lock is held until its
-//! holder releases it or [`Store::break_lock`] removes it (`stagegate unlock`: a holder on
-//! this host is checked for life; one on another host cannot be, so it takes `--force`).
+//! hold it. The row names its holding with a random token and carries a lease: the holder
+//! renews it ([`Store::renew_lock`]) every third of its length while it runs, by the
+//! store's clock. A lease that has run out never hands the lock to anyone by itself (a
+//! holder cut off from the database for a while may still be deploying); it is the proof,
+//! across machines, that the holder is gone ([`LockInfo::lease_expired`]), so that
+//! [`Store::break_lock`] (`stagegate unlock`) needs no `--force` for it. A lock is held until
+//! its holder releases it or `break_lock` removes it; a holder on this host is checked for
+//! life by its pid.
 //!
 //! The library never prints; every failure is a [`StoreError`] whose message
 //! says what to do next.
@@ -337,6 +341,50 @@ pub struct LockInfo {
     pub pid_started: Option<u64>,
     /// The boot the holder ran under (`/proc/sys/kernel/random/boot_id`).
     pub boot_id: Option<String>,
+    /// Names this holding of the lock, and no other: a random value the taker chooses (see
+    /// [`lock_token`]). Renewing, attaching a deployment and releasing go by it, so a process
+    /// on another machine that happens to have the same pid can never touch the lock.
+    /// `None` in locks taken by older versions. Never shown (`stagegate status --json`).
+    #[serde(skip_serializing, default)]
+    pub token: Option<String>,
+    /// How long the lock stays fresh without being renewed, in milliseconds (see
+    /// [`Store::renew_lock`]). `None` in locks taken by older versions: they never expire.
+    pub lease_ms: Option<i64>,
+    /// When read: milliseconds until the lease runs out, by the store's clock (PostgreSQL's
+    /// own, so hosts with skewed clocks agree); negative once it has run out, by that much.
+    /// Ignored when taking the lock.
+    pub lease_left_ms: Option<i64>,
+}
+
+impl LockInfo {
+    /// Whether the holder has stopped renewing the lease: it ran out at least a whole lease
+    /// ago (twice its length without a renewal, which a live holder makes every third of
+    /// it). A lock without a lease never expires.
+    pub fn lease_expired(&self) -> bool {
+        match (self.lease_ms, self.lease_left_ms) {
+            (Some(lease), Some(left)) => left < -lease,
+            _ => false,
+        }
+    }
+}
+
+/// A fresh random token for [`LockInfo::token`]: 128 bits from the OS, as hex.
+pub fn lock_token() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        // No /dev/urandom: still unique per process and instant.
+        use sha2::Digest;
+        let seed = format!(
+            "{}-{}-{:?}",
+            std::process::id(),
+            jiff::Timestamp::now().as_nanosecond(),
+            std::thread::current().id()
+        );
+        bytes.copy_from_slice(&sha2::Sha256::digest(seed.as_bytes())[..16]);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Result of [`Store::try_lock`].
@@ -454,7 +502,9 @@ impl Store {
                             r.finished_at,
                         )
                         .await?;
-                        self.release_lock(&r.environment, r.pid).await?;
+                        if !r.lock_token.is_empty() {
+                            self.release_lock(&r.environment, &r.lock_token).await?;
+                        }
                         done.push(r);
                     }
                     let _ = std::fs::remove_file(&file);
@@ -631,21 +681,28 @@ impl Store {
         dispatch!(self.try_lock(environment, holder))
     }
 
-    /// Records which deployment the lock (held by `pid`) belongs to.
-    /// Fails with [`StoreError::LockNotHeld`] if `pid` does not hold it.
+    /// Records which deployment the lock (held under `token`) belongs to.
+    /// Fails with [`StoreError::LockNotHeld`] if that holding is gone.
     pub async fn set_lock_deployment(
         &self,
         environment: &str,
-        pid: u32,
+        token: &str,
         deployment_id: i64,
     ) -> Result<(), StoreError> {
-        dispatch!(self.set_lock_deployment(environment, pid, deployment_id))
+        dispatch!(self.set_lock_deployment(environment, token, deployment_id))
     }
 
-    /// Releases the lock if it is held by `pid`; otherwise does nothing
+    /// Renews the lease of the lock held under `token`: it runs out its `lease_ms` from now
+    /// (the store's clock). Returns false, changing nothing, when that holding is gone (the
+    /// lock was broken, and perhaps taken by someone else).
+    pub async fn renew_lock(&self, environment: &str, token: &str) -> Result<bool, StoreError> {
+        dispatch!(self.renew_lock(environment, token))
+    }
+
+    /// Releases the lock if it is held under `token`; otherwise does nothing
     /// (use [`Store::lock_info`] to see who holds it).
-    pub async fn release_lock(&self, environment: &str, pid: u32) -> Result<(), StoreError> {
-        dispatch!(self.release_lock(environment, pid))
+    pub async fn release_lock(&self, environment: &str, token: &str) -> Result<(), StoreError> {
+        dispatch!(self.release_lock(environment, token))
     }
 
     /// Who holds the lock on `environment`, if anyone.

@@ -24,8 +24,12 @@ pub const RESERVED_BYTES: usize = 4096;
 pub struct FinishRecord {
     pub deployment_id: i64,
     pub environment: String,
-    /// The process that held the environment's lock (its lock is freed with the record).
+    /// The process that held the environment's lock.
     pub pid: u32,
+    /// The token of that lock ([`crate::LockInfo::token`]): it is freed with the record.
+    /// Empty in records of older versions, whose lock is left for `stagegate unlock`.
+    #[serde(default)]
+    pub lock_token: String,
     pub outcome: String,
     pub exit_code: i32,
     pub summary: String,

@@ -44,6 +44,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "server indexes",
         include_str!("../migrations/postgres/0003_server_indexes.sql"),
     ),
+    (
+        4,
+        "lock lease",
+        include_str!("../migrations/postgres/0004_lock_lease.sql"),
+    ),
 ];
 
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
@@ -107,8 +112,22 @@ macro_rules! select_approvals {
     };
 }
 
-const LOCK_COLUMNS: &str =
-    "environment, deployment_id, holder, pid, host, acquired_at, pid_started, boot_id";
+/// Now, in Unix milliseconds, by PostgreSQL's clock: leases are taken, renewed and read by
+/// one clock, whatever the hosts' clocks say.
+macro_rules! now_ms {
+    () => {
+        "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+    };
+}
+const NOW_MS: &str = now_ms!();
+
+/// The columns of a [`LockInfo`], the lease left computed at read time.
+const LOCK_COLUMNS: &str = concat!(
+    "environment, deployment_id, holder, pid, host, acquired_at, pid_started, boot_id, \
+     token, lease_ms, lease_until - ",
+    now_ms!(),
+    " AS lease_left_ms"
+);
 
 impl PostgresStore {
     /// Connects to `url` and applies pending migrations. A failure to connect is told by its
@@ -525,11 +544,12 @@ impl PostgresStore {
         // the second wait for the first to commit, then skips it. The lock can be released
         // between our skipped INSERT and the read back; then simply try again (bounded).
         for _ in 0..5 {
-            let done = sqlx::query(
+            let done = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO env_locks (environment, deployment_id, holder, pid, host, acquired_at, \
-                 pid_started, boot_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (environment) DO NOTHING",
-            )
+                 pid_started, boot_id, token, lease_ms, lease_until) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {NOW_MS} + $10) \
+                 ON CONFLICT (environment) DO NOTHING"
+            )))
             .bind(environment)
             .bind(holder.deployment_id)
             .bind(&holder.holder)
@@ -538,6 +558,8 @@ impl PostgresStore {
             .bind(holder.acquired_at)
             .bind(holder.pid_started.map(|t| t as i64))
             .bind(&holder.boot_id)
+            .bind(&holder.token)
+            .bind(holder.lease_ms)
             .execute(&self.pool)
             .await
             .map_err(StoreError::query("taking the environment lock"))?;
@@ -556,31 +578,51 @@ impl PostgresStore {
     pub(crate) async fn set_lock_deployment(
         &self,
         environment: &str,
-        pid: u32,
+        token: &str,
         deployment_id: i64,
     ) -> Result<(), StoreError> {
         let done = sqlx::query(
-            "UPDATE env_locks SET deployment_id = $1 WHERE environment = $2 AND pid = $3",
+            "UPDATE env_locks SET deployment_id = $1 WHERE environment = $2 AND token = $3",
         )
         .bind(deployment_id)
         .bind(environment)
-        .bind(i64::from(pid))
+        .bind(token)
         .execute(&self.pool)
         .await
         .map_err(StoreError::query("attaching a deployment to the lock"))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::LockNotHeld {
                 environment: environment.to_owned(),
-                pid,
             });
         }
         Ok(())
     }
 
-    pub(crate) async fn release_lock(&self, environment: &str, pid: u32) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM env_locks WHERE environment = $1 AND pid = $2")
+    pub(crate) async fn renew_lock(
+        &self,
+        environment: &str,
+        token: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE env_locks SET lease_until = {NOW_MS} + lease_ms \
+             WHERE environment = $1 AND token = $2 AND lease_ms IS NOT NULL"
+        )))
+        .bind(environment)
+        .bind(token)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("renewing the environment lock"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn release_lock(
+        &self,
+        environment: &str,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM env_locks WHERE environment = $1 AND token = $2")
             .bind(environment)
-            .bind(i64::from(pid))
+            .bind(token)
             .execute(&self.pool)
             .await
             .map_err(StoreError::query("releasing the environment lock"))?;
@@ -1102,6 +1144,9 @@ fn lock_from_row(row: &PgRow) -> Result<LockInfo, StoreError> {
         acquired_at: get(row, "acquired_at")?,
         pid_started: get::<Option<i64>>(row, "pid_started")?.map(|t| t as u64),
         boot_id: get(row, "boot_id")?,
+        token: get(row, "token")?,
+        lease_ms: get(row, "lease_ms")?,
+        lease_left_ms: get(row, "lease_left_ms")?,
     })
 }
 

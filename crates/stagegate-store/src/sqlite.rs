@@ -66,7 +66,28 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "server indexes",
         include_str!("../migrations/sqlite/0007_server_indexes.sql"),
     ),
+    (
+        8,
+        "lock lease",
+        include_str!("../migrations/sqlite/0008_lock_lease.sql"),
+    ),
 ];
+
+/// Now, in Unix milliseconds, by SQLite's clock (the one machine the file is on).
+macro_rules! now_ms {
+    () => {
+        "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER)"
+    };
+}
+const NOW_MS: &str = now_ms!();
+
+/// The columns of a [`LockInfo`], the lease left computed at read time.
+const LOCK_COLUMNS: &str = concat!(
+    "environment, deployment_id, holder, pid, host, acquired_at, pid_started, boot_id, \
+     token, lease_ms, lease_until - ",
+    now_ms!(),
+    " AS lease_left_ms"
+);
 
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrator(MIGRATIONS));
 
@@ -593,11 +614,12 @@ impl SqliteStore {
         // The lock can be released between our failed INSERT and the read
         // back; then simply try again (bounded, in case of heavy churn).
         for _ in 0..5 {
-            let done = sqlx::query(
+            let done = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO env_locks (environment, deployment_id, holder, pid, host, acquired_at, \
-                 pid_started, boot_id) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (environment) DO NOTHING",
-            )
+                 pid_started, boot_id, token, lease_ms, lease_until) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW_MS} + ?) \
+                 ON CONFLICT (environment) DO NOTHING"
+            )))
             .bind(environment)
             .bind(holder.deployment_id)
             .bind(&holder.holder)
@@ -606,6 +628,9 @@ impl SqliteStore {
             .bind(holder.acquired_at)
             .bind(holder.pid_started.map(|t| t as i64))
             .bind(&holder.boot_id)
+            .bind(&holder.token)
+            .bind(holder.lease_ms)
+            .bind(holder.lease_ms)
             .execute(&self.pool)
             .await
             .map_err(StoreError::query("taking the environment lock"))?;
@@ -624,30 +649,51 @@ impl SqliteStore {
     pub(crate) async fn set_lock_deployment(
         &self,
         environment: &str,
-        pid: u32,
+        token: &str,
         deployment_id: i64,
     ) -> Result<(), StoreError> {
-        let done =
-            sqlx::query("UPDATE env_locks SET deployment_id = ? WHERE environment = ? AND pid = ?")
-                .bind(deployment_id)
-                .bind(environment)
-                .bind(i64::from(pid))
-                .execute(&self.pool)
-                .await
-                .map_err(StoreError::query("attaching a deployment to the lock"))?;
+        let done = sqlx::query(
+            "UPDATE env_locks SET deployment_id = ? WHERE environment = ? AND token = ?",
+        )
+        .bind(deployment_id)
+        .bind(environment)
+        .bind(token)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("attaching a deployment to the lock"))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::LockNotHeld {
                 environment: environment.to_owned(),
-                pid,
             });
         }
         Ok(())
     }
 
-    pub(crate) async fn release_lock(&self, environment: &str, pid: u32) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM env_locks WHERE environment = ? AND pid = ?")
+    pub(crate) async fn renew_lock(
+        &self,
+        environment: &str,
+        token: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE env_locks SET lease_until = {NOW_MS} + lease_ms \
+             WHERE environment = ? AND token = ? AND lease_ms IS NOT NULL"
+        )))
+        .bind(environment)
+        .bind(token)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("renewing the environment lock"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn release_lock(
+        &self,
+        environment: &str,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM env_locks WHERE environment = ? AND token = ?")
             .bind(environment)
-            .bind(i64::from(pid))
+            .bind(token)
             .execute(&self.pool)
             .await
             .map_err(StoreError::query("releasing the environment lock"))?;
@@ -658,13 +704,13 @@ impl SqliteStore {
         &self,
         environment: &str,
     ) -> Result<Option<LockInfo>, StoreError> {
-        const SQL: &str = "SELECT environment, deployment_id, holder, pid, host, acquired_at, \
-             pid_started, boot_id FROM env_locks WHERE environment = ?";
-        let row = sqlx::query(SQL)
-            .bind(environment)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::query("reading the environment lock"))?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {LOCK_COLUMNS} FROM env_locks WHERE environment = ?"
+        )))
+        .bind(environment)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query("reading the environment lock"))?;
         row.as_ref().map(lock_from_row).transpose()
     }
 
@@ -675,11 +721,9 @@ impl SqliteStore {
     ) -> Result<Option<LockInfo>, StoreError> {
         let mut conn = self.acquire("breaking the environment lock").await?;
         let mut tx = begin_write(&mut conn, "breaking the environment lock").await?;
-        let row = sqlx::query(
-            "DELETE FROM env_locks WHERE environment = ? \
-             RETURNING environment, deployment_id, holder, pid, host, acquired_at, pid_started, \
-             boot_id",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM env_locks WHERE environment = ? RETURNING {LOCK_COLUMNS}"
+        )))
         .bind(environment)
         .fetch_optional(&mut *tx)
         .await
@@ -1156,6 +1200,9 @@ fn lock_from_row(row: &SqliteRow) -> Result<LockInfo, StoreError> {
         acquired_at: get(row, "acquired_at")?,
         pid_started: get::<Option<i64>>(row, "pid_started")?.map(|t| t as u64),
         boot_id: get(row, "boot_id")?,
+        token: get(row, "token")?,
+        lease_ms: get(row, "lease_ms")?,
+        lease_left_ms: get(row, "lease_left_ms")?,
     })
 }
 
@@ -1163,8 +1210,8 @@ fn lock_from_row(row: &SqliteRow) -> Result<LockInfo, StoreError> {
 mod tests {
     use std::path::Path;
 
+    use sqlx::Row;
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-    use sqlx::{AssertSqlSafe, Row};
 
     use super::{LAST_PASSED_STEP, MIGRATIONS, SqliteStore, migrator};
 
@@ -1218,7 +1265,7 @@ mod tests {
             "1.0"
         );
 
-        let plan = sqlx::query(AssertSqlSafe(format!(
+        let plan = sqlx::query(sqlx::AssertSqlSafe(format!(
             "EXPLAIN QUERY PLAN {LAST_PASSED_STEP}"
         )))
         .bind("shop")

@@ -108,6 +108,7 @@ on_both!(
     lock_acquire_info_attach_release,
     break_lock_removes_and_reports,
     lock_is_exclusive_across_two_stores_racing,
+    a_lease_is_renewed_by_its_holding_only_and_runs_out,
     an_untampered_store_verifies,
     edits_deletions_and_reordering_are_named,
     ids_are_never_reused_and_the_floor_is_kept,
@@ -166,6 +167,9 @@ fn lock_holder(env: &str, pid: u32) -> LockInfo {
         pid,
         host: format!("host{pid}"),
         acquired_at: 5_000 + i64::from(pid),
+        token: Some(format!("token-{pid}")),
+        lease_ms: Some(60_000),
+        lease_left_ms: None,
     }
 }
 
@@ -583,7 +587,10 @@ async fn lock_acquire_info_attach_release(backend: Backend) {
         .begin_deployment(&new_deployment("staging", "1", 1))
         .await
         .unwrap();
-    store.set_lock_deployment("staging", 100, id).await.unwrap();
+    store
+        .set_lock_deployment("staging", "token-100", id)
+        .await
+        .unwrap();
     assert_eq!(
         store
             .lock_info("staging")
@@ -594,20 +601,20 @@ async fn lock_acquire_info_attach_release(backend: Backend) {
         Some(id)
     );
     let err = store
-        .set_lock_deployment("staging", 200, id)
+        .set_lock_deployment("staging", "token-200", id)
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, StoreError::LockNotHeld { environment, pid: 200 } if environment == "staging"),
+        matches!(&err, StoreError::LockNotHeld { environment } if environment == "staging"),
         "{err:?}"
     );
 
-    // Release by a different pid does nothing.
-    store.release_lock("staging", 200).await.unwrap();
+    // Release by a different holding does nothing.
+    store.release_lock("staging", "token-200").await.unwrap();
     assert_eq!(store.lock_info("staging").await.unwrap().unwrap().pid, 100);
 
     // Release by the holder frees it, and it can be taken again.
-    store.release_lock("staging", 100).await.unwrap();
+    store.release_lock("staging", "token-100").await.unwrap();
     assert!(store.lock_info("staging").await.unwrap().is_none());
     assert!(matches!(
         store
@@ -661,10 +668,66 @@ async fn break_lock_removes_and_reports(backend: Backend) {
 
     // The old holder's attach now fails; its release is a harmless no-op.
     assert!(matches!(
-        store.set_lock_deployment("staging", 77, id).await,
-        Err(StoreError::LockNotHeld { pid: 77, .. })
+        store.set_lock_deployment("staging", "token-77", id).await,
+        Err(StoreError::LockNotHeld { .. })
     ));
-    store.release_lock("staging", 77).await.unwrap();
+    assert!(!store.renew_lock("staging", "token-77").await.unwrap());
+    store.release_lock("staging", "token-77").await.unwrap();
+    store.close().await;
+}
+
+/// A lock's lease is read as time left by the store's clock, pushed ahead by a renewal of its
+/// own holding only (not by a process with the same pid elsewhere), and counts as expired
+/// once it has run out by a whole lease; a lock without a lease never expires.
+async fn a_lease_is_renewed_by_its_holding_only_and_runs_out(backend: Backend) {
+    let (_place, store) = open_temp(backend).await;
+    let mut me = lock_holder("staging", 300);
+    me.lease_ms = Some(400);
+    assert!(matches!(
+        store.try_lock("staging", &me).await.unwrap(),
+        LockAttempt::Acquired
+    ));
+    let fresh = store.lock_info("staging").await.unwrap().unwrap();
+    assert_eq!(fresh.lease_ms, Some(400));
+    let left = fresh.lease_left_ms.expect("a lease");
+    assert!((0..=400).contains(&left), "{left}");
+    assert!(!fresh.lease_expired());
+    assert_eq!(fresh.token.as_deref(), Some("token-300"));
+
+    // Run out by more than a whole lease: expired.
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let stale = store.lock_info("staging").await.unwrap().unwrap();
+    assert!(stale.lease_left_ms.unwrap() < -400, "{stale:?}");
+    assert!(stale.lease_expired());
+
+    // Another holding (the same pid on another host) renews nothing and releases nothing.
+    assert!(!store.renew_lock("staging", "token-other").await.unwrap());
+    store.release_lock("staging", "token-other").await.unwrap();
+    assert!(
+        store
+            .lock_info("staging")
+            .await
+            .unwrap()
+            .unwrap()
+            .lease_expired()
+    );
+
+    // Its own renewal makes it fresh again.
+    assert!(store.renew_lock("staging", "token-300").await.unwrap());
+    let renewed = store.lock_info("staging").await.unwrap().unwrap();
+    assert!(!renewed.lease_expired());
+    assert!(renewed.lease_left_ms.unwrap() > 0, "{renewed:?}");
+    store.release_lock("staging", "token-300").await.unwrap();
+    assert!(store.lock_info("staging").await.unwrap().is_none());
+
+    // An older version's lock has no lease: it is never taken for expired.
+    let mut old = lock_holder("staging", 301);
+    old.token = None;
+    old.lease_ms = None;
+    store.try_lock("staging", &old).await.unwrap();
+    let old = store.lock_info("staging").await.unwrap().unwrap();
+    assert_eq!((old.lease_ms, old.lease_left_ms), (None, None));
+    assert!(!old.lease_expired());
     store.close().await;
 }
 
@@ -1115,6 +1178,7 @@ async fn postgres_pending_outcomes_live_in_the_local_directory() {
             deployment_id: id,
             environment: "staging".into(),
             pid: 4242,
+            lock_token: "token-4242".into(),
             outcome: "succeeded".into(),
             exit_code: 0,
             summary: "all good".into(),

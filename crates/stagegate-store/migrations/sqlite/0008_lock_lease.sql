@@ -1,0 +1,8 @@
+-- The lock's holding, exactly, and its lease. `token` is a random value the taker chooses:
+-- renewing, attaching a deployment and releasing go by it, not by the pid (which another
+-- machine's process may share). `lease_until` (Unix milliseconds) is pushed `lease_ms` ahead
+-- by the holder every third of the lease; a lease long run out says the holder is gone.
+-- Locks taken by older versions have neither, and never expire.
+ALTER TABLE env_locks ADD COLUMN token TEXT;
+ALTER TABLE env_locks ADD COLUMN lease_ms INTEGER;
+ALTER TABLE env_locks ADD COLUMN lease_until INTEGER;
