@@ -954,9 +954,12 @@ pub async fn unlock(cli: &Cli, env: &str, force: bool, reason: Option<&str>) -> 
         at: stagegate_store::now_millis(),
     };
     let removed = store.break_lock(env, &note).await?;
-    stagegate_engine::session::reap_unfinished(&store, env, &mut |n| {
-        eprintln!("{}", stagegate_report::describe_notice(n))
-    })
+    stagegate_engine::session::reap_unfinished(
+        &store,
+        env,
+        &crate::context::hostname(),
+        &mut |n| eprintln!("{}", stagegate_report::describe_notice(n)),
+    )
     .await?;
     match removed {
         Some(l) => println!(

@@ -362,6 +362,45 @@ fn a_remote_lock_whose_lease_ran_out_is_gone() {
     p.run_env(&["audit", "verify"], &env).code(0);
 }
 
+/// A deploy marks runs of its environment that were left `running` as abandoned (it holds the
+/// lock, so their processes are gone), but not a check running on another machine: a check
+/// takes no lock, and from here nothing tells whether it still goes.
+#[test]
+fn a_check_on_another_machine_is_not_reaped() {
+    let pg = Postgres::start();
+    let db = pg.database("remote_check");
+    let p = Project::new(PLAN);
+    let env = [("STAGEGATE_STATE", db.url.as_str())];
+    p.run_env(&["history"], &env).code(0); // creates the schema
+    pg.superuser(
+        &db.name,
+        "INSERT INTO deployments (project, environment, kind, release_version, release_sha, \
+         plan_hash, actor, pid, host, started_at) VALUES \
+         ('shop', 'staging', 'check', '1', 'a', 'h', 'bob', 4242, 'ci-runner-7', 1), \
+         ('shop', 'staging', 'deploy', '1', 'a', 'h', 'bob', 4243, 'ci-runner-7', 2)",
+    );
+    p.run_env(
+        &[
+            "deploy",
+            "staging",
+            "--release-version",
+            "2",
+            "--release-sha",
+            "b",
+        ],
+        &env,
+    )
+    .code(0)
+    .stderr_has("was left unfinished");
+    assert_eq!(
+        pg.superuser(
+            &db.name,
+            "SELECT kind || ' ' || outcome FROM deployments WHERE host = 'ci-runner-7' ORDER BY id"
+        ),
+        "check running\ndeploy abandoned"
+    );
+}
+
 /// Five stagegate processes deploy one environment of one PostgreSQL store at once, each
 /// queueing (`--wait`) behind the others: never do two of them hold the lock, so their
 /// steps never overlap (each writes `start` and `end` lines around a sleep of more than twice

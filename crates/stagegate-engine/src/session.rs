@@ -391,7 +391,7 @@ impl Session<'_> {
         // Outcomes an earlier run could not record are recorded first: they are not abandoned.
         self.store.recover_pending().await?;
         let sinks = &mut self.sinks;
-        reap_unfinished(&self.store, &self.environment, &mut |n| {
+        reap_unfinished(&self.store, &self.environment, &self.host, &mut |n| {
             for s in sinks.iter_mut() {
                 s.on_notice(n);
             }
@@ -561,16 +561,21 @@ where
     }
 }
 
-/// Marks runs of `environment` whose process is gone as abandoned, telling `notify` of each.
-/// The current process's own run, and a check still running beside it, are left alone.
+/// Marks runs of `environment` whose process is gone as abandoned, telling `notify` of each;
+/// the caller holds (or has just cleared) the environment's lock and runs on `host`. The
+/// current process's own run, and a check that may still run beside it, are left alone.
 pub async fn reap_unfinished(
     store: &Store,
     environment: &str,
+    host: &str,
     notify: &mut dyn FnMut(&Notice),
 ) -> Result<(), StoreError> {
     for d in store.unfinished(Some(environment)).await? {
-        // A check takes no lock, so one may be running beside this deploy.
-        if d.pid == std::process::id() || (d.kind == "check" && pid_alive(d.pid)) {
+        let mine = d.pid == std::process::id() && d.host == host;
+        // A check takes no lock, so one may be running beside this deploy: on this host its
+        // pid tells; on another (a shared PostgreSQL store) nothing does, so it is left be.
+        let check_may_run = d.kind == "check" && (d.host != host || pid_alive(d.pid));
+        if mine || check_may_run {
             continue;
         }
         let steps = store.steps(d.id).await?;
