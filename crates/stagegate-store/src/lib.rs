@@ -76,6 +76,19 @@
 //! The library never prints; every failure is a [`StoreError`] whose message
 //! says what to do next.
 
+/// The columns of a [`LockInfo`] in both backends' SQL, the lease left computed at read
+/// time against `$now`, the backend's "now in Unix milliseconds" expression (a literal).
+macro_rules! lock_columns {
+    ($now:expr) => {
+        concat!(
+            "environment, deployment_id, holder, pid, host, acquired_at, pid_started, boot_id, \
+             token, lease_ms, lease_until - ",
+            $now,
+            " AS lease_left_ms"
+        )
+    };
+}
+
 pub mod audit;
 mod error;
 pub mod pending;

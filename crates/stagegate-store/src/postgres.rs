@@ -121,13 +121,7 @@ macro_rules! now_ms {
 }
 const NOW_MS: &str = now_ms!();
 
-/// The columns of a [`LockInfo`], the lease left computed at read time.
-const LOCK_COLUMNS: &str = concat!(
-    "environment, deployment_id, holder, pid, host, acquired_at, pid_started, boot_id, \
-     token, lease_ms, lease_until - ",
-    now_ms!(),
-    " AS lease_left_ms"
-);
+const LOCK_COLUMNS: &str = lock_columns!(now_ms!());
 
 impl PostgresStore {
     /// Connects to `url` and applies pending migrations. A failure to connect is told by its
