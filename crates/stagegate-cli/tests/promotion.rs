@@ -274,6 +274,37 @@ fn a_changed_plan_voids_the_approvals_given_under_the_old_one() {
     stop_all(&p);
 }
 
+/// An approval binds to the artifact too: once a newer release has passed staging, the open
+/// request for the older one is voided when promoted, and the newer one asks afresh.
+#[test]
+fn a_newer_artifact_in_staging_voids_the_open_request() {
+    let rules = "    promote_from: staging
+    approvals: { required: 2, from: [security, devops] }";
+    let p = Project::with_demo(&plan(rules));
+    deploy_staging(&p, "2.0.0");
+    p.run(&["promote", "staging", "production"]).code(8);
+    as_(&p, "alice", &["approve", "production"])
+        .code(0)
+        .stdout_has("(1 of 2)");
+
+    deploy_staging(&p, "2.0.1");
+    p.run(&["promote", "staging", "production"])
+        .code(8)
+        .stderr_has("request #2 voided: a different artifact")
+        .stderr_has("promotion of 2.0.1")
+        .stderr_has("approvals: 0 of 2");
+    let prod = history(&p, "production");
+    assert_eq!(prod[0]["release_version"], "2.0.1");
+    assert_eq!(prod[0]["outcome"], "awaiting_approval");
+    assert_eq!(prod[1]["release_version"], "2.0.0");
+    assert_eq!(prod[1]["outcome"], "voided");
+    // Alice's approval of 2.0.0 does not count for 2.0.1: she approves again.
+    as_(&p, "bob", &["approve", "production"])
+        .code(0)
+        .stdout_has("(1 of 2)");
+    stop_all(&p);
+}
+
 #[test]
 fn a_build_that_differs_from_what_passed_staging_is_refused_before_it_starts() {
     let p = Project::with_demo(&plan("    promote_from: staging"));
