@@ -407,11 +407,10 @@ async fn accept(
 ) -> CmdResult {
     let env = &dep.environment;
     let id = dep.id;
-    let token = lock(store, env, &d.actor, id).await?;
-    let _lease = stagegate_engine::session::Heartbeat::start(
+    let held = stagegate_engine::session::Heartbeat::start(
         store.clone(),
         env.clone(),
-        token.clone(),
+        lock(store, env, &d.actor, id).await?,
         stagegate_engine::session::DEFAULT_LEASE,
         Vec::new(),
     );
@@ -450,6 +449,8 @@ async fn accept(
             stagegate_store::now_millis(),
         )
         .await;
+    let token = held.token().to_string();
+    drop(held);
     let _ = store.release_lock(env, &token).await;
     finished?;
     notify_accepted(plan, dep, &summary).await;

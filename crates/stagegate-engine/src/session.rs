@@ -71,6 +71,7 @@ pub fn holder_gone(lock: &LockInfo, host: &str) -> bool {
 /// dropped. When the holding is gone (someone broke the lock with `stagegate unlock --force`),
 /// it cancels `on_loss` and stops; [`Heartbeat::lost`] then says so.
 pub struct Heartbeat {
+    token: String,
     task: tokio::task::JoinHandle<()>,
     lost: CancellationToken,
 }
@@ -86,6 +87,7 @@ impl Heartbeat {
         let lost = CancellationToken::new();
         let said = lost.clone();
         let every = (lease / 3).max(Duration::from_millis(100));
+        let mine = token.clone();
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
@@ -104,7 +106,16 @@ impl Heartbeat {
                 }
             }
         });
-        Heartbeat { task, lost }
+        Heartbeat {
+            token: mine,
+            task,
+            lost,
+        }
+    }
+
+    /// The token of the holding it keeps fresh.
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// Whether the holding was found gone.
@@ -307,28 +318,25 @@ impl Session<'_> {
         Fut: std::future::Future<Output = RunReport>,
     {
         let locking = self.kind.locks();
-        let mut heartbeat = None;
-        let mut token = None;
+        let mut held = None;
         if locking {
-            let held = self.acquire_lock().await?;
-            heartbeat = Some(Heartbeat::start(
+            let token = self.acquire_lock().await?;
+            held = Some(Heartbeat::start(
                 self.store.clone(),
                 self.environment.clone(),
-                held.clone(),
+                token,
                 self.lock.lease,
                 vec![self.control.cancel.clone(), self.control.abort.clone()],
             ));
-            token = Some(held);
         }
-        let result = self
-            .run_locked(&release, token.as_deref(), heartbeat.as_ref(), engine)
-            .await;
-        drop(heartbeat);
-        if let Some(token) = &token
-            && !matches!(result, Err(SessionError::FinishNotRecorded { .. }))
-        {
-            let env = self.environment.clone();
-            let _ = retry_write(|| self.store.release_lock(&env, token)).await;
+        let result = self.run_locked(&release, held.as_ref(), engine).await;
+        if let Some(held) = held {
+            let token = held.token().to_string();
+            drop(held); // no renewal after the release
+            if !matches!(result, Err(SessionError::FinishNotRecorded { .. })) {
+                let env = self.environment.clone();
+                let _ = retry_write(|| self.store.release_lock(&env, &token)).await;
+            }
         }
         result
     }
@@ -403,8 +411,7 @@ impl Session<'_> {
     async fn run_locked<F, Fut>(
         &mut self,
         release: &SessionRelease,
-        token: Option<&str>,
-        heartbeat: Option<&Heartbeat>,
+        held: Option<&Heartbeat>,
         engine: F,
     ) -> Result<RunReport, SessionError>
     where
@@ -433,9 +440,9 @@ impl Session<'_> {
                 floor,
             )
             .await?;
-        if let Some(token) = token {
+        if let Some(held) = held {
             self.store
-                .set_lock_deployment(&self.environment, token, id)
+                .set_lock_deployment(&self.environment, held.token(), id)
                 .await?;
         }
         // Room for the outcome outside the database, taken while there is room: if the
@@ -474,7 +481,7 @@ impl Session<'_> {
             }
         };
         let (mut report, ()) = tokio::join!(engine(id, events, self.control.clone()), consume);
-        if heartbeat.is_some_and(Heartbeat::lost) {
+        if held.is_some_and(Heartbeat::lost) {
             report.summary = format!(
                 "{}; the lock on `{}` was broken while this run went (`stagegate unlock --force`): it stopped without rolling back, so the environment is as this run left it; check it before deploying again",
                 report.summary, self.environment
@@ -509,7 +516,7 @@ impl Session<'_> {
                 deployment_id: id,
                 environment: self.environment.clone(),
                 pid: std::process::id(),
-                lock_token: token.unwrap_or_default().to_string(),
+                lock_token: held.map(|h| h.token().to_string()).unwrap_or_default(),
                 outcome: report.outcome.as_str().into(),
                 exit_code: report.exit_code,
                 summary: report.summary.clone(),

@@ -381,23 +381,27 @@ impl LockInfo {
     }
 }
 
-/// A fresh random token for [`LockInfo::token`]: 128 bits from the OS, as hex.
-pub fn lock_token() -> String {
+/// `n` random bytes from the kernel, as hex: lock tokens here, and the server's API tokens
+/// and session ids.
+pub fn random_hex(n: usize) -> std::io::Result<String> {
     use std::io::Read;
-    let mut bytes = [0u8; 16];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if read.is_err() {
-        // No /dev/urandom: still unique per process and instant.
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(hex::encode(buf))
+}
+
+/// A fresh random token for [`LockInfo::token`]: 128 bits from the kernel, as hex. Without
+/// `/dev/urandom`, a digest of the pid and the time in nanoseconds: still unique per holding.
+pub fn lock_token() -> String {
+    random_hex(16).unwrap_or_else(|_| {
         use sha2::Digest;
         let seed = format!(
-            "{}-{}-{:?}",
+            "{}-{}",
             std::process::id(),
-            jiff::Timestamp::now().as_nanosecond(),
-            std::thread::current().id()
+            jiff::Timestamp::now().as_nanosecond()
         );
-        bytes.copy_from_slice(&sha2::Sha256::digest(seed.as_bytes())[..16]);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(&sha2::Sha256::digest(seed.as_bytes())[..16])
+    })
 }
 
 /// Result of [`Store::try_lock`].

@@ -2,7 +2,6 @@
 //! in the state directory. A token is shown once, when it is made; the file holds only
 //! its SHA-256.
 
-use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -93,11 +92,8 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// `n` random bytes from the kernel, as hex.
 pub fn random_hex(n: usize) -> Result<String, Failure> {
-    let mut buf = vec![0u8; n];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(|e| Failure::internal(format!("error: cannot read /dev/urandom: {e}")))?;
-    Ok(hex::encode(buf))
+    stagegate_store::random_hex(n)
+        .map_err(|e| Failure::internal(format!("error: cannot read /dev/urandom: {e}")))
 }
 
 /// The token whose hash matches `token`, if any.
