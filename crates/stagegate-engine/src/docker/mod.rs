@@ -284,10 +284,20 @@ impl DockerDriver {
             Ok(answer) => Ok(Some(
                 answer.unwrap_or_else(|| format!("{ran} {}", c.describe())),
             )),
-            Err(e) => Err(format!(
-                "{e}{}",
-                cli::logs_tail(&rec.container, ctx.scrubber).await
-            )),
+            Err(e) => {
+                // A container that exits just after it was seen running fails the health
+                // check by a refused connection: say that it exited, as the wait above does.
+                let exited = match cli::container(&rec.container).await {
+                    Ok(Some(c)) if !c.state.running => {
+                        format!("container {} {}; ", rec.container, c.describe())
+                    }
+                    _ => String::new(),
+                };
+                Err(format!(
+                    "{exited}{e}{}",
+                    cli::logs_tail(&rec.container, ctx.scrubber).await
+                ))
+            }
         }
     }
 
